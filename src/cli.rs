@@ -1,0 +1,71 @@
+//! The command line: one subcommand per thing a person does with retouchd.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use retouchd::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "retouchd", version, about = "Hot-folder daemon for the Retouch4me cloud retouching API")]
+pub struct Cli {
+    /// Log format: auto (plain under systemd, coloured on a terminal), text, or json.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a local simulator of the retoucher server (no token or credits needed).
+    Sim(SimArgs),
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 5s or 2m: {e}"))
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to listen on. Loopback by default; anything else exposes it to the network.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The token it accepts.
+    #[arg(long, default_value = "demo-token")]
+    pub token: String,
+    /// Time from start to completed.
+    #[arg(long, value_parser = duration, default_value = "3s")]
+    pub processing_time: Duration,
+    /// progress reaches 100 this long before completed.
+    #[arg(long, value_parser = duration, default_value = "500ms")]
+    pub completion_lag: Duration,
+    /// getFile answers 404 this long after completed.
+    #[arg(long, value_parser = duration, default_value = "300ms")]
+    pub store_lag: Duration,
+    /// How long results are kept.
+    #[arg(long, value_parser = duration, default_value = "24h")]
+    pub retention: Duration,
+    /// Accepted starts before it answers 461 (processing limit reached).
+    #[arg(long)]
+    pub quota: Option<u64>,
+    /// Serve /info/limits (production answers 404).
+    #[arg(long)]
+    pub limits: bool,
+    /// Share of jobs that end failed (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Share of requests answered with 500 on every route (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Share of requests whose connection is dropped mid-answer (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_rate: f64,
+    /// Delay before every answer.
+    #[arg(long, value_parser = duration, default_value = "0s")]
+    pub delay: Duration,
+    /// Answer 460/461/462 as HTTP 200 with the code in the body.
+    #[arg(long)]
+    pub codes_in_body: bool,
+}

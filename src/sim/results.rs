@@ -1,0 +1,123 @@
+//! Results like the real server's: with any `Layer: 1` task, a ZIP of decodable PNG layers named
+//! `index=N&blendmode=MODE&name=PLUGIN.png` plus a `result.json`; with every task at `Layer: 0`,
+//! one image in the input's format (the simulator's "retouch" leaves the pixels as they were).
+//! A zip input (what the real server does with one is not documented) gives a zip with one
+//! result per image entry.
+
+use std::io::{Cursor, Read};
+use std::path::Path;
+
+use axum::body::Body;
+use serde_json::{Value, json};
+
+use crate::formats::{self, FileKind};
+use crate::imagegen;
+
+/// A result ready to send, with its exact length.
+pub(super) struct Rendered {
+    body: Body,
+    len: u64,
+}
+
+impl axum::response::IntoResponse for Rendered {
+    fn into_response(self) -> axum::response::Response {
+        let mut response = axum::response::Response::new(self.body);
+        response.headers_mut().insert(axum::http::header::CONTENT_LENGTH, self.len.into());
+        response
+    }
+}
+
+/// Blend mode the real server reports for a plugin's layer (a plausible table, not a spec).
+fn blend_mode(plugin: &str) -> &'static str {
+    match plugin {
+        "Dodge Burn" | "Portrait Volumes" => "softLight",
+        "Mattifier" => "darken",
+        "Eye Brilliance" => "linearLight",
+        _ => "normal",
+    }
+}
+
+/// The plugins whose task asks for a separate layer.
+fn layer_plugins(payload: &Value) -> Vec<String> {
+    let tasks = payload.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
+    tasks
+        .iter()
+        .filter(|t| match t.get("Layer") {
+            Some(Value::Number(n)) => n.as_f64() == Some(1.0),
+            Some(Value::Bool(b)) => *b,
+            _ => false,
+        })
+        .map(|t| t.get("Plugin").and_then(Value::as_str).unwrap_or("Unknown").to_string())
+        .collect()
+}
+
+/// The layers and metadata for one image of `width` × `height`.
+fn layer_entries(prefix: &str, plugins: &[String], width: u32, height: u32) -> Vec<(String, Vec<u8>)> {
+    // Small layers keep the simulator cheap; they are real PNGs all the same.
+    let scale = (width.max(height) as f64 / 64.0).max(1.0);
+    let (w, h) = (((width as f64 / scale) as u32).max(1), ((height as f64 / scale) as u32).max(1));
+    let mut entries: Vec<(String, Vec<u8>)> = plugins
+        .iter()
+        .enumerate()
+        .map(|(index, plugin)| {
+            let tint = [(index * 60 % 256) as u8, 128, 200];
+            let name = format!("{prefix}index={index}&blendmode={}&name={plugin}.png", blend_mode(plugin));
+            (name, imagegen::png_bytes(w, h, tint))
+        })
+        .collect();
+    let meta = json!({
+        "plugins": plugins,
+        "faces": [{"x": 0.3, "y": 0.2, "width": 0.4, "height": 0.5}],
+        "crop": {"x": 0, "y": 0, "width": width, "height": height},
+    });
+    entries.push((format!("{prefix}result.json"), meta.to_string().into_bytes()));
+    entries
+}
+
+pub(super) async fn render(input: &Path, kind: FileKind, payload: &Value) -> std::io::Result<Rendered> {
+    let plugins = layer_plugins(payload);
+    if kind.is_image() && plugins.is_empty() {
+        let file = tokio::fs::File::open(input).await?;
+        let len = file.metadata().await?.len();
+        let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+        return Ok(Rendered { body, len });
+    }
+    let input = input.to_path_buf();
+    let bytes = tokio::task::spawn_blocking(move || render_zip(&input, kind, &plugins))
+        .await
+        .map_err(std::io::Error::other)??;
+    Ok(Rendered { len: bytes.len() as u64, body: Body::from(bytes) })
+}
+
+fn dimensions(bytes: &[u8], kind: FileKind) -> (u32, u32) {
+    formats::image_dimensions(&mut Cursor::new(bytes), kind).ok().flatten().unwrap_or((64, 64))
+}
+
+fn render_zip(input: &Path, kind: FileKind, plugins: &[String]) -> std::io::Result<Vec<u8>> {
+    if kind.is_image() {
+        let mut file = std::fs::File::open(input)?;
+        let dims = formats::image_dimensions(&mut file, kind)?.unwrap_or((64, 64));
+        return Ok(imagegen::zip_of(&layer_entries("", plugins, dims.0, dims.1)));
+    }
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(input)?).map_err(std::io::Error::other)?;
+    let mut entries = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(std::io::Error::other)?;
+        let Some(name) = entry.enclosed_name() else { continue };
+        let mut bytes = Vec::new();
+        (&mut entry).take(256 * 1024 * 1024).read_to_end(&mut bytes)?;
+        let entry_kind = formats::sniff(&bytes);
+        if !entry_kind.is_image() {
+            continue;
+        }
+        let name = name.to_string_lossy().replace('\\', "/");
+        if plugins.is_empty() {
+            entries.push((name, bytes));
+        } else {
+            let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s).to_string();
+            let (w, h) = dimensions(&bytes, entry_kind);
+            entries.extend(layer_entries(&format!("{stem}/"), plugins, w, h));
+        }
+    }
+    Ok(imagegen::zip_of(&entries))
+}

@@ -1,0 +1,6 @@
+//! The one integration test binary: the API client against the simulator, the wire format
+//! against a recording server, and the real `retouchd` binary end to end.
+
+mod api_client;
+mod support;
+mod wire_format;
