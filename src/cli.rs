@@ -19,8 +19,53 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Watch the inboxes and process every new file (the daemon).
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Process what is there now (and what the journal holds) to the end, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Show jobs per state, jobs in flight and recent failures.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send failed files again: moves them from failed/ back into their inbox.
+    Retry {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The job number (from `retouchd status`).
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        job: Option<i64>,
+        /// Every failed or refused job whose file is still in failed/.
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Validate the config, then probe the server and the token (spends no credit).
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Try retouchd end to end against a built-in simulator: no token, network or config needed.
+    Demo {
+        /// Where to make the demo workspace.
+        #[arg(long, default_value = "retouchd-demo")]
+        dir: std::path::PathBuf,
+    },
     /// Serve a local simulator of the retoucher server (no token or credits needed).
     Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Config file; default: $CONFIGURATION_DIRECTORY/config.toml or ~/.config/retouchd/config.toml.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {

@@ -20,7 +20,19 @@
 //! ```
 
 pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod deliver;
+pub mod demo;
 pub mod formats;
+pub mod ignore;
 pub mod imagegen;
+pub mod inspect;
+pub mod job;
+pub mod journal;
+pub mod lock;
 pub mod logging;
+pub mod retry;
 pub mod sim;
+pub mod status;
+pub mod watch;

@@ -1,36 +1,202 @@
-//! The `retouchd` binary: parses the command line and runs the chosen command.
+//! The `retouchd` binary: parses the command line, runs the chosen command, and maps failures
+//! to documented exit codes.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use retouchd::config::{self, Config, Environment};
+use retouchd::daemon::{self, DaemonError, RunOptions};
+use retouchd::journal::Journal;
 use retouchd::sim::{SimConfig, Simulator};
 
 mod cli;
 
-use cli::{Cli, Command, SimArgs};
+use cli::{Cli, Command, ConfigArg, SimArgs};
+
+/// Exit codes, documented in the README.
+mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const CONFIG: u8 = 3;
+    pub const JOURNAL: u8 = 4;
+    pub const LOCKED: u8 = 5;
+    pub const SERVER: u8 = 6;
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl std::fmt::Display) -> Self {
+        Failure { code, message: message.to_string() }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::new(exit::FAILURE, format!("{e:#}"))
+    }
+}
+
+impl From<DaemonError> for Failure {
+    fn from(e: DaemonError) -> Self {
+        let code = match e {
+            DaemonError::Lock(_) => exit::LOCKED,
+            DaemonError::Journal(_) => exit::JOURNAL,
+            DaemonError::Client(_) => exit::CONFIG,
+        };
+        Failure::new(code, e)
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    retouchd::logging::init(cli.log_format, "info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("retouchd: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
     };
-    let result = runtime.block_on(async {
+    let log_format = cli.log_format;
+    let result = runtime.block_on(async move {
         match cli.command {
-            Command::Sim(args) => run_sim(args).await,
+            Command::Run { config, once } => run(config, once, log_format).await,
+            Command::Status { config, json } => status(config, json),
+            Command::Retry { config, job, failed: _ } => retry(config, job),
+            Command::Check { config } => check(config).await,
+            Command::Demo { dir } => {
+                retouchd::logging::init(log_format, "error");
+                retouchd::demo::run(&dir).await.map(drop).map_err(Failure::from)
+            }
+            Command::Sim(args) => {
+                retouchd::logging::init(log_format, "info");
+                run_sim(args).await.map_err(Failure::from)
+            }
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("retouchd: {e:#}");
-            ExitCode::FAILURE
+        Err(f) => {
+            eprintln!("retouchd: {}", f.message.trim_end());
+            ExitCode::from(f.code)
         }
     }
+}
+
+fn load_config(arg: &ConfigArg) -> Result<Config, Failure> {
+    let path: PathBuf = match arg.config.clone().or_else(config::default_path) {
+        Some(p) => p,
+        None => {
+            return Err(Failure::new(exit::CONFIG, "no config file given and no default location; pass --config FILE"));
+        }
+    };
+    config::load(&path, &Environment::from_process()).map_err(|e| Failure::new(exit::CONFIG, e))
+}
+
+async fn run(arg: ConfigArg, once: bool, log_format: retouchd::logging::LogFormat) -> Result<(), Failure> {
+    let config = load_config(&arg)?;
+    retouchd::logging::init(log_format, &config.log_level);
+    let shutdown = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                    _ = int.recv() => tracing::info!("SIGINT: stopping"),
+                }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    let summary = daemon::run(config, RunOptions { once, updates: None }, shutdown).await?;
+    if once {
+        println!("{} delivered, {} failed, {} refused", summary.done, summary.failed, summary.rejected);
+    }
+    Ok(())
+}
+
+fn open_journal(config: &Config) -> Result<Journal, Failure> {
+    Journal::open_read_only(&config.state_dir).map_err(|e| Failure::new(exit::JOURNAL, e))
+}
+
+fn status(arg: ConfigArg, json: bool) -> Result<(), Failure> {
+    let config = load_config(&arg)?;
+    if !config.state_dir.join(retouchd::journal::FILE_NAME).exists() {
+        println!("no journal yet in {}; start `retouchd run` first", config.state_dir.display());
+        return Ok(());
+    }
+    let journal = open_journal(&config)?;
+    let report = retouchd::status::report(&journal).map_err(|e| Failure::new(exit::JOURNAL, e))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Failure::new(exit::FAILURE, e))?);
+    } else {
+        print!("{}", retouchd::status::render(&report));
+    }
+    Ok(())
+}
+
+fn retry(arg: ConfigArg, job: Option<i64>) -> Result<(), Failure> {
+    let config = load_config(&arg)?;
+    let journal = open_journal(&config)?;
+    let outcomes = retouchd::retry::retry(&config, &journal, job).map_err(|e| Failure::new(exit::JOURNAL, e))?;
+    let mut moved = 0;
+    for outcome in &outcomes {
+        match outcome {
+            retouchd::retry::Retried::Moved { id, to } => {
+                moved += 1;
+                println!("#{id}: back in the inbox as {}", to.display());
+            }
+            retouchd::retry::Retried::Skipped { id, why } if job.is_some() => {
+                return Err(Failure::new(exit::FAILURE, format!("#{id} not retried: {why}")));
+            }
+            retouchd::retry::Retried::Skipped { .. } => {}
+        }
+    }
+    println!("{moved} file(s) sent back to their inbox; a running daemon picks them up.");
+    Ok(())
+}
+
+async fn check(arg: ConfigArg) -> Result<(), Failure> {
+    let config = load_config(&arg)?;
+    println!("config: ok ({} watch(es), token from {})", config.watches.len(), config.server.token_source);
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
+    let client =
+        retouchd::api::Client::new(config.server.client_options()).map_err(|e| Failure::new(exit::CONFIG, e))?;
+    match client.limits().await {
+        Ok(Some(l)) => println!(
+            "server: {} answers; limits {} MB, {} megapixels",
+            client.base_url(),
+            l.max_file_size_mb,
+            l.max_megapixels
+        ),
+        Ok(None) => println!("server: {} answers (no limits route, as in production)", client.base_url()),
+        Err(e) => {
+            return Err(Failure::new(
+                exit::SERVER,
+                format!("server {} does not answer properly: {e}", client.base_url()),
+            ));
+        }
+    }
+    match client.balance().await {
+        Ok(b) => match b.professional {
+            Some(n) => println!("token: accepted; {n} professional credits left"),
+            None => println!("token: accepted"),
+        },
+        Err(e) if e.kind == retouchd::api::ErrorKind::BadToken => {
+            return Err(Failure::new(
+                exit::SERVER,
+                format!("token: refused ({}); check {}", e.message, config.server.token_source),
+            ));
+        }
+        Err(e) => println!("token: could not be checked ({e}); it is checked again at the first upload"),
+    }
+    Ok(())
 }
 
 async fn run_sim(args: SimArgs) -> anyhow::Result<()> {

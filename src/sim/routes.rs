@@ -151,9 +151,6 @@ fn valid_payload(text: Option<&str>) -> Option<Value> {
 
 async fn start(State(shared): State<Shared>, headers: HeaderMap, mut multipart: Multipart) -> Response {
     let config = shared.config();
-    if let Some(response) = fault(&shared, &config, config.start_error_rate, false).await {
-        return response;
-    }
     let key = headers.get("Idempotency-Key").and_then(|v| v.to_str().ok()).map(str::to_string);
     {
         let mut inner = shared.lock();
@@ -169,6 +166,13 @@ async fn start(State(shared): State<Shared>, headers: HeaderMap, mut multipart: 
             return response;
         }
     };
+    // Faults come after the body is read, so the client sees the answer rather than a broken pipe.
+    if let Some(response) = fault(&shared, &config, config.start_error_rate, false).await {
+        if let Some(file) = &form.file {
+            let _ = tokio::fs::remove_file(&file.path).await;
+        }
+        return response;
+    }
     let header_token = headers.get("X-Retouch-Token").and_then(|v| v.to_str().ok());
     let response = decide_start(&shared, &config, key, header_token, form);
     if response.status() != StatusCode::OK {

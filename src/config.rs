@@ -1,0 +1,758 @@
+//! Configuration: TOML parsed into a raw form, then validated into a ready [`Config`].
+//!
+//! Every problem is collected and reported at once, each naming its key and what to do; unknown
+//! keys are errors (a typo must not silently fall back to a default). Durations are
+//! human-readable ("5s", "2m", "1h 30m").
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::api::{self, Token};
+
+/// No job is polled more often than this, whatever the config says.
+pub const POLL_FLOOR: Duration = Duration::from_secs(2);
+
+/// Plugins the API document lists; others only earn a warning (they may be newer).
+const KNOWN_PLUGINS: &[&str] = &[
+    "Skin Mask",
+    "Clean Backdrop",
+    "Heal",
+    "Fabric",
+    "Dust",
+    "Eye Vessels",
+    "Eye Brilliance",
+    "White Teeth",
+    "Mattifier",
+    "Dodge Burn",
+    "Skin Tone",
+    "Portrait Volumes",
+    "Face Detection",
+    "Face Lifting",
+    "Glasses Anti Glare",
+    "Color Correction",
+    "Crop",
+];
+
+/// What happens to a source file once its result is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnSuccess {
+    Move,
+    Delete,
+    Keep,
+}
+
+/// What to do when the server no longer knows a task whose result was not fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExpired {
+    /// Submit the file again (costs another credit).
+    Resubmit,
+    /// Send the file to failed/ with the reason.
+    Fail,
+}
+
+/// How a watch notices new files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// inotify on local disks, scanning on network file systems.
+    Auto,
+    Notify,
+    Poll,
+}
+
+/// The server section, validated.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub url: String,
+    pub balance_url: String,
+    pub token: Token,
+    /// Where the token came from, for messages (never the token itself).
+    pub token_source: String,
+    pub poll_interval: Duration,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub allow_plain_http: bool,
+    pub max_uploads: usize,
+    pub max_in_flight: usize,
+    pub max_job_age: Duration,
+    pub on_expired: OnExpired,
+    pub token_retry: Duration,
+    pub quota_retry: Duration,
+    pub max_result_bytes: u64,
+}
+
+impl ServerConfig {
+    pub fn client_options(&self) -> api::ClientOptions {
+        let mut options = api::ClientOptions::new(self.url.clone(), self.token.clone());
+        options.balance_url = self.balance_url.clone();
+        options.connect_timeout = self.connect_timeout;
+        options.idle_timeout = self.idle_timeout;
+        options.allow_plain_http = self.allow_plain_http;
+        options.max_download_bytes = self.max_result_bytes;
+        options
+    }
+}
+
+/// One watched inbox, validated.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    pub inbox: PathBuf,
+    pub outbox: PathBuf,
+    pub done_dir: PathBuf,
+    pub failed_dir: PathBuf,
+    pub on_success: OnSuccess,
+    pub settle: Duration,
+    pub recursive: bool,
+    pub ignore: Vec<String>,
+    pub mode: WatchMode,
+    pub scan_interval: Duration,
+    pub rescan_interval: Duration,
+    pub incomplete_grace: Duration,
+    /// The payload JSON, sent verbatim as the `payload` field.
+    pub payload: String,
+}
+
+/// A ready configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub state_dir: PathBuf,
+    pub log_level: String,
+    pub watches: Vec<WatchConfig>,
+    /// Things worth telling the user that do not stop the daemon.
+    pub warnings: Vec<String>,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} has {} problem(s):", self.file, self.problems.len())?;
+        for p in &self.problems {
+            writeln!(f, "  - {}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    watch: Vec<RawWatch>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawServer {
+    url: Option<String>,
+    balance_url: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    poll_interval: Option<String>,
+    connect_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    allow_plain_http: Option<bool>,
+    max_uploads: Option<i64>,
+    max_in_flight: Option<i64>,
+    max_job_age: Option<String>,
+    on_expired: Option<String>,
+    token_retry: Option<String>,
+    quota_retry: Option<String>,
+    max_result_mb: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawState {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawLog {
+    level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawWatch {
+    inbox: Option<PathBuf>,
+    outbox: Option<PathBuf>,
+    done_dir: Option<PathBuf>,
+    failed_dir: Option<PathBuf>,
+    on_success: Option<String>,
+    settle: Option<String>,
+    recursive: Option<bool>,
+    #[serde(default)]
+    ignore: Vec<String>,
+    mode: Option<String>,
+    scan_interval: Option<String>,
+    rescan_interval: Option<String>,
+    incomplete_grace: Option<String>,
+    payload: Option<toml::Table>,
+}
+
+/// Where the environment says things are: systemd's directories, the token variable.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    pub state_directory: Option<PathBuf>,
+    pub credentials_directory: Option<PathBuf>,
+    pub token_var: Option<String>,
+}
+
+impl Environment {
+    pub fn from_process() -> Self {
+        let first_path = |var: &str| {
+            std::env::var_os(var).and_then(|v| std::env::split_paths(&v).next()).filter(|p| !p.as_os_str().is_empty())
+        };
+        Environment {
+            state_directory: first_path("STATE_DIRECTORY"),
+            credentials_directory: first_path("CREDENTIALS_DIRECTORY"),
+            token_var: std::env::var("RETOUCHD_TOKEN").ok().filter(|t| !t.trim().is_empty()),
+        }
+    }
+}
+
+/// The config file used when none is given: `$CONFIGURATION_DIRECTORY/config.toml` under
+/// systemd, else the platform's config folder (e.g. `~/.config/retouchd/config.toml`).
+pub fn default_path() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("CONFIGURATION_DIRECTORY").and_then(|v| std::env::split_paths(&v).next()) {
+        return Some(dir.join("config.toml"));
+    }
+    directories::ProjectDirs::from("", "", "retouchd").map(|d| d.config_dir().join("config.toml"))
+}
+
+fn default_state_dir() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "retouchd").map(|d| d.data_local_dir().to_path_buf())
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path, env: &Environment) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        problems: vec![Problem {
+            key: "(file)".into(),
+            message: format!("cannot read it: {e}; pass --config FILE or create it from config.example.toml"),
+        }],
+    })?;
+    let mut config = parse(&text, path.parent().unwrap_or(Path::new(".")), env)
+        .map_err(|problems| ConfigError { file: file.clone(), problems })?;
+    if config_is_readable_by_others(path) && text.lines().any(|l| l.trim_start().starts_with("token ")) {
+        config.warnings.push(format!(
+            "{file} holds the token and others can read it; run `chmod 600 {file}`, or move the token to \
+             token_file or a systemd credential"
+        ));
+    }
+    Ok(config)
+}
+
+fn config_is_readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).map(|m| m.permissions().mode() & 0o044 != 0).unwrap_or(false)
+}
+
+/// Validates config text. Relative paths are taken from `base`.
+pub fn parse(text: &str, base: &Path, env: &Environment) -> Result<Config, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut unknown = Vec::new();
+    let deserializer = toml::de::Deserializer::parse(text)
+        .map_err(|e| vec![Problem { key: "(syntax)".into(), message: e.to_string().trim().replace('\n', " ") }])?;
+    let raw: RawConfig = serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()))
+        .map_err(|e| vec![Problem { key: "(type)".into(), message: e.to_string().trim().replace('\n', " ") }])?;
+    for key in unknown {
+        problems.push(Problem {
+            key: bracket_indexes(&key),
+            message: "unknown key; check its spelling against config.example.toml".into(),
+        });
+    }
+    let mut v = Validator { problems, warnings: Vec::new(), base: base.to_path_buf() };
+    let server = v.server(raw.server, env);
+    let state_dir = v.state_dir(raw.state, env);
+    let log_level = raw.log.level.unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        v.problem("log.level", format!("`{log_level}` is not a level; use error, warn, info, debug or trace"));
+    }
+    if raw.watch.is_empty() {
+        v.problem("watch", "no [[watch]] section; add one with inbox, outbox, done_dir, failed_dir and payload");
+    }
+    let watches: Vec<WatchConfig> = raw.watch.into_iter().enumerate().filter_map(|(i, w)| v.watch(i, w)).collect();
+    v.cross_check(&watches);
+    match (server, state_dir, v.problems.is_empty()) {
+        (Some(server), Some(state_dir), true) => {
+            Ok(Config { server, state_dir, log_level, watches, warnings: v.warnings })
+        }
+        _ => Err(v.problems),
+    }
+}
+
+struct Validator {
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+    base: PathBuf,
+}
+
+impl Validator {
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem { key: key.into(), message: message.into() });
+    }
+
+    fn duration(&mut self, key: &str, value: Option<String>, default: &str) -> Duration {
+        let text = value.unwrap_or_else(|| default.to_string());
+        if text.trim_start().starts_with('-') {
+            self.problem(key, format!("`{text}` is negative; durations are like \"5s\", \"2m\", \"1h\""));
+            return humantime::parse_duration(default).unwrap_or_default();
+        }
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.problem(key, format!("`{text}` is not a duration ({e}); write it like \"5s\", \"2m\", \"1h\""));
+                humantime::parse_duration(default).unwrap_or_default()
+            }
+        }
+    }
+
+    fn count(&mut self, key: &str, value: Option<i64>, default: usize) -> usize {
+        match value {
+            None => default,
+            Some(n) if (1..=10_000).contains(&n) => n as usize,
+            Some(n) => {
+                self.problem(key, format!("{n} is out of range; use a whole number from 1 to 10000"));
+                default
+            }
+        }
+    }
+
+    fn path(&self, p: PathBuf) -> PathBuf {
+        if p.is_absolute() { p } else { self.base.join(p) }
+    }
+
+    fn server(&mut self, raw: RawServer, env: &Environment) -> Option<ServerConfig> {
+        let url = raw.url.unwrap_or_else(|| api::DEFAULT_BASE_URL.to_string());
+        let allow_plain_http = raw.allow_plain_http.unwrap_or(false);
+        if let Err(e) = api::check_url(&url, allow_plain_http) {
+            self.problem("server.url", e);
+        }
+        let balance_url = raw.balance_url.unwrap_or_else(|| api::DEFAULT_BALANCE_URL.to_string());
+        if let Err(e) = api::check_url(&balance_url, allow_plain_http) {
+            self.problem("server.balance_url", e);
+        }
+        let poll_interval = self.duration("server.poll_interval", raw.poll_interval, "5s");
+        if poll_interval < POLL_FLOOR {
+            self.problem(
+                "server.poll_interval",
+                format!(
+                    "{} is too frequent; the server asks for no less than 2s",
+                    humantime::format_duration(poll_interval)
+                ),
+            );
+        }
+        let on_expired = match raw.on_expired.as_deref() {
+            None | Some("fail") => OnExpired::Fail,
+            Some("resubmit") => OnExpired::Resubmit,
+            Some(other) => {
+                self.problem("server.on_expired", format!("`{other}` is not one of: fail, resubmit"));
+                OnExpired::Fail
+            }
+        };
+        let max_result_mb = match raw.max_result_mb {
+            None => 4096,
+            Some(n) if n > 0 => n as u64,
+            Some(n) => {
+                self.problem("server.max_result_mb", format!("{n} must be a positive number of megabytes"));
+                4096
+            }
+        };
+        let token = self.token(raw.token, raw.token_file, env);
+        let server = ServerConfig {
+            url: url.trim_end_matches('/').to_string(),
+            balance_url,
+            token: Token::new(""),
+            token_source: String::new(),
+            poll_interval,
+            connect_timeout: self.duration("server.connect_timeout", raw.connect_timeout, "15s"),
+            idle_timeout: self.duration("server.idle_timeout", raw.idle_timeout, "60s"),
+            allow_plain_http,
+            max_uploads: self.count("server.max_uploads", raw.max_uploads, 2),
+            max_in_flight: self.count("server.max_in_flight", raw.max_in_flight, 64),
+            max_job_age: self.duration("server.max_job_age", raw.max_job_age, "6h"),
+            on_expired,
+            token_retry: self.duration("server.token_retry", raw.token_retry, "1m"),
+            quota_retry: self.duration("server.quota_retry", raw.quota_retry, "15m"),
+            max_result_bytes: max_result_mb * 1024 * 1024,
+        };
+        let (token, token_source) = token?;
+        Some(ServerConfig { token, token_source, ..server })
+    }
+
+    /// The token, from (in order) `server.token`, `server.token_file`, the systemd credential
+    /// `token`, or `RETOUCHD_TOKEN`.
+    fn token(&mut self, token: Option<String>, file: Option<PathBuf>, env: &Environment) -> Option<(Token, String)> {
+        let found = match (token, file) {
+            (Some(_), Some(_)) => {
+                self.problem("server.token", "both token and token_file are set; keep one");
+                return None;
+            }
+            (Some(t), None) => Some((Token::new(t), "server.token".to_string())),
+            (None, Some(f)) => {
+                let f = self.path(f);
+                match std::fs::read_to_string(&f) {
+                    Ok(t) => Some((Token::new(t), format!("server.token_file ({})", f.display()))),
+                    Err(e) => {
+                        self.problem(
+                            "server.token_file",
+                            format!(
+                                "cannot read {}: {e}; check the path and that retouchd's user may read it",
+                                f.display()
+                            ),
+                        );
+                        return None;
+                    }
+                }
+            }
+            (None, None) => {
+                let credential = env.credentials_directory.as_ref().map(|d| d.join("token"));
+                match credential.as_ref().and_then(|c| std::fs::read_to_string(c).ok()) {
+                    Some(t) => Some((Token::new(t), "systemd credential `token`".to_string())),
+                    None => env.token_var.clone().map(|t| (Token::new(t), "RETOUCHD_TOKEN".to_string())),
+                }
+            }
+        };
+        match found {
+            Some((token, _)) if token.is_empty() => {
+                self.problem("server.token", "the token is empty; paste the token from your Retouch4me account");
+                None
+            }
+            Some(found) => Some(found),
+            None => {
+                self.problem(
+                    "server.token",
+                    "no token; set server.token or server.token_file, a systemd credential named token, or RETOUCHD_TOKEN",
+                );
+                None
+            }
+        }
+    }
+
+    fn state_dir(&mut self, raw: RawState, env: &Environment) -> Option<PathBuf> {
+        let dir = raw.dir.map(|d| self.path(d)).or_else(|| env.state_directory.clone()).or_else(default_state_dir);
+        if dir.is_none() {
+            self.problem("state.dir", "no state folder could be found; set state.dir");
+        }
+        dir
+    }
+
+    fn watch(&mut self, i: usize, raw: RawWatch) -> Option<WatchConfig> {
+        let key = |name: &str| format!("watch[{i}].{name}");
+        let before = self.problems.len();
+        let folder = |v: &mut Self, name: &str, value: Option<PathBuf>, required: bool| -> PathBuf {
+            match value {
+                Some(p) => v.path(p),
+                None => {
+                    if required {
+                        v.problem(key(name), "missing; give the folder's path");
+                    }
+                    PathBuf::new()
+                }
+            }
+        };
+        let inbox = folder(self, "inbox", raw.inbox, true);
+        let outbox = folder(self, "outbox", raw.outbox, true);
+        let on_success = match raw.on_success.as_deref() {
+            None | Some("move") => OnSuccess::Move,
+            Some("delete") => OnSuccess::Delete,
+            Some("keep") => OnSuccess::Keep,
+            Some(other) => {
+                self.problem(key("on_success"), format!("`{other}` is not one of: move, delete, keep"));
+                OnSuccess::Move
+            }
+        };
+        let done_dir = folder(self, "done_dir", raw.done_dir, on_success == OnSuccess::Move);
+        let failed_dir = folder(self, "failed_dir", raw.failed_dir, true);
+        if !inbox.as_os_str().is_empty() {
+            match std::fs::metadata(&inbox) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => self.problem(key("inbox"), format!("{} is a file, not a folder", inbox.display())),
+                Err(e) => self.problem(
+                    key("inbox"),
+                    format!("{} cannot be read ({e}); create it, or mount the share first", inbox.display()),
+                ),
+            }
+        }
+        let mode = match raw.mode.as_deref() {
+            None | Some("auto") => WatchMode::Auto,
+            Some("notify") => WatchMode::Notify,
+            Some("poll") => WatchMode::Poll,
+            Some(other) => {
+                self.problem(key("mode"), format!("`{other}` is not one of: auto, notify, poll"));
+                WatchMode::Auto
+            }
+        };
+        for pattern in &raw.ignore {
+            if let Err(e) = globset::Glob::new(pattern) {
+                self.problem(key("ignore"), format!("`{pattern}` is not a glob: {e}"));
+            }
+        }
+        let payload = self.payload(&key("payload"), raw.payload);
+        let watch = WatchConfig {
+            inbox,
+            outbox,
+            done_dir,
+            failed_dir,
+            on_success,
+            settle: self.duration(&key("settle"), raw.settle, "5s"),
+            recursive: raw.recursive.unwrap_or(true),
+            ignore: raw.ignore,
+            mode,
+            scan_interval: self.duration(&key("scan_interval"), raw.scan_interval, "10s"),
+            rescan_interval: self.duration(&key("rescan_interval"), raw.rescan_interval, "5m"),
+            incomplete_grace: self.duration(&key("incomplete_grace"), raw.incomplete_grace, "10m"),
+            payload: payload.unwrap_or_default(),
+        };
+        (self.problems.len() == before).then_some(watch)
+    }
+
+    fn payload(&mut self, key: &str, raw: Option<toml::Table>) -> Option<String> {
+        let Some(table) = raw else {
+            self.problem(key, "missing; add [watch.payload] with mode = \"professional\" and a tasks list");
+            return None;
+        };
+        let value = match serde_json::to_value(&table) {
+            Ok(v) => v,
+            Err(e) => {
+                self.problem(key, format!("cannot be sent as JSON: {e}"));
+                return None;
+            }
+        };
+        if value.get("mode").and_then(|m| m.as_str()).is_none() {
+            self.problem(format!("{key}.mode"), "missing; the server needs mode = \"professional\"");
+        }
+        match value.get("tasks").and_then(|t| t.as_array()) {
+            Some(tasks) if !tasks.is_empty() => {
+                for (n, task) in tasks.iter().enumerate() {
+                    match task.get("Plugin").and_then(|p| p.as_str()) {
+                        None => {
+                            self.problem(format!("{key}.tasks[{n}].Plugin"), "missing; name the plugin, e.g. \"Heal\"")
+                        }
+                        Some(p) if !KNOWN_PLUGINS.contains(&p) => self.warnings.push(format!(
+                            "{key}.tasks[{n}]: plugin `{p}` is not in the documented list; sending it anyway"
+                        )),
+                        Some(_) => {}
+                    }
+                }
+            }
+            _ => self.problem(format!("{key}.tasks"), "missing or empty; list at least one task"),
+        }
+        serde_json::to_string(&value).ok()
+    }
+
+    /// Checks across watches: no output folder inside an inbox, no inbox twice.
+    fn cross_check(&mut self, watches: &[WatchConfig]) {
+        let mut inboxes: BTreeMap<PathBuf, usize> = BTreeMap::new();
+        for (i, w) in watches.iter().enumerate() {
+            let inbox = normalize(&w.inbox);
+            if let Some(j) = inboxes.insert(inbox.clone(), i) {
+                self.problem(format!("watch[{i}].inbox"), format!("{} is also watch[{j}]'s inbox", w.inbox.display()));
+            }
+        }
+        for (i, w) in watches.iter().enumerate() {
+            for (name, dir) in [("outbox", &w.outbox), ("done_dir", &w.done_dir), ("failed_dir", &w.failed_dir)] {
+                if dir.as_os_str().is_empty() {
+                    continue;
+                }
+                let dir_n = normalize(dir);
+                for (inbox, j) in &inboxes {
+                    if dir_n.starts_with(inbox) {
+                        self.problem(
+                            format!("watch[{i}].{name}"),
+                            format!(
+                                "{} lies inside watch[{j}]'s inbox; results would be sent again. Put it beside the inbox",
+                                dir.display()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `watch.0.what` (serde_ignored's form) as `watch[0].what` (the form users read).
+fn bracket_indexes(path: &str) -> String {
+    let mut out = String::new();
+    for part in path.split('.') {
+        if part.chars().all(|c| c.is_ascii_digit()) && !out.is_empty() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// An absolute, lexically normalized path (symlinks resolved where the folder exists).
+pub fn normalize(path: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Environment {
+        Environment { token_var: None, ..Environment::default() }
+    }
+
+    fn base_config(dir: &Path) -> String {
+        std::fs::create_dir_all(dir.join("in")).unwrap();
+        format!(
+            r#"
+[server]
+url = "http://127.0.0.1:9/api/v1"
+token = "abc"
+[state]
+dir = "{d}/state"
+[[watch]]
+inbox = "{d}/in"
+outbox = "{d}/out"
+done_dir = "{d}/done"
+failed_dir = "{d}/failed"
+[watch.payload]
+mode = "professional"
+tasks = [{{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}]
+"#,
+            d = dir.display()
+        )
+    }
+
+    #[test]
+    fn a_good_config_validates_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = parse(&base_config(dir.path()), dir.path(), &env()).unwrap();
+        assert_eq!(config.server.poll_interval, Duration::from_secs(5));
+        assert_eq!(config.watches[0].settle, Duration::from_secs(5));
+        assert_eq!(config.watches[0].on_success, OnSuccess::Move);
+        assert!(config.watches[0].payload.contains("\"Plugin\":\"Heal\""));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base_config(dir.path())
+            .replace("token = \"abc\"", "token = \"abc\"\ntokn = 1\npoll_interval = \"1s\"\nmax_uploads = 0")
+            .replace("outbox = ", "settle = \"-5s\"\nwhat = 3\noutbox = ")
+            .replace(&format!("inbox = \"{}/in\"", dir.path().display()), "inbox = \"/nonexistent/inbox\"");
+        let problems = parse(&text, dir.path(), &env()).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for expected in [
+            "server.tokn",
+            "watch[0].what",
+            "server.poll_interval",
+            "server.max_uploads",
+            "watch[0].settle",
+            "watch[0].inbox",
+        ] {
+            assert!(keys.contains(&expected), "missing {expected} in {problems:?}");
+        }
+    }
+
+    #[test]
+    fn an_outbox_inside_the_inbox_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base_config(dir.path()).replace("/out\"", "/in/out\"");
+        let problems = parse(&text, dir.path(), &env()).unwrap_err();
+        assert!(problems.iter().any(|p| p.key == "watch[0].outbox" && p.message.contains("inside")), "{problems:?}");
+    }
+
+    #[test]
+    fn the_token_comes_from_a_file_a_credential_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tok"), "from-file\n").unwrap();
+        let text = base_config(dir.path()).replace("token = \"abc\"", "token_file = \"tok\"");
+        let config = parse(&text, dir.path(), &env()).unwrap();
+        assert_eq!(config.server.token.expose(), "from-file");
+
+        let creds = dir.path().join("creds");
+        std::fs::create_dir_all(&creds).unwrap();
+        std::fs::write(creds.join("token"), "from-credential").unwrap();
+        let text = base_config(dir.path()).replace("token = \"abc\"", "");
+        let env2 = Environment { credentials_directory: Some(creds), token_var: Some("from-env".into()), ..env() };
+        assert_eq!(parse(&text, dir.path(), &env2).unwrap().server.token.expose(), "from-credential");
+        let env3 = Environment { token_var: Some("from-env".into()), ..env() };
+        assert_eq!(parse(&text, dir.path(), &env3).unwrap().server.token.expose(), "from-env");
+        let problems = parse(&text, dir.path(), &env()).unwrap_err();
+        assert_eq!(problems[0].key, "server.token");
+    }
+
+    #[test]
+    fn an_unreadable_token_file_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base_config(dir.path()).replace("token = \"abc\"", "token_file = \"missing-token\"");
+        let problems = parse(&text, dir.path(), &env()).unwrap_err();
+        assert_eq!(problems[0].key, "server.token_file");
+    }
+
+    #[test]
+    fn unknown_plugins_warn_and_missing_tasks_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base_config(dir.path()).replace("Plugin = \"Heal\"", "Plugin = \"Hyper Heal\"");
+        let config = parse(&text, dir.path(), &env()).unwrap();
+        assert!(config.warnings[0].contains("Hyper Heal"));
+        let text =
+            base_config(dir.path()).replace("tasks = [{ Plugin = \"Heal\", Alpha1 = 1, Layer = 1 }]", "tasks = []");
+        let problems = parse(&text, dir.path(), &env()).unwrap_err();
+        assert_eq!(problems[0].key, "watch[0].payload.tasks");
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("photos/inbox")).unwrap();
+        let text = include_str!("../config.example.toml").replace("/srv", &dir.path().display().to_string());
+        let config = parse(&text, dir.path(), &env()).unwrap();
+        assert_eq!(config.watches.len(), 1);
+        assert_eq!(config.server.url, api::DEFAULT_BASE_URL);
+    }
+
+    #[test]
+    fn plain_http_to_a_remote_host_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base_config(dir.path()).replace("http://127.0.0.1:9", "http://example.com");
+        let problems = parse(&text, dir.path(), &env()).unwrap_err();
+        assert_eq!(problems[0].key, "server.url");
+    }
+}

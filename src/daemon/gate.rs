@@ -1,0 +1,181 @@
+//! The submission gate: account problems (bad token, quota reached) pause every upload instead of
+//! failing files. While paused, one "probe" upload is let through every retry interval; the first
+//! success reopens the gate for all. A config reload reopens it at once.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{error, info};
+
+/// Why submissions are paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    Token,
+    Quota,
+}
+
+impl PauseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::Token => "token",
+            PauseReason::Quota => "quota",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Paused {
+    reason: PauseReason,
+    message: String,
+    retry_at: Instant,
+    retry_every: Duration,
+    probing: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Gate {
+    paused: Mutex<Option<Paused>>,
+    changed: Notify,
+}
+
+/// Whether the caller passed as a normal upload or as the probe of a paused gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Open,
+    Probe,
+}
+
+impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Paused>> {
+        self.paused.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until an upload may go.
+    pub async fn pass(&self) -> Pass {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let wait = {
+                let mut guard = self.lock();
+                match guard.as_mut() {
+                    None => return Pass::Open,
+                    Some(p) if !p.probing && Instant::now() >= p.retry_at => {
+                        p.probing = true;
+                        return Pass::Probe;
+                    }
+                    Some(p) if p.probing => None,
+                    Some(p) => Some(p.retry_at),
+                }
+            };
+            match wait {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = notified => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// An upload went through: reopen for everyone.
+    pub fn report_ok(&self) {
+        let was = self.lock().take();
+        if let Some(p) = was {
+            info!(reason = p.reason.as_str(), "the server accepts uploads again; resuming");
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// The server refused for an account reason: pause, and probe again after `retry_every`.
+    pub fn report_pause(&self, reason: PauseReason, message: String, retry_every: Duration) {
+        let mut guard = self.lock();
+        let first = guard.as_ref().is_none_or(|p| p.reason != reason);
+        if first {
+            let advice = match reason {
+                PauseReason::Token => {
+                    "the server refused the token. Check server.token (or token_file / the systemd \
+                    credential); uploads resume by themselves once it works, and at once on reload (SIGHUP)"
+                }
+                PauseReason::Quota => {
+                    "the processing limit is reached. Uploads resume by themselves when it resets \
+                    or credits are added; files stay where they are"
+                }
+            };
+            error!(reason = reason.as_str(), detail = %message, retry_every = %humantime::format_duration(retry_every), "{advice}");
+        }
+        *guard = Some(Paused { reason, message, retry_at: Instant::now() + retry_every, retry_every, probing: false });
+        drop(guard);
+        self.changed.notify_waiters();
+    }
+
+    /// The probe ended without telling anything about the account (e.g. a network error).
+    pub fn release_probe(&self) {
+        if let Some(p) = self.lock().as_mut()
+            && p.probing
+        {
+            p.probing = false;
+            p.retry_at = Instant::now() + p.retry_every.min(Duration::from_secs(30));
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Probe again right away (the config was reloaded).
+    pub fn retry_now(&self) {
+        if let Some(p) = self.lock().as_mut() {
+            p.retry_at = Instant::now();
+            p.probing = false;
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// The current pause, if any: (reason, server message).
+    pub fn paused(&self) -> Option<(PauseReason, String)> {
+        self.lock().as_ref().map(|p| (p.reason, p.message.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_gate_lets_one_probe_through_per_interval_and_reopens_on_success() {
+        let gate = std::sync::Arc::new(Gate::default());
+        assert_eq!(gate.pass().await, Pass::Open);
+        gate.report_pause(PauseReason::Token, "Token issue".into(), Duration::from_secs(60));
+        assert_eq!(gate.paused().unwrap().0, PauseReason::Token);
+
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.pass().await }
+        });
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        assert!(!waiter.is_finished(), "nothing passes before the retry interval");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(waiter.await.unwrap(), Pass::Probe);
+
+        let second = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.pass().await }
+        });
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(!second.is_finished(), "only one probe at a time");
+        gate.report_ok();
+        assert_eq!(second.await.unwrap(), Pass::Open);
+        assert_eq!(gate.paused(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_now_skips_the_wait() {
+        let gate = Gate::default();
+        gate.report_pause(PauseReason::Quota, "limit".into(), Duration::from_secs(900));
+        gate.retry_now();
+        assert_eq!(gate.pass().await, Pass::Probe);
+    }
+}

@@ -1,0 +1,440 @@
+//! Drives one job from its journaled state to the end: submit, poll, fetch, publish, settle the
+//! source. Each step's outcome is committed to the journal (through [`Ctx::advance`]) before the
+//! next step's side effect, so the task can be cancelled at any await point and resumed from
+//! the journal. Transient errors retry with capped, jittered exponential backoff (honouring
+//! `Retry-After`) and never fail a file on their own; only `max_job_age` gives up.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, info, warn};
+
+use super::Ctx;
+use super::gate::{Pass, PauseReason};
+use crate::api::{ApiError, Client, ErrorKind, TaskState};
+use crate::config::{OnExpired, OnSuccess, POLL_FLOOR, WatchConfig};
+use crate::deliver::{self, DeliverError, STAGING_DIR};
+use crate::formats::FileKind;
+use crate::job::{Event, JobState};
+use crate::journal::JobRecord;
+
+/// Why a job task stopped before its job was finished.
+#[derive(Debug)]
+pub enum Halt {
+    /// The journal could not be written: the daemon must stop.
+    Journal(crate::journal::JournalError),
+}
+
+/// How long to wait before retry number `attempt` (0-based): exponential from 1 s, capped at
+/// 5 min, with full jitter, and never less than the server's `Retry-After`.
+pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let cap = Duration::from_secs(300);
+    let exp = Duration::from_secs(1).saturating_mul(1u32 << attempt.min(9)).min(cap);
+    let jittered = exp.mul_f64(0.5 + fastrand::f64() * 0.5);
+    match retry_after {
+        Some(ra) => jittered.max(ra.min(Duration::from_secs(3600))),
+        None => jittered,
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn new_key() -> String {
+    format!("retouchd-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+pub(super) struct Runner<'a> {
+    pub ctx: &'a Ctx,
+    pub job: JobRecord,
+    pub watch: &'a WatchConfig,
+    pub attempt: u32,
+}
+
+impl Runner<'_> {
+    fn source_path(&self) -> PathBuf {
+        self.job.source.path()
+    }
+
+    fn age(&self) -> Duration {
+        Duration::from_millis((now_ms() - self.job.created_at).max(0) as u64)
+    }
+
+    /// Sleeps before the next retry, or says why the job should give up.
+    async fn retry_later(
+        &mut self,
+        what: &str,
+        err: &(impl std::fmt::Display + Sync),
+        retry_after: Option<Duration>,
+    ) -> Option<String> {
+        let max_age = self.ctx.config.server.max_job_age;
+        if self.age() > max_age {
+            return Some(format!(
+                "gave up after {} of retrying; last problem while {what}: {err}",
+                humantime::format_duration(Duration::from_secs(max_age.as_secs()))
+            ));
+        }
+        let delay = backoff(self.attempt, retry_after);
+        self.attempt += 1;
+        warn!(job = self.job.id, file = %self.job.source.rel_path.display(), error = %err, retry_in = ?delay, "{what} failed; will retry");
+        self.ctx.metrics.retry();
+        tokio::time::sleep(delay).await;
+        None
+    }
+
+    /// Runs the job until it is finished (or the task is cancelled).
+    pub async fn run(mut self) -> Result<JobRecord, Halt> {
+        while !self.job.state.is_terminal() {
+            let event = match self.job.state.clone() {
+                JobState::Submitting { key } => self.submit(&key).await,
+                JobState::Processing { task_id, host } => self.poll(&task_id, &host).await,
+                JobState::Fetching { task_id, host } => self.fetch(&task_id, &host).await,
+                JobState::Delivering { staged, target, .. } => self.publish(&staged, &target).await,
+                JobState::Delivered { .. } => self.settle_done().await,
+                JobState::Failing { reason } | JobState::Rejecting { reason } => self.settle_failed(&reason).await,
+                JobState::Done { .. } | JobState::Failed { .. } | JobState::Rejected { .. } => break,
+            };
+            self.attempt = 0;
+            self.ctx.advance(&mut self.job, event).map_err(Halt::Journal)?;
+        }
+        Ok(self.job)
+    }
+
+    async fn submit(&mut self, key: &str) -> Event {
+        let path = self.source_path();
+        let name = self.job.source.rel_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        loop {
+            // The file must still be the one that was checked: same size and mtime.
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta)
+                    if crate::watch::stamp_of(&meta).size == self.job.source.size
+                        && crate::watch::stamp_of(&meta).mtime_ns == self.job.source.mtime_ns => {}
+                Ok(_) => {
+                    return Event::Fail {
+                        reason: "the file changed before it was sent; the new version is picked up as a new job".into(),
+                    };
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.watch.inbox.exists() => {
+                    return Event::Fail { reason: "the file was removed from the inbox before it was sent".into() };
+                }
+                Err(e) => {
+                    if let Some(reason) = self.retry_later("reading the file", &e, None).await {
+                        return Event::Fail { reason };
+                    }
+                    continue;
+                }
+            }
+            let pass = self.ctx.gate.pass().await;
+            let result = {
+                let _permit = self.ctx.uploads.acquire().await.expect("upload semaphore is never closed");
+                self.ctx.metrics.uploading(1);
+                let client = self.ctx.client();
+                let result = client.start(&path, &name, &self.watch.payload, key).await;
+                self.ctx.metrics.uploading(-1);
+                result
+            };
+            match result {
+                Ok(started) => {
+                    self.ctx.gate.report_ok();
+                    self.ctx.metrics.submitted(self.job.source.size, started.quota);
+                    info!(job = self.job.id, file = %self.job.source.rel_path.display(), task_id = %started.id, "submitted");
+                    return Event::Started { task_id: started.id, host: self.ctx.client().base_url().to_string() };
+                }
+                Err(e) if e.kind == ErrorKind::BadToken => self.ctx.gate.report_pause(
+                    PauseReason::Token,
+                    e.message.clone(),
+                    self.ctx.config.server.token_retry,
+                ),
+                Err(e) if e.kind == ErrorKind::QuotaReached => self.ctx.gate.report_pause(
+                    PauseReason::Quota,
+                    e.message.clone(),
+                    self.ctx.config.server.quota_retry,
+                ),
+                Err(e) => {
+                    if pass == Pass::Probe {
+                        self.ctx.gate.release_probe();
+                    }
+                    if !e.is_retryable() {
+                        return Event::Fail { reason: refusal_reason(&e) };
+                    }
+                    if let Some(reason) = self.retry_later("uploading", &e, e.retry_after).await {
+                        return Event::Fail { reason };
+                    }
+                }
+            }
+        }
+    }
+
+    fn client_for(&self, host: &str) -> Client {
+        self.ctx.client_for_host(host)
+    }
+
+    fn expired(&self, task_id: &str) -> Event {
+        match self.ctx.config.server.on_expired {
+            OnExpired::Resubmit => {
+                warn!(job = self.job.id, task_id, "the server no longer knows the task; submitting the file again");
+                Event::Resubmit { key: new_key() }
+            }
+            OnExpired::Fail => Event::Fail {
+                reason: format!(
+                    "the server no longer knows task {task_id} (results are kept for 24 hours, or the job was lost); \
+                     set server.on_expired = \"resubmit\" to send such files again automatically"
+                ),
+            },
+        }
+    }
+
+    async fn poll(&mut self, task_id: &str, host: &str) -> Event {
+        let client = self.client_for(host);
+        let interval = self.ctx.config.server.poll_interval.max(POLL_FLOOR);
+        loop {
+            tokio::time::sleep(interval).await;
+            match client.status(task_id).await {
+                Ok(status) => match status.state {
+                    TaskState::Completed => {
+                        debug!(job = self.job.id, task_id, "completed on the server");
+                        return Event::Completed;
+                    }
+                    TaskState::Failed => {
+                        let reason = status.reason.unwrap_or_else(|| "no reason given".into());
+                        return Event::Fail { reason: format!("the server could not retouch it: {reason}") };
+                    }
+                    _ => {
+                        if let Some(p) = status.progress {
+                            self.job.progress = Some(p);
+                            self.ctx.progress(&self.job);
+                        }
+                        if self.age() > self.ctx.config.server.max_job_age {
+                            return Event::Fail {
+                                reason: format!(
+                                    "the server did not finish within server.max_job_age ({}); last state `{}`",
+                                    humantime::format_duration(self.ctx.config.server.max_job_age),
+                                    status.state.as_str()
+                                ),
+                            };
+                        }
+                    }
+                },
+                Err(e) if e.kind == ErrorKind::NotFound => return self.expired(task_id),
+                Err(e) if e.is_retryable() || e.kind == ErrorKind::BadToken => {
+                    if let Some(reason) = self.retry_later("polling", &e, e.retry_after).await {
+                        return Event::Fail { reason };
+                    }
+                }
+                Err(e) => return Event::Fail { reason: format!("polling the task failed: {e}") },
+            }
+        }
+    }
+
+    async fn fetch(&mut self, task_id: &str, host: &str) -> Event {
+        let client = self.client_for(host);
+        let staging = self.watch.outbox.join(STAGING_DIR);
+        let mut not_stored_yet = 0;
+        loop {
+            if let Err(e) = std::fs::create_dir_all(&staging) {
+                if let Some(reason) = self.retry_later("preparing the outbox", &e, None).await {
+                    return Event::Fail { reason };
+                }
+                continue;
+            }
+            let err = match client.get_file(task_id, &staging).await {
+                Ok(download) => match self.stage(download.path.clone(), download.kind) {
+                    Ok(event) => {
+                        self.ctx.metrics.downloaded(download.bytes);
+                        return event;
+                    }
+                    Err(DeliverError::Unsafe(reason)) => return Event::Fail { reason },
+                    Err(DeliverError::Io(e)) => {
+                        let _ = std::fs::remove_file(&download.path);
+                        if deliver::is_disk_full(&e) {
+                            warn!(outbox = %self.watch.outbox.display(), "the outbox's disk is full; the job waits and the source stays");
+                        }
+                        if let Some(reason) = self.retry_later("writing the result", &e, None).await {
+                            return Event::Fail { reason };
+                        }
+                        continue;
+                    }
+                },
+                Err(e) => e,
+            };
+            match err.kind {
+                // Right after completion the result may not be stored yet.
+                ErrorKind::NotFound if not_stored_yet < 10 => {
+                    not_stored_yet += 1;
+                    tokio::time::sleep(POLL_FLOOR).await;
+                }
+                ErrorKind::NotFound => {
+                    return match client.status(task_id).await {
+                        Err(e) if e.kind == ErrorKind::NotFound => self.expired(task_id),
+                        _ => {
+                            not_stored_yet = 0;
+                            if let Some(reason) = self.retry_later("downloading", &err, None).await {
+                                return Event::Fail { reason };
+                            }
+                            continue;
+                        }
+                    };
+                }
+                ErrorKind::Client if err.message.starts_with("writing") => {
+                    if let Some(reason) = self.retry_later("writing the download", &err, None).await {
+                        return Event::Fail { reason };
+                    }
+                }
+                _ if err.is_retryable() => {
+                    if let Some(reason) = self.retry_later("downloading", &err, err.retry_after).await {
+                        return Event::Fail { reason };
+                    }
+                }
+                _ => return Event::Fail { reason: format!("the result could not be downloaded: {err}") },
+            }
+        }
+    }
+
+    /// Turns a download into a staged result (extracted folder or image file) beside the outbox.
+    fn stage(&self, download: PathBuf, kind: FileKind) -> Result<Event, DeliverError> {
+        let staging = download.parent().map(Path::to_path_buf).unwrap_or_default();
+        let (dir, stem, ext) = deliver::result_target(&self.watch.outbox, &self.job.source.rel_path, kind);
+        let staged = staging.join(format!("job-{}{}", self.job.id, ext.map(|e| format!(".{e}")).unwrap_or_default()));
+        if staged.is_dir() {
+            std::fs::remove_dir_all(&staged)?;
+        } else if staged.exists() {
+            std::fs::remove_file(&staged)?;
+        }
+        match kind {
+            FileKind::Zip => {
+                let result = deliver::extract_zip(&download, &staged, self.ctx.config.server.max_result_bytes);
+                let _ = std::fs::remove_file(&download);
+                if result.is_err() && staged.exists() {
+                    let _ = std::fs::remove_dir_all(&staged);
+                }
+                result?;
+                deliver::sync_dir(&staged);
+            }
+            FileKind::Png | FileKind::Jpeg => std::fs::rename(&download, &staged)?,
+            FileKind::Unknown => {
+                let _ = std::fs::remove_file(&download);
+                return Err(DeliverError::Unsafe(
+                    "the server sent something that is neither a ZIP archive nor an image".into(),
+                ));
+            }
+        }
+        let target = match ext {
+            Some(ext) => dir.join(format!("{stem}.{ext}")),
+            None => dir.join(stem),
+        };
+        Ok(Event::Staged { staged, target })
+    }
+
+    async fn publish(&mut self, staged: &Path, target: &Path) -> Event {
+        loop {
+            if staged.symlink_metadata().is_err() {
+                // Published before a restart: the staged copy is gone.
+                return Event::Published { outputs: vec![target.to_path_buf()] };
+            }
+            let dir = target.parent().unwrap_or(Path::new("."));
+            let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let (stem, ext) = if staged.is_dir() { (name.as_str(), None) } else { deliver::split_name(&name) };
+            match deliver::place(staged, dir, stem, ext) {
+                Ok(final_path) => {
+                    info!(job = self.job.id, file = %self.job.source.rel_path.display(), output = %final_path.display(), "delivered");
+                    return Event::Published { outputs: vec![final_path] };
+                }
+                Err(e) => {
+                    if let Some(reason) = self.retry_later("publishing the result", &e, None).await {
+                        return Event::Fail { reason };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the inbox still holds this job's file, unchanged. `Err` when that cannot be told
+    /// (the inbox itself is unreadable: an unmounted share must not count as "gone").
+    fn source_present(&self) -> std::io::Result<bool> {
+        std::fs::read_dir(&self.watch.inbox)?;
+        match std::fs::symlink_metadata(self.source_path()) {
+            Ok(meta) => {
+                let stamp = crate::watch::stamp_of(&meta);
+                Ok(stamp.size == self.job.source.size && stamp.mtime_ns == self.job.source.mtime_ns)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn settle_done(&mut self) -> Event {
+        loop {
+            let result = self.source_present().and_then(|present| {
+                if !present {
+                    return Ok(None);
+                }
+                match self.watch.on_success {
+                    OnSuccess::Move => {
+                        deliver::move_source(&self.source_path(), &self.watch.done_dir, &self.job.source.rel_path)
+                            .map(Some)
+                    }
+                    OnSuccess::Delete => std::fs::remove_file(self.source_path()).map(|()| None),
+                    OnSuccess::Keep => Ok(None),
+                }
+            });
+            match result {
+                Ok(moved_to) => return Event::SourceSettled { moved_to },
+                Err(e) => {
+                    // The result is delivered; a source that cannot be moved only waits.
+                    let _ = self.retry_later("moving the source to done", &e, None).await;
+                }
+            }
+        }
+    }
+
+    async fn settle_failed(&mut self, reason: &str) -> Event {
+        loop {
+            let result = self.source_present().and_then(|present| {
+                if !present {
+                    return Ok(None);
+                }
+                let moved =
+                    deliver::move_source(&self.source_path(), &self.watch.failed_dir, &self.job.source.rel_path)?;
+                deliver::write_error_note(&moved, &self.source_path(), reason)?;
+                Ok(Some(moved))
+            });
+            match result {
+                Ok(moved_to) => {
+                    warn!(job = self.job.id, file = %self.job.source.rel_path.display(), reason, "failed");
+                    return Event::SourceSettled { moved_to };
+                }
+                Err(e) => {
+                    let _ = self.retry_later("moving the source to failed", &e, None).await;
+                }
+            }
+        }
+    }
+}
+
+/// Plain words for a refusal the server gave at upload.
+fn refusal_reason(e: &ApiError) -> String {
+    match e.kind {
+        ErrorKind::InvalidTask => {
+            format!("the server refused the task description ({}); check [watch.payload] in the config", e.message)
+        }
+        ErrorKind::NoFile => "the server received no file (the file was empty or unreadable)".into(),
+        _ => format!("the server refused the upload: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        for attempt in 0..20 {
+            let d = backoff(attempt, None);
+            let exp = Duration::from_secs(1 << attempt.min(9)).min(Duration::from_secs(300));
+            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?}");
+        }
+        assert!(backoff(0, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
+        assert!(backoff(0, Some(Duration::from_secs(99_999))) <= Duration::from_secs(3600));
+    }
+}

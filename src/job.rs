@@ -1,0 +1,305 @@
+//! The job state machine, pure: no I/O, so every transition is unit-tested on its own.
+//!
+//! A job is one source file on its way through the server. Files that are still settling or
+//! waiting for a slot live only in the watcher's memory; a job enters the journal when it is
+//! about to cost something (the Idempotency-Key is committed before the POST).
+//!
+//! ```text
+//! Submitting{key} ─started─▶ Processing{task,host} ─completed─▶ Fetching ─staged─▶ Delivering
+//!      │ ▲                          │ failed / gave up                                  │ renamed
+//!      │ └────────expired (resubmit)┘                                                   ▼
+//!      │                                                                    Delivered{outputs}
+//!      ▼ refused / failed                                                               │ source moved
+//!   Failing{reason} ─source moved─▶ Failed{reason}                                      ▼
+//!   (Rejecting{reason} ─source moved─▶ Rejected{reason}: never sent)                  Done
+//! ```
+//!
+//! What each state means after a restart ([`JobState::on_restart`]):
+//! - `Submitting`: the POST may or may not have reached the server. Send it again with the same
+//!   key; the server returns the same id and charges nothing.
+//! - `Processing`: the server has the task. Poll it on the host that created it.
+//! - `Fetching`: the result was ready. Download it again (the staging copy is discarded).
+//! - `Delivering`: the result is staged. Publish the staged copy; if it is gone, it was published.
+//! - `Delivered`: the outputs are in place. Finish moving the source.
+//! - `Failing`/`Rejecting`: the verdict is in. Finish moving the source to failed/.
+//! - `Done`, `Failed`, `Rejected`: nothing to do.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a job is. Each state carries what is needed to continue from it after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum JobState {
+    Submitting {
+        key: String,
+    },
+    Processing {
+        task_id: String,
+        host: String,
+    },
+    Fetching {
+        task_id: String,
+        host: String,
+    },
+    Delivering {
+        task_id: String,
+        host: String,
+        staged: PathBuf,
+        target: PathBuf,
+    },
+    Delivered {
+        outputs: Vec<PathBuf>,
+    },
+    /// `moved_to`: where the source went (done/), if it was moved.
+    Done {
+        outputs: Vec<PathBuf>,
+        #[serde(default)]
+        moved_to: Option<PathBuf>,
+    },
+    Failing {
+        reason: String,
+    },
+    /// `moved_to`: where the source went (failed/), if it was still there to move.
+    Failed {
+        reason: String,
+        #[serde(default)]
+        moved_to: Option<PathBuf>,
+    },
+    Rejecting {
+        reason: String,
+    },
+    Rejected {
+        reason: String,
+        #[serde(default)]
+        moved_to: Option<PathBuf>,
+    },
+}
+
+/// What happened to a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The server accepted the upload.
+    Started { task_id: String, host: String },
+    /// The server says `completed`.
+    Completed,
+    /// The result is downloaded (and extracted) into `staged`, to be published as `target`.
+    Staged { staged: PathBuf, target: PathBuf },
+    /// The staged result is in the outbox.
+    Published { outputs: Vec<PathBuf> },
+    /// The source was moved (to `moved_to`), deleted or kept as configured.
+    SourceSettled { moved_to: Option<PathBuf> },
+    /// The task must be sent again (result expired); `key` is a fresh Idempotency-Key.
+    Resubmit { key: String },
+    /// The job cannot succeed: the server failed it, or retries ran out.
+    Fail { reason: String },
+}
+
+/// A transition that the state machine does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("job in state `{from}` cannot take `{event}`")]
+pub struct InvalidTransition {
+    pub from: &'static str,
+    pub event: String,
+}
+
+/// What to do with a job found in the journal at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    Submit,
+    Poll,
+    Fetch,
+    Publish,
+    SettleSource,
+    Nothing,
+}
+
+impl JobState {
+    /// A new job about to be uploaded with `key`.
+    pub fn new(key: String) -> JobState {
+        JobState::Submitting { key }
+    }
+
+    /// A file refused before anything was sent.
+    pub fn rejected(reason: String) -> JobState {
+        JobState::Rejecting { reason }
+    }
+
+    /// The stable name stored in the journal's `state` column.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobState::Submitting { .. } => "submitting",
+            JobState::Processing { .. } => "processing",
+            JobState::Fetching { .. } => "fetching",
+            JobState::Delivering { .. } => "delivering",
+            JobState::Delivered { .. } => "delivered",
+            JobState::Done { .. } => "done",
+            JobState::Failing { .. } => "failing",
+            JobState::Failed { .. } => "failed",
+            JobState::Rejecting { .. } => "rejecting",
+            JobState::Rejected { .. } => "rejected",
+        }
+    }
+
+    /// Done, failed or rejected: nothing more will happen.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, JobState::Done { .. } | JobState::Failed { .. } | JobState::Rejected { .. })
+    }
+
+    /// The reason, for failing and failed jobs.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            JobState::Failing { reason }
+            | JobState::Failed { reason, .. }
+            | JobState::Rejecting { reason }
+            | JobState::Rejected { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The task id and host, once the server has the job.
+    pub fn task(&self) -> Option<(&str, &str)> {
+        match self {
+            JobState::Processing { task_id, host }
+            | JobState::Fetching { task_id, host }
+            | JobState::Delivering { task_id, host, .. } => Some((task_id, host)),
+            _ => None,
+        }
+    }
+
+    /// The rule for a job found in this state after a restart (see the module docs).
+    pub fn on_restart(&self) -> Resume {
+        match self {
+            JobState::Submitting { .. } => Resume::Submit,
+            JobState::Processing { .. } => Resume::Poll,
+            JobState::Fetching { .. } => Resume::Fetch,
+            JobState::Delivering { .. } => Resume::Publish,
+            JobState::Delivered { .. } | JobState::Failing { .. } | JobState::Rejecting { .. } => Resume::SettleSource,
+            JobState::Done { .. } | JobState::Failed { .. } | JobState::Rejected { .. } => Resume::Nothing,
+        }
+    }
+
+    /// The state after `event`, or why it cannot happen.
+    pub fn apply(&self, event: Event) -> Result<JobState, InvalidTransition> {
+        use Event as E;
+        use JobState as S;
+        let next = match (self, event) {
+            (S::Submitting { .. }, E::Started { task_id, host }) => S::Processing { task_id, host },
+            (S::Processing { task_id, host }, E::Completed) => {
+                S::Fetching { task_id: task_id.clone(), host: host.clone() }
+            }
+            (S::Fetching { task_id, host }, E::Staged { staged, target }) => {
+                S::Delivering { task_id: task_id.clone(), host: host.clone(), staged, target }
+            }
+            (S::Delivering { .. }, E::Published { outputs }) => S::Delivered { outputs },
+            (S::Delivered { outputs }, E::SourceSettled { moved_to }) => S::Done { outputs: outputs.clone(), moved_to },
+            (S::Processing { .. } | S::Fetching { .. }, E::Resubmit { key }) => S::Submitting { key },
+            (S::Submitting { .. } | S::Processing { .. } | S::Fetching { .. }, E::Fail { reason }) => {
+                S::Failing { reason }
+            }
+            (S::Failing { reason }, E::SourceSettled { moved_to }) => S::Failed { reason: reason.clone(), moved_to },
+            (S::Rejecting { reason }, E::SourceSettled { moved_to }) => {
+                S::Rejected { reason: reason.clone(), moved_to }
+            }
+            (from, event) => {
+                return Err(InvalidTransition { from: from.name(), event: format!("{event:?}") });
+            }
+        };
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started() -> Event {
+        Event::Started { task_id: "t1".into(), host: "https://h/api/v1".into() }
+    }
+
+    fn staged() -> Event {
+        Event::Staged { staged: "/out/.staging/1".into(), target: "/out/a".into() }
+    }
+
+    #[test]
+    fn the_happy_path_runs_from_submitting_to_done() {
+        let s = JobState::new("k".into());
+        let s = s.apply(started()).unwrap();
+        assert_eq!(s.task(), Some(("t1", "https://h/api/v1")));
+        let s = s.apply(Event::Completed).unwrap();
+        assert_eq!(s.name(), "fetching");
+        let s = s.apply(staged()).unwrap();
+        assert_eq!(s.name(), "delivering");
+        let s = s.apply(Event::Published { outputs: vec!["/out/a".into()] }).unwrap();
+        let s = s.apply(Event::SourceSettled { moved_to: Some("/done/a.jpg".into()) }).unwrap();
+        assert_eq!(s, JobState::Done { outputs: vec!["/out/a".into()], moved_to: Some("/done/a.jpg".into()) });
+        assert!(s.is_terminal());
+    }
+
+    #[test]
+    fn failures_pass_through_failing_before_the_source_moves() {
+        let s = JobState::new("k".into()).apply(started()).unwrap();
+        let s = s.apply(Event::Fail { reason: "no face".into() }).unwrap();
+        assert_eq!(s.name(), "failing");
+        assert!(!s.is_terminal());
+        assert_eq!(s.on_restart(), Resume::SettleSource);
+        let s = s.apply(Event::SourceSettled { moved_to: None }).unwrap();
+        assert_eq!(s, JobState::Failed { reason: "no face".into(), moved_to: None });
+    }
+
+    #[test]
+    fn rejected_files_never_reach_the_server() {
+        let s = JobState::rejected("not an image".into());
+        assert!(s.apply(started()).is_err());
+        let settled = s.apply(Event::SourceSettled { moved_to: Some("/failed/x".into()) }).unwrap();
+        assert_eq!(settled, JobState::Rejected { reason: "not an image".into(), moved_to: Some("/failed/x".into()) });
+    }
+
+    #[test]
+    fn an_expired_task_goes_back_to_submitting_with_a_new_key() {
+        let s = JobState::new("k1".into()).apply(started()).unwrap();
+        let s = s.apply(Event::Resubmit { key: "k2".into() }).unwrap();
+        assert_eq!(s, JobState::Submitting { key: "k2".into() });
+    }
+
+    #[test]
+    fn out_of_order_events_are_refused() {
+        let s = JobState::new("k".into());
+        assert!(s.apply(Event::Completed).is_err());
+        assert!(s.apply(Event::SourceSettled { moved_to: None }).is_err());
+        let done = JobState::Done { outputs: vec![], moved_to: None };
+        assert!(done.apply(Event::Fail { reason: "x".into() }).is_err());
+        let delivered = JobState::Delivered { outputs: vec![] };
+        assert!(delivered.apply(Event::Fail { reason: "x".into() }).is_err(), "a delivered job cannot fail");
+    }
+
+    #[test]
+    fn every_state_has_a_restart_rule() {
+        let states = [
+            (JobState::new("k".into()), Resume::Submit),
+            (JobState::Processing { task_id: "t".into(), host: "h".into() }, Resume::Poll),
+            (JobState::Fetching { task_id: "t".into(), host: "h".into() }, Resume::Fetch),
+            (
+                JobState::Delivering { task_id: "t".into(), host: "h".into(), staged: "s".into(), target: "t".into() },
+                Resume::Publish,
+            ),
+            (JobState::Delivered { outputs: vec![] }, Resume::SettleSource),
+            (JobState::Failing { reason: "r".into() }, Resume::SettleSource),
+            (JobState::Rejecting { reason: "r".into() }, Resume::SettleSource),
+            (JobState::Done { outputs: vec![], moved_to: None }, Resume::Nothing),
+            (JobState::Failed { reason: "r".into(), moved_to: None }, Resume::Nothing),
+            (JobState::Rejected { reason: "r".into(), moved_to: None }, Resume::Nothing),
+        ];
+        for (state, rule) in states {
+            assert_eq!(state.on_restart(), rule, "{}", state.name());
+        }
+    }
+
+    #[test]
+    fn states_round_trip_through_json() {
+        let s = JobState::Delivering { task_id: "t".into(), host: "h".into(), staged: "s".into(), target: "x".into() };
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<JobState>(&text).unwrap(), s);
+    }
+}

@@ -1,0 +1,353 @@
+//! The durable job journal: one SQLite file (WAL, fully synced commits) in the state folder.
+//!
+//! Every state change is committed before the side effect that depends on it, so after a crash
+//! the journal says exactly what may have happened (see [`crate::job`] for the restart rules).
+//! Only unfinished jobs are loaded at start, through an index, so a journal with a million
+//! finished jobs opens as fast as an empty one. A journal that SQLite cannot read stops the
+//! daemon with a clear error; it is never replaced.
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::job::JobState;
+
+pub const FILE_NAME: &str = "journal.sqlite";
+const SCHEMA_VERSION: i64 = 1;
+
+/// A job's row id.
+pub type JobId = i64;
+
+/// Which file a job is for, and which version of it (size and mtime).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub inbox: PathBuf,
+    /// Path below the inbox.
+    pub rel_path: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl Source {
+    pub fn path(&self) -> PathBuf {
+        self.inbox.join(&self.rel_path)
+    }
+}
+
+/// One job as the journal has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub source: Source,
+    pub state: JobState,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub progress: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(
+        "the journal {path} is damaged ({detail}). It was left untouched. Move it aside to keep it for \
+         inspection, then start again (jobs in flight will be forgotten and their files processed anew)"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "the journal {path} cannot be written ({detail}); check that the state folder is writable by retouchd's user"
+    )]
+    NotWritable { path: PathBuf, detail: String },
+    #[error("the journal {path} was written by a newer retouchd (schema {found}, this one knows {SCHEMA_VERSION})")]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("journal error on {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("journal entry {id} cannot be read: {detail}")]
+    BadRow { id: JobId, detail: String },
+}
+
+pub type Result<T> = std::result::Result<T, JournalError>;
+
+/// The journal, with one connection (one writer).
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn bytes(path: &Path) -> Vec<u8> {
+    path.as_os_str().as_bytes().to_vec()
+}
+
+fn path_of(bytes: Vec<u8>) -> PathBuf {
+    PathBuf::from(std::ffi::OsString::from_vec(bytes))
+}
+
+const SELECT: &str = "SELECT id, inbox, rel_path, size, mtime_ns, data, created_at, updated_at, progress FROM jobs";
+
+impl Journal {
+    /// Opens (creating if needed) the journal in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Journal> {
+        let path = state_dir.join(FILE_NAME);
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
+        let journal = Journal { path: path.clone(), conn: Mutex::new(conn) };
+        journal.prepare(true)?;
+        Ok(journal)
+    }
+
+    /// Opens an existing journal for reading only (for `retouchd status`).
+    pub fn open_read_only(state_dir: &Path) -> Result<Journal> {
+        let path = state_dir.join(FILE_NAME);
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
+        let journal = Journal { path, conn: Mutex::new(conn) };
+        journal.prepare(false)?;
+        Ok(journal)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, e: rusqlite::Error) -> JournalError {
+        classify(&self.path, e)
+    }
+
+    fn prepare(&self, writable: bool) -> Result<()> {
+        let conn = self.lock();
+        // Reading the schema is where a file that is not a database shows itself.
+        let _: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|e| classify(&self.path, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| classify(&self.path, e))?;
+        if !writable {
+            return Ok(());
+        }
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS jobs (
+                 id INTEGER PRIMARY KEY,
+                 inbox BLOB NOT NULL,
+                 rel_path BLOB NOT NULL,
+                 size INTEGER NOT NULL,
+                 mtime_ns INTEGER NOT NULL,
+                 state TEXT NOT NULL,
+                 data TEXT NOT NULL,
+                 created_at INTEGER NOT NULL,
+                 updated_at INTEGER NOT NULL,
+                 progress REAL
+             );
+             CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs(state) WHERE state NOT IN ('done', 'failed', 'rejected');
+             CREATE INDEX IF NOT EXISTS jobs_by_source ON jobs(inbox, rel_path);
+             CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, updated_at);",
+        )
+        .map_err(|e| classify(&self.path, e))?;
+        let version: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| classify(&self.path, e))?;
+        match version {
+            None => {
+                conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])
+                    .map_err(|e| classify(&self.path, e))?;
+            }
+            Some(v) if v > SCHEMA_VERSION => return Err(JournalError::TooNew { path: self.path.clone(), found: v }),
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Records a new job; the state is committed before this returns.
+    pub fn insert(&self, source: &Source, state: &JobState) -> Result<JobId> {
+        let data = serde_json::to_string(state).expect("job states serialize");
+        let now = now_ms();
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO jobs (inbox, rel_path, size, mtime_ns, state, data, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            params![
+                bytes(&source.inbox),
+                bytes(&source.rel_path),
+                source.size as i64,
+                source.mtime_ns,
+                state.name(),
+                data,
+                now
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Records a job's new state; committed before this returns.
+    pub fn update(&self, id: JobId, state: &JobState) -> Result<()> {
+        let data = serde_json::to_string(state).expect("job states serialize");
+        self.lock()
+            .execute(
+                "UPDATE jobs SET state = ?2, data = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id, state.name(), data, now_ms()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records the server's progress figure (not synced: losing it costs nothing).
+    pub fn set_progress(&self, id: JobId, progress: f64) -> Result<()> {
+        self.lock()
+            .execute("UPDATE jobs SET progress = ?2 WHERE id = ?1", params![id, progress])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(JobId, Source, String, i64, i64, Option<f64>)> {
+        Ok((
+            row.get(0)?,
+            Source {
+                inbox: path_of(row.get(1)?),
+                rel_path: path_of(row.get(2)?),
+                size: row.get::<_, i64>(3)? as u64,
+                mtime_ns: row.get(4)?,
+            },
+            row.get(5)?,
+            row.get(6)?,
+            row.get(7)?,
+            row.get(8)?,
+        ))
+    }
+
+    fn query(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<JobRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt.query_map(params, Self::row).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, source, data, created_at, updated_at, progress) = row.map_err(|e| self.err(e))?;
+            let state = serde_json::from_str(&data)
+                .map_err(|e| JournalError::BadRow { id, detail: format!("state `{data}`: {e}") })?;
+            out.push(JobRecord { id, source, state, created_at, updated_at, progress });
+        }
+        Ok(out)
+    }
+
+    /// Jobs not yet done, failed or rejected, oldest first.
+    pub fn unfinished(&self) -> Result<Vec<JobRecord>> {
+        self.query(&format!("{SELECT} WHERE state NOT IN ('done', 'failed', 'rejected') ORDER BY id"), [])
+    }
+
+    /// The newest job for a source path, if any.
+    pub fn latest_for(&self, inbox: &Path, rel_path: &Path) -> Result<Option<JobRecord>> {
+        let mut rows = self.query(
+            &format!("{SELECT} WHERE inbox = ?1 AND rel_path = ?2 ORDER BY id DESC LIMIT 1"),
+            params![bytes(inbox), bytes(rel_path)],
+        )?;
+        Ok(rows.pop())
+    }
+
+    pub fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
+        Ok(self.query(&format!("{SELECT} WHERE id = ?1"), [id])?.pop())
+    }
+
+    /// The newest jobs in one state.
+    pub fn recent(&self, state: &str, limit: usize) -> Result<Vec<JobRecord>> {
+        self.query(
+            &format!("{SELECT} WHERE state = ?1 ORDER BY updated_at DESC LIMIT ?2"),
+            params![state, limit as i64],
+        )
+    }
+
+    /// How many jobs are in each state.
+    pub fn counts(&self) -> Result<BTreeMap<String, u64>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state").map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+}
+
+fn classify(path: &Path, e: rusqlite::Error) -> JournalError {
+    use rusqlite::ffi::ErrorCode;
+    let path = path.to_path_buf();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            JournalError::Corrupt { path, detail: e.to_string() }
+        }
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            JournalError::NotWritable { path, detail: e.to_string() }
+        }
+        _ => JournalError::Sqlite { path, source: e },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(name: &str) -> Source {
+        Source { inbox: "/in".into(), rel_path: name.into(), size: 10, mtime_ns: 5 }
+    }
+
+    #[test]
+    fn jobs_round_trip_and_unfinished_ones_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let a = journal.insert(&source("a.jpg"), &JobState::new("k1".into())).unwrap();
+        let b = journal.insert(&source("b.jpg"), &JobState::new("k2".into())).unwrap();
+        journal.update(b, &JobState::Done { outputs: vec!["/out/b.jpg".into()], moved_to: None }).unwrap();
+        drop(journal);
+
+        let journal = Journal::open(dir.path()).unwrap();
+        let unfinished = journal.unfinished().unwrap();
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].id, a);
+        assert_eq!(unfinished[0].state, JobState::new("k1".into()));
+        assert_eq!(journal.latest_for(Path::new("/in"), Path::new("b.jpg")).unwrap().unwrap().id, b);
+        let counts = journal.counts().unwrap();
+        assert_eq!((counts["submitting"], counts["done"]), (1, 1));
+    }
+
+    #[test]
+    fn non_utf8_names_survive() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let name = PathBuf::from(std::ffi::OsStr::from_bytes(b"caf\xe9.jpg"));
+        let src = Source { rel_path: name.clone(), ..source("x") };
+        journal.insert(&src, &JobState::new("k".into())).unwrap();
+        assert_eq!(journal.unfinished().unwrap()[0].source.rel_path, name);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_reported_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, b"this is not sqlite, and it is long enough to have a header........").unwrap();
+        let err = Journal::open(dir.path()).unwrap_err();
+        assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("left untouched"));
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"this is not sqlite, and it is long enough to have a header........"
+        );
+    }
+}

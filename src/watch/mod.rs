@@ -1,0 +1,316 @@
+//! Watching one inbox: file-system events are hints, scans are the truth.
+//!
+//! On local disks notify (inotify) reports changes as they happen; on network file systems
+//! (NFS, SMB/CIFS, FUSE), where inotify misses what other machines write, the inbox is scanned
+//! on an interval instead. Either way it is scanned fully at start, when the event queue
+//! overflows, and every `rescan_interval` as a safety net. Files go through [`Readiness`] and are
+//! handed to the coordinator once settled and complete. Symlinks are never followed.
+
+mod readiness;
+
+pub use readiness::{Outcome, Readiness, Stamp};
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use notify::Watcher as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{WatchConfig, WatchMode};
+use crate::formats::{self, FileKind};
+use crate::ignore::IgnoreRules;
+
+/// What a watcher tells the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// A settled, complete file: `inbox/rel`.
+    Ready {
+        watch: usize,
+        rel: PathBuf,
+        stamp: Stamp,
+    },
+    /// A file that stopped changing but never became complete within the grace time.
+    Incomplete {
+        watch: usize,
+        rel: PathBuf,
+        stamp: Stamp,
+    },
+    /// (With `--once`) everything present at start has been handed on.
+    Drained {
+        watch: usize,
+    },
+    /// The inbox cannot be read (unmounted share, deleted folder); nothing is treated as gone.
+    Paused {
+        watch: usize,
+        reason: String,
+    },
+    Resumed {
+        watch: usize,
+    },
+}
+
+/// Whether a folder lies on a network file system, where inotify misses remote writes.
+pub fn is_network_fs(path: &Path) -> bool {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: statfs fills the zeroed struct we own; `c` is a valid NUL-terminated path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    const NFS: i64 = 0x6969;
+    const SMB: i64 = 0x517B;
+    const CIFS: i64 = 0xFF53_4D42;
+    const SMB2: i64 = 0xFE53_4D42;
+    const FUSE: i64 = 0x6573_5546;
+    const CEPH: i64 = 0x00C3_6400;
+    const V9FS: i64 = 0x0102_1997;
+    const AFS: i64 = 0x5346_414F;
+    matches!(st.f_type as i64, NFS | SMB | CIFS | SMB2 | FUSE | CEPH | V9FS | AFS)
+}
+
+pub fn stamp_of(meta: &std::fs::Metadata) -> Stamp {
+    Stamp { size: meta.len(), mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec() }
+}
+
+/// Whether the file has all its bytes. Files that are not images or zips count as complete, so
+/// that inspection refuses them at once instead of after the grace time.
+fn content_complete(path: &Path) -> bool {
+    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    let Ok(meta) = file.metadata() else { return false };
+    if meta.len() == 0 {
+        return false;
+    }
+    let mut head = [0u8; 8];
+    let n = std::io::Read::read(&mut file, &mut head).unwrap_or(0);
+    match formats::sniff(&head[..n]) {
+        FileKind::Unknown => true,
+        kind => formats::is_complete(&mut file, kind).unwrap_or(false),
+    }
+}
+
+/// The files below `inbox` that may become jobs, with their stamps.
+fn scan(inbox: &Path, recursive: bool, rules: &IgnoreRules) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
+    let mut found = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    // The inbox itself must be readable; subfolders that vanish mid-scan are skipped.
+    std::fs::read_dir(inbox)?;
+    while let Some(rel_dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(inbox.join(&rel_dir)) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let rel = rel_dir.join(&name);
+            let Ok(meta) = entry.path().symlink_metadata() else { continue };
+            if meta.is_dir() {
+                if recursive && !rules.skips_dir(&name, &rel) {
+                    dirs.push(rel);
+                }
+            } else if meta.is_file() && !rules.skips_file(&rel) {
+                found.push((rel, stamp_of(&meta)));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Whether `rel` (below the inbox) may be a job: no ignored folder on the way, not ignored itself.
+fn wanted(rel: &Path, recursive: bool, rules: &IgnoreRules) -> bool {
+    let mut parents = rel.parent().map(|p| p.components().count()).unwrap_or(0);
+    if !recursive && parents > 0 {
+        return false;
+    }
+    let mut so_far = PathBuf::new();
+    for part in rel.components() {
+        if parents == 0 {
+            break;
+        }
+        so_far.push(part);
+        if rules.skips_dir(part.as_os_str(), &so_far) {
+            return false;
+        }
+        parents -= 1;
+    }
+    !rules.skips_file(rel)
+}
+
+enum Hint {
+    Path(PathBuf),
+    Rescan,
+}
+
+/// Watches one inbox until `shutdown`, sending what it finds to `tx`. With `once`, stops after
+/// handing on everything that was present at the first scan.
+pub async fn run(
+    index: usize,
+    config: WatchConfig,
+    tx: mpsc::Sender<WatchEvent>,
+    once: bool,
+    shutdown: CancellationToken,
+) {
+    let rules = IgnoreRules::new(&config.ignore);
+    let inbox = config.inbox.clone();
+    let network = is_network_fs(&inbox);
+    let use_notify = match config.mode {
+        WatchMode::Notify => true,
+        WatchMode::Poll => false,
+        WatchMode::Auto => !network,
+    };
+    let (hint_tx, mut hints) = mpsc::unbounded_channel::<Hint>();
+    let mut _notifier = None;
+    if use_notify && !once {
+        let sender = hint_tx.clone();
+        let handler = move |result: notify::Result<notify::Event>| match result {
+            Ok(event) if event.need_rescan() => {
+                let _ = sender.send(Hint::Rescan);
+            }
+            Ok(event) => {
+                for path in event.paths {
+                    let _ = sender.send(Hint::Path(path));
+                }
+            }
+            Err(_) => {
+                let _ = sender.send(Hint::Rescan);
+            }
+        };
+        let mode =
+            if config.recursive { notify::RecursiveMode::Recursive } else { notify::RecursiveMode::NonRecursive };
+        match notify::recommended_watcher(handler).and_then(|mut w| w.watch(&inbox, mode).map(|()| w)) {
+            Ok(w) => _notifier = Some(w),
+            Err(e) => warn!(
+                inbox = %inbox.display(), error = %e,
+                "cannot watch for events (on Linux, raise fs.inotify.max_user_watches); scanning on an interval instead"
+            ),
+        }
+    }
+    let polling = _notifier.is_none();
+    info!(inbox = %inbox.display(), mode = if polling { "scan" } else { "notify" }, network, "watching");
+    let scan_every = if polling { config.scan_interval } else { config.rescan_interval };
+    let mut scan_timer = tokio::time::interval_at(tokio::time::Instant::now() + scan_every, scan_every);
+    let tick_every = (config.settle / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
+    let mut tick = tokio::time::interval(tick_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut readiness = Readiness::new(config.settle, config.incomplete_grace);
+    let mut paused: Option<String> = None;
+
+    let full_scan = |readiness: &mut Readiness, paused: &mut Option<String>| -> Vec<WatchEvent> {
+        let mut events = Vec::new();
+        match scan(&inbox, config.recursive, &rules) {
+            Ok(files) => {
+                if paused.take().is_some() {
+                    info!(inbox = %inbox.display(), "inbox is back; resuming");
+                    events.push(WatchEvent::Resumed { watch: index });
+                }
+                let now = Instant::now();
+                let present: std::collections::HashSet<&Path> = files.iter().map(|(p, _)| p.as_path()).collect();
+                readiness.retain(|p| present.contains(p));
+                for (rel, stamp) in &files {
+                    readiness.observe(rel, *stamp, now);
+                }
+                debug!(inbox = %inbox.display(), files = files.len(), pending = readiness.pending(), "scanned");
+            }
+            Err(e) => {
+                let reason = format!("cannot read the inbox {}: {e}", inbox.display());
+                if paused.as_ref() != Some(&reason) {
+                    warn!(inbox = %inbox.display(), error = %e, "inbox unreadable (unmounted share?); watch paused, nothing is treated as gone");
+                    events.push(WatchEvent::Paused { watch: index, reason: reason.clone() });
+                    *paused = Some(reason);
+                }
+            }
+        }
+        events
+    };
+
+    let mut outgoing = full_scan(&mut readiness, &mut paused);
+    loop {
+        for event in outgoing.drain(..) {
+            tokio::select! {
+                sent = tx.send(event) => if sent.is_err() { return },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        if once && readiness.pending() == 0 && paused.is_none() {
+            let _ = tx.send(WatchEvent::Drained { watch: index }).await;
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Some(hint) = hints.recv() => match hint {
+                Hint::Rescan => outgoing = full_scan(&mut readiness, &mut paused),
+                Hint::Path(path) => {
+                    let Ok(rel) = path.strip_prefix(&inbox).map(Path::to_path_buf) else { continue };
+                    match path.symlink_metadata() {
+                        Ok(meta) if meta.is_dir() => outgoing = full_scan(&mut readiness, &mut paused),
+                        Ok(meta) if meta.is_file() && wanted(&rel, config.recursive, &rules) => {
+                            readiness.observe(&rel, stamp_of(&meta), Instant::now())
+                        }
+                        Ok(_) => {}
+                        Err(_) => readiness.forget(&rel),
+                    }
+                }
+            },
+            _ = scan_timer.tick() => outgoing = full_scan(&mut readiness, &mut paused),
+            _ = tick.tick() => {
+                if readiness.pending() == 0 {
+                    continue;
+                }
+                let stat = |rel: &Path| {
+                    inbox.join(rel).symlink_metadata().ok().filter(|m| m.is_file()).map(|m| stamp_of(&m))
+                };
+                let complete = |rel: &Path| content_complete(&inbox.join(rel));
+                for outcome in readiness.due(Instant::now(), stat, complete) {
+                    outgoing.push(match outcome {
+                        Outcome::Ready(rel, stamp) => WatchEvent::Ready { watch: index, rel, stamp },
+                        Outcome::Incomplete(rel, stamp) => WatchEvent::Incomplete { watch: index, rel, stamp },
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_skip_junk_symlinks_and_nas_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in ["a.jpg", "sub/b.PNG", "@eaDir/c.jpg", ".DS_Store", "sub/x.jpg.part", "#recycle/d.jpg"] {
+            let p = root.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        std::os::unix::fs::symlink("/etc/passwd", root.join("link.jpg")).unwrap();
+        let rules = IgnoreRules::new(&[]);
+        let mut found: Vec<PathBuf> = scan(root, true, &rules).unwrap().into_iter().map(|(p, _)| p).collect();
+        found.sort();
+        assert_eq!(found, vec![PathBuf::from("a.jpg"), PathBuf::from("sub/b.PNG")]);
+        let top: Vec<PathBuf> = scan(root, false, &rules).unwrap().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(top, vec![PathBuf::from("a.jpg")]);
+    }
+
+    #[test]
+    fn event_paths_are_filtered_like_scans() {
+        let rules = IgnoreRules::new(&[]);
+        assert!(wanted(Path::new("sub/a.jpg"), true, &rules));
+        assert!(!wanted(Path::new("sub/a.jpg"), false, &rules));
+        assert!(!wanted(Path::new("@eaDir/a.jpg"), true, &rules));
+        assert!(!wanted(Path::new("._a.jpg"), true, &rules));
+    }
+
+    #[test]
+    fn a_missing_inbox_is_an_error_not_an_empty_scan() {
+        assert!(scan(Path::new("/nonexistent/inbox"), true, &IgnoreRules::new(&[])).is_err());
+    }
+
+    #[test]
+    fn local_temp_folders_are_not_network_file_systems() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_network_fs(dir.path()));
+    }
+}

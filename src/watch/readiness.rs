@@ -1,0 +1,193 @@
+//! When a file in an inbox becomes a job: its size and mtime have not changed for `settle`, and
+//! its content is complete. Pure bookkeeping with the clock and the completeness check passed
+//! in, so it is tested without sleeping.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A file's identity as far as readiness goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    stamp: Stamp,
+    stable_since: Instant,
+}
+
+/// What a settled file turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stable and complete: make it a job.
+    Ready(PathBuf, Stamp),
+    /// Stable but incomplete for longer than the grace time: fail it.
+    Incomplete(PathBuf, Stamp),
+}
+
+/// Tracks the files of one inbox that are not jobs yet.
+#[derive(Debug)]
+pub struct Readiness {
+    settle: Duration,
+    grace: Duration,
+    pending: HashMap<PathBuf, Tracked>,
+    /// Files already handed on, with the stamp they had; seen again unchanged, they are skipped.
+    handed: HashMap<PathBuf, Stamp>,
+}
+
+impl Readiness {
+    pub fn new(settle: Duration, grace: Duration) -> Self {
+        Readiness { settle, grace, pending: HashMap::new(), handed: HashMap::new() }
+    }
+
+    /// Records that `rel` was seen with `stamp` at `now`.
+    pub fn observe(&mut self, rel: &Path, stamp: Stamp, now: Instant) {
+        if self.handed.get(rel) == Some(&stamp) {
+            return;
+        }
+        match self.pending.get_mut(rel) {
+            Some(t) if t.stamp == stamp => {}
+            Some(t) => {
+                t.stamp = stamp;
+                t.stable_since = now;
+            }
+            None => {
+                self.pending.insert(rel.to_path_buf(), Tracked { stamp, stable_since: now });
+            }
+        }
+    }
+
+    /// Forgets a file that is gone.
+    pub fn forget(&mut self, rel: &Path) {
+        self.pending.remove(rel);
+        self.handed.remove(rel);
+    }
+
+    /// Keeps only the files `present` says are still there (after a full scan).
+    pub fn retain(&mut self, present: impl Fn(&Path) -> bool) {
+        self.pending.retain(|p, _| present(p));
+        self.handed.retain(|p, _| present(p));
+    }
+
+    /// Files waiting to settle.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The pending files whose stamps have been stable for `settle`, checked with `stat` (the
+    /// current stamp, `None` if gone) and `complete`. Ready and given-up files are handed on.
+    pub fn due(
+        &mut self,
+        now: Instant,
+        mut stat: impl FnMut(&Path) -> Option<Stamp>,
+        mut complete: impl FnMut(&Path) -> bool,
+    ) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for (rel, tracked) in self.pending.iter_mut() {
+            if now.duration_since(tracked.stable_since) < self.settle {
+                continue;
+            }
+            match stat(rel) {
+                None => gone.push(rel.clone()),
+                Some(stamp) if stamp != tracked.stamp => {
+                    tracked.stamp = stamp;
+                    tracked.stable_since = now;
+                }
+                Some(stamp) if complete(rel) => out.push(Outcome::Ready(rel.clone(), stamp)),
+                Some(stamp) if now.duration_since(tracked.stable_since) >= self.settle + self.grace => {
+                    out.push(Outcome::Incomplete(rel.clone(), stamp))
+                }
+                Some(_) => {}
+            }
+        }
+        for rel in gone {
+            self.pending.remove(&rel);
+        }
+        for outcome in &out {
+            let (Outcome::Ready(rel, stamp) | Outcome::Incomplete(rel, stamp)) = outcome;
+            self.pending.remove(rel);
+            self.handed.insert(rel.clone(), *stamp);
+        }
+        out.sort_by(|a, b| {
+            let key = |o: &Outcome| match o {
+                Outcome::Ready(p, _) | Outcome::Incomplete(p, _) => p.clone(),
+            };
+            key(a).cmp(&key(b))
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETTLE: Duration = Duration::from_secs(5);
+    const GRACE: Duration = Duration::from_secs(60);
+
+    fn stamp(size: u64) -> Stamp {
+        Stamp { size, mtime_ns: size as i64 }
+    }
+
+    #[test]
+    fn a_file_becomes_ready_only_after_settling() {
+        let t0 = Instant::now();
+        let mut r = Readiness::new(SETTLE, GRACE);
+        r.observe(Path::new("a.jpg"), stamp(10), t0);
+        assert!(r.due(t0 + Duration::from_secs(4), |_| Some(stamp(10)), |_| true).is_empty());
+        let out = r.due(t0 + SETTLE, |_| Some(stamp(10)), |_| true);
+        assert_eq!(out, vec![Outcome::Ready("a.jpg".into(), stamp(10))]);
+        assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn a_file_still_growing_is_never_ready() {
+        let t0 = Instant::now();
+        let mut r = Readiness::new(SETTLE, GRACE);
+        r.observe(Path::new("slow.jpg"), stamp(1), t0);
+        // Every check sees a new size: slow chunks over SMB.
+        for i in 1..20u64 {
+            let out = r.due(t0 + SETTLE * i as u32, |_| Some(stamp(i + 1)), |_| true);
+            assert!(out.is_empty(), "handed on while growing at step {i}");
+        }
+        let end = t0 + SETTLE * 21;
+        let out = r.due(end, |_| Some(stamp(20)), |_| true);
+        assert_eq!(out, vec![Outcome::Ready("slow.jpg".into(), stamp(20))]);
+    }
+
+    #[test]
+    fn stable_but_incomplete_waits_then_is_given_up() {
+        let t0 = Instant::now();
+        let mut r = Readiness::new(SETTLE, GRACE);
+        r.observe(Path::new("cut.jpg"), stamp(7), t0);
+        assert!(r.due(t0 + SETTLE, |_| Some(stamp(7)), |_| false).is_empty());
+        assert!(r.due(t0 + SETTLE + GRACE / 2, |_| Some(stamp(7)), |_| false).is_empty());
+        let out = r.due(t0 + SETTLE + GRACE, |_| Some(stamp(7)), |_| false);
+        assert_eq!(out, vec![Outcome::Incomplete("cut.jpg".into(), stamp(7))]);
+    }
+
+    #[test]
+    fn handed_files_are_not_handed_again_unless_they_change() {
+        let t0 = Instant::now();
+        let mut r = Readiness::new(SETTLE, GRACE);
+        r.observe(Path::new("a.jpg"), stamp(10), t0);
+        assert_eq!(r.due(t0 + SETTLE, |_| Some(stamp(10)), |_| true).len(), 1);
+        r.observe(Path::new("a.jpg"), stamp(10), t0 + SETTLE * 2);
+        assert_eq!(r.pending(), 0);
+        r.observe(Path::new("a.jpg"), stamp(11), t0 + SETTLE * 3);
+        assert_eq!(r.pending(), 1, "a rewritten file is tracked again");
+    }
+
+    #[test]
+    fn files_that_vanish_are_dropped() {
+        let t0 = Instant::now();
+        let mut r = Readiness::new(SETTLE, GRACE);
+        r.observe(Path::new("a.jpg"), stamp(10), t0);
+        assert!(r.due(t0 + SETTLE, |_| None, |_| true).is_empty());
+        assert_eq!(r.pending(), 0);
+    }
+}
