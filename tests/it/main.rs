@@ -2,5 +2,6 @@
 //! against a recording server, and the real `retouchd` binary end to end.
 
 mod api_client;
+mod daemon_e2e;
 mod support;
 mod wire_format;

@@ -67,3 +67,166 @@ pub async fn wait_for<T>(what: &str, deadline: Duration, mut check: impl AsyncFn
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The real `retouchd` binary.
+pub fn bin() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_retouchd"));
+    cmd.env_remove("RETOUCHD_TOKEN").env_remove("CREDENTIALS_DIRECTORY").env_remove("STATE_DIRECTORY");
+    cmd.env("RUST_LOG", "retouchd=debug");
+    cmd
+}
+
+/// A temporary inbox/outbox/done/failed/state layout with a config pointing at a simulator.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Workspace {
+    pub fn new(sim: &Simulator, extra_server: &str, extra_watch: &str) -> Workspace {
+        Self::with_token(sim, TOKEN, extra_server, extra_watch)
+    }
+
+    pub fn with_token(sim: &Simulator, token: &str, extra_server: &str, extra_watch: &str) -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["inbox", "outbox", "done", "failed", "state"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let config = dir.path().join("config.toml");
+        let text = format!(
+            r#"[server]
+url = "{url}"
+balance_url = "{balance}"
+token = "{token}"
+poll_interval = "2s"
+{extra_server}
+
+[state]
+dir = "state"
+
+[[watch]]
+inbox = "inbox"
+outbox = "outbox"
+done_dir = "done"
+failed_dir = "failed"
+settle = "400ms"
+{extra_watch}
+
+[watch.payload]
+mode = "professional"
+tasks = [ {{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}, {{ Plugin = "Dodge Burn", Alpha1 = 1, Alpha2 = 0, Layer = 1 }} ]
+"#,
+            url = sim.base_url(),
+            balance = sim.balance_url(),
+        );
+        std::fs::write(&config, text).unwrap();
+        std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        Workspace { dir, config }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Drops a file into the inbox.
+    pub fn drop_file(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+        write(&self.path("inbox"), rel, bytes)
+    }
+
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = bin();
+        cmd.args(args).arg("--config").arg(&self.config).current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Starts `retouchd run` in the background, logging to `<name>.log`.
+    pub fn spawn(&self, extra: &[&str], name: &str) -> Daemon {
+        let log = std::fs::File::create(self.path(&format!("{name}.log"))).unwrap();
+        let mut cmd = self.command(&["run"]);
+        cmd.args(extra).stdout(log.try_clone().unwrap()).stderr(log);
+        Daemon(cmd.spawn().expect("retouchd starts"))
+    }
+
+    /// Runs `retouchd run --once` to the end (or kills it after `limit`).
+    pub async fn run_once(&self, limit: Duration) -> std::process::Output {
+        let mut daemon = self.spawn(&["--once"], "once");
+        let status = wait_exit(&mut daemon.0, limit).await;
+        let log = std::fs::read_to_string(self.path("once.log")).unwrap_or_default();
+        std::process::Output { status, stdout: log.into_bytes(), stderr: Vec::new() }
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Every file below `rel`, relative to it, sorted.
+    pub fn files(&self, rel: &str) -> Vec<String> {
+        let root = self.path(rel);
+        let mut out = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else { continue };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p.strip_prefix(&root).unwrap().display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// A running `retouchd`; killed (SIGKILL) and reaped when dropped, so a failing test leaves no
+/// process behind.
+pub struct Daemon(pub std::process::Child);
+
+impl Daemon {
+    /// SIGKILL, then wait for the process to be gone.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()?;
+        self.0.wait().map(drop)
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for a child to exit; kills it (and fails) after `limit`.
+pub async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("retouchd did not exit within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(bytes)[..])
+}
+
+/// A PNG whose header declares `w` × `h` (the pixel data is a 1×1 image's; the file is complete).
+pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    let mut v = retouchd::imagegen::png_bytes(1, 1, [0, 0, 0]);
+    v[16..20].copy_from_slice(&w.to_be_bytes());
+    v[20..24].copy_from_slice(&h.to_be_bytes());
+    v
+}
