@@ -273,6 +273,26 @@ impl Journal {
         )
     }
 
+    /// Whether retouchd has put its marker file in this inbox before.
+    pub fn is_marked(&self, inbox: &Path) -> Result<bool> {
+        let key = format!("marker:{}", inbox.display());
+        let found: Option<i64> = self
+            .lock()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(found.is_some())
+    }
+
+    /// Remembers that this inbox carries retouchd's marker file.
+    pub fn mark(&self, inbox: &Path) -> Result<()> {
+        let key = format!("marker:{}", inbox.display());
+        self.lock()
+            .execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, now_ms()])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// How many jobs are in each state.
     pub fn counts(&self) -> Result<BTreeMap<String, u64>> {
         let conn = self.lock();

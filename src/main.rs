@@ -44,7 +44,8 @@ impl From<anyhow::Error> for Failure {
 impl From<DaemonError> for Failure {
     fn from(e: DaemonError) -> Self {
         let code = match e {
-            DaemonError::Lock(_) => exit::LOCKED,
+            DaemonError::Lock(retouchd::lock::LockError::Held { .. }) => exit::LOCKED,
+            DaemonError::Lock(_) => exit::JOURNAL,
             DaemonError::Journal(_) => exit::JOURNAL,
             DaemonError::Client(_) => exit::CONFIG,
         };

@@ -170,6 +170,26 @@ impl Ctx {
     }
 }
 
+/// Puts the marker file in inboxes retouchd has not used before; where it was placed before and is
+/// missing now, the watch starts paused (see [`watch::MARKER`]).
+fn place_markers(config: &Config, journal: &Journal) -> Result<(), JournalError> {
+    for w in &config.watches {
+        if journal.is_marked(&w.inbox)? {
+            if let Err(e) = watch::inbox_available(&w.inbox) {
+                warn!(inbox = %w.inbox.display(), error = %e, "inbox unavailable; its watch waits for it");
+            }
+            continue;
+        }
+        match std::fs::write(w.inbox.join(watch::MARKER), b"retouchd watches this folder; keep this file.\n") {
+            Ok(()) => journal.mark(&w.inbox)?,
+            Err(e) => {
+                warn!(inbox = %w.inbox.display(), error = %e, "cannot place the marker file; is the inbox writable?")
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Removes staged leftovers that no journaled job will publish.
 fn clean_staging(config: &Config, unfinished: &[JobRecord]) {
     let keep: HashSet<&Path> = unfinished
@@ -221,6 +241,11 @@ async fn new_job(ctx: Arc<Ctx>, item: Queued) -> Result<Option<JobRecord>, runne
         size: item.stamp.size,
         mtime_ns: item.stamp.mtime_ns,
     };
+    // Changed since it was found ready: the watcher hands the new version on once it settles.
+    match std::fs::symlink_metadata(source.path()) {
+        Ok(meta) if watch::stamp_of(&meta) == item.stamp => {}
+        _ => return Ok(None),
+    }
     match ctx.journal.latest_for(&source.inbox, &source.rel_path).map_err(runner::Halt::Journal)? {
         Some(previous) if !previous.state.is_terminal() => return Ok(None),
         // Kept on success: the same file is not paid for twice.
@@ -282,6 +307,7 @@ pub async fn run(
             }
         }
     }
+    place_markers(&config, &journal)?;
     let client = Client::new(config.server.client_options())?;
     let limits = match tokio::time::timeout(Duration::from_secs(10), client.limits()).await {
         Ok(Ok(Some(limits))) => limits,
@@ -341,6 +367,8 @@ pub async fn run(
     drop(tx);
 
     let mut queue: VecDeque<Queued> = VecDeque::new();
+    // Files seen again while their job runs; looked at once that job ends.
+    let mut deferred: HashMap<JobKey, Queued> = HashMap::new();
     let mut drained = 0;
     let mut watchers_open = true;
     tokio::pin!(shutdown);
@@ -350,6 +378,7 @@ pub async fn run(
         {
             let key = (item.watch, item.rel.clone());
             if !active.insert(key.clone()) {
+                deferred.insert(key, item);
                 continue;
             }
             let ctx = ctx.clone();
@@ -363,16 +392,23 @@ pub async fn run(
             event = rx.recv(), if watchers_open => match event {
                 None => watchers_open = false,
                 Some(WatchEvent::Ready { watch, rel, stamp }) => {
-                    if !active.contains(&(watch, rel.clone())) {
-                        queue.push_back(Queued { watch, rel, stamp, reject: None });
+                    let item = Queued { watch, rel, stamp, reject: None };
+                    if active.contains(&(watch, item.rel.clone())) {
+                        deferred.insert((watch, item.rel.clone()), item);
+                    } else {
+                        queue.push_back(item);
                     }
                 }
                 Some(WatchEvent::Incomplete { watch, rel, stamp }) => {
                     let grace = humantime::format_duration(ctx.config.watches[watch].incomplete_grace);
-                    let reason = format!(
-                        "the file stopped changing but is incomplete (a truncated image or zip?) after waiting {grace}; \
-                         copy it again in full"
-                    );
+                    let reason = if stamp.size == 0 {
+                        format!("the file is empty (0 bytes) and stayed so for {grace}")
+                    } else {
+                        format!(
+                            "the file stopped changing but is incomplete (a truncated image or zip?) after waiting \
+                             {grace}; copy it again in full"
+                        )
+                    };
                     queue.push_back(Queued { watch, rel, stamp, reject: Some(reason) });
                 }
                 Some(WatchEvent::Drained { .. }) => drained += 1,
@@ -382,6 +418,9 @@ pub async fn run(
             Some(joined) = jobs.join_next(), if !jobs.is_empty() => match joined {
                 Ok((key, Ok(record))) => {
                     active.remove(&key);
+                    if let Some(item) = deferred.remove(&key) {
+                        queue.push_back(item);
+                    }
                     match record.map(|r| r.state) {
                         Some(JobState::Done { .. }) => summary.done += 1,
                         Some(JobState::Failed { .. }) => summary.failed += 1,

@@ -105,35 +105,28 @@ impl Runner<'_> {
         let path = self.source_path();
         let name = self.job.source.rel_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         loop {
-            // The file must still be the one that was checked: same size and mtime.
-            match std::fs::symlink_metadata(&path) {
-                Ok(meta)
-                    if crate::watch::stamp_of(&meta).size == self.job.source.size
-                        && crate::watch::stamp_of(&meta).mtime_ns == self.job.source.mtime_ns => {}
-                Ok(_) => {
-                    return Event::Fail {
-                        reason: "the file changed before it was sent; the new version is picked up as a new job".into(),
-                    };
+            let pass = self.ctx.gate.pass().await;
+            let permit = self.ctx.uploads.acquire().await.expect("upload semaphore is never closed");
+            // Checked at the last moment: the file must still be the one that was inspected.
+            if let Some(verdict) = self.source_changed(&path) {
+                drop(permit);
+                if pass == Pass::Probe {
+                    self.ctx.gate.release_probe();
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.watch.inbox.exists() => {
-                    return Event::Fail { reason: "the file was removed from the inbox before it was sent".into() };
-                }
-                Err(e) => {
-                    if let Some(reason) = self.retry_later("reading the file", &e, None).await {
-                        return Event::Fail { reason };
+                match verdict {
+                    Ok(reason) => return Event::Fail { reason },
+                    Err(e) => {
+                        if let Some(reason) = self.retry_later("reading the file", &e, None).await {
+                            return Event::Fail { reason };
+                        }
+                        continue;
                     }
-                    continue;
                 }
             }
-            let pass = self.ctx.gate.pass().await;
-            let result = {
-                let _permit = self.ctx.uploads.acquire().await.expect("upload semaphore is never closed");
-                self.ctx.metrics.uploading(1);
-                let client = self.ctx.client();
-                let result = client.start(&path, &name, &self.watch.payload, key).await;
-                self.ctx.metrics.uploading(-1);
-                result
-            };
+            self.ctx.metrics.uploading(1);
+            let result = self.ctx.client().start(&path, &name, &self.watch.payload, key).await;
+            self.ctx.metrics.uploading(-1);
+            drop(permit);
             match result {
                 Ok(started) => {
                     self.ctx.gate.report_ok();
@@ -163,6 +156,25 @@ impl Runner<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// `None` when the file is still as inspected; else the reason to give up on this job
+    /// (`Ok`), or an error that may pass (`Err`, e.g. an unreadable share).
+    fn source_changed(&self, path: &Path) -> Option<std::io::Result<String>> {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) => {
+                let stamp = crate::watch::stamp_of(&meta);
+                let same = stamp.size == self.job.source.size && stamp.mtime_ns == self.job.source.mtime_ns;
+                (!same).then(|| Ok("the file changed before it was sent; the new version is taken as a new job".into()))
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && crate::watch::inbox_available(&self.watch.inbox).is_ok() =>
+            {
+                Some(Ok("the file was removed or renamed in the inbox before it was sent".into()))
+            }
+            Err(e) => Some(Err(e)),
         }
     }
 
@@ -352,7 +364,7 @@ impl Runner<'_> {
     /// Whether the inbox still holds this job's file, unchanged. `Err` when that cannot be told
     /// (the inbox itself is unreadable: an unmounted share must not count as "gone").
     fn source_present(&self) -> std::io::Result<bool> {
-        std::fs::read_dir(&self.watch.inbox)?;
+        crate::watch::inbox_available(&self.watch.inbox)?;
         match std::fs::symlink_metadata(self.source_path()) {
             Ok(meta) => {
                 let stamp = crate::watch::stamp_of(&meta);

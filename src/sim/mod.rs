@@ -65,6 +65,36 @@ pub struct SimConfig {
     pub down: bool,
     /// Send 460/461/462 as HTTP 200 with the code in the body's `status` instead of as HTTP status.
     pub codes_in_body: bool,
+    /// Misbehave on purpose: broken or malicious answers (see [`Hostile`]).
+    pub hostile: Option<Hostile>,
+}
+
+/// Ways a broken or malicious server can answer, for tests of the client's defences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hostile {
+    /// getFile: a zip with an entry `../escaped.png`.
+    TraversalZip,
+    /// getFile: a zip with an entry `/tmp/retouchd-escaped.png`.
+    AbsoluteZip,
+    /// getFile: a zip with a symlink entry pointing at `/etc/passwd`.
+    SymlinkZip,
+    /// getFile: a zip with the same entry name twice.
+    DuplicateZip,
+    /// getFile: a small zip expanding to 256 MiB of zeros.
+    ZipBomb,
+    /// getFile: the first half of a real result zip.
+    TruncatedZip,
+    /// status: an HTML error page under HTTP 200.
+    HtmlStatus,
+    /// status: 8 MiB of JSON.
+    HugeJson,
+    /// status: text that is not JSON.
+    InvalidJson,
+    /// getFile: a Content-Length larger than what is sent.
+    LyingLength,
+    /// getFile: a few bytes, then nothing, forever.
+    Stall,
 }
 
 impl Default for SimConfig {
@@ -91,6 +121,7 @@ impl Default for SimConfig {
             retry_after_secs: None,
             down: false,
             codes_in_body: false,
+            hostile: None,
         }
     }
 }

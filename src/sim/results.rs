@@ -121,3 +121,71 @@ fn render_zip(input: &Path, kind: FileKind, plugins: &[String]) -> std::io::Resu
     }
     Ok(imagegen::zip_of(&entries))
 }
+
+/// A broken or malicious getFile answer, for the modes that concern getFile.
+pub(super) fn hostile(mode: super::Hostile) -> Option<axum::response::Response> {
+    use super::Hostile as H;
+    use axum::response::IntoResponse;
+    let layer = imagegen::png_bytes(4, 4, [1, 2, 3]);
+    let zip = |entries: &[(&str, Vec<u8>)]| imagegen::zip_of(entries);
+    let bytes = match mode {
+        H::TraversalZip => zip(&[("ok.png", layer.clone()), ("../escaped.png", layer)]),
+        H::AbsoluteZip => zip(&[("/tmp/retouchd-escaped.png", layer)]),
+        H::SymlinkZip => {
+            let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+            let options = zip::write::SimpleFileOptions::default();
+            writer.add_symlink("link.png", "/etc/passwd", options).ok()?;
+            writer.finish().ok()?.into_inner()
+        }
+        H::DuplicateZip => {
+            // Two entries whose names differ by one byte, then made equal (names are not checksummed).
+            let mut bytes = zip(&[("layer-a.png", layer.clone()), ("layer-b.png", layer)]);
+            let (from, to) = (b"layer-b.png", b"layer-a.png");
+            let mut i = 0;
+            while i + from.len() <= bytes.len() {
+                if &bytes[i..i + from.len()] == from {
+                    bytes[i..i + from.len()].copy_from_slice(to);
+                }
+                i += 1;
+            }
+            bytes
+        }
+        H::ZipBomb => zip_bomb(),
+        H::TruncatedZip => {
+            let whole = zip(&[("index=0&blendmode=normal&name=Heal.png", layer), ("result.json", b"{}".to_vec())]);
+            whole[..whole.len() / 2].to_vec()
+        }
+        H::LyingLength => {
+            let whole = zip(&[("index=0&blendmode=normal&name=Heal.png", layer)]);
+            let len = whole.len() as u64 * 3;
+            let mut response = Body::from(whole).into_response();
+            response.headers_mut().insert(axum::http::header::CONTENT_LENGTH, len.into());
+            return Some(response);
+        }
+        H::Stall => {
+            let head =
+                futures_util::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"PK\x03\x04")) });
+            let stream = futures_util::StreamExt::chain(head, futures_util::stream::pending());
+            return Some(Body::from_stream(stream).into_response());
+        }
+        H::HtmlStatus | H::HugeJson | H::InvalidJson => return None,
+    };
+    Some(Rendered { len: bytes.len() as u64, body: Body::from(bytes) }.into_response())
+}
+
+/// A zip of about 250 KB that expands to 256 MiB of zeros; made once.
+fn zip_bomb() -> Vec<u8> {
+    use std::io::Write;
+    static BOMB: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BOMB.get_or_init(|| {
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default().large_file(false);
+        writer.start_file("index=0&blendmode=normal&name=Heal.png", options).expect("in-memory zip");
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            writer.write_all(&zeros).expect("in-memory zip");
+        }
+        writer.finish().expect("in-memory zip").into_inner()
+    })
+    .clone()
+}

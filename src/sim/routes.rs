@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{Job, Shared, SimConfig, results};
+use super::{Hostile, Job, Shared, SimConfig, results};
 use crate::formats::{self, FileKind};
 
 /// Uploads are accepted up to this size (the documented limit is 100 MB); larger ones are cut off.
@@ -288,6 +288,17 @@ async fn status(State(shared): State<Shared>, Path(id): Path<String>) -> Respons
     if let Some(response) = fault(&shared, &config, config.status_error_rate, true).await {
         return response;
     }
+    match config.hostile {
+        Some(Hostile::HtmlStatus) => {
+            return axum::response::Html("<html><body><h1>502 Bad Gateway</h1></body></html>").into_response();
+        }
+        Some(Hostile::HugeJson) => {
+            return format!("{{\"status\":200,\"state\":\"active\",\"pad\":\"{}\"}}", "x".repeat(8 << 20))
+                .into_response();
+        }
+        Some(Hostile::InvalidJson) => return "{\"status\": 200, \"state\": acti".into_response(),
+        _ => {}
+    }
     let mut inner = shared.lock();
     *inner.stats.polls_by_job.entry(id.clone()).or_default() += 1;
     let Some(job) = inner.jobs.get(&id) else {
@@ -330,6 +341,9 @@ async fn get_file(State(shared): State<Shared>, Path(id): Path<String>) -> Respo
         }
         (job.input.clone(), job.input_kind, job.file_name.clone(), job.payload.clone())
     };
+    if let Some(response) = config.hostile.and_then(results::hostile) {
+        return response;
+    }
     let body = match results::render(&input, input_kind, &payload).await {
         Ok(body) => body,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot render result: {e}")),

@@ -23,6 +23,27 @@ use crate::config::{WatchConfig, WatchMode};
 use crate::formats::{self, FileKind};
 use crate::ignore::IgnoreRules;
 
+/// The file retouchd leaves in each inbox. Once it has been placed, an inbox without it is taken
+/// for an unmounted share (whose empty mount point must not look like "all files gone").
+pub const MARKER: &str = ".retouchd";
+
+/// Whether the inbox is there: readable and carrying its marker.
+pub fn inbox_available(inbox: &Path) -> std::io::Result<()> {
+    std::fs::read_dir(inbox)?;
+    if inbox.join(MARKER).exists() {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "its marker file {MARKER} is missing, so the share looks unmounted; mount it again \
+                 (or, if the folder is really empty on purpose, `touch {}`)",
+                inbox.join(MARKER).display()
+            ),
+        ))
+    }
+}
+
 /// What a watcher tells the coordinator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
@@ -97,8 +118,8 @@ fn content_complete(path: &Path) -> bool {
 fn scan(inbox: &Path, recursive: bool, rules: &IgnoreRules) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
     let mut found = Vec::new();
     let mut dirs = vec![PathBuf::new()];
-    // The inbox itself must be readable; subfolders that vanish mid-scan are skipped.
-    std::fs::read_dir(inbox)?;
+    // The inbox itself must be there; subfolders that vanish mid-scan are skipped.
+    inbox_available(inbox)?;
     while let Some(rel_dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(inbox.join(&rel_dir)) else { continue };
         for entry in entries.flatten() {
@@ -280,6 +301,7 @@ mod tests {
     fn scans_skip_junk_symlinks_and_nas_folders() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
+        std::fs::write(root.join(MARKER), b"").unwrap();
         for f in ["a.jpg", "sub/b.PNG", "@eaDir/c.jpg", ".DS_Store", "sub/x.jpg.part", "#recycle/d.jpg"] {
             let p = root.join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -304,8 +326,11 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_inbox_is_an_error_not_an_empty_scan() {
+    fn a_missing_inbox_or_marker_is_an_error_not_an_empty_scan() {
         assert!(scan(Path::new("/nonexistent/inbox"), true, &IgnoreRules::new(&[])).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let err = scan(dir.path(), true, &IgnoreRules::new(&[])).unwrap_err();
+        assert!(err.to_string().contains("unmounted"), "{err}");
     }
 
     #[test]

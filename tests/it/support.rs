@@ -159,7 +159,7 @@ tasks = [ {{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}, {{ Plugin = "Dodge Burn"
         std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
     }
 
-    /// Every file below `rel`, relative to it, sorted.
+    /// Every file below `rel`, relative to it, sorted; the inbox marker left out.
     pub fn files(&self, rel: &str) -> Vec<String> {
         let root = self.path(rel);
         let mut out = Vec::new();
@@ -170,7 +170,7 @@ tasks = [ {{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}, {{ Plugin = "Dodge Burn"
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
-                } else {
+                } else if e.file_name() != retouchd::watch::MARKER {
                     out.push(p.strip_prefix(&root).unwrap().display().to_string());
                 }
             }
