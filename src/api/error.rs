@@ -27,12 +27,17 @@ pub enum ErrorKind {
     Transport,
     /// An answer that is not what the docs say: not JSON, missing fields, too large.
     Protocol,
+    /// A local file could not be read or written (the upload's source, the download's target).
+    Local,
 }
 
 impl ErrorKind {
     /// Whether sending the same request again later can succeed.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Server | ErrorKind::Transport | ErrorKind::Protocol | ErrorKind::RateLimited)
+        matches!(
+            self,
+            ErrorKind::Server | ErrorKind::Transport | ErrorKind::Protocol | ErrorKind::RateLimited | ErrorKind::Local
+        )
     }
 
     /// A short stable name, for logs, metrics and the journal.
@@ -48,6 +53,7 @@ impl ErrorKind {
             ErrorKind::Server => "server_error",
             ErrorKind::Transport => "transport",
             ErrorKind::Protocol => "protocol",
+            ErrorKind::Local => "local_io",
         }
     }
 
@@ -100,11 +106,18 @@ pub struct ApiError {
     pub message: String,
     /// The server's `Retry-After`, when it sent one.
     pub retry_after: Option<Duration>,
+    /// For `Local` errors: the OS error number (e.g. ENOSPC for a full disk).
+    pub os_error: Option<i32>,
 }
 
 impl ApiError {
     pub fn new(kind: ErrorKind, route: &'static str, message: impl Into<String>) -> Self {
-        ApiError { kind, route, status: None, message: message.into(), retry_after: None }
+        ApiError { kind, route, status: None, message: message.into(), retry_after: None, os_error: None }
+    }
+
+    /// A local file problem while serving `route`.
+    pub(crate) fn local(route: &'static str, what: String, err: &std::io::Error) -> Self {
+        ApiError { os_error: err.raw_os_error(), ..ApiError::new(ErrorKind::Local, route, format!("{what}: {err}")) }
     }
 
     pub fn is_retryable(&self) -> bool {
@@ -209,7 +222,7 @@ mod tests {
     }
 
     #[test]
-    fn only_server_transport_protocol_and_rate_limits_are_retryable() {
+    fn only_server_transport_protocol_local_and_rate_limits_are_retryable() {
         let retryable: Vec<_> = [
             ErrorKind::BadToken,
             ErrorKind::QuotaReached,
@@ -221,13 +234,20 @@ mod tests {
             ErrorKind::Server,
             ErrorKind::Transport,
             ErrorKind::Protocol,
+            ErrorKind::Local,
         ]
         .into_iter()
         .filter(|k| k.is_retryable())
         .collect();
         assert_eq!(
             retryable,
-            vec![ErrorKind::RateLimited, ErrorKind::Server, ErrorKind::Transport, ErrorKind::Protocol]
+            vec![
+                ErrorKind::RateLimited,
+                ErrorKind::Server,
+                ErrorKind::Transport,
+                ErrorKind::Protocol,
+                ErrorKind::Local
+            ]
         );
     }
 

@@ -153,11 +153,11 @@ impl Client {
         const ROUTE: &str = "start";
         let handle = tokio::fs::File::open(file)
             .await
-            .map_err(|e| ApiError::new(ErrorKind::Client, ROUTE, format!("cannot open {}: {e}", file.display())))?;
+            .map_err(|e| ApiError::local(ROUTE, format!("cannot open {}", file.display()), &e))?;
         let len = handle
             .metadata()
             .await
-            .map_err(|e| ApiError::new(ErrorKind::Client, ROUTE, format!("cannot stat {}: {e}", file.display())))?
+            .map_err(|e| ApiError::local(ROUTE, format!("cannot stat {}", file.display()), &e))?
             .len();
         let kind = formats::sniff_file(file).unwrap_or(FileKind::Unknown);
         let mime = match kind {
@@ -252,8 +252,7 @@ impl Client {
         response: Response,
         path: &Path,
     ) -> Result<(FileKind, u64), ApiError> {
-        let local =
-            |e: std::io::Error| ApiError::new(ErrorKind::Client, route, format!("writing {}: {e}", path.display()));
+        let local = |e: std::io::Error| ApiError::local(route, format!("writing {}", path.display()), &e);
         let mut file = tokio::fs::File::create(path).await.map_err(local)?;
         let mut stream = response.bytes_stream();
         let mut head = Vec::with_capacity(8);
@@ -330,7 +329,7 @@ impl Client {
         };
         if let Some(kind) = ErrorKind::classify(status.as_u16(), body_status, message.as_deref()) {
             let message = message.unwrap_or_else(|| snippet(&raw, status));
-            return Err(ApiError { kind, route, status: Some(status.as_u16()), message, retry_after });
+            return Err(ApiError { kind, route, status: Some(status.as_u16()), message, retry_after, os_error: None });
         }
         match parsed {
             Some(value @ Value::Object(_)) => Ok(value),
@@ -340,6 +339,7 @@ impl Client {
                 status: Some(status.as_u16()),
                 message: format!("expected a JSON object, got: {}", snippet(&raw, status)),
                 retry_after,
+                os_error: None,
             }),
         }
     }

@@ -25,10 +25,15 @@ pub enum Halt {
     Journal(crate::journal::JournalError),
 }
 
+/// Longest wait between retries of a request to the server.
+const NETWORK_CAP: Duration = Duration::from_secs(300);
+/// Longest wait between retries of a local step (full disk, unmounted share): these are fixed by
+/// a person, and the job should notice soon after.
+const LOCAL_CAP: Duration = Duration::from_secs(30);
+
 /// How long to wait before retry number `attempt` (0-based): exponential from 1 s, capped at
-/// 5 min, with full jitter, and never less than the server's `Retry-After`.
-pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let cap = Duration::from_secs(300);
+/// `cap`, with jitter, and never less than the server's `Retry-After`.
+pub fn backoff(attempt: u32, retry_after: Option<Duration>, cap: Duration) -> Duration {
     let exp = Duration::from_secs(1).saturating_mul(1u32 << attempt.min(9)).min(cap);
     let jittered = exp.mul_f64(0.5 + fastrand::f64() * 0.5);
     match retry_after {
@@ -61,12 +66,27 @@ impl Runner<'_> {
         Duration::from_millis((now_ms() - self.job.created_at).max(0) as u64)
     }
 
-    /// Sleeps before the next retry, or says why the job should give up.
+    /// Sleeps before retrying a request to the server, or says why the job should give up.
     async fn retry_later(
         &mut self,
         what: &str,
         err: &(impl std::fmt::Display + Sync),
         retry_after: Option<Duration>,
+    ) -> Option<String> {
+        self.retry_with_cap(what, err, retry_after, NETWORK_CAP).await
+    }
+
+    /// Sleeps before retrying a local step, or says why the job should give up.
+    async fn retry_local(&mut self, what: &str, err: &(impl std::fmt::Display + Sync)) -> Option<String> {
+        self.retry_with_cap(what, err, None, LOCAL_CAP).await
+    }
+
+    async fn retry_with_cap(
+        &mut self,
+        what: &str,
+        err: &(impl std::fmt::Display + Sync),
+        retry_after: Option<Duration>,
+        cap: Duration,
     ) -> Option<String> {
         let max_age = self.ctx.config.server.max_job_age;
         if self.age() > max_age {
@@ -75,7 +95,7 @@ impl Runner<'_> {
                 humantime::format_duration(Duration::from_secs(max_age.as_secs()))
             ));
         }
-        let delay = backoff(self.attempt, retry_after);
+        let delay = backoff(self.attempt, retry_after, cap);
         self.attempt += 1;
         warn!(job = self.job.id, file = %self.job.source.rel_path.display(), error = %err, retry_in = ?delay, "{what} failed; will retry");
         self.ctx.metrics.retry();
@@ -116,7 +136,7 @@ impl Runner<'_> {
                 match verdict {
                     Ok(reason) => return Event::Fail { reason },
                     Err(e) => {
-                        if let Some(reason) = self.retry_later("reading the file", &e, None).await {
+                        if let Some(reason) = self.retry_local("reading the file", &e).await {
                             return Event::Fail { reason };
                         }
                         continue;
@@ -245,7 +265,7 @@ impl Runner<'_> {
         let mut not_stored_yet = 0;
         loop {
             if let Err(e) = std::fs::create_dir_all(&staging) {
-                if let Some(reason) = self.retry_later("preparing the outbox", &e, None).await {
+                if let Some(reason) = self.retry_local("preparing the outbox", &e).await {
                     return Event::Fail { reason };
                 }
                 continue;
@@ -262,7 +282,7 @@ impl Runner<'_> {
                         if deliver::is_disk_full(&e) {
                             warn!(outbox = %self.watch.outbox.display(), "the outbox's disk is full; the job waits and the source stays");
                         }
-                        if let Some(reason) = self.retry_later("writing the result", &e, None).await {
+                        if let Some(reason) = self.retry_local("writing the result", &e).await {
                             return Event::Fail { reason };
                         }
                         continue;
@@ -288,8 +308,11 @@ impl Runner<'_> {
                         }
                     };
                 }
-                ErrorKind::Client if err.message.starts_with("writing") => {
-                    if let Some(reason) = self.retry_later("writing the download", &err, None).await {
+                ErrorKind::Local => {
+                    if matches!(err.os_error, Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+                        warn!(outbox = %self.watch.outbox.display(), "the outbox's disk is full; the job waits and the source stays");
+                    }
+                    if let Some(reason) = self.retry_local("writing the download", &err).await {
                         return Event::Fail { reason };
                     }
                 }
@@ -353,7 +376,7 @@ impl Runner<'_> {
                     return Event::Published { outputs: vec![final_path] };
                 }
                 Err(e) => {
-                    if let Some(reason) = self.retry_later("publishing the result", &e, None).await {
+                    if let Some(reason) = self.retry_local("publishing the result", &e).await {
                         return Event::Fail { reason };
                     }
                 }
@@ -368,9 +391,18 @@ impl Runner<'_> {
         match std::fs::symlink_metadata(self.source_path()) {
             Ok(meta) => {
                 let stamp = crate::watch::stamp_of(&meta);
-                Ok(stamp.size == self.job.source.size && stamp.mtime_ns == self.job.source.mtime_ns)
+                let same = stamp.size == self.job.source.size && stamp.mtime_ns == self.job.source.mtime_ns;
+                if !same {
+                    info!(job = self.job.id, file = %self.job.source.rel_path.display(), ?stamp,
+                        was_size = self.job.source.size, was_mtime_ns = self.job.source.mtime_ns,
+                        "the source changed since it was sent; the new version is left for its own job");
+                }
+                Ok(same)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                info!(job = self.job.id, file = %self.job.source.rel_path.display(), "the source is no longer in the inbox");
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
@@ -394,7 +426,7 @@ impl Runner<'_> {
                 Ok(moved_to) => return Event::SourceSettled { moved_to },
                 Err(e) => {
                     // The result is delivered; a source that cannot be moved only waits.
-                    let _ = self.retry_later("moving the source to done", &e, None).await;
+                    let _ = self.retry_local("moving the source to done", &e).await;
                 }
             }
         }
@@ -417,7 +449,7 @@ impl Runner<'_> {
                     return Event::SourceSettled { moved_to };
                 }
                 Err(e) => {
-                    let _ = self.retry_later("moving the source to failed", &e, None).await;
+                    let _ = self.retry_local("moving the source to failed", &e).await;
                 }
             }
         }
@@ -442,11 +474,12 @@ mod tests {
     #[test]
     fn backoff_grows_is_capped_and_honours_retry_after() {
         for attempt in 0..20 {
-            let d = backoff(attempt, None);
+            let d = backoff(attempt, None, NETWORK_CAP);
             let exp = Duration::from_secs(1 << attempt.min(9)).min(Duration::from_secs(300));
             assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?}");
         }
-        assert!(backoff(0, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
-        assert!(backoff(0, Some(Duration::from_secs(99_999))) <= Duration::from_secs(3600));
+        assert!(backoff(0, Some(Duration::from_secs(30)), NETWORK_CAP) >= Duration::from_secs(30));
+        assert!(backoff(0, Some(Duration::from_secs(99_999)), NETWORK_CAP) <= Duration::from_secs(3600));
+        assert!(backoff(30, None, LOCAL_CAP) <= LOCAL_CAP);
     }
 }

@@ -3,5 +3,6 @@
 
 mod api_client;
 mod daemon_e2e;
+mod reliability;
 mod support;
 mod wire_format;

@@ -68,6 +68,19 @@ pub async fn wait_for<T>(what: &str, deadline: Duration, mut check: impl AsyncFn
     }
 }
 
+/// Polls `check` until it is true or `deadline` passes; returns whether it became true (for
+/// callers that print what they saw on failure).
+pub async fn wait_for_or_show(deadline: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let until = Instant::now() + deadline;
+    while Instant::now() < until {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check().await
+}
+
 /// The real `retouchd` binary.
 pub fn bin() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_retouchd"));

@@ -1,0 +1,305 @@
+//! Evidence for "nothing is lost, nothing is paid twice": random SIGKILLs, server and network
+//! faults, a full disk, an unmounted inbox, SIGTERM. Each test prints its figures.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use retouchd::sim::SimConfig;
+
+use crate::support::*;
+
+fn distinct_jpeg(i: u32) -> Vec<u8> {
+    retouchd::imagegen::jpeg_bytes(16 + (i % 97) as u16, 16 + (i / 97) as u16, [(i * 37 % 256) as u8, 80, 80])
+}
+
+/// Jobs per state right now, from `retouchd status --json`.
+fn states(ws: &Workspace) -> BTreeMap<String, u64> {
+    let out = ws.command(&["status", "--json"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    report["counts"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
+        .unwrap_or_default()
+}
+
+fn results(ws: &Workspace) -> Vec<String> {
+    ws.files("outbox").into_iter().filter(|f| f.ends_with("result.json")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_sigkills_lose_nothing_and_never_charge_twice() {
+    const FILES: u32 = 300;
+    const KILLS: u32 = 24;
+    let sim = start_sim(SimConfig { processing_ms: 200, processing_jitter_ms: 2500, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "max_uploads = 8\nmax_in_flight = 96", "");
+    let mut hashes = Vec::new();
+    for i in 0..FILES {
+        let bytes = distinct_jpeg(i);
+        hashes.push(sha256(&bytes));
+        ws.drop_file(&format!("set{}/photo {i:03}.jpg", i % 7), &bytes);
+    }
+    let mut seen_at_kill: BTreeMap<String, u32> = BTreeMap::new();
+    let started = Instant::now();
+    for kill in 0..KILLS {
+        let mut daemon = ws.spawn(&[], &format!("run{kill}"));
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(300..3000))).await;
+        for (state, n) in states(&ws) {
+            if n > 0 && !["done", "failed", "rejected"].contains(&state.as_str()) {
+                *seen_at_kill.entry(state).or_default() += 1;
+            }
+        }
+        daemon.kill().unwrap();
+    }
+    let out = ws.run_once(Duration::from_secs(240)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let results = results(&ws);
+    let duplicates = results.iter().filter(|f| f.contains(" (2)")).count();
+    let outbox = ws.files("outbox");
+    let partials = outbox.iter().filter(|f| f.contains(".retouchd-staging") || f.ends_with(".part")).count();
+    let stats = sim.stats();
+    let charged_twice = hashes.iter().filter(|h| stats.charged_by_hash.get(*h).copied().unwrap_or(0) > 1).count();
+    let never_charged = hashes.iter().filter(|h| !stats.charged_by_hash.contains_key(*h)).count();
+    println!(
+        "crash safety: {FILES} files, {KILLS} SIGKILLs over {:.0?}, kills landed with jobs in {seen_at_kill:?}; \
+         results {}, duplicates {duplicates}, partials {partials}, done {}, charged starts {}, \
+         start requests {}, charged twice {charged_twice}, never charged {never_charged}",
+        started.elapsed(),
+        results.len(),
+        ws.files("done").len(),
+        stats.charged_starts,
+        stats.start_requests,
+    );
+    assert_eq!(results.len(), FILES as usize, "every file delivered");
+    assert_eq!(duplicates, 0, "no file delivered twice");
+    assert_eq!(partials, 0, "no staging or partial file visible: {outbox:?}");
+    assert_eq!(ws.files("done").len(), FILES as usize, "every source in done/");
+    assert!(ws.files("inbox").is_empty() && ws.files("failed").is_empty());
+    assert_eq!((charged_twice, never_charged), (0, 0));
+    assert_eq!(stats.charged_starts, FILES as u64);
+    for phase in ["submitting", "processing"] {
+        assert!(seen_at_kill.contains_key(phase), "no kill landed during {phase}: {seen_at_kill:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_and_network_faults_are_ridden_out() {
+    const FILES: u32 = 40;
+    let sim = start_sim(SimConfig {
+        start_error_rate: 0.2,
+        status_error_rate: 0.2,
+        get_file_error_rate: 0.2,
+        drop_rate: 0.05,
+        delay_ms: 150,
+        store_lag_ms: 2500, // the first getFile after completion answers 404
+        fail_rate: 0.15,
+        fail_reason: "no face found".into(),
+        retry_after_secs: Some(1),
+        ..fast_sim()
+    })
+    .await;
+    let ws = Workspace::new(&sim, "", "");
+    let mut hashes = Vec::new();
+    for i in 0..FILES {
+        let bytes = distinct_jpeg(1000 + i);
+        hashes.push(sha256(&bytes));
+        ws.drop_file(&format!("f{i:02}.jpg"), &bytes);
+    }
+    let mut daemon = ws.spawn(&[], "daemon");
+    // Halfway, the server goes away for 20 seconds.
+    wait_for("half the files at the server", Duration::from_secs(60), async || {
+        (sim.stats().charged_starts >= FILES as u64 / 2).then_some(())
+    })
+    .await;
+    sim.update(|c| c.down = true);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon rides out the outage");
+    sim.update(|c| c.down = false);
+    wait_for("every file settled", Duration::from_secs(180), async || {
+        (ws.files("done").len() + ws.files("failed").len() / 2 == FILES as usize).then_some(())
+    })
+    .await;
+    assert!(daemon.0.try_wait().unwrap().is_none(), "still running");
+    daemon.kill().unwrap();
+
+    let failed_notes: Vec<String> = ws.files("failed").into_iter().filter(|f| f.ends_with(".error.txt")).collect();
+    for note in &failed_notes {
+        let text = std::fs::read_to_string(ws.path(&format!("failed/{note}"))).unwrap();
+        assert!(text.contains("no face found"), "only server-failed tasks land in failed/: {text}");
+    }
+    let stats = sim.stats();
+    let charged_twice = hashes.iter().filter(|h| stats.charged_by_hash.get(*h).copied().unwrap_or(0) > 1).count();
+    let log = ws.log("daemon");
+    println!(
+        "faults: {FILES} files, {} delivered, {} failed by the server, {} faults injected, {} retries logged, \
+         {} start requests for {} charged starts, charged twice {charged_twice}",
+        ws.files("done").len(),
+        failed_notes.len(),
+        stats.injected_faults,
+        log.matches("will retry").count(),
+        stats.start_requests,
+        stats.charged_starts,
+    );
+    assert_eq!(results(&ws).len(), ws.files("done").len());
+    assert_eq!(charged_twice, 0);
+    assert!(stats.injected_faults > 20, "faults were really injected: {stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_never_completes_is_given_up_after_max_job_age() {
+    let sim = start_sim(SimConfig { processing_ms: 600_000, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "max_job_age = \"5s\"", "");
+    ws.drop_file("forever.jpg", &jpeg());
+    let out = ws.run_once(Duration::from_secs(60)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let note = std::fs::read_to_string(ws.path("failed/forever.jpg.error.txt")).unwrap();
+    assert!(note.contains("max_job_age"), "{note}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_quickly_and_a_restart_resumes_everything() {
+    let sim = start_sim(SimConfig { processing_ms: 3000, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "", "");
+    for i in 0..10 {
+        ws.drop_file(&format!("t{i}.jpg"), &distinct_jpeg(2000 + i));
+    }
+    let mut daemon = ws.spawn(&[], "daemon");
+    wait_for("jobs at the server", Duration::from_secs(30), async || (sim.stats().charged_starts >= 5).then_some(()))
+        .await;
+    let asked = Instant::now();
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut daemon.0, Duration::from_secs(10)).await;
+    let took = asked.elapsed();
+    println!("SIGTERM: exited {status:?} after {took:?}");
+    assert!(status.success(), "{}", ws.log("daemon"));
+    assert!(took < Duration::from_secs(5), "stop took {took:?}");
+    assert!(ws.log("daemon").contains("SIGTERM"));
+    let out = ws.run_once(Duration::from_secs(60)).await;
+    assert!(out.status.success());
+    assert_eq!(ws.files("done").len(), 10);
+    assert_eq!(results(&ws).len(), 10);
+    assert_eq!(sim.stats().charged_starts, 10);
+}
+
+/// Mounts a tmpfs of `size` on `dir` (needs root); `None` where mounting is not allowed.
+fn mount_tmpfs(dir: &std::path::Path, size: &str) -> Option<Mount> {
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| Mount(dir.to_path_buf()))
+}
+
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_disk_makes_jobs_wait_and_keeps_sources() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    let Some(_mount) = mount_tmpfs(&ws.path("outbox"), "256k") else {
+        println!("skipped: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    // Fill the disk to the last byte.
+    let filler = ws.path("outbox/filler.bin");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.flush();
+    }
+    ws.drop_file("a.jpg", &jpeg());
+    let mut daemon = ws.spawn(&[], "daemon");
+    wait_for("the full-disk warning", Duration::from_secs(30), async || {
+        ws.log("daemon").contains("disk is full").then_some(())
+    })
+    .await;
+    assert!(ws.path("inbox/a.jpg").exists(), "the source stays while the disk is full");
+    let visible: Vec<String> =
+        ws.files("outbox").into_iter().filter(|f| !f.starts_with('.') && f != "filler.bin").collect();
+    assert!(visible.is_empty(), "nothing partial appears: {visible:?}");
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("delivered once space is back", Duration::from_secs(60), async || {
+        ws.path("done/a.jpg").exists().then_some(())
+    })
+    .await;
+    daemon.kill().unwrap();
+    assert_eq!(results(&ws).len(), 1);
+    assert_eq!(sim.stats().charged_starts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmounted_inbox_pauses_the_watch_and_nothing_is_treated_as_gone() {
+    let sim = start_sim(SimConfig { processing_ms: 2500, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "", "");
+    let Some(mount) = mount_tmpfs(&ws.path("inbox"), "16m") else {
+        println!("skipped: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    ws.drop_file("share.jpg", &jpeg());
+    let mut daemon = ws.spawn(&[], "daemon");
+    wait_for("the job at the server", Duration::from_secs(30), async || {
+        (sim.stats().charged_starts == 1).then_some(())
+    })
+    .await;
+    // Unmount (the mount point stays, empty), keeping the share's content aside.
+    let kept = ws.dir.path().join("share-copy");
+    std::fs::create_dir_all(&kept).unwrap();
+    let mut mtimes = Vec::new();
+    for f in ["share.jpg", ".retouchd"] {
+        std::fs::copy(ws.path("inbox").join(f), kept.join(f)).unwrap();
+        mtimes.push(std::fs::metadata(ws.path("inbox").join(f)).unwrap().modified().unwrap());
+    }
+    drop(mount);
+    wait_for("the result delivered", Duration::from_secs(30), async || results(&ws).first().cloned()).await;
+    wait_for("the watch paused", Duration::from_secs(30), async || {
+        ws.log("daemon").contains("share looks unmounted").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!ws.path("done/share.jpg").exists(), "the source is not settled while the share is away");
+    assert_eq!(states(&ws).get("delivered"), Some(&1), "{}", ws.log("daemon"));
+    // The share comes back, with the file (same size and time, as a remount shows it).
+    let _again = mount_tmpfs(&ws.path("inbox"), "16m").unwrap();
+    for (f, mtime) in ["share.jpg", ".retouchd"].into_iter().zip(mtimes) {
+        let to = ws.path("inbox").join(f);
+        std::fs::copy(kept.join(f), &to).unwrap();
+        std::fs::File::options().write(true).open(&to).unwrap().set_modified(mtime).unwrap();
+    }
+    let moved = wait_for_or_show(Duration::from_secs(90), async || ws.path("done/share.jpg").exists()).await;
+    assert!(moved, "the source was not moved to done once the share was back:\n{}", ws.log("daemon"));
+    daemon.kill().unwrap();
+    assert_eq!(sim.stats().charged_starts, 1, "not paid twice");
+    assert_eq!(results(&ws).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_state_folder_refuses_to_start_and_resets_nothing() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    let Some(_mount) = mount_tmpfs(&ws.path("state"), "16m") else {
+        println!("skipped: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    ws.drop_file("a.jpg", &jpeg());
+    assert!(ws.run_once(Duration::from_secs(60)).await.status.success());
+    let before = std::fs::read(ws.path("state/journal.sqlite")).unwrap();
+    let remount =
+        std::process::Command::new("mount").args(["-o", "remount,ro"]).arg(ws.path("state")).status().unwrap();
+    assert!(remount.success());
+    let out = ws.command(&["run", "--once"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("read-only state: exit {:?}: {err}", out.status.code());
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("writable"), "{err}");
+    assert_eq!(std::fs::read(ws.path("state/journal.sqlite")).unwrap(), before);
+}
