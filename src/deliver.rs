@@ -113,6 +113,15 @@ pub fn extract_zip(archive_path: &Path, dest: &Path, max_bytes: u64) -> Result<V
     let unsafe_ = |m: String| DeliverError::Unsafe(m);
     let mut archive = zip::ZipArchive::new(File::open(archive_path)?)
         .map_err(|e| unsafe_(format!("the result archive cannot be read: {e}")))?;
+    // The reader keeps one entry per name; a central directory listing more means duplicates.
+    if let Some(declared) = declared_entries(archive_path)?
+        && declared != archive.len()
+    {
+        return Err(unsafe_(format!(
+            "the result archive lists {declared} entries but only {} distinct names (duplicates); refused",
+            archive.len()
+        )));
+    }
     fs::create_dir(dest)?;
     let mut written = 0u64;
     let mut outputs = Vec::new();
@@ -162,6 +171,22 @@ pub fn extract_zip(archive_path: &Path, dest: &Path, max_bytes: u64) -> Result<V
         outputs.push(path);
     }
     Ok(outputs)
+}
+
+/// The entry count a zip's end-of-central-directory record declares (`None` for zip64 archives,
+/// whose 16-bit field is a placeholder, or when the record is not found).
+fn declared_entries(path: &Path) -> io::Result<Option<usize>> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let len = file.seek(SeekFrom::End(0))?;
+    let start = len.saturating_sub(22 + 65_535);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let Some(at) = tail.windows(4).rposition(|w| w == b"PK\x05\x06") else { return Ok(None) };
+    let Some(field) = tail.get(at + 10..at + 12) else { return Ok(None) };
+    let total = u16::from_le_bytes([field[0], field[1]]);
+    Ok((total != u16::MAX).then_some(total as usize))
 }
 
 /// An archive entry name as a path that stays inside its folder, or `None`.

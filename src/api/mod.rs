@@ -167,8 +167,10 @@ impl Client {
             FileKind::Unknown => "application/octet-stream",
         };
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(handle, 64 * 1024));
+        // Control characters (a newline in a name) would break the multipart headers.
+        let wire_name: String = file_name.chars().map(|c| if c.is_control() { '_' } else { c }).collect();
         let part = reqwest::multipart::Part::stream_with_length(body, len)
-            .file_name(file_name.to_string())
+            .file_name(wire_name)
             .mime_str(mime)
             .expect("static mime type parses");
         let form = reqwest::multipart::Form::new()

@@ -222,7 +222,12 @@ impl Runner<'_> {
         let interval = self.ctx.config.server.poll_interval.max(POLL_FLOOR);
         loop {
             tokio::time::sleep(interval).await;
-            match client.status(task_id).await {
+            let answer = client.status(task_id).await;
+            if answer.is_ok() {
+                // A good answer ends a run of errors: the next error starts the backoff afresh.
+                self.attempt = 0;
+            }
+            match answer {
                 Ok(status) => match status.state {
                     TaskState::Completed => {
                         debug!(job = self.job.id, task_id, "completed on the server");

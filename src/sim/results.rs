@@ -158,7 +158,9 @@ pub(super) fn hostile(mode: super::Hostile) -> Option<axum::response::Response> 
         H::LyingLength => {
             let whole = zip(&[("index=0&blendmode=normal&name=Heal.png", layer)]);
             let len = whole.len() as u64 * 3;
-            let mut response = Body::from(whole).into_response();
+            // A stream, so that the server library does not notice the lie itself.
+            let chunk = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(whole)) });
+            let mut response = Body::from_stream(chunk).into_response();
             response.headers_mut().insert(axum::http::header::CONTENT_LENGTH, len.into());
             return Some(response);
         }

@@ -188,6 +188,8 @@ pub async fn run(
             Ok(event) if event.need_rescan() => {
                 let _ = sender.send(Hint::Rescan);
             }
+            // Our own scans and checks open files and folders; reacting to those would loop.
+            Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => {}
             Ok(event) => {
                 for path in event.paths {
                     let _ = sender.send(Hint::Path(path));

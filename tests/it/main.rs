@@ -2,7 +2,10 @@
 //! against a recording server, and the real `retouchd` binary end to end.
 
 mod api_client;
+mod bad_input;
 mod daemon_e2e;
+mod hostile;
 mod reliability;
+mod security;
 mod support;
 mod wire_format;
