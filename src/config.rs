@@ -97,7 +97,7 @@ impl ServerConfig {
 }
 
 /// One watched inbox, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WatchConfig {
     pub inbox: PathBuf,
     pub outbox: PathBuf,

@@ -32,6 +32,7 @@ pub mod job;
 pub mod journal;
 pub mod lock;
 pub mod logging;
+pub mod notify;
 pub mod retry;
 pub mod sim;
 pub mod status;

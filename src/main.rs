@@ -113,7 +113,24 @@ async fn run(arg: ConfigArg, once: bool, log_format: retouchd::logging::LogForma
             _ => std::future::pending::<()>().await,
         }
     };
-    let summary = daemon::run(config, RunOptions { once, updates: None }, shutdown).await?;
+    let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            match load_config(&arg) {
+                Ok(config) => {
+                    if reload_tx.send(config).await.is_err() {
+                        return;
+                    }
+                }
+                Err(f) => tracing::error!("the new configuration is refused; the old one keeps running. {}", f.message),
+            }
+        }
+    });
+    let options = RunOptions { once, updates: None, reloads: Some(reloads) };
+    let summary = daemon::run(config, options, shutdown).await?;
     if once {
         println!("{} delivered, {} failed, {} refused", summary.done, summary.failed, summary.rejected);
     }

@@ -3,7 +3,11 @@
 //!
 //! [`run`] takes its shutdown signal as a future, so tests and the demo can run it in-process and
 //! stop it. On start it takes the state-folder lock, opens the journal, resumes every
-//! unfinished job by its restart rule, and scans every inbox.
+//! unfinished job by its restart rule, scans every inbox, then tells systemd it is ready.
+//!
+//! A new config sent through [`RunOptions::reloads`] (SIGHUP) takes effect without dropping
+//! anything: jobs already running keep the watch settings they started with, new jobs take the
+//! new token, payload and intervals, and watchers restart only if the watches changed.
 
 mod gate;
 mod runner;
@@ -14,7 +18,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, broadcast, mpsc};
@@ -28,6 +32,7 @@ use crate::deliver::STAGING_DIR;
 use crate::job::{Event, JobState};
 use crate::journal::{JobRecord, Journal, JournalError, Source};
 use crate::lock::{LockError, StateLock};
+use crate::notify::Notifier;
 use crate::watch::{self, Stamp, WatchEvent};
 
 /// Why the daemon could not run.
@@ -58,6 +63,8 @@ pub struct RunOptions {
     pub once: bool,
     /// Where to send job updates, if anyone listens.
     pub updates: Option<broadcast::Sender<JobUpdate>>,
+    /// New configurations to switch to (already validated).
+    pub reloads: Option<mpsc::Receiver<Config>>,
 }
 
 /// What a run did.
@@ -103,11 +110,11 @@ impl Metrics {
 
 /// What every job task shares.
 pub(crate) struct Ctx {
-    config: Config,
+    config: RwLock<Arc<Config>>,
     journal: Journal,
     gate: Gate,
     uploads: Semaphore,
-    client: Client,
+    client: RwLock<Client>,
     clients: Mutex<HashMap<String, Client>>,
     metrics: Metrics,
     limits: Limits,
@@ -115,24 +122,30 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The configuration in force (a reload swaps it).
+    fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn client(&self) -> Client {
-        self.client.clone()
+        self.client.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A client for the host a job was started on (the task id is only valid there).
     fn client_for_host(&self, host: &str) -> Client {
-        if host == self.client.base_url() {
-            return self.client.clone();
+        let current = self.client();
+        if host == current.base_url() {
+            return current;
         }
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(host) {
             return c.clone();
         }
-        let mut options = self.config.server.client_options();
+        let mut options = self.config().server.client_options();
         options.base_url = host.to_string();
         let client = Client::new(options).unwrap_or_else(|e| {
             warn!(host, error = %e, "cannot reach a job's original host; using the configured one");
-            self.client.clone()
+            current.clone()
         });
         clients.insert(host.to_string(), client.clone());
         client
@@ -218,25 +231,26 @@ fn clean_staging(config: &Config, unfinished: &[JobRecord]) {
 /// A file waiting for a job slot.
 #[derive(Debug)]
 struct Queued {
-    watch: usize,
+    inbox: PathBuf,
     rel: PathBuf,
     stamp: Stamp,
     /// Set when the watcher already knows the file cannot be sent.
     reject: Option<String>,
 }
 
-type JobKey = (usize, PathBuf);
+/// A job's file: (inbox, path below it).
+type JobKey = (PathBuf, PathBuf);
 type JobOutcome = (JobKey, Result<Option<JobRecord>, runner::Halt>);
 
-fn watch_of(config: &Config, inbox: &Path) -> Option<usize> {
-    config.watches.iter().position(|w| w.inbox == inbox)
+fn watch_for(config: &Config, inbox: &Path) -> Option<Arc<WatchConfig>> {
+    config.watches.iter().find(|w| w.inbox == inbox).cloned().map(Arc::new)
 }
 
 /// Creates the journal entry for a ready file (after checking it against the limits) and drives it.
 async fn new_job(ctx: Arc<Ctx>, item: Queued) -> Result<Option<JobRecord>, runner::Halt> {
-    let watch = &ctx.config.watches[item.watch];
+    let Some(watch) = watch_for(&ctx.config(), &item.inbox) else { return Ok(None) };
     let source = Source {
-        inbox: watch.inbox.clone(),
+        inbox: item.inbox.clone(),
         rel_path: item.rel.clone(),
         size: item.stamp.size,
         mtime_ns: item.stamp.mtime_ns,
@@ -279,23 +293,83 @@ async fn new_job(ctx: Arc<Ctx>, item: Queued) -> Result<Option<JobRecord>, runne
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let record = JobRecord { id, source, state, created_at: now, updated_at: now, progress: None };
     ctx.progress(&record);
-    drive(ctx.clone(), record).await.map(Some)
+    runner::Runner { ctx: &ctx, job: record, watch, attempt: 0 }.run().await.map(Some)
 }
 
-async fn drive(ctx: Arc<Ctx>, job: JobRecord) -> Result<JobRecord, runner::Halt> {
-    let Some(index) = watch_of(&ctx.config, &job.source.inbox) else {
-        return Ok(job);
-    };
-    let watch: &WatchConfig = &ctx.config.watches[index];
-    runner::Runner { ctx: &ctx, job, watch, attempt: 0 }.run().await
+/// Drives a job found unfinished in the journal, with its inbox's watch settings.
+async fn resume(ctx: Arc<Ctx>, job: JobRecord, watch: Arc<WatchConfig>) -> Result<Option<JobRecord>, runner::Halt> {
+    runner::Runner { ctx: &ctx, job, watch, attempt: 0 }.run().await.map(Some)
+}
+
+/// One generation of watcher tasks (replaced when a reload changes the watches).
+struct Watchers {
+    cancel: CancellationToken,
+    count: usize,
+}
+
+fn start_watchers(config: &Config, tx: &mpsc::Sender<WatchEvent>, once: bool, parent: &CancellationToken) -> Watchers {
+    let cancel = parent.child_token();
+    for (index, w) in config.watches.iter().enumerate() {
+        tokio::spawn(watch::run(index, w.clone(), tx.clone(), once, cancel.clone()));
+    }
+    Watchers { cancel, count: config.watches.len() }
+}
+
+/// The one-line status for systemd and logs.
+fn status_line(ctx: &Ctx, in_flight: usize, queued: usize, summary: &Summary) -> String {
+    let uploading = ctx.metrics.uploading.load(Ordering::Relaxed).max(0);
+    let mut line = format!(
+        "{uploading} uploading, {} in flight, {queued} waiting, {} done, {} failed, {} refused",
+        in_flight.saturating_sub(uploading as usize),
+        summary.done,
+        summary.failed,
+        summary.rejected
+    );
+    if let Some((reason, _)) = ctx.gate.paused() {
+        line.push_str(&format!(", paused: {}", reason.as_str()));
+    }
+    line
+}
+
+/// Switches to a new configuration. The state folder cannot change while running.
+fn apply_reload(ctx: &Ctx, mut new: Config) -> bool {
+    let old = ctx.config();
+    if new.state_dir != old.state_dir {
+        warn!(old = %old.state_dir.display(), new = %new.state_dir.display(), "state.dir changes need a restart; keeping the old one");
+        new.state_dir = old.state_dir.clone();
+    }
+    match Client::new(new.server.client_options()) {
+        Ok(client) => *ctx.client.write().unwrap_or_else(|p| p.into_inner()) = client,
+        Err(e) => {
+            error!(error = %e, "the new server settings do not work; keeping the old configuration");
+            return false;
+        }
+    }
+    ctx.clients.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    let (old_uploads, new_uploads) = (old.server.max_uploads, new.server.max_uploads);
+    if new_uploads > old_uploads {
+        ctx.uploads.add_permits(new_uploads - old_uploads);
+    } else if new_uploads < old_uploads {
+        ctx.uploads.forget_permits(old_uploads - new_uploads);
+    }
+    for warning in &new.warnings {
+        warn!("{warning}");
+    }
+    let watches_changed = new.watches != old.watches;
+    *ctx.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+    // A token problem may be fixed now: try at once.
+    ctx.gate.retry_now();
+    info!(watches_changed, "configuration reloaded");
+    watches_changed
 }
 
 /// Runs the daemon until `shutdown` resolves (or, with `once`, until the inboxes are processed).
 pub async fn run(
     config: Config,
-    options: RunOptions,
+    mut options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, DaemonError> {
+    let notifier = Notifier::from_env();
     let _lock = StateLock::acquire(&config.state_dir)?;
     let journal = Journal::open(&config.state_dir)?;
     for w in &config.watches {
@@ -332,17 +406,16 @@ pub async fn run(
     for warning in &config.warnings {
         warn!("{warning}");
     }
-    let max_in_flight = config.server.max_in_flight;
     let ctx = Arc::new(Ctx {
         uploads: Semaphore::new(config.server.max_uploads),
-        config,
+        config: RwLock::new(Arc::new(config)),
         journal,
         gate: Gate::default(),
-        client,
+        client: RwLock::new(client),
         clients: Mutex::new(HashMap::new()),
         metrics: Metrics::default(),
         limits,
-        updates: options.updates,
+        updates: options.updates.take(),
     });
 
     let cancel = CancellationToken::new();
@@ -350,33 +423,32 @@ pub async fn run(
     let mut active: HashSet<JobKey> = HashSet::new();
     let mut summary = Summary::default();
     for job in unfinished {
-        let Some(index) = watch_of(&ctx.config, &job.source.inbox) else {
+        let Some(watch) = watch_for(&ctx.config(), &job.source.inbox) else {
             warn!(job = job.id, inbox = %job.source.inbox.display(), "unfinished job for an inbox no longer configured; left as it is");
             continue;
         };
-        let key = (index, job.source.rel_path.clone());
+        let key = (job.source.inbox.clone(), job.source.rel_path.clone());
         active.insert(key.clone());
         let ctx = ctx.clone();
-        jobs.spawn(async move { (key, drive(ctx, job).await.map(Some)) });
+        jobs.spawn(async move { (key, resume(ctx, job, watch).await) });
     }
 
     let (tx, mut rx) = mpsc::channel::<WatchEvent>(1024);
-    for (index, w) in ctx.config.watches.iter().enumerate() {
-        tokio::spawn(watch::run(index, w.clone(), tx.clone(), options.once, cancel.child_token()));
-    }
-    drop(tx);
-
+    let mut watchers = start_watchers(&ctx.config(), &tx, options.once, &cancel);
+    let (mut scanned, mut drained) = (0, 0);
+    let mut ready_sent = false;
     let mut queue: VecDeque<Queued> = VecDeque::new();
     // Files seen again while their job runs; looked at once that job ends.
     let mut deferred: HashMap<JobKey, Queued> = HashMap::new();
-    let mut drained = 0;
-    let mut watchers_open = true;
+    let mut pulse = tokio::time::interval(notifier.watchdog_every().unwrap_or(Duration::from_secs(10)));
+    pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reloads = options.reloads.take();
     tokio::pin!(shutdown);
     let result = loop {
-        while jobs.len() < max_in_flight
+        while jobs.len() < ctx.config().server.max_in_flight
             && let Some(item) = queue.pop_front()
         {
-            let key = (item.watch, item.rel.clone());
+            let key = (item.inbox.clone(), item.rel.clone());
             if !active.insert(key.clone()) {
                 deferred.insert(key, item);
                 continue;
@@ -384,37 +456,60 @@ pub async fn run(
             let ctx = ctx.clone();
             jobs.spawn(async move { (key, new_job(ctx, item).await) });
         }
-        if options.once && drained >= ctx.config.watches.len() && queue.is_empty() && jobs.is_empty() {
+        if !ready_sent && scanned >= watchers.count {
+            ready_sent = true;
+            notifier.ready(&status_line(&ctx, jobs.len(), queue.len(), &summary));
+            info!("ready: journal recovered and inboxes scanned");
+        }
+        if options.once && drained >= watchers.count && queue.is_empty() && jobs.is_empty() {
             break Ok(summary);
         }
         tokio::select! {
             _ = &mut shutdown => break Ok(summary),
-            event = rx.recv(), if watchers_open => match event {
-                None => watchers_open = false,
-                Some(WatchEvent::Ready { watch, rel, stamp }) => {
-                    let item = Queued { watch, rel, stamp, reject: None };
-                    if active.contains(&(watch, item.rel.clone())) {
-                        deferred.insert((watch, item.rel.clone()), item);
-                    } else {
-                        queue.push_back(item);
+            _ = pulse.tick() => notifier.alive(&status_line(&ctx, jobs.len(), queue.len(), &summary)),
+            Some(new) = async { match reloads.as_mut() { Some(r) => r.recv().await, None => None } } => {
+                notifier.reloading();
+                if apply_reload(&ctx, new) {
+                    watchers.cancel.cancel();
+                    watchers = start_watchers(&ctx.config(), &tx, options.once, &cancel);
+                    queue.clear();
+                    deferred.clear();
+                    (scanned, drained) = (0, 0);
+                }
+                notifier.ready(&status_line(&ctx, jobs.len(), queue.len(), &summary));
+            }
+            Some(event) = rx.recv() => {
+                let inbox_of = |index: usize| ctx.config().watches.get(index).map(|w| w.inbox.clone());
+                match event {
+                    WatchEvent::Ready { watch, rel, stamp } => {
+                        let Some(inbox) = inbox_of(watch) else { continue };
+                        let key = (inbox.clone(), rel.clone());
+                        let item = Queued { inbox, rel, stamp, reject: None };
+                        if active.contains(&key) {
+                            deferred.insert(key, item);
+                        } else {
+                            queue.push_back(item);
+                        }
                     }
+                    WatchEvent::Incomplete { watch, rel, stamp } => {
+                        let Some(inbox) = inbox_of(watch) else { continue };
+                        let grace = humantime::format_duration(ctx.config().watches[watch].incomplete_grace);
+                        let reason = if stamp.size == 0 {
+                            format!("the file is empty (0 bytes) and stayed so for {grace}")
+                        } else {
+                            format!(
+                                "the file stopped changing but is incomplete (a truncated image or zip?) after waiting \
+                                 {grace}; copy it again in full"
+                            )
+                        };
+                        queue.push_back(Queued { inbox, rel, stamp, reject: Some(reason) });
+                    }
+                    WatchEvent::Scanned { .. } => scanned += 1,
+                    WatchEvent::Drained { .. } => drained += 1,
+                    WatchEvent::Paused { watch, reason } => warn!(watch, reason, "watch paused"),
+                    WatchEvent::Resumed { watch } => info!(watch, "watch resumed"),
                 }
-                Some(WatchEvent::Incomplete { watch, rel, stamp }) => {
-                    let grace = humantime::format_duration(ctx.config.watches[watch].incomplete_grace);
-                    let reason = if stamp.size == 0 {
-                        format!("the file is empty (0 bytes) and stayed so for {grace}")
-                    } else {
-                        format!(
-                            "the file stopped changing but is incomplete (a truncated image or zip?) after waiting \
-                             {grace}; copy it again in full"
-                        )
-                    };
-                    queue.push_back(Queued { watch, rel, stamp, reject: Some(reason) });
-                }
-                Some(WatchEvent::Drained { .. }) => drained += 1,
-                Some(WatchEvent::Paused { watch, reason }) => warn!(watch, reason, "watch paused"),
-                Some(WatchEvent::Resumed { watch }) => info!(watch, "watch resumed"),
-            },
+            }
             Some(joined) = jobs.join_next(), if !jobs.is_empty() => match joined {
                 Ok((key, Ok(record))) => {
                     active.remove(&key);
@@ -434,6 +529,7 @@ pub async fn run(
             },
         }
     };
+    notifier.stopping();
     cancel.cancel();
     jobs.shutdown().await;
     info!("retouchd stopped");

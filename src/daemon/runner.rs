@@ -53,7 +53,7 @@ fn new_key() -> String {
 pub(super) struct Runner<'a> {
     pub ctx: &'a Ctx,
     pub job: JobRecord,
-    pub watch: &'a WatchConfig,
+    pub watch: std::sync::Arc<WatchConfig>,
     pub attempt: u32,
 }
 
@@ -88,7 +88,7 @@ impl Runner<'_> {
         retry_after: Option<Duration>,
         cap: Duration,
     ) -> Option<String> {
-        let max_age = self.ctx.config.server.max_job_age;
+        let max_age = self.ctx.config().server.max_job_age;
         if self.age() > max_age {
             return Some(format!(
                 "gave up after {} of retrying; last problem while {what}: {err}",
@@ -157,12 +157,12 @@ impl Runner<'_> {
                 Err(e) if e.kind == ErrorKind::BadToken => self.ctx.gate.report_pause(
                     PauseReason::Token,
                     e.message.clone(),
-                    self.ctx.config.server.token_retry,
+                    self.ctx.config().server.token_retry,
                 ),
                 Err(e) if e.kind == ErrorKind::QuotaReached => self.ctx.gate.report_pause(
                     PauseReason::Quota,
                     e.message.clone(),
-                    self.ctx.config.server.quota_retry,
+                    self.ctx.config().server.quota_retry,
                 ),
                 Err(e) => {
                     if pass == Pass::Probe {
@@ -203,7 +203,7 @@ impl Runner<'_> {
     }
 
     fn expired(&self, task_id: &str) -> Event {
-        match self.ctx.config.server.on_expired {
+        match self.ctx.config().server.on_expired {
             OnExpired::Resubmit => {
                 warn!(job = self.job.id, task_id, "the server no longer knows the task; submitting the file again");
                 Event::Resubmit { key: new_key() }
@@ -219,7 +219,7 @@ impl Runner<'_> {
 
     async fn poll(&mut self, task_id: &str, host: &str) -> Event {
         let client = self.client_for(host);
-        let interval = self.ctx.config.server.poll_interval.max(POLL_FLOOR);
+        let interval = self.ctx.config().server.poll_interval.max(POLL_FLOOR);
         loop {
             tokio::time::sleep(interval).await;
             let answer = client.status(task_id).await;
@@ -242,11 +242,11 @@ impl Runner<'_> {
                             self.job.progress = Some(p);
                             self.ctx.progress(&self.job);
                         }
-                        if self.age() > self.ctx.config.server.max_job_age {
+                        if self.age() > self.ctx.config().server.max_job_age {
                             return Event::Fail {
                                 reason: format!(
                                     "the server did not finish within server.max_job_age ({}); last state `{}`",
-                                    humantime::format_duration(self.ctx.config.server.max_job_age),
+                                    humantime::format_duration(self.ctx.config().server.max_job_age),
                                     status.state.as_str()
                                 ),
                             };
@@ -343,7 +343,7 @@ impl Runner<'_> {
         }
         match kind {
             FileKind::Zip => {
-                let result = deliver::extract_zip(&download, &staged, self.ctx.config.server.max_result_bytes);
+                let result = deliver::extract_zip(&download, &staged, self.ctx.config().server.max_result_bytes);
                 let _ = std::fs::remove_file(&download);
                 if result.is_err() && staged.exists() {
                     let _ = std::fs::remove_dir_all(&staged);

@@ -59,6 +59,10 @@ pub enum WatchEvent {
         rel: PathBuf,
         stamp: Stamp,
     },
+    /// The first full scan is done (or found the inbox unavailable).
+    Scanned {
+        watch: usize,
+    },
     /// (With `--once`) everything present at start has been handed on.
     Drained {
         watch: usize,
@@ -248,6 +252,7 @@ pub async fn run(
     };
 
     let mut outgoing = full_scan(&mut readiness, &mut paused);
+    outgoing.push(WatchEvent::Scanned { watch: index });
     loop {
         for event in outgoing.drain(..) {
             tokio::select! {

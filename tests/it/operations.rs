@@ -1,0 +1,99 @@
+//! Running under systemd: READY, WATCHDOG and STATUS over `NOTIFY_SOCKET`, and SIGHUP reloads.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use retouchd::sim::SimConfig;
+
+use crate::support::*;
+
+fn signal(daemon: &Daemon, sig: i32) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(daemon.id() as i32, sig) };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_sees_ready_watchdog_pings_and_status_lines() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    ws.drop_file("a.jpg", &jpeg());
+    let socket_path = ws.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let log = std::fs::File::create(ws.path("daemon.log")).unwrap();
+    let mut cmd = ws.command(&["run"]);
+    cmd.env("NOTIFY_SOCKET", &socket_path).env("WATCHDOG_USEC", "1000000");
+    cmd.stdout(log.try_clone().unwrap()).stderr(log);
+    let mut daemon = Daemon(cmd.spawn().unwrap());
+
+    let mut messages: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf) {
+            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        let done = messages.iter().any(|m| m.contains("STATUS=0 uploading, 0 in flight, 0 waiting, 1 done"));
+        if done && messages.iter().filter(|m| m.starts_with("WATCHDOG=1")).count() >= 3 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    signal(&daemon, libc::SIGTERM);
+    wait_exit(&mut daemon.0, Duration::from_secs(10)).await;
+    while let Ok(n) = socket.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    println!("notifications: {messages:?}");
+    assert!(messages[0].starts_with("READY=1\nSTATUS="), "READY comes first: {messages:?}");
+    let pings = messages.iter().filter(|m| m.starts_with("WATCHDOG=1\nSTATUS=")).count();
+    assert!(pings >= 3, "watchdog pings every half period: {messages:?}");
+    assert!(messages.iter().any(|m| m.contains("1 done")), "status lines count the work: {messages:?}");
+    assert!(messages.last().unwrap().starts_with("STOPPING=1"), "{messages:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_payload_for_new_jobs_while_in_flight_jobs_finish() {
+    let sim = start_sim(SimConfig { processing_ms: 5000, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "", "");
+    let mut daemon = ws.spawn(&[], "daemon");
+    ws.drop_file("before.jpg", &imagegen_jpeg(1));
+    wait_for("the first job at the server", Duration::from_secs(20), async || {
+        (sim.stats().charged_starts == 1).then_some(())
+    })
+    .await;
+
+    // A broken config is refused, and the old one keeps running.
+    let good = std::fs::read_to_string(&ws.config).unwrap();
+    std::fs::write(&ws.config, good.replace("poll_interval = \"2s\"", "poll_interval = \"1ms\"")).unwrap();
+    signal(&daemon, libc::SIGHUP);
+    wait_for("the refusal", Duration::from_secs(10), async || {
+        ws.log("daemon").contains("the new configuration is refused").then_some(())
+    })
+    .await;
+    assert!(ws.log("daemon").contains("server.poll_interval"), "the refusal names the key");
+
+    std::fs::write(&ws.config, good.replace("Plugin = \"Heal\"", "Plugin = \"Skin Tone\"")).unwrap();
+    signal(&daemon, libc::SIGHUP);
+    wait_for("the reload", Duration::from_secs(10), async || {
+        ws.log("daemon").contains("configuration reloaded").then_some(())
+    })
+    .await;
+    ws.drop_file("after.jpg", &imagegen_jpeg(2));
+    let both = wait_for_or_show(Duration::from_secs(60), async || ws.files("done").len() == 2).await;
+    assert!(both, "{:?}\n{}", ws.files("done"), ws.log("daemon"));
+    assert!(daemon.0.try_wait().unwrap().is_none(), "still running after two SIGHUPs");
+    daemon.kill().unwrap();
+    let plugins: Vec<String> =
+        sim.stats().payloads.iter().map(|p| p["tasks"][0]["Plugin"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(plugins, vec!["Heal", "Skin Tone"], "the job in flight kept its payload; the new one took the new");
+    assert_eq!(results_count(&ws), 2);
+}
+
+fn imagegen_jpeg(n: u8) -> Vec<u8> {
+    retouchd::imagegen::jpeg_bytes(30 + n as u16, 30, [n * 70, 20, 20])
+}
+
+fn results_count(ws: &Workspace) -> usize {
+    ws.files("outbox").iter().filter(|f| f.ends_with("result.json")).count()
+}
