@@ -50,3 +50,50 @@ fn the_simulator_binds_loopback_by_default() {
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("[default: 127.0.0.1:8080]"), "{text}");
 }
+
+/// An HTTPS server on loopback with a self-signed certificate for `localhost`.
+async fn self_signed_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let der_cert = cert.cert.der().clone();
+    let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![der_cert], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(stream).await {
+                    use tokio::io::AsyncWriteExt;
+                    let body = r#"{"status":200,"state":"completed"}"#;
+                    let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn tls_certificates_are_verified() {
+    let (port, server) = self_signed_server().await;
+    let options = retouchd::api::ClientOptions::new(
+        format!("https://localhost:{port}/api/v1"),
+        retouchd::api::Token::new(SECRET),
+    );
+    let client = retouchd::api::Client::new(options).unwrap();
+    let err = client.status("any").await.expect_err("a self-signed certificate must be refused");
+    server.abort();
+    println!("self-signed server: {err}");
+    assert_eq!(err.kind, retouchd::api::ErrorKind::Transport, "{err}");
+    assert!(err.message.to_lowercase().contains("certificate"), "{err}");
+}
