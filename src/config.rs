@@ -111,6 +111,10 @@ pub struct WatchConfig {
     pub scan_interval: Duration,
     pub rescan_interval: Duration,
     pub incomplete_grace: Duration,
+    /// Commands (argv) run after a delivery and after a failure; empty for none.
+    pub on_delivered: Vec<String>,
+    pub on_failed: Vec<String>,
+    pub hook_timeout: Duration,
     /// The payload JSON, sent verbatim as the `payload` field.
     pub payload: String,
 }
@@ -206,6 +210,11 @@ struct RawWatch {
     scan_interval: Option<String>,
     rescan_interval: Option<String>,
     incomplete_grace: Option<String>,
+    #[serde(default)]
+    on_delivered: Vec<String>,
+    #[serde(default)]
+    on_failed: Vec<String>,
+    hook_timeout: Option<String>,
     payload: Option<toml::Table>,
 }
 
@@ -510,6 +519,11 @@ impl Validator {
                 self.problem(key("ignore"), format!("`{pattern}` is not a glob: {e}"));
             }
         }
+        for (name, argv) in [("on_delivered", &raw.on_delivered), ("on_failed", &raw.on_failed)] {
+            if argv.first().is_some_and(|p| p.trim().is_empty()) {
+                self.problem(key(name), "the command is empty; give [\"program\", \"arg\", ...]");
+            }
+        }
         let payload = self.payload(&key("payload"), raw.payload);
         let watch = WatchConfig {
             inbox,
@@ -524,6 +538,9 @@ impl Validator {
             scan_interval: self.duration(&key("scan_interval"), raw.scan_interval, "10s"),
             rescan_interval: self.duration(&key("rescan_interval"), raw.rescan_interval, "5m"),
             incomplete_grace: self.duration(&key("incomplete_grace"), raw.incomplete_grace, "10m"),
+            on_delivered: raw.on_delivered,
+            on_failed: raw.on_failed,
+            hook_timeout: self.duration(&key("hook_timeout"), raw.hook_timeout, "60s"),
             payload: payload.unwrap_or_default(),
         };
         (self.problems.len() == before).then_some(watch)

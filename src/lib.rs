@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod demo;
 pub mod formats;
+pub mod hooks;
 pub mod ignore;
 pub mod imagegen;
 pub mod inspect;

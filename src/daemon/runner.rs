@@ -117,8 +117,34 @@ impl Runner<'_> {
             };
             self.attempt = 0;
             self.ctx.advance(&mut self.job, event).map_err(Halt::Journal)?;
+            if self.job.state.is_terminal() {
+                self.run_hook().await;
+            }
         }
         Ok(self.job)
+    }
+
+    /// The watch's hook for how the job ended, if one is configured.
+    async fn run_hook(&self) {
+        let (event, argv, source_now, outputs) = match &self.job.state {
+            JobState::Done { outputs, moved_to } => ("delivered", &self.watch.on_delivered, moved_to, outputs.clone()),
+            JobState::Failed { moved_to, .. } | JobState::Rejected { moved_to, .. } => {
+                ("failed", &self.watch.on_failed, moved_to, Vec::new())
+            }
+            _ => return,
+        };
+        if argv.is_empty() {
+            return;
+        }
+        let context = crate::hooks::HookContext {
+            event,
+            job: self.job.id,
+            source: self.source_path(),
+            source_now: source_now.clone(),
+            outputs,
+            reason: self.job.state.reason().map(str::to_string),
+        };
+        crate::hooks::run(argv, self.watch.hook_timeout, &context).await;
     }
 
     async fn submit(&mut self, key: &str) -> Event {

@@ -97,3 +97,23 @@ fn imagegen_jpeg(n: u8) -> Vec<u8> {
 fn results_count(ws: &Workspace) -> usize {
     ws.files("outbox").iter().filter(|f| f.ends_with("result.json")).count()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_after_delivery_and_failure_and_a_failing_hook_loses_nothing() {
+    let sim = start_sim(fast_sim()).await;
+    let hooks = r#"on_delivered = ["sh", "-c", "echo \"$RETOUCHD_EVENT|$RETOUCHD_JOB|$RETOUCHD_SOURCE_NOW|$RETOUCHD_OUTPUT\" >> hooks.txt; exit 3"]
+on_failed = ["sh", "-c", "echo \"$RETOUCHD_EVENT|$RETOUCHD_REASON\" >> hooks.txt"]
+hook_timeout = "5s""#;
+    let ws = Workspace::new(&sim, "", hooks);
+    ws.drop_file("good.jpg", &jpeg());
+    ws.drop_file("bad.jpg", b"not a photo");
+    let out = ws.run_once(Duration::from_secs(60)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let lines = std::fs::read_to_string(ws.path("hooks.txt")).unwrap();
+    let done = ws.path("done/good.jpg").display().to_string();
+    let output = ws.path("outbox/good").display().to_string();
+    assert!(lines.lines().any(|l| l.starts_with("delivered|") && l.contains(&done) && l.ends_with(&output)), "{lines}");
+    assert!(lines.lines().any(|l| l.starts_with("failed|this is not a PNG")), "{lines}");
+    assert!(ws.path("outbox/good/result.json").exists(), "a failing hook loses nothing");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the hook failed"));
+}
