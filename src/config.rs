@@ -82,6 +82,8 @@ pub struct ServerConfig {
     pub token_retry: Duration,
     pub quota_retry: Duration,
     pub max_result_bytes: u64,
+    /// Warn when the server says fewer retouches than this are left.
+    pub low_quota_warning: i64,
 }
 
 impl ServerConfig {
@@ -183,6 +185,7 @@ struct RawServer {
     token_retry: Option<String>,
     quota_retry: Option<String>,
     max_result_mb: Option<i64>,
+    low_quota_warning: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,6 +409,7 @@ impl Validator {
             token_retry: self.duration("server.token_retry", raw.token_retry, "1m"),
             quota_retry: self.duration("server.quota_retry", raw.quota_retry, "15m"),
             max_result_bytes: max_result_mb * 1024 * 1024,
+            low_quota_warning: raw.low_quota_warning.unwrap_or(20),
         };
         let (token, token_source) = token?;
         Some(ServerConfig { token, token_source, ..server })

@@ -148,7 +148,7 @@ fn status(arg: ConfigArg, json: bool) -> Result<(), Failure> {
         return Ok(());
     }
     let journal = open_journal(&config)?;
-    let report = retouchd::status::report(&journal).map_err(|e| Failure::new(exit::JOURNAL, e))?;
+    let report = retouchd::status::report(&journal, &config.state_dir).map_err(|e| Failure::new(exit::JOURNAL, e))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Failure::new(exit::FAILURE, e))?);
     } else {

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::daemon::{LIVE_STATUS_FILE, LiveStatus};
 use crate::journal::{JobRecord, Journal, JournalError};
 
 /// One job, as shown.
@@ -23,6 +24,8 @@ pub struct JobView {
 /// The whole report.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// The running daemon's own view (pause, credits), when one runs.
+    pub daemon: Option<LiveStatus>,
     pub journal: String,
     pub counts: BTreeMap<String, u64>,
     pub in_flight: Vec<JobView>,
@@ -41,13 +44,24 @@ fn view(job: &JobRecord, now_ms: i64) -> JobView {
     }
 }
 
-pub fn report(journal: &Journal) -> Result<Report, JournalError> {
+/// The live status a running daemon left in `state_dir`, if that daemon is still alive.
+pub fn live_status(state_dir: &std::path::Path) -> Option<LiveStatus> {
+    let text = std::fs::read(state_dir.join(LIVE_STATUS_FILE)).ok()?;
+    let status: LiveStatus = serde_json::from_slice(&text).ok()?;
+    // SAFETY: signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(status.pid as i32, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    alive.then_some(status)
+}
+
+pub fn report(journal: &Journal, state_dir: &std::path::Path) -> Result<Report, JournalError> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let mut failures: Vec<JobRecord> = journal.recent("failed", 10)?;
     failures.extend(journal.recent("rejected", 10)?);
     failures.sort_by_key(|j| std::cmp::Reverse(j.updated_at));
     failures.truncate(10);
     Ok(Report {
+        daemon: live_status(state_dir),
         journal: journal.path().display().to_string(),
         counts: journal.counts()?,
         in_flight: journal.unfinished()?.iter().map(|j| view(j, now)).collect(),
@@ -57,7 +71,29 @@ pub fn report(journal: &Journal) -> Result<Report, JournalError> {
 
 /// The report as text for a terminal.
 pub fn render(report: &Report) -> String {
-    let mut out = format!("journal: {}\n", report.journal);
+    let mut out = match &report.daemon {
+        Some(d) => {
+            let mut text = format!(
+                "daemon: running (pid {}): {} uploading, {} in flight, {} waiting; since start {} done, {} failed, {} refused\n",
+                d.pid, d.uploading, d.in_flight, d.waiting, d.done, d.failed, d.refused
+            );
+            if let Some(reason) = &d.paused {
+                text.push_str(&format!(
+                    "PAUSED ({reason}): {} — see `journalctl -u retouchd` for what to do\n",
+                    d.pause_detail.as_deref().unwrap_or("")
+                ));
+            }
+            if let Some(q) = d.quota_left {
+                text.push_str(&format!("retouches left today: {q}\n"));
+            }
+            for inbox in &d.inboxes_unavailable {
+                text.push_str(&format!("inbox unavailable (unmounted?): {inbox}\n"));
+            }
+            text
+        }
+        None => "daemon: not running\n".to_string(),
+    };
+    out.push_str(&format!("journal: {}\n", report.journal));
     if report.counts.is_empty() {
         out.push_str("no jobs yet\n");
     } else {

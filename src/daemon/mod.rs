@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::api::{ApiError, Client, Limits};
 use crate::config::{Config, WatchConfig};
@@ -76,17 +76,37 @@ pub struct Summary {
 }
 
 /// Counters for status lines and metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     uploading: AtomicI64,
     submissions: AtomicU64,
     retries: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
+    /// Retouches left today as the server last said; `i64::MIN` until it says.
     quota_left: AtomicI64,
+    low_quota_warned: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            uploading: AtomicI64::new(0),
+            submissions: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            quota_left: AtomicI64::new(i64::MIN),
+            low_quota_warned: Default::default(),
+        }
+    }
 }
 
 impl Metrics {
+    fn quota_left(&self) -> Option<i64> {
+        Some(self.quota_left.load(Ordering::Relaxed)).filter(|&q| q != i64::MIN)
+    }
+
     fn uploading(&self, delta: i64) {
         self.uploading.fetch_add(delta, Ordering::Relaxed);
     }
@@ -95,11 +115,17 @@ impl Metrics {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn submitted(&self, bytes: u64, quota: Option<i64>) {
+    fn submitted(&self, bytes: u64, quota: Option<i64>, warn_below: i64) {
         self.submissions.fetch_add(1, Ordering::Relaxed);
         self.bytes_up.fetch_add(bytes, Ordering::Relaxed);
         if let Some(q) = quota {
             self.quota_left.store(q, Ordering::Relaxed);
+            let low = q < warn_below;
+            if low && !self.low_quota_warned.swap(true, Ordering::Relaxed) {
+                warn!(left = q, "only {q} retouches left today (server.low_quota_warning = {warn_below})");
+            } else if !low {
+                self.low_quota_warned.store(false, Ordering::Relaxed);
+            }
         }
     }
 
@@ -315,6 +341,61 @@ fn start_watchers(config: &Config, tx: &mpsc::Sender<WatchEvent>, once: bool, pa
     Watchers { cancel, count: config.watches.len() }
 }
 
+/// What `retouchd status` shows of a running daemon: written to `daemon.json` in the state
+/// folder on every pulse (temp file, then rename).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct LiveStatus {
+    pub pid: u32,
+    /// Unix seconds.
+    pub updated_at: u64,
+    pub paused: Option<String>,
+    pub pause_detail: Option<String>,
+    pub uploading: i64,
+    pub in_flight: usize,
+    pub waiting: usize,
+    pub done: u64,
+    pub failed: u64,
+    pub refused: u64,
+    pub quota_left: Option<i64>,
+    pub inboxes_unavailable: Vec<String>,
+}
+
+pub const LIVE_STATUS_FILE: &str = "daemon.json";
+
+fn write_live_status(ctx: &Ctx, in_flight: usize, waiting: usize, summary: &Summary, unavailable: &HashSet<usize>) {
+    let config = ctx.config();
+    let paused = ctx.gate.paused();
+    let status = LiveStatus {
+        pid: std::process::id(),
+        updated_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        paused: paused.as_ref().map(|(r, _)| r.as_str().to_string()),
+        pause_detail: paused.map(|(_, m)| m),
+        uploading: ctx.metrics.uploading.load(Ordering::Relaxed).max(0),
+        in_flight,
+        waiting,
+        done: summary.done,
+        failed: summary.failed,
+        refused: summary.rejected,
+        quota_left: ctx.metrics.quota_left(),
+        inboxes_unavailable: unavailable
+            .iter()
+            .filter_map(|&i| config.watches.get(i).map(|w| w.inbox.display().to_string()))
+            .collect(),
+    };
+    let path = config.state_dir.join(LIVE_STATUS_FILE);
+    let tmp = config.state_dir.join(".daemon.json.tmp");
+    let written = serde_json::to_vec_pretty(&status)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        debug!(error = %e, "cannot write the live status file");
+    }
+}
+
 /// The one-line status for systemd and logs.
 fn status_line(ctx: &Ctx, in_flight: usize, queued: usize, summary: &Summary) -> String {
     let uploading = ctx.metrics.uploading.load(Ordering::Relaxed).max(0);
@@ -443,6 +524,7 @@ pub async fn run(
     let mut pulse = tokio::time::interval(notifier.watchdog_every().unwrap_or(Duration::from_secs(10)));
     pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reloads = options.reloads.take();
+    let mut unavailable: HashSet<usize> = HashSet::new();
     tokio::pin!(shutdown);
     let result = loop {
         while jobs.len() < ctx.config().server.max_in_flight
@@ -459,6 +541,7 @@ pub async fn run(
         if !ready_sent && scanned >= watchers.count {
             ready_sent = true;
             notifier.ready(&status_line(&ctx, jobs.len(), queue.len(), &summary));
+            write_live_status(&ctx, jobs.len(), queue.len(), &summary, &unavailable);
             info!("ready: journal recovered and inboxes scanned");
         }
         if options.once && drained >= watchers.count && queue.is_empty() && jobs.is_empty() {
@@ -466,12 +549,16 @@ pub async fn run(
         }
         tokio::select! {
             _ = &mut shutdown => break Ok(summary),
-            _ = pulse.tick() => notifier.alive(&status_line(&ctx, jobs.len(), queue.len(), &summary)),
+            _ = pulse.tick() => {
+                notifier.alive(&status_line(&ctx, jobs.len(), queue.len(), &summary));
+                write_live_status(&ctx, jobs.len(), queue.len(), &summary, &unavailable);
+            }
             Some(new) = async { match reloads.as_mut() { Some(r) => r.recv().await, None => None } } => {
                 notifier.reloading();
                 if apply_reload(&ctx, new) {
                     watchers.cancel.cancel();
                     watchers = start_watchers(&ctx.config(), &tx, options.once, &cancel);
+                    unavailable.clear();
                     queue.clear();
                     deferred.clear();
                     (scanned, drained) = (0, 0);
@@ -506,8 +593,14 @@ pub async fn run(
                     }
                     WatchEvent::Scanned { .. } => scanned += 1,
                     WatchEvent::Drained { .. } => drained += 1,
-                    WatchEvent::Paused { watch, reason } => warn!(watch, reason, "watch paused"),
-                    WatchEvent::Resumed { watch } => info!(watch, "watch resumed"),
+                    WatchEvent::Paused { watch, reason } => {
+                        unavailable.insert(watch);
+                        warn!(watch, reason, "watch paused");
+                    }
+                    WatchEvent::Resumed { watch } => {
+                        unavailable.remove(&watch);
+                        info!(watch, "watch resumed");
+                    }
                 }
             }
             Some(joined) = jobs.join_next(), if !jobs.is_empty() => match joined {
@@ -532,6 +625,7 @@ pub async fn run(
     notifier.stopping();
     cancel.cancel();
     jobs.shutdown().await;
+    let _ = std::fs::remove_file(ctx.config().state_dir.join(LIVE_STATUS_FILE));
     info!("retouchd stopped");
     result
 }

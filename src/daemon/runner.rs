@@ -176,7 +176,11 @@ impl Runner<'_> {
             match result {
                 Ok(started) => {
                     self.ctx.gate.report_ok();
-                    self.ctx.metrics.submitted(self.job.source.size, started.quota);
+                    self.ctx.metrics.submitted(
+                        self.job.source.size,
+                        started.quota,
+                        self.ctx.config().server.low_quota_warning,
+                    );
                     info!(job = self.job.id, file = %self.job.source.rel_path.display(), task_id = %started.id, "submitted");
                     return Event::Started { task_id: started.id, host: self.ctx.client().base_url().to_string() };
                 }

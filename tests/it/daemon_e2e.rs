@@ -168,9 +168,25 @@ async fn a_bad_token_pauses_uploads_and_they_resume_once_the_token_works() {
     let log = ws.log("daemon");
     assert!(log.contains("refused the token"), "{log}");
     assert!(!log.contains(TOKEN), "the token never appears in logs");
+    let shown = wait_for_or_show(Duration::from_secs(15), async || {
+        let out = ws.command(&["status"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("PAUSED (token): Token issue")
+    })
+    .await;
+    assert!(shown, "status shows the pause");
 
-    sim.update(|c| c.token = TOKEN.into());
+    sim.update(|c| {
+        c.token = TOKEN.into();
+        c.quota = Some(10);
+    });
     wait_for("both delivered", Duration::from_secs(30), async || (ws.files("done").len() == 2).then_some(())).await;
+    let credits = wait_for_or_show(Duration::from_secs(15), async || {
+        let out = ws.command(&["status"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("retouches left today: 8")
+    })
+    .await;
+    assert!(credits, "status shows the credits left");
+    assert!(ws.log("daemon").contains("retouches left today (server.low_quota_warning = 20)"), "low quota warned");
     daemon.kill().unwrap();
     assert_eq!(sim.stats().charged_starts, 2);
     assert!(ws.log("daemon").contains("resuming"));
