@@ -59,6 +59,13 @@ pub enum Command {
     },
     /// Serve a local simulator of the retoucher server (no token or credits needed).
     Sim(SimArgs),
+    /// Print a shell completion script (e.g. `retouchd completions bash > /etc/bash_completion.d/retouchd`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `retouchd man > /usr/local/share/man/man1/retouchd.1`.
+    Man,
 }
 
 #[derive(Debug, Args)]

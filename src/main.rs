@@ -73,6 +73,17 @@ fn main() -> ExitCode {
                 retouchd::logging::init(log_format, "error");
                 retouchd::demo::run(&dir).await.map(drop).map_err(Failure::from)
             }
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "retouchd", &mut std::io::stdout());
+                Ok(())
+            }
+            Command::Man => {
+                let command = <Cli as clap::CommandFactory>::command();
+                clap_mangen::Man::new(command)
+                    .render(&mut std::io::stdout())
+                    .map_err(|e| Failure::new(exit::FAILURE, format!("cannot write the man page: {e}")))
+            }
             Command::Sim(args) => {
                 retouchd::logging::init(log_format, "info");
                 run_sim(args).await.map_err(Failure::from)

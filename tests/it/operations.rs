@@ -117,3 +117,19 @@ hook_timeout = "5s""#;
     assert!(ws.path("outbox/good/result.json").exists(), "a failing hook loses nothing");
     assert!(String::from_utf8_lossy(&out.stdout).contains("the hook failed"));
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_cli_definition() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = bin().args(["completions", shell]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("retry") && text.contains("demo"), "{shell}: {text}");
+    }
+    let out = bin().arg("man").output().unwrap();
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(page.starts_with(".ie") && page.contains(".TH retouchd 1"), "{page}");
+    for command in ["run", "status", "retry", "check", "demo", "sim"] {
+        assert!(page.contains(&format!("retouchd\\-{command}")), "{command} missing from the man page");
+    }
+}
