@@ -127,6 +127,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub state_dir: PathBuf,
     pub log_level: String,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub watches: Vec<WatchConfig>,
     /// Things worth telling the user that do not stop the daemon.
     pub warnings: Vec<String>,
@@ -165,6 +167,8 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
     watch: Vec<RawWatch>,
 }
 
@@ -191,6 +195,11 @@ struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 struct RawState {
     dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -302,6 +311,18 @@ pub fn parse(text: &str, base: &Path, env: &Environment) -> Result<Config, Vec<P
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
         v.problem("log.level", format!("`{log_level}` is not a level; use error, warn, info, debug or trace"));
     }
+    let metrics_listen = raw.metrics.listen.and_then(|text| match text.parse::<std::net::SocketAddr>() {
+        Ok(addr) => {
+            if !addr.ip().is_loopback() {
+                v.warnings.push(format!("metrics.listen = {addr} exposes the metrics beyond this machine"));
+            }
+            Some(addr)
+        }
+        Err(e) => {
+            v.problem("metrics.listen", format!("`{text}` is not an address like 127.0.0.1:9464 ({e})"));
+            None
+        }
+    });
     if raw.watch.is_empty() {
         v.problem("watch", "no [[watch]] section; add one with inbox, outbox, done_dir, failed_dir and payload");
     }
@@ -309,7 +330,7 @@ pub fn parse(text: &str, base: &Path, env: &Environment) -> Result<Config, Vec<P
     v.cross_check(&watches);
     match (server, state_dir, v.problems.is_empty()) {
         (Some(server), Some(state_dir), true) => {
-            Ok(Config { server, state_dir, log_level, watches, warnings: v.warnings })
+            Ok(Config { server, state_dir, log_level, metrics_listen, watches, warnings: v.warnings })
         }
         _ => Err(v.problems),
     }

@@ -10,14 +10,16 @@
 //! new token, payload and intervals, and watchers restart only if the watches changed.
 
 mod gate;
+mod metrics;
 mod runner;
+
+pub use metrics::Metrics;
 
 pub use gate::{Gate, PauseReason};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -73,65 +75,6 @@ pub struct Summary {
     pub done: u64,
     pub failed: u64,
     pub rejected: u64,
-}
-
-/// Counters for status lines and metrics.
-#[derive(Debug)]
-pub struct Metrics {
-    uploading: AtomicI64,
-    submissions: AtomicU64,
-    retries: AtomicU64,
-    bytes_up: AtomicU64,
-    bytes_down: AtomicU64,
-    /// Retouches left today as the server last said; `i64::MIN` until it says.
-    quota_left: AtomicI64,
-    low_quota_warned: std::sync::atomic::AtomicBool,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            uploading: AtomicI64::new(0),
-            submissions: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            bytes_up: AtomicU64::new(0),
-            bytes_down: AtomicU64::new(0),
-            quota_left: AtomicI64::new(i64::MIN),
-            low_quota_warned: Default::default(),
-        }
-    }
-}
-
-impl Metrics {
-    fn quota_left(&self) -> Option<i64> {
-        Some(self.quota_left.load(Ordering::Relaxed)).filter(|&q| q != i64::MIN)
-    }
-
-    fn uploading(&self, delta: i64) {
-        self.uploading.fetch_add(delta, Ordering::Relaxed);
-    }
-
-    fn retry(&self) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn submitted(&self, bytes: u64, quota: Option<i64>, warn_below: i64) {
-        self.submissions.fetch_add(1, Ordering::Relaxed);
-        self.bytes_up.fetch_add(bytes, Ordering::Relaxed);
-        if let Some(q) = quota {
-            self.quota_left.store(q, Ordering::Relaxed);
-            let low = q < warn_below;
-            if low && !self.low_quota_warned.swap(true, Ordering::Relaxed) {
-                warn!(left = q, "only {q} retouches left today (server.low_quota_warning = {warn_below})");
-            } else if !low {
-                self.low_quota_warned.store(false, Ordering::Relaxed);
-            }
-        }
-    }
-
-    fn downloaded(&self, bytes: u64) {
-        self.bytes_down.fetch_add(bytes, Ordering::Relaxed);
-    }
 }
 
 /// What every job task shares.
@@ -373,7 +316,7 @@ fn write_live_status(ctx: &Ctx, in_flight: usize, waiting: usize, summary: &Summ
             .unwrap_or(0),
         paused: paused.as_ref().map(|(r, _)| r.as_str().to_string()),
         pause_detail: paused.map(|(_, m)| m),
-        uploading: ctx.metrics.uploading.load(Ordering::Relaxed).max(0),
+        uploading: ctx.metrics.uploading(),
         in_flight,
         waiting,
         done: summary.done,
@@ -398,7 +341,7 @@ fn write_live_status(ctx: &Ctx, in_flight: usize, waiting: usize, summary: &Summ
 
 /// The one-line status for systemd and logs.
 fn status_line(ctx: &Ctx, in_flight: usize, queued: usize, summary: &Summary) -> String {
-    let uploading = ctx.metrics.uploading.load(Ordering::Relaxed).max(0);
+    let uploading = ctx.metrics.uploading();
     let mut line = format!(
         "{uploading} uploading, {} in flight, {queued} waiting, {} done, {} failed, {} refused",
         in_flight.saturating_sub(uploading as usize),
@@ -514,6 +457,9 @@ pub async fn run(
         jobs.spawn(async move { (key, resume(ctx, job, watch).await) });
     }
 
+    if let Some(listen) = ctx.config().metrics_listen {
+        tokio::spawn(metrics::serve(ctx.clone(), listen, cancel.child_token()));
+    }
     let (tx, mut rx) = mpsc::channel::<WatchEvent>(1024);
     let mut watchers = start_watchers(&ctx.config(), &tx, options.once, &cancel);
     let (mut scanned, mut drained) = (0, 0);

@@ -69,7 +69,7 @@ impl Runner<'_> {
     /// Sleeps before retrying a request to the server, or says why the job should give up.
     async fn retry_later(
         &mut self,
-        what: &str,
+        what: &'static str,
         err: &(impl std::fmt::Display + Sync),
         retry_after: Option<Duration>,
     ) -> Option<String> {
@@ -77,13 +77,13 @@ impl Runner<'_> {
     }
 
     /// Sleeps before retrying a local step, or says why the job should give up.
-    async fn retry_local(&mut self, what: &str, err: &(impl std::fmt::Display + Sync)) -> Option<String> {
+    async fn retry_local(&mut self, what: &'static str, err: &(impl std::fmt::Display + Sync)) -> Option<String> {
         self.retry_with_cap(what, err, None, LOCAL_CAP).await
     }
 
     async fn retry_with_cap(
         &mut self,
-        what: &str,
+        what: &'static str,
         err: &(impl std::fmt::Display + Sync),
         retry_after: Option<Duration>,
         cap: Duration,
@@ -98,7 +98,7 @@ impl Runner<'_> {
         let delay = backoff(self.attempt, retry_after, cap);
         self.attempt += 1;
         warn!(job = self.job.id, file = %self.job.source.rel_path.display(), error = %err, retry_in = ?delay, "{what} failed; will retry");
-        self.ctx.metrics.retry();
+        self.ctx.metrics.retry(if cap == LOCAL_CAP { "local" } else { what });
         tokio::time::sleep(delay).await;
         None
     }
@@ -118,6 +118,7 @@ impl Runner<'_> {
             self.attempt = 0;
             self.ctx.advance(&mut self.job, event).map_err(Halt::Journal)?;
             if self.job.state.is_terminal() {
+                self.ctx.metrics.finished(self.age());
                 self.run_hook().await;
             }
         }
@@ -169,9 +170,9 @@ impl Runner<'_> {
                     }
                 }
             }
-            self.ctx.metrics.uploading(1);
+            self.ctx.metrics.upload_started(1);
             let result = self.ctx.client().start(&path, &name, &self.watch.payload, key).await;
-            self.ctx.metrics.uploading(-1);
+            self.ctx.metrics.upload_started(-1);
             drop(permit);
             match result {
                 Ok(started) => {

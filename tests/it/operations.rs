@@ -133,3 +133,33 @@ fn completions_and_the_man_page_come_from_the_cli_definition() {
         assert!(page.contains(&format!("retouchd\\-{command}")), "{command} missing from the man page");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoint_reports_jobs_submissions_bytes_and_durations() {
+    let sim = start_sim(fast_sim()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ws = Workspace::new(&sim, &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\""), "");
+    ws.drop_file("a.jpg", &jpeg());
+    let mut daemon = ws.spawn(&[], "daemon");
+    wait_for("delivered", Duration::from_secs(30), async || ws.path("done/a.jpg").exists().then_some(())).await;
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = wait_for("metrics", Duration::from_secs(10), async || {
+        let body = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        body.contains("retouchd_job_duration_seconds_count 1").then_some(body)
+    })
+    .await;
+    daemon.kill().unwrap();
+    for expected in [
+        "retouchd_jobs{state=\"done\"} 1",
+        "retouchd_submissions_total 1",
+        "retouchd_paused{reason=\"token\"} 0",
+        "# TYPE retouchd_job_duration_seconds histogram",
+        "retouchd_job_duration_seconds_bucket{le=\"+Inf\"} 1",
+    ] {
+        assert!(text.contains(expected), "{expected} missing in\n{text}");
+    }
+    assert!(
+        text.contains("retouchd_upload_bytes_total ") && !text.contains("retouchd_upload_bytes_total 0\n"),
+        "{text}"
+    );
+}
