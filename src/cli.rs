@@ -46,6 +46,21 @@ pub enum Command {
         #[arg(long)]
         failed: bool,
     },
+    /// Send files or folders once, with progress, and write the results next to them (or into
+    /// --out). Shares the daemon's journal: a second run resumes instead of paying again.
+    Process {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Write results here instead of next to each file.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+        /// Take the payload from this [[watch]] of the config (0 is the first).
+        #[arg(long, default_value_t = 0)]
+        watch: usize,
+        /// Files and folders (folders are searched recursively, junk skipped).
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+    },
     /// Validate the config, then probe the server and the token (spends no credit).
     Check {
         #[command(flatten)]

@@ -108,7 +108,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<Summary> {
             show(&update);
         }
     });
-    let options = RunOptions { once: true, updates: Some(tx), reloads: None };
+    let options = RunOptions { once: true, updates: Some(tx), ..RunOptions::default() };
     let summary = daemon::run(config, options, std::future::pending()).await?;
     let _ = printer.await;
     sim.stop().await;

@@ -293,6 +293,18 @@ impl Journal {
         Ok(())
     }
 
+    /// Everything delivered for sources in `inbox` (result files and folders).
+    pub fn outputs_in(&self, inbox: &Path) -> Result<Vec<PathBuf>> {
+        let done = self.query(&format!("{SELECT} WHERE inbox = ?1 AND state = 'done'"), [bytes(inbox)])?;
+        Ok(done
+            .into_iter()
+            .flat_map(|j| match j.state {
+                JobState::Done { outputs, .. } => outputs,
+                _ => Vec::new(),
+            })
+            .collect())
+    }
+
     /// How many jobs are in each state.
     pub fn counts(&self) -> Result<BTreeMap<String, u64>> {
         let conn = self.lock();

@@ -34,6 +34,7 @@ pub mod journal;
 pub mod lock;
 pub mod logging;
 pub mod notify;
+pub mod process;
 pub mod retry;
 pub mod sim;
 pub mod status;

@@ -69,6 +69,19 @@ fn main() -> ExitCode {
             Command::Status { config, json } => status(config, json),
             Command::Retry { config, job, failed: _ } => retry(config, job),
             Command::Check { config } => check(config).await,
+            Command::Process { config, out, watch, paths } => {
+                let config = load_config(&config)?;
+                retouchd::logging::init(log_format, "error");
+                let summary = retouchd::process::run(config, &paths, out.as_deref(), watch).await?;
+                println!("{} delivered, {} failed, {} refused", summary.done, summary.failed, summary.rejected);
+                match summary.failed + summary.rejected {
+                    0 => Ok(()),
+                    n => Err(Failure::new(
+                        exit::FAILURE,
+                        format!("{n} file(s) could not be retouched; see the reasons above"),
+                    )),
+                }
+            }
             Command::Demo { dir } => {
                 retouchd::logging::init(log_format, "error");
                 retouchd::demo::run(&dir).await.map(drop).map_err(Failure::from)
@@ -140,7 +153,7 @@ async fn run(arg: ConfigArg, once: bool, log_format: retouchd::logging::LogForma
             }
         }
     });
-    let options = RunOptions { once, updates: None, reloads: Some(reloads) };
+    let options = RunOptions { once, reloads: Some(reloads), ..RunOptions::default() };
     let summary = daemon::run(config, options, shutdown).await?;
     if once {
         println!("{} delivered, {} failed, {} refused", summary.done, summary.failed, summary.rejected);

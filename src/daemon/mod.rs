@@ -67,6 +67,9 @@ pub struct RunOptions {
     pub updates: Option<broadcast::Sender<JobUpdate>>,
     /// New configurations to switch to (already validated).
     pub reloads: Option<mpsc::Receiver<Config>>,
+    /// Process exactly these files (inbox, path below it) instead of watching the inboxes, then
+    /// return (`retouchd process`). No marker files are placed.
+    pub files: Option<Vec<(PathBuf, PathBuf)>>,
 }
 
 /// What a run did.
@@ -88,6 +91,8 @@ pub(crate) struct Ctx {
     metrics: Metrics,
     limits: Limits,
     updates: Option<broadcast::Sender<JobUpdate>>,
+    /// Whether inboxes carry the marker file (not for `retouchd process`).
+    marks_inboxes: bool,
 }
 
 impl Ctx {
@@ -405,7 +410,10 @@ pub async fn run(
             }
         }
     }
-    place_markers(&config, &journal)?;
+    let marks_inboxes = options.files.is_none();
+    if marks_inboxes {
+        place_markers(&config, &journal)?;
+    }
     let client = Client::new(config.server.client_options())?;
     let limits = match tokio::time::timeout(Duration::from_secs(10), client.limits()).await {
         Ok(Ok(Some(limits))) => limits,
@@ -440,6 +448,7 @@ pub async fn run(
         metrics: Metrics::default(),
         limits,
         updates: options.updates.take(),
+        marks_inboxes,
     });
 
     let cancel = CancellationToken::new();
@@ -461,10 +470,24 @@ pub async fn run(
         tokio::spawn(metrics::serve(ctx.clone(), listen, cancel.child_token()));
     }
     let (tx, mut rx) = mpsc::channel::<WatchEvent>(1024);
-    let mut watchers = start_watchers(&ctx.config(), &tx, options.once, &cancel);
+    let mut queue: VecDeque<Queued> = VecDeque::new();
+    let mut watchers = match options.files.take() {
+        None => start_watchers(&ctx.config(), &tx, options.once, &cancel),
+        Some(files) => {
+            options.once = true;
+            for (inbox, rel) in files {
+                match std::fs::symlink_metadata(inbox.join(&rel)) {
+                    Ok(meta) if meta.is_file() => {
+                        queue.push_back(Queued { inbox, rel, stamp: watch::stamp_of(&meta), reject: None })
+                    }
+                    _ => warn!(file = %inbox.join(&rel).display(), "not a regular file; skipped"),
+                }
+            }
+            Watchers { cancel: cancel.child_token(), count: 0 }
+        }
+    };
     let (mut scanned, mut drained) = (0, 0);
     let mut ready_sent = false;
-    let mut queue: VecDeque<Queued> = VecDeque::new();
     // Files seen again while their job runs; looked at once that job ends.
     let mut deferred: HashMap<JobKey, Queued> = HashMap::new();
     let mut pulse = tokio::time::interval(notifier.watchdog_every().unwrap_or(Duration::from_secs(10)));

@@ -423,7 +423,11 @@ impl Runner<'_> {
     /// Whether the inbox still holds this job's file, unchanged. `Err` when that cannot be told
     /// (the inbox itself is unreadable: an unmounted share must not count as "gone").
     fn source_present(&self) -> std::io::Result<bool> {
-        crate::watch::inbox_available(&self.watch.inbox)?;
+        if self.ctx.marks_inboxes {
+            crate::watch::inbox_available(&self.watch.inbox)?;
+        } else {
+            std::fs::read_dir(&self.watch.inbox)?;
+        }
         match std::fs::symlink_metadata(self.source_path()) {
             Ok(meta) => {
                 let stamp = crate::watch::stamp_of(&meta);
@@ -471,7 +475,8 @@ impl Runner<'_> {
     async fn settle_failed(&mut self, reason: &str) -> Event {
         loop {
             let result = self.source_present().and_then(|present| {
-                if !present {
+                // No failed folder (`retouchd process`): the file stays where the user put it.
+                if !present || self.watch.failed_dir.as_os_str().is_empty() {
                     return Ok(None);
                 }
                 let moved =

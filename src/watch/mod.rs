@@ -120,10 +120,16 @@ fn content_complete(path: &Path) -> bool {
 
 /// The files below `inbox` that may become jobs, with their stamps.
 fn scan(inbox: &Path, recursive: bool, rules: &IgnoreRules) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
-    let mut found = Vec::new();
-    let mut dirs = vec![PathBuf::new()];
     // The inbox itself must be there; subfolders that vanish mid-scan are skipped.
     inbox_available(inbox)?;
+    list_files(inbox, recursive, rules)
+}
+
+/// The files below `folder` that are not ignored, with their stamps (symlinks not followed).
+pub fn list_files(inbox: &Path, recursive: bool, rules: &IgnoreRules) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
+    let mut found = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    std::fs::read_dir(inbox)?;
     while let Some(rel_dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(inbox.join(&rel_dir)) else { continue };
         for entry in entries.flatten() {

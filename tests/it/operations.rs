@@ -163,3 +163,43 @@ async fn the_metrics_endpoint_reports_jobs_submissions_bytes_and_durations() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_sends_files_once_writes_results_next_to_them_and_never_pays_twice() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    let shoot = ws.path("shoot");
+    write(&shoot, "a.jpg", &imagegen_jpeg(1));
+    write(&shoot, "day2/b.png", &retouchd::imagegen::png_bytes(20, 20, [1, 2, 3]));
+    write(&shoot, ".DS_Store", b"junk");
+    let single = write(&ws.path("elsewhere"), "c.jpg", &imagegen_jpeg(2));
+    write(&shoot, "notes.jpg", b"not a photo");
+
+    // The simulator serves from the other worker thread while this one waits.
+    let run = || ws.command(&["process"]).arg(&shoot).arg(&single).output().unwrap();
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "one file could not be retouched: {stdout}");
+    assert!(stdout.contains("3 delivered, 0 failed, 1 refused"), "{stdout}");
+    assert!(stdout.contains("notes.jpg: failed: this is not a PNG"), "plain lines off a terminal: {stdout}");
+    assert!(ws.path("shoot/a/result.json").exists());
+    assert!(ws.path("shoot/day2/b/result.json").exists());
+    assert!(ws.path("elsewhere/c/result.json").exists());
+    assert!(ws.path("shoot/a.jpg").exists() && ws.path("shoot/notes.jpg").exists(), "sources are never moved");
+    assert_eq!(sim.stats().charged_starts, 3);
+
+    let again = run();
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 delivered"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    assert_eq!(sim.stats().charged_starts, 3, "a second run pays nothing again");
+
+    let out_dir = ws.path("results");
+    let mut cmd = ws.command(&["process"]);
+    cmd.arg("--out").arg(&out_dir).arg(write(&ws.path("more"), "d.jpg", &imagegen_jpeg(3)));
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out_dir.join("d/result.json").exists());
+}

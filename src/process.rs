@@ -1,0 +1,165 @@
+//! `retouchd process PATH...`: a one-shot run for people rather than daemons. Sends the given
+//! files (and the images in the given folders) once, with a progress bar per file and overall
+//! (hidden when not on a terminal), and writes results next to them or into `--out`. It shares
+//! the daemon's journal, so a second run after an interruption resumes instead of paying again,
+//! and a file already done is not sent again. Sources are never moved.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::broadcast;
+
+use crate::config::{Config, OnSuccess, WatchConfig, WatchMode};
+use crate::daemon::{self, JobUpdate, RunOptions, Summary};
+use crate::ignore::IgnoreRules;
+
+/// Splits the given paths into (folder, file below it) pairs.
+fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    let rules = IgnoreRules::new(&[]);
+    let mut files = Vec::new();
+    for path in paths {
+        let real = std::fs::canonicalize(path).with_context(|| format!("{} cannot be read", path.display()))?;
+        if real.is_dir() {
+            let mut found = crate::watch::list_files(&real, true, &rules)
+                .with_context(|| format!("{} cannot be listed", real.display()))?;
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            files.extend(found.into_iter().map(|(rel, _)| (real.clone(), rel)));
+        } else {
+            let parent = real.parent().map(Path::to_path_buf).unwrap_or_default();
+            let name = real.file_name().map(PathBuf::from).unwrap_or_default();
+            files.push((parent, name));
+        }
+    }
+    if files.is_empty() {
+        bail!(
+            "nothing to process: no files in {}",
+            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(files)
+}
+
+/// The config for this run: the server and state of `base`, the payload of its watch
+/// `watch_index`, and one synthetic watch per folder that holds given files.
+fn one_shot_config(
+    mut base: Config,
+    files: &[(PathBuf, PathBuf)],
+    out: Option<&Path>,
+    watch_index: usize,
+) -> anyhow::Result<Config> {
+    let Some(template) = base.watches.get(watch_index).cloned() else {
+        bail!("the config has no watch[{watch_index}] to take the payload from");
+    };
+    let mut folders: Vec<&PathBuf> = files.iter().map(|(f, _)| f).collect();
+    folders.sort();
+    folders.dedup();
+    base.watches = folders
+        .into_iter()
+        .map(|folder| WatchConfig {
+            inbox: folder.clone(),
+            outbox: out.map(Path::to_path_buf).unwrap_or_else(|| folder.clone()),
+            done_dir: PathBuf::new(),
+            failed_dir: PathBuf::new(),
+            on_success: OnSuccess::Keep,
+            settle: Duration::ZERO,
+            recursive: true,
+            ignore: Vec::new(),
+            mode: WatchMode::Poll,
+            on_delivered: Vec::new(),
+            on_failed: Vec::new(),
+            ..template.clone()
+        })
+        .collect();
+    Ok(base)
+}
+
+/// Shows job updates as progress bars (or plain lines off a terminal) until the run ends.
+async fn show_progress(mut rx: broadcast::Receiver<JobUpdate>, total: usize) -> BTreeMap<String, String> {
+    let on_terminal = std::io::stderr().is_terminal();
+    let multi = MultiProgress::with_draw_target(if on_terminal {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let overall = multi.add(ProgressBar::new(total as u64));
+    overall.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} files  {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let style = ProgressStyle::with_template("{spinner} {prefix:30} {bar:20} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let mut bars: HashMap<PathBuf, ProgressBar> = HashMap::new();
+    let mut outcomes = BTreeMap::new();
+    while let Ok(update) = rx.recv().await {
+        let bar = bars.entry(update.file.clone()).or_insert_with(|| {
+            let bar = multi.insert_before(&overall, ProgressBar::new(100));
+            bar.set_style(style.clone());
+            bar.set_prefix(update.file.display().to_string());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        bar.set_position(update.progress.unwrap_or(0.0) as u64);
+        bar.set_message(update.state);
+        let outcome = match update.state {
+            "done" => Some("delivered".to_string()),
+            "failed" | "rejected" => Some(format!("failed: {}", update.reason.clone().unwrap_or_default())),
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
+            bar.finish_with_message(outcome.clone());
+            overall.inc(1);
+            if !on_terminal {
+                println!("{}: {outcome}", update.file.display());
+            }
+            outcomes.insert(update.file.display().to_string(), outcome);
+        }
+    }
+    overall.finish();
+    outcomes
+}
+
+/// Whether a file looks like a result layer or its metadata (never an input).
+fn is_result_entry(rel: &Path) -> bool {
+    let name = rel.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    name == "result.json" || (name.starts_with("index=") && name.contains("&blendmode="))
+}
+
+/// Leaves out results of earlier runs: outputs the journal knows, files under `--out`, and
+/// anything named like a result layer.
+fn without_results(files: Vec<(PathBuf, PathBuf)>, state_dir: &Path, out: Option<&Path>) -> Vec<(PathBuf, PathBuf)> {
+    let journal = crate::journal::Journal::open_read_only(state_dir).ok();
+    let mut outputs: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
+    files
+        .into_iter()
+        .filter(|(folder, rel)| {
+            let known = outputs
+                .entry(folder.clone())
+                .or_insert_with(|| journal.as_ref().and_then(|j| j.outputs_in(folder).ok()).unwrap_or_default());
+            let full = folder.join(rel);
+            !is_result_entry(rel)
+                && !known.iter().any(|o| full.starts_with(o))
+                && !out.is_some_and(|o| full.starts_with(o))
+        })
+        .collect()
+}
+
+/// Processes `paths` once and returns what happened.
+pub async fn run(base: Config, paths: &[PathBuf], out: Option<&Path>, watch_index: usize) -> anyhow::Result<Summary> {
+    let out_real = out.and_then(|o| std::fs::canonicalize(o).ok());
+    let files = without_results(collect(paths)?, &base.state_dir, out_real.as_deref());
+    if let Some(out) = out {
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    }
+    let out = out.map(std::fs::canonicalize).transpose()?;
+    let config = one_shot_config(base, &files, out.as_deref(), watch_index)?;
+    let (tx, rx) = broadcast::channel(1024);
+    let progress = tokio::spawn(show_progress(rx, files.len()));
+    let options = RunOptions { once: true, updates: Some(tx), files: Some(files), ..RunOptions::default() };
+    let summary = daemon::run(config, options, std::future::pending()).await?;
+    let _ = progress.await;
+    Ok(summary)
+}
