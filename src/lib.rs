@@ -1,12 +1,18 @@
 //! retouchd: a hot-folder daemon for the Retouch4me cloud retouching API.
 //!
 //! # Layout
-//! - [`api`]: the HTTP client for the retoucher server (start, status, getFile, limits,
-//!   balance) and its classified error type.
-//! - [`sim`]: a faithful local simulator of that server, with fault-injection knobs.
-//! - [`formats`]: what a file really is, by its bytes (kind, dimensions, completeness).
-//! - [`imagegen`]: small real images and archives for the simulator, the demo and tests.
-//! - [`logging`]: log output for terminals, journald and log shippers.
+//! - [`daemon`]: the coordinator, one task per job, the pause gate, metrics; [`job`] is its pure
+//!   state machine and [`journal`] the SQLite record of every transition; [`lock`] keeps one
+//!   daemon per state folder.
+//! - [`watch`]: watching inboxes (notify as hints, scans as truth) and readiness; [`ignore`]
+//!   says which files are never jobs; [`inspect`] checks files against the server's limits.
+//! - [`deliver`]: staging, safe extraction and no-overwrite renames into the outbox.
+//! - [`api`]: the HTTP client for the retoucher server and its classified error type.
+//! - [`config`]: TOML validated into a ready [`config::Config`], every problem at once.
+//! - Commands: [`demo`], [`process`], [`status`], [`retry`]; [`hooks`] and [`notify`] (systemd)
+//!   for operations; [`logging`] for log output.
+//! - [`sim`]: a faithful local simulator of the server, with fault-injection knobs.
+//! - [`formats`]: what a file really is, by its bytes; [`imagegen`]: small real images.
 //!
 //! # Data flow
 //! ```text

@@ -1,5 +1,5 @@
 //! The daemon: one coordinator that owns the queue of ready files and the set of running jobs,
-//! one watcher task per inbox, and one task per job (see [`runner`]).
+//! one watcher task per inbox, and one task per job (see `runner.rs`).
 //!
 //! [`run`] takes its shutdown signal as a future, so tests and the demo can run it in-process and
 //! stop it. On start it takes the state-folder lock, opens the journal, resumes every

@@ -171,7 +171,9 @@ impl Runner<'_> {
                 }
             }
             self.ctx.metrics.upload_started(1);
-            let result = self.ctx.client().start(&path, &name, &self.watch.payload, key).await;
+            // One client for the call and the host recorded with it (a reload may swap clients).
+            let client = self.ctx.client();
+            let result = client.start(&path, &name, &self.watch.payload, key).await;
             self.ctx.metrics.upload_started(-1);
             drop(permit);
             match result {
@@ -183,7 +185,7 @@ impl Runner<'_> {
                         self.ctx.config().server.low_quota_warning,
                     );
                     info!(job = self.job.id, file = %self.job.source.rel_path.display(), task_id = %started.id, "submitted");
-                    return Event::Started { task_id: started.id, host: self.ctx.client().base_url().to_string() };
+                    return Event::Started { task_id: started.id, host: client.base_url().to_string() };
                 }
                 Err(e) if e.kind == ErrorKind::BadToken => self.ctx.gate.report_pause(
                     PauseReason::Token,
