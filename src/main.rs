@@ -103,6 +103,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Work still running (a file check, a hook) gets a moment, never longer than the unit's
+    // stop timeout allows: everything it did is journaled or repeatable.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
