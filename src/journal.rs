@@ -82,7 +82,8 @@ pub struct Journal {
     conn: Mutex<Connection>,
 }
 
-fn now_ms() -> i64 {
+/// Now, in Unix milliseconds (the journal's timestamps).
+pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 

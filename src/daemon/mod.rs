@@ -256,15 +256,14 @@ async fn new_job(ctx: Arc<Ctx>, item: Queued) -> Result<Option<JobRecord>, runne
         }
     };
     let state = match verdict {
-        Ok(()) => JobState::new(format!("retouchd-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))),
+        Ok(()) => JobState::new(runner::new_key()),
         Err(reason) => {
             info!(file = %source.rel_path.display(), reason, "refused before sending");
             JobState::rejected(reason)
         }
     };
     let id = ctx.journal.insert(&source, &state).map_err(runner::Halt::Journal)?;
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now = crate::journal::now_ms();
     let record = JobRecord { id, source, state, created_at: now, updated_at: now, progress: None };
     ctx.progress(&record);
     runner::Runner { ctx: &ctx, job: record, watch, attempt: 0 }.run().await.map(Some)

@@ -5,7 +5,7 @@
 //! `Retry-After`) and never fail a file on their own; only `max_job_age` gives up.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
@@ -42,11 +42,8 @@ pub fn backoff(attempt: u32, retry_after: Option<Duration>, cap: Duration) -> Du
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-fn new_key() -> String {
+/// A fresh Idempotency-Key.
+pub(super) fn new_key() -> String {
     format!("retouchd-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
@@ -63,7 +60,7 @@ impl Runner<'_> {
     }
 
     fn age(&self) -> Duration {
-        Duration::from_millis((now_ms() - self.job.created_at).max(0) as u64)
+        Duration::from_millis((crate::journal::now_ms() - self.job.created_at).max(0) as u64)
     }
 
     /// Sleeps before retrying a request to the server, or says why the job should give up.
