@@ -11,6 +11,7 @@
 
 mod gate;
 mod metrics;
+mod poll_plan;
 mod runner;
 
 pub use metrics::Metrics;
@@ -93,6 +94,8 @@ pub(crate) struct Ctx {
     updates: Option<broadcast::Sender<JobUpdate>>,
     /// Whether inboxes carry the marker file (not for `retouchd process`).
     marks_inboxes: bool,
+    /// Learned job durations, to poll near the expected completion.
+    poll_plan: poll_plan::PollPlan,
 }
 
 impl Ctx {
@@ -266,12 +269,12 @@ async fn new_job(ctx: Arc<Ctx>, item: Queued) -> Result<Option<JobRecord>, runne
     let now = crate::journal::now_ms();
     let record = JobRecord { id, source, state, created_at: now, updated_at: now, progress: None };
     ctx.progress(&record);
-    runner::Runner { ctx: &ctx, job: record, watch, attempt: 0 }.run().await.map(Some)
+    runner::Runner::new(&ctx, record, watch).run().await.map(Some)
 }
 
 /// Drives a job found unfinished in the journal, with its inbox's watch settings.
 async fn resume(ctx: Arc<Ctx>, job: JobRecord, watch: Arc<WatchConfig>) -> Result<Option<JobRecord>, runner::Halt> {
-    runner::Runner { ctx: &ctx, job, watch, attempt: 0 }.run().await.map(Some)
+    runner::Runner::new(&ctx, job, watch).run().await.map(Some)
 }
 
 /// One generation of watcher tasks (replaced when a reload changes the watches).
@@ -448,6 +451,7 @@ pub async fn run(
         limits,
         updates: options.updates.take(),
         marks_inboxes,
+        poll_plan: poll_plan::PollPlan::default(),
     });
 
     let cancel = CancellationToken::new();

@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::Ctx;
 use super::gate::{Pass, PauseReason};
+use super::poll_plan::JobClass;
 use crate::api::{ApiError, Client, ErrorKind, TaskState};
 use crate::config::{OnExpired, OnSuccess, POLL_FLOOR, WatchConfig};
 use crate::deliver::{self, DeliverError, STAGING_DIR};
@@ -48,13 +49,20 @@ pub(super) fn new_key() -> String {
 }
 
 pub(super) struct Runner<'a> {
-    pub ctx: &'a Ctx,
-    pub job: JobRecord,
-    pub watch: std::sync::Arc<WatchConfig>,
-    pub attempt: u32,
+    ctx: &'a Ctx,
+    job: JobRecord,
+    watch: std::sync::Arc<WatchConfig>,
+    /// Retries of the current step so far.
+    attempt: u32,
+    /// When this process uploaded the job (not known for jobs resumed after a restart).
+    submitted_at: Option<tokio::time::Instant>,
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    pub(super) fn new(ctx: &'a Ctx, job: JobRecord, watch: std::sync::Arc<WatchConfig>) -> Self {
+        Runner { ctx, job, watch, attempt: 0, submitted_at: None }
+    }
+
     fn source_path(&self) -> PathBuf {
         self.job.source.path()
     }
@@ -182,6 +190,7 @@ impl Runner<'_> {
                         self.ctx.config().server.low_quota_warning,
                     );
                     info!(job = self.job.id, file = %self.job.source.rel_path.display(), task_id = %started.id, "submitted");
+                    self.submitted_at = Some(tokio::time::Instant::now());
                     return Event::Started { task_id: started.id, host: client.base_url().to_string() };
                 }
                 Err(e) if e.kind == ErrorKind::BadToken => self.ctx.gate.report_pause(
@@ -250,8 +259,12 @@ impl Runner<'_> {
     async fn poll(&mut self, task_id: &str, host: &str) -> Event {
         let client = self.client_for(host);
         let interval = self.ctx.config().server.poll_interval.max(POLL_FLOOR);
+        let class = JobClass::new(&self.watch.payload, self.job.source.size);
+        let since = self.submitted_at.unwrap_or_else(tokio::time::Instant::now);
+        let mut polls = 0;
         loop {
-            tokio::time::sleep(interval).await;
+            tokio::time::sleep(self.ctx.poll_plan.next_wait(class, since.elapsed(), polls, interval)).await;
+            polls += 1;
             let answer = client.status(task_id).await;
             if answer.is_ok() {
                 // A good answer ends a run of errors: the next error starts the backoff afresh.
@@ -260,7 +273,12 @@ impl Runner<'_> {
             match answer {
                 Ok(status) => match status.state {
                     TaskState::Completed => {
-                        debug!(job = self.job.id, task_id, "completed on the server");
+                        debug!(job = self.job.id, task_id, polls, "completed on the server");
+                        if let Some(at) = self.submitted_at {
+                            // Seen up to one wait late: learn the midpoint of the last wait.
+                            let seen = at.elapsed();
+                            self.ctx.poll_plan.record(class, seen.saturating_sub(interval / 2));
+                        }
                         return Event::Completed;
                     }
                     TaskState::Failed => {

@@ -317,3 +317,24 @@ async fn the_demo_runs_without_token_network_or_config() {
     assert!(dir.path().join("demo/outbox/portrait-1/result.json").exists());
     assert!(dir.path().join("demo/failed/not-a-photo.jpg.error.txt").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_learns_how_long_jobs_take_and_asks_near_the_expected_completion() {
+    let sim = start_sim(SimConfig { processing_ms: 10_000, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "", "");
+    let mut daemon = ws.spawn(&[], "daemon");
+    ws.drop_file("first.jpg", &retouchd::imagegen::jpeg_bytes(40, 30, [10, 0, 0]));
+    wait_for("first delivered", Duration::from_secs(40), async || ws.path("done/first.jpg").exists().then_some(()))
+        .await;
+    ws.drop_file("second.jpg", &retouchd::imagegen::jpeg_bytes(41, 30, [200, 0, 0]));
+    wait_for("second delivered", Duration::from_secs(40), async || ws.path("done/second.jpg").exists().then_some(()))
+        .await;
+    daemon.kill().unwrap();
+    let stats = sim.stats();
+    let mut polls: Vec<u64> = stats.polls_by_job.values().copied().collect();
+    polls.sort();
+    println!("status requests per job for a 10 s job at poll_interval 2 s: {polls:?}");
+    assert_eq!(polls.len(), 2);
+    assert!(polls[1] >= 4, "the first job, with nothing learned yet, is polled on the interval: {polls:?}");
+    assert!(polls[0] <= 2, "the second is polled near its expected completion: {polls:?}");
+}
