@@ -36,6 +36,11 @@ impl Source {
     pub fn path(&self) -> PathBuf {
         self.inbox.join(&self.rel_path)
     }
+
+    /// The size and mtime the job was made for.
+    pub fn stamp(&self) -> crate::watch::Stamp {
+        crate::watch::Stamp { size: self.size, mtime_ns: self.mtime_ns }
+    }
 }
 
 /// One job as the journal has it.

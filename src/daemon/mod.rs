@@ -96,6 +96,8 @@ pub(crate) struct Ctx {
     marks_inboxes: bool,
     /// Learned job durations, to poll near the expected completion.
     poll_plan: poll_plan::PollPlan,
+    /// When the server last answered a job's request successfully (Unix ms).
+    last_server_success: std::sync::atomic::AtomicI64,
 }
 
 impl Ctx {
@@ -145,6 +147,11 @@ impl Ctx {
         job.state = next;
         self.progress(job);
         Ok(())
+    }
+
+    /// Notes that the server answered a request properly (see the runner's backoff).
+    fn server_answered(&self) {
+        self.last_server_success.store(crate::journal::now_ms(), std::sync::atomic::Ordering::Relaxed);
     }
 
     fn progress(&self, job: &JobRecord) {
@@ -452,6 +459,7 @@ pub async fn run(
         updates: options.updates.take(),
         marks_inboxes,
         poll_plan: poll_plan::PollPlan::default(),
+        last_server_success: std::sync::atomic::AtomicI64::new(0),
     });
 
     let cancel = CancellationToken::new();

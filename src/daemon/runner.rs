@@ -5,6 +5,7 @@
 //! `Retry-After`) and never fail a file on their own; only `max_job_age` gives up.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::{debug, info, warn};
@@ -56,11 +57,13 @@ pub(super) struct Runner<'a> {
     attempt: u32,
     /// When this process uploaded the job (not known for jobs resumed after a restart).
     submitted_at: Option<tokio::time::Instant>,
+    /// When this job's last retried request failed (Unix ms).
+    last_failure_ms: i64,
 }
 
 impl<'a> Runner<'a> {
     pub(super) fn new(ctx: &'a Ctx, job: JobRecord, watch: std::sync::Arc<WatchConfig>) -> Self {
-        Runner { ctx, job, watch, attempt: 0, submitted_at: None }
+        Runner { ctx, job, watch, attempt: 0, submitted_at: None, last_failure_ms: 0 }
     }
 
     fn source_path(&self) -> PathBuf {
@@ -100,6 +103,13 @@ impl<'a> Runner<'a> {
                 humantime::format_duration(Duration::from_secs(max_age.as_secs()))
             ));
         }
+        // If the server answered someone since this job's last failure, it is up again and this
+        // failure is sporadic: start the backoff afresh instead of waiting out an outage's growth.
+        let now = crate::journal::now_ms();
+        if cap == NETWORK_CAP && self.ctx.last_server_success.load(Ordering::Relaxed) > self.last_failure_ms {
+            self.attempt = 0;
+        }
+        self.last_failure_ms = now;
         let delay = backoff(self.attempt, retry_after, cap);
         self.attempt += 1;
         warn!(job = self.job.id, file = %self.job.source.rel_path.display(), error = %err, retry_in = ?delay, "{what} failed; will retry");
@@ -184,6 +194,7 @@ impl<'a> Runner<'a> {
             match result {
                 Ok(started) => {
                     self.ctx.gate.report_ok();
+                    self.ctx.server_answered();
                     self.ctx.metrics.submitted(
                         self.job.source.size,
                         started.quota,
@@ -222,15 +233,9 @@ impl<'a> Runner<'a> {
     /// (`Ok`), or an error that may pass (`Err`, e.g. an unreadable share).
     fn source_changed(&self, path: &Path) -> Option<std::io::Result<String>> {
         match std::fs::symlink_metadata(path) {
-            Ok(meta) => {
-                let stamp = crate::watch::stamp_of(&meta);
-                let same = stamp.size == self.job.source.size && stamp.mtime_ns == self.job.source.mtime_ns;
-                (!same).then(|| Ok("the file changed before it was sent; the new version is taken as a new job".into()))
-            }
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    && crate::watch::inbox_available(&self.watch.inbox).is_ok() =>
-            {
+            Ok(meta) => (crate::watch::stamp_of(&meta) != self.job.source.stamp())
+                .then(|| Ok("the file changed before it was sent; the new version is taken as a new job".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.inbox_ready().is_ok() => {
                 Some(Ok("the file was removed or renamed in the inbox before it was sent".into()))
             }
             Err(e) => Some(Err(e)),
@@ -269,6 +274,7 @@ impl<'a> Runner<'a> {
             if answer.is_ok() {
                 // A good answer ends a run of errors: the next error starts the backoff afresh.
                 self.attempt = 0;
+                self.ctx.server_answered();
             }
             match answer {
                 Ok(status) => match status.state {
@@ -327,6 +333,7 @@ impl<'a> Runner<'a> {
                 Ok(download) => match self.stage(download.path.clone(), download.kind) {
                     Ok(event) => {
                         self.ctx.metrics.downloaded(download.bytes);
+                        self.ctx.server_answered();
                         return event;
                     }
                     Err(DeliverError::Unsafe(reason)) => return Event::Fail { reason },
@@ -437,18 +444,24 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Whether the inbox can be trusted to show what is in it: readable, and carrying its marker
+    /// where the daemon places one (not for `retouchd process`).
+    fn inbox_ready(&self) -> std::io::Result<()> {
+        if self.ctx.marks_inboxes {
+            crate::watch::inbox_available(&self.watch.inbox)
+        } else {
+            std::fs::read_dir(&self.watch.inbox).map(drop)
+        }
+    }
+
     /// Whether the inbox still holds this job's file, unchanged. `Err` when that cannot be told
     /// (the inbox itself is unreadable: an unmounted share must not count as "gone").
     fn source_present(&self) -> std::io::Result<bool> {
-        if self.ctx.marks_inboxes {
-            crate::watch::inbox_available(&self.watch.inbox)?;
-        } else {
-            std::fs::read_dir(&self.watch.inbox)?;
-        }
+        self.inbox_ready()?;
         match std::fs::symlink_metadata(self.source_path()) {
             Ok(meta) => {
                 let stamp = crate::watch::stamp_of(&meta);
-                let same = stamp.size == self.job.source.size && stamp.mtime_ns == self.job.source.mtime_ns;
+                let same = stamp == self.job.source.stamp();
                 if !same {
                     info!(job = self.job.id, file = %self.job.source.rel_path.display(), ?stamp,
                         was_size = self.job.source.size, was_mtime_ns = self.job.source.mtime_ns,

@@ -203,3 +203,25 @@ async fn process_sends_files_once_writes_results_next_to_them_and_never_pays_twi
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out_dir.join("d/result.json").exists());
 }
+
+/// Regression: in `process` mode (no marker files) a file removed before its upload was retried
+/// as "inbox unavailable" until max_job_age instead of being dropped at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_drops_a_file_removed_before_its_upload() {
+    let sim = start_sim(SimConfig { delay_ms: 2000, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "max_uploads = 1", "");
+    let first = write(&ws.path("batch"), "a.jpg", &imagegen_jpeg(1));
+    let second = write(&ws.path("batch"), "b.jpg", &imagegen_jpeg(2));
+    let log = std::fs::File::create(ws.path("process.log")).unwrap();
+    let mut cmd = ws.command(&["process"]);
+    cmd.arg(&first).arg(&second).stdout(log.try_clone().unwrap()).stderr(log);
+    let mut child = Daemon(cmd.spawn().unwrap());
+    wait_for("the first upload", Duration::from_secs(20), async || (sim.stats().start_requests >= 1).then_some(()))
+        .await;
+    std::fs::remove_file(&second).unwrap();
+    let status = wait_exit(&mut child.0, Duration::from_secs(40)).await;
+    let out = ws.log("process");
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("b.jpg: failed: the file was removed or renamed"), "{out}");
+    assert_eq!(sim.stats().charged_starts, 1);
+}
