@@ -530,7 +530,10 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break Ok(summary),
             _ = pulse.tick() => {
-                notifier.alive(&status_line(&ctx, jobs.len(), queue.len(), &summary));
+                // Nothing before READY: systemd hears the service is up first, then its pulse.
+                if ready_sent {
+                    notifier.alive(&status_line(&ctx, jobs.len(), queue.len(), &summary));
+                }
                 write_live_status(&ctx, jobs.len(), queue.len(), &summary, &unavailable);
             }
             Some(new) = async { match reloads.as_mut() { Some(r) => r.recv().await, None => None } } => {
