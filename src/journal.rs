@@ -203,6 +203,35 @@ impl Journal {
         Ok(conn.last_insert_rowid())
     }
 
+    /// Records many jobs in one transaction (imports, and benchmarks that need a big journal).
+    pub fn insert_batch<'a>(&self, jobs: impl IntoIterator<Item = (&'a Source, &'a JobState)>) -> Result<()> {
+        let now = now_ms();
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT INTO jobs (inbox, rel_path, size, mtime_ns, state, data, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                )
+                .map_err(|e| self.err(e))?;
+            for (source, state) in jobs {
+                let data = serde_json::to_string(state).expect("job states serialize");
+                stmt.execute(params![
+                    bytes(&source.inbox),
+                    bytes(&source.rel_path),
+                    source.size as i64,
+                    source.mtime_ns,
+                    state.name(),
+                    data,
+                    now
+                ])
+                .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     /// Records a job's new state; committed before this returns.
     pub fn update(&self, id: JobId, state: &JobState) -> Result<()> {
         let data = serde_json::to_string(state).expect("job states serialize");

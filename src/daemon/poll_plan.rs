@@ -1,6 +1,13 @@
-//! When to poll a job: learn how long jobs take (per payload and file size class) and ask near
-//! the expected completion instead of on a fixed beat. Waits are never shorter than
-//! `poll_interval` (itself never below 2 s), so learning only ever saves requests.
+//! When to poll a job: ask near its expected completion instead of on a fixed beat.
+//!
+//! Two sources of expectation, best first:
+//! - the job's own `progress`: two answers (or one, counted from the upload) give a rate, and so
+//!   the time progress reaches 100;
+//! - how long jobs of the same class took before (payload and file size class, smoothed).
+//!
+//! With neither (the first job of a kind, still queued), the waits grow with the job's age
+//! (half of it), so a long queue costs a few requests, not one per interval. Waits are never
+//! shorter than `poll_interval` (itself never below 2 s): learning only ever saves requests.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -24,6 +31,15 @@ impl JobClass {
     }
 }
 
+/// One status answer for a job that was not finished yet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sighting {
+    /// Time since the upload.
+    pub at: Duration,
+    /// `progress` of an `active` job; `None` while queued or when the server sent none.
+    pub progress: Option<f64>,
+}
+
 /// Learned processing times.
 #[derive(Debug, Default)]
 pub struct PollPlan {
@@ -33,8 +49,10 @@ pub struct PollPlan {
 
 /// Weight of the newest observation.
 const ALPHA: f64 = 0.3;
-/// Ask a little before the expected completion, to not overshoot it by a whole interval.
-const EARLY: f64 = 0.9;
+/// Progress reaches 100 a little before `completed`; ask this share of the interval later.
+const AFTER_FULL: f64 = 0.25;
+/// Ask this much after a learned duration (jobs of a class vary a little).
+const LATE: f64 = 1.02;
 
 impl PollPlan {
     /// How long the server usually takes for this class, if known.
@@ -52,17 +70,56 @@ impl PollPlan {
         learned.insert(class, next);
     }
 
-    /// How long to wait before the next status request, `elapsed` after the upload and after
-    /// `polls` requests so far. Never less than `interval`.
-    pub fn next_wait(&self, class: JobClass, elapsed: Duration, polls: u32, interval: Duration) -> Duration {
-        match self.expected(class) {
-            // Before the expected completion: sleep until just before it.
-            Some(expected) if polls == 0 || elapsed < expected.mul_f64(EARLY) => {
-                expected.mul_f64(EARLY).saturating_sub(elapsed).max(interval)
-            }
-            _ => interval,
-        }
+    /// Records a completion seen at `seen` (since the upload), after the answers in `sightings`:
+    /// the job completed during the last wait, so learn a point in it, no more than one interval
+    /// back.
+    pub fn record_completion(&self, class: JobClass, seen: Duration, sightings: &[Sighting], interval: Duration) {
+        let last = sightings.last().map_or(Duration::ZERO, |s| s.at);
+        let from = last.max(seen.saturating_sub(interval));
+        self.record(class, (from + seen) / 2);
     }
+
+    /// How long to wait before the next status request, `elapsed` after the upload, having had
+    /// the answers in `sightings` (oldest first). Never less than `interval`.
+    pub fn next_wait(
+        &self,
+        class: JobClass,
+        elapsed: Duration,
+        sightings: &[Sighting],
+        interval: Duration,
+    ) -> Duration {
+        let latest_progress = sightings.last().and_then(|s| s.progress);
+        let target = if latest_progress.is_some_and(|p| p >= 100.0) {
+            // Done but not stored yet: any moment now.
+            elapsed + interval
+        } else if let Some(full) = full_progress_at(sightings) {
+            full + interval.mul_f64(AFTER_FULL)
+        } else {
+            match self.expected(class).map(|d| d.mul_f64(LATE)) {
+                Some(expected) if elapsed < expected => expected,
+                _ => elapsed + interval.max(elapsed / 2),
+            }
+        };
+        target.saturating_sub(elapsed).max(interval)
+    }
+}
+
+/// When progress will reach 100, from the latest answer with progress between 0 and 100 and the
+/// one before it (or the upload, if there is none).
+fn full_progress_at(sightings: &[Sighting]) -> Option<Duration> {
+    let (latest_index, latest) = sightings.iter().enumerate().rev().find(|(_, s)| s.progress.is_some())?;
+    let progress = latest.progress?;
+    if !(progress > 0.0 && progress < 100.0) {
+        return None;
+    }
+    // A queued answer means the work started after it; count from there.
+    let (from_at, from_progress) = match latest_index.checked_sub(1).map(|i| sightings[i]) {
+        Some(Sighting { at, progress: Some(p) }) if p < progress => (at, p),
+        Some(Sighting { at, progress: None }) => (at, 0.0),
+        _ => (Duration::ZERO, 0.0),
+    };
+    let per_point = latest.at.saturating_sub(from_at).as_secs_f64() / (progress - from_progress);
+    Some(latest.at + Duration::from_secs_f64(per_point * (100.0 - progress)))
 }
 
 #[cfg(test)]
@@ -75,36 +132,73 @@ mod tests {
         JobClass::new(r#"{"mode":"professional"}"#, 3 << 20)
     }
 
-    #[test]
-    fn without_history_it_polls_on_the_interval() {
-        let plan = PollPlan::default();
-        assert_eq!(plan.next_wait(class(), Duration::ZERO, 0, INTERVAL), INTERVAL);
-        assert_eq!(plan.next_wait(class(), Duration::from_secs(30), 6, INTERVAL), INTERVAL);
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    fn active(at: f64, progress: f64) -> Sighting {
+        Sighting { at: secs(at), progress: Some(progress) }
+    }
+
+    fn queued(at: f64) -> Sighting {
+        Sighting { at: secs(at), progress: None }
     }
 
     #[test]
-    fn with_history_the_first_poll_lands_just_before_the_expected_completion() {
+    fn without_history_it_polls_on_the_interval_then_backs_off_with_the_jobs_age() {
         let plan = PollPlan::default();
-        plan.record(class(), Duration::from_secs(60));
-        assert_eq!(plan.next_wait(class(), Duration::ZERO, 0, INTERVAL), Duration::from_secs(54));
-        // Past the expected time: back to the interval.
-        assert_eq!(plan.next_wait(class(), Duration::from_secs(55), 1, INTERVAL), INTERVAL);
+        assert_eq!(plan.next_wait(class(), Duration::ZERO, &[], INTERVAL), INTERVAL);
+        assert_eq!(plan.next_wait(class(), secs(5.0), &[queued(5.0)], INTERVAL), INTERVAL);
+        assert_eq!(plan.next_wait(class(), secs(30.0), &[queued(5.0), queued(30.0)], INTERVAL), secs(15.0));
+    }
+
+    #[test]
+    fn progress_gives_the_time_to_completion() {
+        let plan = PollPlan::default();
+        // 25% after 10 s from the upload: full at 40 s, asked 1.25 s later.
+        assert_eq!(plan.next_wait(class(), secs(10.0), &[active(10.0, 25.0)], INTERVAL), secs(31.25));
+        // Queued until 10 s, 50% at 20 s: full at 30 s.
+        assert_eq!(plan.next_wait(class(), secs(20.0), &[queued(10.0), active(20.0, 50.0)], INTERVAL), secs(11.25));
+        // Two active answers: the rate between them counts.
+        let two = [active(10.0, 10.0), active(20.0, 60.0)];
+        assert_eq!(plan.next_wait(class(), secs(20.0), &two, INTERVAL), secs(9.25));
+        // Progress 100 but not completed yet: the interval.
+        assert_eq!(plan.next_wait(class(), secs(40.0), &[active(40.0, 100.0)], INTERVAL), INTERVAL);
+    }
+
+    #[test]
+    fn with_history_the_first_poll_lands_just_after_the_expected_completion() {
+        let plan = PollPlan::default();
+        plan.record(class(), secs(60.0));
+        assert_eq!(plan.next_wait(class(), Duration::ZERO, &[], INTERVAL), secs(61.2));
+        // Past the expected time, still queued: back off with the job's age.
+        assert_eq!(plan.next_wait(class(), secs(62.0), &[queued(62.0)], INTERVAL), secs(31.0));
     }
 
     #[test]
     fn waits_are_never_shorter_than_the_interval() {
         let plan = PollPlan::default();
-        plan.record(class(), Duration::from_secs(3));
-        assert_eq!(plan.next_wait(class(), Duration::ZERO, 0, INTERVAL), INTERVAL);
-        assert_eq!(plan.next_wait(class(), Duration::from_secs(2), 0, INTERVAL), INTERVAL);
+        plan.record(class(), secs(3.0));
+        assert_eq!(plan.next_wait(class(), Duration::ZERO, &[], INTERVAL), INTERVAL);
+        assert_eq!(plan.next_wait(class(), secs(2.0), &[active(2.0, 99.0)], INTERVAL), INTERVAL);
+    }
+
+    #[test]
+    fn a_completion_is_learned_within_the_last_wait() {
+        let plan = PollPlan::default();
+        plan.record_completion(class(), secs(40.0), &[active(38.0, 95.0)], INTERVAL);
+        assert_eq!(plan.expected(class()), Some(secs(39.0)));
+        let other = JobClass::new("other", 0);
+        plan.record_completion(other, secs(60.0), &[], INTERVAL);
+        assert_eq!(plan.expected(other), Some(secs(57.5)));
     }
 
     #[test]
     fn learning_is_per_payload_and_size_class_and_smoothed() {
         let plan = PollPlan::default();
-        plan.record(class(), Duration::from_secs(60));
-        plan.record(class(), Duration::from_secs(30));
-        assert_eq!(plan.expected(class()), Some(Duration::from_secs(51)));
+        plan.record(class(), secs(60.0));
+        plan.record(class(), secs(30.0));
+        assert_eq!(plan.expected(class()), Some(secs(51.0)));
         assert_eq!(plan.expected(JobClass::new("other", 3 << 20)), None);
         assert_eq!(plan.expected(JobClass::new(r#"{"mode":"professional"}"#, 300 << 20)), None);
         assert_eq!(JobClass::new("p", 100), JobClass::new("p", 900_000));

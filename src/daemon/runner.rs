@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::Ctx;
 use super::gate::{Pass, PauseReason};
-use super::poll_plan::JobClass;
+use super::poll_plan::{JobClass, Sighting};
 use crate::api::{ApiError, Client, ErrorKind, TaskState};
 use crate::config::{OnExpired, OnSuccess, POLL_FLOOR, WatchConfig};
 use crate::deliver::{self, DeliverError, STAGING_DIR};
@@ -267,8 +267,9 @@ impl<'a> Runner<'a> {
         let class = JobClass::new(&self.watch.payload, self.job.source.size);
         let since = self.submitted_at.unwrap_or_else(tokio::time::Instant::now);
         let mut polls = 0;
+        let mut sightings: Vec<Sighting> = Vec::new();
         loop {
-            tokio::time::sleep(self.ctx.poll_plan.next_wait(class, since.elapsed(), polls, interval)).await;
+            tokio::time::sleep(self.ctx.poll_plan.next_wait(class, since.elapsed(), &sightings, interval)).await;
             polls += 1;
             let answer = client.status(task_id).await;
             if answer.is_ok() {
@@ -280,10 +281,8 @@ impl<'a> Runner<'a> {
                 Ok(status) => match status.state {
                     TaskState::Completed => {
                         debug!(job = self.job.id, task_id, polls, "completed on the server");
-                        if let Some(at) = self.submitted_at {
-                            // Seen up to one wait late: learn the midpoint of the last wait.
-                            let seen = at.elapsed();
-                            self.ctx.poll_plan.record(class, seen.saturating_sub(interval / 2));
+                        if self.submitted_at.is_some() {
+                            self.ctx.poll_plan.record_completion(class, since.elapsed(), &sightings, interval);
                         }
                         return Event::Completed;
                     }
@@ -291,7 +290,9 @@ impl<'a> Runner<'a> {
                         let reason = status.reason.unwrap_or_else(|| "no reason given".into());
                         return Event::Fail { reason: format!("the server could not retouch it: {reason}") };
                     }
-                    _ => {
+                    ref state => {
+                        let progress = if *state == TaskState::Active { status.progress } else { None };
+                        sightings.push(Sighting { at: since.elapsed(), progress });
                         if let Some(p) = status.progress {
                             self.job.progress = Some(p);
                             self.ctx.progress(&self.job);

@@ -37,6 +37,10 @@ pub struct SimConfig {
     pub processing_ms: u64,
     /// A random extra 0..this added to each job's processing time.
     pub processing_jitter_ms: u64,
+    /// Extra processing time per task in the payload (more plugins take longer).
+    pub processing_ms_per_task: u64,
+    /// Extra processing time per megabyte (10^6 bytes) of upload (bigger files take longer).
+    pub processing_ms_per_mb: u64,
     /// `progress` reaches 100 this long before `completed`.
     pub completion_lag_ms: u64,
     /// getFile answers 404 this long after `completed` (the result is not stored yet).
@@ -105,6 +109,8 @@ impl Default for SimConfig {
             credits: 1000,
             processing_ms: 3000,
             processing_jitter_ms: 0,
+            processing_ms_per_task: 0,
+            processing_ms_per_mb: 0,
             completion_lag_ms: 500,
             store_lag_ms: 300,
             retention_ms: 24 * 3600 * 1000,
@@ -147,6 +153,32 @@ pub struct SimStats {
     pub refused_starts: u64,
     /// Answers replaced by an injected fault.
     pub injected_faults: u64,
+    /// When things happened to each charged job, by job id.
+    pub timeline: BTreeMap<String, JobTimes>,
+}
+
+/// When things happened to one job, in Unix microseconds, for latency and freshness figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobTimes {
+    /// The uploaded file's name.
+    pub file_name: String,
+    /// The start request arrived (its head; the body streams in after).
+    pub upload_started_us: u64,
+    /// The upload was read and the job created.
+    pub created_us: u64,
+    /// How long the job takes on the simulated server.
+    pub processing_ms: u64,
+    /// The job turned `completed`: created + processing.
+    pub completed_us: u64,
+    /// The first getFile request for the job, whatever its answer.
+    pub first_get_file_us: Option<u64>,
+    /// The first getFile request that was answered with the result.
+    pub first_served_us: Option<u64>,
+}
+
+/// Now, in Unix microseconds.
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// One job the simulator knows.

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{Hostile, Job, Shared, SimConfig, results};
+use super::{Hostile, Job, JobTimes, Shared, SimConfig, results, unix_us};
 use crate::formats::{self, FileKind};
 
 /// Uploads are accepted up to this size (the documented limit is 100 MB); larger ones are cut off.
@@ -141,6 +141,15 @@ async fn read_form(shared: &Shared, multipart: &mut Multipart) -> Result<StartFo
     Ok(form)
 }
 
+/// How long a job takes: the base time, more per task and per megabyte, plus jitter.
+fn processing_time(config: &SimConfig, payload: &Value, size: u64) -> Duration {
+    let tasks = payload.get("tasks").and_then(Value::as_array).map_or(0, Vec::len) as u64;
+    let jitter = if config.processing_jitter_ms > 0 { fastrand::u64(..=config.processing_jitter_ms) } else { 0 };
+    let per_mb = config.processing_ms_per_mb as f64 * size as f64 / 1e6;
+    Duration::from_millis(config.processing_ms + config.processing_ms_per_task * tasks + jitter)
+        + Duration::from_secs_f64(per_mb / 1000.0)
+}
+
 /// A payload the simulator accepts: JSON with `mode` and a non-empty `tasks` list.
 fn valid_payload(text: Option<&str>) -> Option<Value> {
     let value: Value = serde_json::from_str(text?).ok()?;
@@ -150,6 +159,7 @@ fn valid_payload(text: Option<&str>) -> Option<Value> {
 }
 
 async fn start(State(shared): State<Shared>, headers: HeaderMap, mut multipart: Multipart) -> Response {
+    let started_us = unix_us();
     let config = shared.config();
     let key = headers.get("Idempotency-Key").and_then(|v| v.to_str().ok()).map(str::to_string);
     {
@@ -174,7 +184,7 @@ async fn start(State(shared): State<Shared>, headers: HeaderMap, mut multipart: 
         return response;
     }
     let header_token = headers.get("X-Retouch-Token").and_then(|v| v.to_str().ok());
-    let response = decide_start(&shared, &config, key, header_token, form);
+    let response = decide_start(&shared, &config, key, header_token, form, started_us);
     if response.status() != StatusCode::OK {
         shared.lock().stats.refused_starts += 1;
     }
@@ -188,6 +198,7 @@ fn decide_start(
     key: Option<String>,
     header_token: Option<&str>,
     form: StartForm,
+    started_us: u64,
 ) -> Response {
     let mut inner = shared.lock();
     let remaining = |charged: u64| config.quota.map(|q| q.saturating_sub(charged));
@@ -220,12 +231,25 @@ fn decide_start(
         return refuse(error(StatusCode::BAD_REQUEST, "File is too large"));
     }
     let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    let jitter = if config.processing_jitter_ms > 0 { fastrand::u64(..=config.processing_jitter_ms) } else { 0 };
+    let processing = processing_time(config, &payload, file.size);
+    let created_us = unix_us();
+    inner.stats.timeline.insert(
+        id.clone(),
+        JobTimes {
+            file_name: file.name.clone(),
+            upload_started_us: started_us,
+            created_us,
+            processing_ms: processing.as_millis() as u64,
+            completed_us: created_us + processing.as_micros() as u64,
+            first_get_file_us: None,
+            first_served_us: None,
+        },
+    );
     inner.jobs.insert(
         id.clone(),
         Job {
             created: Instant::now(),
-            processing: Duration::from_millis(config.processing_ms + jitter),
+            processing,
             fails: chance(config.fail_rate),
             input: file.path,
             input_kind: file.kind,
@@ -333,13 +357,22 @@ async fn get_file(State(shared): State<Shared>, Path(id): Path<String>) -> Respo
     let (input, input_kind, file_name, payload) = {
         let mut inner = shared.lock();
         *inner.stats.downloads_by_job.entry(id.clone()).or_default() += 1;
+        let now_us = unix_us();
         let Some(job) = inner.jobs.get(&id) else {
             return error(StatusCode::NOT_FOUND, "Task not found");
         };
-        if phase(job, &config, Instant::now()) != (Phase::Completed { stored: true }) {
+        let stored = phase(job, &config, Instant::now()) == (Phase::Completed { stored: true });
+        let found = (job.input.clone(), job.input_kind, job.file_name.clone(), job.payload.clone());
+        if let Some(times) = inner.stats.timeline.get_mut(&id) {
+            times.first_get_file_us.get_or_insert(now_us);
+            if stored {
+                times.first_served_us.get_or_insert(now_us);
+            }
+        }
+        if !stored {
             return error(StatusCode::NOT_FOUND, "File not found");
         }
-        (job.input.clone(), job.input_kind, job.file_name.clone(), job.payload.clone())
+        found
     };
     if let Some(response) = config.hostile.and_then(results::hostile) {
         return response;

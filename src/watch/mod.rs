@@ -223,9 +223,9 @@ pub async fn run(
     info!(inbox = %inbox.display(), mode = if polling { "scan" } else { "notify" }, network, "watching");
     let scan_every = if polling { config.scan_interval } else { config.rescan_interval };
     let mut scan_timer = tokio::time::interval_at(tokio::time::Instant::now() + scan_every, scan_every);
-    let tick_every = (config.settle / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
-    let mut tick = tokio::time::interval(tick_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Settled files are checked when due, in batches at most every DUE_GAP (a burst of files
+    // costs one pass over the pending ones, not one per file).
+    let mut last_due = tokio::time::Instant::now();
     let mut readiness = Readiness::new(config.settle, config.incomplete_grace);
     let mut paused: Option<String> = None;
 
@@ -287,10 +287,8 @@ pub async fn run(
                 }
             },
             _ = scan_timer.tick() => outgoing = full_scan(&mut readiness, &mut paused),
-            _ = tick.tick() => {
-                if readiness.pending() == 0 {
-                    continue;
-                }
+            _ = sleep_until_due(readiness.next_check(), last_due) => {
+                last_due = tokio::time::Instant::now();
                 let stat = |rel: &Path| {
                     inbox.join(rel).symlink_metadata().ok().filter(|m| m.is_file()).map(|m| stamp_of(&m))
                 };
@@ -303,6 +301,18 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// The shortest time between two passes over the pending files.
+const DUE_GAP: Duration = Duration::from_millis(20);
+
+/// Sleeps until the next pending file is due (never sooner than DUE_GAP after the last pass);
+/// forever when nothing is pending.
+async fn sleep_until_due(next: Option<Instant>, last_due: tokio::time::Instant) {
+    match next {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at).max(last_due + DUE_GAP)).await,
+        None => std::future::pending().await,
     }
 }
 

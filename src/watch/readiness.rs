@@ -17,6 +17,8 @@ pub struct Stamp {
 struct Tracked {
     stamp: Stamp,
     stable_since: Instant,
+    /// When to look at it next.
+    check_at: Instant,
 }
 
 /// What a settled file turned out to be.
@@ -36,11 +38,27 @@ pub struct Readiness {
     pending: HashMap<PathBuf, Tracked>,
     /// Files already handed on, with the stamp they had; seen again unchanged, they are skipped.
     handed: HashMap<PathBuf, Stamp>,
+    /// No later than the earliest `check_at` of the pending files.
+    next_check: Option<Instant>,
 }
 
 impl Readiness {
     pub fn new(settle: Duration, grace: Duration) -> Self {
-        Readiness { settle, grace, pending: HashMap::new(), handed: HashMap::new() }
+        Readiness { settle, grace, pending: HashMap::new(), handed: HashMap::new(), next_check: None }
+    }
+
+    /// How often a settled but incomplete file is looked at again.
+    fn recheck(&self) -> Duration {
+        (self.settle / 4).clamp(Duration::from_millis(50), Duration::from_millis(500))
+    }
+
+    /// When [`Readiness::due`] has something to do next; `None` when nothing is pending.
+    pub fn next_check(&self) -> Option<Instant> {
+        self.next_check
+    }
+
+    fn schedule(&mut self, at: Instant) {
+        self.next_check = Some(self.next_check.map_or(at, |next| next.min(at)));
     }
 
     /// Records that `rel` was seen with `stamp` at `now`.
@@ -48,16 +66,19 @@ impl Readiness {
         if self.handed.get(rel) == Some(&stamp) {
             return;
         }
+        let check_at = now + self.settle;
         match self.pending.get_mut(rel) {
-            Some(t) if t.stamp == stamp => {}
+            Some(t) if t.stamp == stamp => return,
             Some(t) => {
                 t.stamp = stamp;
                 t.stable_since = now;
+                t.check_at = check_at;
             }
             None => {
-                self.pending.insert(rel.to_path_buf(), Tracked { stamp, stable_since: now });
+                self.pending.insert(rel.to_path_buf(), Tracked { stamp, stable_since: now, check_at });
             }
         }
+        self.schedule(check_at);
     }
 
     /// Forgets a file that is gone.
@@ -87,8 +108,9 @@ impl Readiness {
     ) -> Vec<Outcome> {
         let mut out = Vec::new();
         let mut gone = Vec::new();
+        let recheck = self.recheck();
         for (rel, tracked) in self.pending.iter_mut() {
-            if now.duration_since(tracked.stable_since) < self.settle {
+            if now < tracked.check_at {
                 continue;
             }
             match stat(rel) {
@@ -96,12 +118,13 @@ impl Readiness {
                 Some(stamp) if stamp != tracked.stamp => {
                     tracked.stamp = stamp;
                     tracked.stable_since = now;
+                    tracked.check_at = now + self.settle;
                 }
                 Some(stamp) if complete(rel) => out.push(Outcome::Ready(rel.clone(), stamp)),
                 Some(stamp) if now.duration_since(tracked.stable_since) >= self.settle + self.grace => {
                     out.push(Outcome::Incomplete(rel.clone(), stamp))
                 }
-                Some(_) => {}
+                Some(_) => tracked.check_at = now + recheck,
             }
         }
         for rel in gone {
@@ -112,6 +135,7 @@ impl Readiness {
             self.pending.remove(rel);
             self.handed.insert(rel.clone(), *stamp);
         }
+        self.next_check = self.pending.values().map(|t| t.check_at).min();
         out.sort_by(|a, b| {
             let key = |o: &Outcome| match o {
                 Outcome::Ready(p, _) | Outcome::Incomplete(p, _) => p.clone(),
@@ -180,6 +204,24 @@ mod tests {
         assert_eq!(r.pending(), 0);
         r.observe(Path::new("a.jpg"), stamp(11), t0 + SETTLE * 3);
         assert_eq!(r.pending(), 1, "a rewritten file is tracked again");
+    }
+
+    #[test]
+    fn the_next_check_is_when_the_earliest_file_settles_or_is_rechecked() {
+        let t0 = Instant::now();
+        let mut r = Readiness::new(SETTLE, GRACE);
+        assert_eq!(r.next_check(), None);
+        r.observe(Path::new("b.jpg"), stamp(1), t0 + Duration::from_secs(2));
+        r.observe(Path::new("a.jpg"), stamp(1), t0);
+        assert_eq!(r.next_check(), Some(t0 + SETTLE));
+        // a.jpg settled but incomplete: looked at again a quarter of `settle` (at most 500 ms) later.
+        assert!(r.due(t0 + SETTLE, |_| Some(stamp(1)), |p| p != Path::new("a.jpg")).is_empty());
+        assert_eq!(r.next_check(), Some(t0 + SETTLE + Duration::from_millis(500)));
+        let out = r.due(t0 + SETTLE + Duration::from_millis(500), |_| Some(stamp(1)), |_| true);
+        assert_eq!(out, vec![Outcome::Ready("a.jpg".into(), stamp(1))]);
+        assert_eq!(r.next_check(), Some(t0 + Duration::from_secs(2) + SETTLE));
+        assert_eq!(r.due(t0 + Duration::from_secs(7), |_| Some(stamp(1)), |_| true).len(), 1);
+        assert_eq!(r.next_check(), None);
     }
 
     #[test]
