@@ -105,6 +105,15 @@ pub struct SimArgs {
     /// Time from start to completed.
     #[arg(long, value_parser = duration, default_value = "3s")]
     pub processing_time: Duration,
+    /// Extra processing time per task in the payload.
+    #[arg(long, value_parser = duration, default_value = "0s")]
+    pub time_per_task: Duration,
+    /// Extra processing time per MB of upload.
+    #[arg(long, value_parser = duration, default_value = "0s")]
+    pub time_per_mb: Duration,
+    /// A random extra 0..this added to each job's processing time.
+    #[arg(long, value_parser = duration, default_value = "0s")]
+    pub jitter: Duration,
     /// progress reaches 100 this long before completed.
     #[arg(long, value_parser = duration, default_value = "500ms")]
     pub completion_lag: Duration,

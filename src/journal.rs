@@ -394,6 +394,20 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_lands_in_one_transaction_and_reads_back_like_single_inserts() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let done = JobState::Done { outputs: vec!["/out/a.jpg".into()], moved_to: None };
+        let waiting = JobState::new("k".into());
+        let rows = [(source("a.jpg"), done.clone()), (source("b.jpg"), waiting.clone())];
+        journal.insert_batch(rows.iter().map(|(s, j)| (s, j))).unwrap();
+        assert_eq!(journal.latest_for(Path::new("/in"), Path::new("a.jpg")).unwrap().unwrap().state, done);
+        let unfinished = journal.unfinished().unwrap();
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!((unfinished[0].source.clone(), unfinished[0].state.clone()), (source("b.jpg"), waiting));
+    }
+
+    #[test]
     fn non_utf8_names_survive() {
         use std::os::unix::ffi::OsStrExt;
         let dir = tempfile::tempdir().unwrap();

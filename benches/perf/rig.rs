@@ -118,7 +118,8 @@ impl Rig {
             .stderr(log)
             .spawn()
             .expect("retouchd starts");
-        let mut daemon = Daemon(child);
+        let profiler = profile(self.dir.path(), child.id());
+        let mut daemon = Daemon(child, profiler);
         let mut buf = [0u8; 4096];
         loop {
             if let Ok(n) = socket.recv(&mut buf)
@@ -197,8 +198,29 @@ fn bench_root() -> PathBuf {
     root
 }
 
-/// A running daemon; SIGKILLed when dropped.
-pub struct Daemon(pub Child);
+/// With `RETOUCHD_BENCH_PROFILE=DIR`, `perf record -g` attaches to every daemon the bench
+/// starts, writing `DIR/<rig>.data` (read it with `perf report -i`).
+fn profile(rig: &Path, pid: u32) -> Option<Child> {
+    let dir = PathBuf::from(std::env::var_os("RETOUCHD_BENCH_PROFILE")?);
+    let _ = std::fs::create_dir_all(&dir);
+    let name = rig.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let out = dir.join(format!("{name}.data"));
+    eprintln!("   profiling into {}", out.display());
+    Command::new("perf")
+        .arg("record")
+        .arg("-g")
+        .arg("-o")
+        .arg(out)
+        .arg("-p")
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
+
+/// A running daemon (and its profiler, if any); SIGKILLed when dropped.
+pub struct Daemon(pub Child, Option<Child>);
 
 impl Daemon {
     pub fn pid(&self) -> u32 {
@@ -243,6 +265,11 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if let Some(mut perf) = self.1.take() {
+            // SAFETY: signalling our own child; perf writes its file on SIGINT.
+            unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+            let _ = perf.wait();
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -3,7 +3,8 @@
 //! Two sources of expectation, best first:
 //! - the job's own `progress`: two answers (or one, counted from the upload) give a rate, and so
 //!   the time progress reaches 100;
-//! - how long jobs of the same class took before (payload and file size class, smoothed).
+//! - how long jobs of the same class took before (payload and file size class, smoothed), or,
+//!   before any has completed, what a running job's progress says.
 //!
 //! With neither (the first job of a kind, still queued), the waits grow with the job's age
 //! (half of it), so a long queue costs a few requests, not one per interval. Waits are never
@@ -45,6 +46,9 @@ pub struct Sighting {
 pub struct PollPlan {
     /// Exponentially weighted average of observed durations, per class.
     learned: Mutex<HashMap<JobClass, Duration>>,
+    /// For classes with no completion yet: the latest estimate from a running job's progress, so
+    /// that jobs sent meanwhile need not discover it again.
+    estimated: Mutex<HashMap<JobClass, Duration>>,
 }
 
 /// Weight of the newest observation.
@@ -55,9 +59,10 @@ const AFTER_FULL: f64 = 0.25;
 const LATE: f64 = 1.02;
 
 impl PollPlan {
-    /// How long the server usually takes for this class, if known.
+    /// How long the server usually takes for this class, if known (or estimated).
     pub fn expected(&self, class: JobClass) -> Option<Duration> {
-        self.learned.lock().unwrap_or_else(|p| p.into_inner()).get(&class).copied()
+        let learned = self.learned.lock().unwrap_or_else(|p| p.into_inner()).get(&class).copied();
+        learned.or_else(|| self.estimated.lock().unwrap_or_else(|p| p.into_inner()).get(&class).copied())
     }
 
     /// Records that a job of `class` took `took` from upload to `completed`.
@@ -80,10 +85,12 @@ impl PollPlan {
     }
 
     /// How long to wait before the next status request, `elapsed` after the upload, having had
-    /// the answers in `sightings` (oldest first). Never less than `interval`.
+    /// the answers in `sightings` (oldest first). Never less than `interval`. `class` is `None`
+    /// when the upload time is unknown (a job resumed after a restart counts from the restart):
+    /// then nothing is learned from the job, nor used for it.
     pub fn next_wait(
         &self,
-        class: JobClass,
+        class: Option<JobClass>,
         elapsed: Duration,
         sightings: &[Sighting],
         interval: Duration,
@@ -93,9 +100,14 @@ impl PollPlan {
             // Done but not stored yet: any moment now.
             elapsed + interval
         } else if let Some(full) = full_progress_at(sightings) {
-            full + interval.mul_f64(AFTER_FULL)
+            if let Some(class) = class {
+                let estimate = full + interval.mul_f64(AFTER_FULL);
+                self.estimated.lock().unwrap_or_else(|p| p.into_inner()).insert(class, estimate);
+            }
+            // Never more than doubling the job's age on an estimate: progress may not be linear.
+            (full + interval.mul_f64(AFTER_FULL)).min(elapsed * 2)
         } else {
-            match self.expected(class).map(|d| d.mul_f64(LATE)) {
+            match class.and_then(|c| self.expected(c)).map(|d| d.mul_f64(LATE)) {
                 Some(expected) if elapsed < expected => expected,
                 _ => elapsed + interval.max(elapsed / 2),
             }
@@ -104,19 +116,31 @@ impl PollPlan {
     }
 }
 
-/// When progress will reach 100, from the latest answer with progress between 0 and 100 and the
-/// one before it (or the upload, if there is none).
+/// Progress must have moved this many points between two answers to give a rate.
+const MIN_STEP: f64 = 5.0;
+/// One answer alone gives a rate only this far along (the start of the work is uncertain).
+const MIN_SINGLE: f64 = 50.0;
+
+/// When progress will reach 100, from the latest answer with progress between 0 and 100: with
+/// an earlier answer at least MIN_STEP points back, or alone (counted from the last queued
+/// answer, or the upload) once past half way. `None` when the answers say too little.
 fn full_progress_at(sightings: &[Sighting]) -> Option<Duration> {
     let (latest_index, latest) = sightings.iter().enumerate().rev().find(|(_, s)| s.progress.is_some())?;
     let progress = latest.progress?;
     if !(progress > 0.0 && progress < 100.0) {
         return None;
     }
-    // A queued answer means the work started after it; count from there.
-    let (from_at, from_progress) = match latest_index.checked_sub(1).map(|i| sightings[i]) {
-        Some(Sighting { at, progress: Some(p) }) if p < progress => (at, p),
-        Some(Sighting { at, progress: None }) => (at, 0.0),
-        _ => (Duration::ZERO, 0.0),
+    // The latest earlier answer that was queued (the work started after it) or far enough back.
+    let earlier = sightings[..latest_index].iter().rev().find_map(|s| match s.progress {
+        Some(p) if progress - p >= MIN_STEP => Some((s.at, Some(p))),
+        None => Some((s.at, None)),
+        Some(_) => None,
+    });
+    let (from_at, from_progress) = match earlier {
+        Some((at, Some(p))) => (at, p),
+        Some((at, None)) if progress >= MIN_SINGLE => (at, 0.0),
+        None if progress >= MIN_SINGLE => (Duration::ZERO, 0.0),
+        _ => return None,
     };
     let per_point = latest.at.saturating_sub(from_at).as_secs_f64() / (progress - from_progress);
     Some(latest.at + Duration::from_secs_f64(per_point * (100.0 - progress)))
@@ -147,40 +171,90 @@ mod tests {
     #[test]
     fn without_history_it_polls_on_the_interval_then_backs_off_with_the_jobs_age() {
         let plan = PollPlan::default();
-        assert_eq!(plan.next_wait(class(), Duration::ZERO, &[], INTERVAL), INTERVAL);
-        assert_eq!(plan.next_wait(class(), secs(5.0), &[queued(5.0)], INTERVAL), INTERVAL);
-        assert_eq!(plan.next_wait(class(), secs(30.0), &[queued(5.0), queued(30.0)], INTERVAL), secs(15.0));
+        assert_eq!(plan.next_wait(Some(class()), Duration::ZERO, &[], INTERVAL), INTERVAL);
+        assert_eq!(plan.next_wait(Some(class()), secs(5.0), &[queued(5.0)], INTERVAL), INTERVAL);
+        assert_eq!(plan.next_wait(Some(class()), secs(30.0), &[queued(5.0), queued(30.0)], INTERVAL), secs(15.0));
     }
 
     #[test]
     fn progress_gives_the_time_to_completion() {
         let plan = PollPlan::default();
-        // 25% after 10 s from the upload: full at 40 s, asked 1.25 s later.
-        assert_eq!(plan.next_wait(class(), secs(10.0), &[active(10.0, 25.0)], INTERVAL), secs(31.25));
+        // 60% after 30 s from the upload: full at 50 s, asked 1.25 s later.
+        assert_eq!(plan.next_wait(Some(class()), secs(30.0), &[active(30.0, 60.0)], INTERVAL), secs(21.25));
         // Queued until 10 s, 50% at 20 s: full at 30 s.
-        assert_eq!(plan.next_wait(class(), secs(20.0), &[queued(10.0), active(20.0, 50.0)], INTERVAL), secs(11.25));
+        assert_eq!(
+            plan.next_wait(Some(class()), secs(20.0), &[queued(10.0), active(20.0, 50.0)], INTERVAL),
+            secs(11.25)
+        );
         // Two active answers: the rate between them counts.
         let two = [active(10.0, 10.0), active(20.0, 60.0)];
-        assert_eq!(plan.next_wait(class(), secs(20.0), &two, INTERVAL), secs(9.25));
+        assert_eq!(plan.next_wait(Some(class()), secs(20.0), &two, INTERVAL), secs(9.25));
         // Progress 100 but not completed yet: the interval.
-        assert_eq!(plan.next_wait(class(), secs(40.0), &[active(40.0, 100.0)], INTERVAL), INTERVAL);
+        assert_eq!(plan.next_wait(Some(class()), secs(40.0), &[active(40.0, 100.0)], INTERVAL), INTERVAL);
+    }
+
+    #[test]
+    fn a_little_progress_alone_is_no_estimate_and_estimates_never_more_than_double_the_age() {
+        let plan = PollPlan::default();
+        // 1% right after a queued answer could mean full in 5 s or in 450 s: back off with age.
+        assert_eq!(
+            plan.next_wait(Some(class()), secs(13.5), &[queued(9.0), active(13.5, 1.0)], INTERVAL),
+            INTERVAL.max(secs(6.75))
+        );
+        // Progress that barely moved gives no rate either, but an answer further back may.
+        assert_eq!(
+            plan.next_wait(Some(class()), secs(20.0), &[active(10.0, 10.0), active(20.0, 12.0)], INTERVAL),
+            secs(10.0)
+        );
+        let three = [active(10.0, 10.0), active(15.0, 12.0), active(20.0, 20.0)];
+        assert_eq!(
+            plan.next_wait(Some(class()), secs(20.0), &three, INTERVAL),
+            secs(20.0),
+            "10 points in 10 s, capped"
+        );
+        // The most recent answer far enough back counts: 50 points in 5 s, 38 to go.
+        let three = [active(10.0, 10.0), active(15.0, 12.0), active(20.0, 62.0)];
+        let wait = plan.next_wait(Some(class()), secs(20.0), &three, INTERVAL);
+        assert!(wait.abs_diff(secs(3.8 + 1.25)) < Duration::from_millis(1), "{wait:?}");
+        // 10 points in 10 s at 20 s: full at 90 s, but the wait stops at 40 s (twice the age).
+        assert_eq!(
+            plan.next_wait(Some(class()), secs(20.0), &[active(10.0, 10.0), active(20.0, 20.0)], INTERVAL),
+            secs(20.0)
+        );
     }
 
     #[test]
     fn with_history_the_first_poll_lands_just_after_the_expected_completion() {
         let plan = PollPlan::default();
         plan.record(class(), secs(60.0));
-        assert_eq!(plan.next_wait(class(), Duration::ZERO, &[], INTERVAL), secs(61.2));
+        assert_eq!(plan.next_wait(Some(class()), Duration::ZERO, &[], INTERVAL), secs(61.2));
         // Past the expected time, still queued: back off with the job's age.
-        assert_eq!(plan.next_wait(class(), secs(62.0), &[queued(62.0)], INTERVAL), secs(31.0));
+        assert_eq!(plan.next_wait(Some(class()), secs(62.0), &[queued(62.0)], INTERVAL), secs(31.0));
+    }
+
+    #[test]
+    fn a_running_jobs_estimate_guides_jobs_of_its_class_until_one_completes() {
+        let plan = PollPlan::default();
+        plan.next_wait(Some(class()), secs(30.0), &[active(30.0, 60.0)], INTERVAL);
+        // Full at 50 s, asked 1.25 s later; a new job of the class waits for that (+2%).
+        assert_eq!(plan.expected(class()), Some(secs(51.25)));
+        assert_eq!(plan.next_wait(Some(class()), Duration::ZERO, &[], INTERVAL), secs(51.25).mul_f64(LATE));
+        assert_eq!(plan.expected(JobClass::new("other", 0)), None);
+        plan.record(class(), secs(40.0));
+        assert_eq!(plan.expected(class()), Some(secs(40.0)), "a real completion wins");
+        // A job resumed after a restart (upload time unknown) neither uses nor feeds the plan.
+        assert_eq!(plan.next_wait(None, Duration::ZERO, &[], INTERVAL), INTERVAL);
+        let fresh = PollPlan::default();
+        fresh.next_wait(None, secs(30.0), &[active(30.0, 60.0)], INTERVAL);
+        assert_eq!(fresh.expected(class()), None);
     }
 
     #[test]
     fn waits_are_never_shorter_than_the_interval() {
         let plan = PollPlan::default();
         plan.record(class(), secs(3.0));
-        assert_eq!(plan.next_wait(class(), Duration::ZERO, &[], INTERVAL), INTERVAL);
-        assert_eq!(plan.next_wait(class(), secs(2.0), &[active(2.0, 99.0)], INTERVAL), INTERVAL);
+        assert_eq!(plan.next_wait(Some(class()), Duration::ZERO, &[], INTERVAL), INTERVAL);
+        assert_eq!(plan.next_wait(Some(class()), secs(2.0), &[active(2.0, 99.0)], INTERVAL), INTERVAL);
     }
 
     #[test]

@@ -264,7 +264,8 @@ impl<'a> Runner<'a> {
     async fn poll(&mut self, task_id: &str, host: &str) -> Event {
         let client = self.client_for(host);
         let interval = self.ctx.config().server.poll_interval.max(POLL_FLOOR);
-        let class = JobClass::new(&self.watch.payload, self.job.source.size);
+        // Timing is learned only from jobs whose upload time is known (not resumed ones).
+        let class = self.submitted_at.map(|_| JobClass::new(&self.watch.payload, self.job.source.size));
         let since = self.submitted_at.unwrap_or_else(tokio::time::Instant::now);
         let mut polls = 0;
         let mut sightings: Vec<Sighting> = Vec::new();
@@ -281,7 +282,7 @@ impl<'a> Runner<'a> {
                 Ok(status) => match status.state {
                     TaskState::Completed => {
                         debug!(job = self.job.id, task_id, polls, "completed on the server");
-                        if self.submitted_at.is_some() {
+                        if let Some(class) = class {
                             self.ctx.poll_plan.record_completion(class, since.elapsed(), &sightings, interval);
                         }
                         return Event::Completed;

@@ -188,6 +188,30 @@ async fn get_file_answers_404_until_the_result_is_stored_then_a_zip_of_layers() 
 }
 
 #[tokio::test]
+async fn the_timeline_records_upload_completion_and_first_download_and_processing_follows_the_knobs() {
+    // 100 ms base + 2 tasks × 200 ms + 0.5 MB × 400 ms/MB = 700 ms.
+    let knobs = SimConfig { processing_ms: 100, processing_ms_per_task: 200, processing_ms_per_mb: 400, ..fast_sim() };
+    let sim = start_sim(SimConfig { store_lag_ms: 0, ..knobs }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = jpeg();
+    bytes.resize(500_000, 0);
+    let photo = write(dir.path(), "photo.jpg", &bytes);
+    let client = client_for(&sim, TOKEN);
+    let before = retouchd::sim::unix_us();
+    let id = client.start(&photo, "photo.jpg", LAYERED, "k").await.unwrap().id;
+    completed(&client, &id).await;
+    wait_for("the result", Duration::from_secs(5), async || client.get_file(&id, dir.path()).await.ok()).await;
+    let times = sim.stats().timeline[&id].clone();
+    assert_eq!(times.file_name, "photo.jpg");
+    assert_eq!(times.processing_ms, 700);
+    assert!(before <= times.upload_started_us && times.upload_started_us <= times.created_us, "{times:?}");
+    assert_eq!(times.completed_us, times.created_us + 700_000);
+    let first = times.first_get_file_us.expect("a getFile was seen");
+    assert!(first >= times.completed_us, "fetched only after completion: {times:?}");
+    assert_eq!(times.first_served_us, Some(first), "stored at once (store lag 0)");
+}
+
+#[tokio::test]
 async fn get_file_is_served_as_octet_stream_under_the_original_name() {
     let sim = start_sim(fast_sim()).await;
     let dir = tempfile::tempdir().unwrap();
