@@ -100,6 +100,22 @@ fn path_of(bytes: Vec<u8>) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(bytes))
 }
 
+const INSERT: &str = "INSERT INTO jobs (inbox, rel_path, size, mtime_ns, state, data, created_at, updated_at)
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)";
+
+fn insert_row(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    source: &Source,
+    state: &JobState,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let data = serde_json::to_string(state).expect("job states serialize");
+    let name = state.name();
+    let size = source.size as i64;
+    stmt.execute(params![bytes(&source.inbox), bytes(&source.rel_path), size, source.mtime_ns, name, data, now])
+        .map(drop)
+}
+
 const SELECT: &str = "SELECT id, inbox, rel_path, size, mtime_ns, data, created_at, updated_at, progress FROM jobs";
 
 impl Journal {
@@ -183,23 +199,9 @@ impl Journal {
 
     /// Records a new job; the state is committed before this returns.
     pub fn insert(&self, source: &Source, state: &JobState) -> Result<JobId> {
-        let data = serde_json::to_string(state).expect("job states serialize");
-        let now = now_ms();
         let conn = self.lock();
-        conn.execute(
-            "INSERT INTO jobs (inbox, rel_path, size, mtime_ns, state, data, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-            params![
-                bytes(&source.inbox),
-                bytes(&source.rel_path),
-                source.size as i64,
-                source.mtime_ns,
-                state.name(),
-                data,
-                now
-            ],
-        )
-        .map_err(|e| self.err(e))?;
+        let mut stmt = conn.prepare_cached(INSERT).map_err(|e| self.err(e))?;
+        insert_row(&mut stmt, source, state, now_ms()).map_err(|e| self.err(e))?;
         Ok(conn.last_insert_rowid())
     }
 
@@ -209,24 +211,9 @@ impl Journal {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT INTO jobs (inbox, rel_path, size, mtime_ns, state, data, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-                )
-                .map_err(|e| self.err(e))?;
+            let mut stmt = tx.prepare_cached(INSERT).map_err(|e| self.err(e))?;
             for (source, state) in jobs {
-                let data = serde_json::to_string(state).expect("job states serialize");
-                stmt.execute(params![
-                    bytes(&source.inbox),
-                    bytes(&source.rel_path),
-                    source.size as i64,
-                    source.mtime_ns,
-                    state.name(),
-                    data,
-                    now
-                ])
-                .map_err(|e| self.err(e))?;
+                insert_row(&mut stmt, source, state, now).map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
@@ -235,12 +222,11 @@ impl Journal {
     /// Records a job's new state; committed before this returns.
     pub fn update(&self, id: JobId, state: &JobState) -> Result<()> {
         let data = serde_json::to_string(state).expect("job states serialize");
-        self.lock()
-            .execute(
-                "UPDATE jobs SET state = ?2, data = ?3, updated_at = ?4 WHERE id = ?1",
-                params![id, state.name(), data, now_ms()],
-            )
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("UPDATE jobs SET state = ?2, data = ?3, updated_at = ?4 WHERE id = ?1")
             .map_err(|e| self.err(e))?;
+        stmt.execute(params![id, state.name(), data, now_ms()]).map_err(|e| self.err(e))?;
         Ok(())
     }
 

@@ -47,8 +47,12 @@ pub struct Rig {
 
 impl Rig {
     pub fn new(runtime: &tokio::runtime::Runtime, sim: SimConfig) -> Rig {
-        // On the work disk, not a tmpfs: the daemon's fsyncs and renames should cost what they cost.
-        let dir = tempfile::Builder::new().prefix("retouchd-bench-").tempdir_in(bench_root()).expect("temp folder");
+        Rig::new_in(runtime, sim, &bench_root())
+    }
+
+    /// A rig whose folders are below `root`.
+    pub fn new_in(runtime: &tokio::runtime::Runtime, sim: SimConfig, root: &Path) -> Rig {
+        let dir = tempfile::Builder::new().prefix("retouchd-bench-").tempdir_in(root).expect("temp folder");
         let sim = runtime.block_on(Simulator::start("127.0.0.1:0".parse().unwrap(), sim)).expect("simulator starts");
         Rig { dir, sim, runtime: runtime.handle().clone() }
     }
@@ -188,9 +192,17 @@ fn tail(text: &str) -> &str {
     &text[start..]
 }
 
-/// Where rigs live: `$RETOUCHD_BENCH_DIR`, else `target/bench-tmp` (a real disk, unlike /tmp
-/// on some machines).
-fn bench_root() -> PathBuf {
+/// A tmpfs to compare the disk with (`/dev/shm`), if this machine has one.
+pub fn memory_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    let tmpfs = mounts.lines().any(|l| l.split_whitespace().take(3).eq(["tmpfs", "/dev/shm", "tmpfs"]));
+    let root = Path::new("/dev/shm/retouchd-bench");
+    (tmpfs && std::fs::create_dir_all(root).is_ok()).then(|| root.to_path_buf())
+}
+
+/// Where rigs live: `$RETOUCHD_BENCH_DIR`, else `target/bench-tmp` (the disk the project is on:
+/// the daemon's fsyncs, creates and renames should cost what they cost there).
+pub fn bench_root() -> PathBuf {
     let root = std::env::var_os("RETOUCHD_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp"));

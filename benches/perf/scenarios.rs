@@ -2,7 +2,7 @@
 //! that the work was really done (results delivered, credits charged once), and returns rows.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use retouchd::job::JobState;
@@ -10,7 +10,7 @@ use retouchd::journal::{Journal, Source};
 use retouchd::sim::SimConfig;
 
 use crate::Row;
-use crate::rig::{Inbox, Rig, TOKEN, instant_sim, mean, quantile, sized_png, small_png};
+use crate::rig::{self, Inbox, Rig, TOKEN, instant_sim, mean, memory_root, quantile, sized_png, small_png};
 
 const MB: f64 = 1e6;
 
@@ -19,15 +19,50 @@ const FAST_IN_FLIGHT: usize = 1024;
 const FAST_UPLOADS: usize = 4;
 
 pub fn throughput(runtime: &tokio::runtime::Runtime) -> Vec<Row> {
-    let mut rows = small_files(runtime, 2000, Some((FAST_IN_FLIGHT, FAST_UPLOADS)));
-    rows.extend(small_files(runtime, 2000, None));
+    let fast = Some((FAST_IN_FLIGHT, FAST_UPLOADS));
+    let mut rows = small_files(runtime, 2000, fast, None);
+    // The same with the daemon's folders in memory: what the disk costs.
+    if let Some(root) = memory_root() {
+        rows.extend(small_files(runtime, 2000, fast, Some(root)));
+    }
+    rows.extend(small_files(runtime, 2000, None, None));
     rows.extend(large_files(runtime, 20, 20_000_000));
+    rows.push(file_creation_cost());
     rows
 }
 
-/// `count` small PNGs renamed into one inbox at once; drop to delivered.
-fn small_files(runtime: &tokio::runtime::Runtime, count: usize, limits: Option<(usize, usize)>) -> Vec<Row> {
-    let rig = Rig::new(runtime, instant_sim());
+/// What creating a small file costs on the bench disk (and on tmpfs): the bound of the
+/// small-file run, where each job creates five (download, result folder, two layers, result.json).
+fn file_creation_cost() -> Row {
+    const FILES: usize = 2000;
+    let cost = |root: &Path| {
+        let dir = tempfile::Builder::new().prefix("creates-").tempdir_in(root).expect("temp folder");
+        let start = Instant::now();
+        for i in 0..FILES {
+            std::fs::write(dir.path().join(format!("f{i}")), [7u8; 300]).expect("small file");
+        }
+        start.elapsed().as_secs_f64() * 1e6 / FILES as f64
+    };
+    let disk = cost(&rig::bench_root());
+    let value = match memory_root() {
+        Some(root) => format!("{disk:.0} µs on disk, {:.0} µs on tmpfs", cost(&root)),
+        None => format!("{disk:.0} µs on disk"),
+    };
+    Row::info("throughput", format!("creating one small file (mean of {FILES}; a job creates 5)"), value)
+}
+
+/// `count` small PNGs renamed into one inbox at once; drop to delivered. Folders below `root`
+/// if given (a tmpfs), else on the project's disk.
+fn small_files(
+    runtime: &tokio::runtime::Runtime,
+    count: usize,
+    limits: Option<(usize, usize)>,
+    root: Option<PathBuf>,
+) -> Vec<Row> {
+    let rig = match &root {
+        Some(root) => Rig::new_in(runtime, instant_sim(), root),
+        None => Rig::new(runtime, instant_sim()),
+    };
     let (server, label) = match limits {
         Some((in_flight, uploads)) => (
             format!("max_in_flight = {in_flight}\nmax_uploads = {uploads}"),
@@ -55,9 +90,11 @@ fn small_files(runtime: &tokio::runtime::Runtime, count: usize, limits: Option<(
     let first = stats.timeline.values().map(|t| t.upload_started_us).min().unwrap_or(0);
     let last = stats.timeline.values().map(|t| t.upload_started_us).max().unwrap_or(0);
     let upload_rate = count as f64 / ((last - first) as f64 / 1e6);
-    let measure = format!("{count} small PNGs, drop to delivered ({label}; settle {}, poll floor 2 s)", inbox.settle);
+    let place = if root.is_some() { "folders on tmpfs" } else { "folders on disk" };
+    let measure =
+        format!("{count} small PNGs, drop to delivered ({label}; settle {}, poll floor 2 s; {place})", inbox.settle);
     let mut rows = vec![];
-    if limits.is_some() {
+    if limits.is_some() && root.is_none() {
         rows.push(Row::judged(
             "throughput",
             measure,
