@@ -76,6 +76,9 @@ pub enum JournalError {
     },
     #[error("journal entry {id} cannot be read: {detail}")]
     BadRow { id: JobId, detail: String },
+    /// A batch this write was part of failed (the first write of the batch has the full error).
+    #[error("journal error on {path}: {detail}")]
+    Batch { path: PathBuf, detail: String },
 }
 
 pub type Result<T> = std::result::Result<T, JournalError>;
@@ -114,6 +117,20 @@ fn insert_row(
     let size = source.size as i64;
     stmt.execute(params![bytes(&source.inbox), bytes(&source.rel_path), size, source.mtime_ns, name, data, now])
         .map(drop)
+}
+
+const UPDATE: &str = "UPDATE jobs SET state = ?2, data = ?3, updated_at = ?4 WHERE id = ?1";
+
+fn update_row(stmt: &mut rusqlite::CachedStatement<'_>, id: JobId, state: &JobState, now: i64) -> rusqlite::Result<()> {
+    let data = serde_json::to_string(state).expect("job states serialize");
+    stmt.execute(params![id, state.name(), data, now]).map(drop)
+}
+
+/// One write of a batch (see [`Journal::write_batch`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Write<'a> {
+    Insert(&'a Source, &'a JobState),
+    Update(JobId, &'a JobState),
 }
 
 const SELECT: &str = "SELECT id, inbox, rel_path, size, mtime_ns, data, created_at, updated_at, progress FROM jobs";
@@ -207,27 +224,40 @@ impl Journal {
 
     /// Records many jobs in one transaction (imports, and benchmarks that need a big journal).
     pub fn insert_batch<'a>(&self, jobs: impl IntoIterator<Item = (&'a Source, &'a JobState)>) -> Result<()> {
+        let writes: Vec<Write<'a>> = jobs.into_iter().map(|(source, state)| Write::Insert(source, state)).collect();
+        self.write_batch(&writes).map(drop)
+    }
+
+    /// Applies `writes` in order in one transaction: one sync to disk for all of them. Returns,
+    /// for each write, the job's id (new for an insert).
+    pub fn write_batch(&self, writes: &[Write<'_>]) -> Result<Vec<JobId>> {
         let now = now_ms();
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        {
-            let mut stmt = tx.prepare_cached(INSERT).map_err(|e| self.err(e))?;
-            for (source, state) in jobs {
-                insert_row(&mut stmt, source, state, now).map_err(|e| self.err(e))?;
+        let mut ids = Vec::with_capacity(writes.len());
+        for write in writes {
+            match write {
+                Write::Insert(source, state) => {
+                    let mut stmt = tx.prepare_cached(INSERT).map_err(|e| self.err(e))?;
+                    insert_row(&mut stmt, source, state, now).map_err(|e| self.err(e))?;
+                    ids.push(tx.last_insert_rowid());
+                }
+                Write::Update(id, state) => {
+                    let mut stmt = tx.prepare_cached(UPDATE).map_err(|e| self.err(e))?;
+                    update_row(&mut stmt, *id, state, now).map_err(|e| self.err(e))?;
+                    ids.push(*id);
+                }
             }
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(ids)
     }
 
     /// Records a job's new state; committed before this returns.
     pub fn update(&self, id: JobId, state: &JobState) -> Result<()> {
-        let data = serde_json::to_string(state).expect("job states serialize");
         let conn = self.lock();
-        let mut stmt = conn
-            .prepare_cached("UPDATE jobs SET state = ?2, data = ?3, updated_at = ?4 WHERE id = ?1")
-            .map_err(|e| self.err(e))?;
-        stmt.execute(params![id, state.name(), data, now_ms()]).map_err(|e| self.err(e))?;
-        Ok(())
+        let mut stmt = conn.prepare_cached(UPDATE).map_err(|e| self.err(e))?;
+        update_row(&mut stmt, id, state, now_ms()).map_err(|e| self.err(e))
     }
 
     /// Records the server's progress figure (not synced: losing it costs nothing).

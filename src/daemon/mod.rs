@@ -9,6 +9,7 @@
 //! anything: jobs already running keep the watch settings they started with, new jobs take the
 //! new token, payload and intervals, and watchers restart only if the watches changed.
 
+mod commits;
 mod gate;
 mod metrics;
 mod poll_plan;
@@ -84,7 +85,9 @@ pub struct Summary {
 /// What every job task shares.
 pub(crate) struct Ctx {
     config: RwLock<Arc<Config>>,
-    journal: Journal,
+    journal: Arc<Journal>,
+    /// Group commit of new jobs and state changes (see [`commits`]).
+    commits: commits::Committer,
     gate: Gate,
     uploads: Semaphore,
     client: RwLock<Client>,
@@ -131,7 +134,7 @@ impl Ctx {
     }
 
     /// Applies `event` to the job and commits the new state before anything depends on it.
-    fn advance(&self, job: &mut JobRecord, event: Event) -> Result<(), JournalError> {
+    async fn advance(&self, job: &mut JobRecord, event: Event) -> Result<(), JournalError> {
         let next = match job.state.apply(event) {
             Ok(next) => next,
             Err(e) => {
@@ -142,7 +145,7 @@ impl Ctx {
                 }
             }
         };
-        self.journal.update(job.id, &next)?;
+        self.commits.update(job.id, next.clone()).await?;
         info!(job = job.id, file = %job.source.rel_path.display(), state = next.name(), "job state");
         job.state = next;
         self.progress(job);
@@ -272,7 +275,7 @@ async fn new_job(ctx: Arc<Ctx>, item: Queued) -> Result<Option<JobRecord>, runne
             JobState::rejected(reason)
         }
     };
-    let id = ctx.journal.insert(&source, &state).map_err(runner::Halt::Journal)?;
+    let id = ctx.commits.insert(source.clone(), state.clone()).await.map_err(runner::Halt::Journal)?;
     let now = crate::journal::now_ms();
     let record = JobRecord { id, source, state, created_at: now, updated_at: now, progress: None };
     ctx.progress(&record);
@@ -447,10 +450,16 @@ pub async fn run(
     for warning in &config.warnings {
         warn!("{warning}");
     }
+    let journal = Arc::new(journal);
+    let commits = commits::Committer::start(Arc::clone(&journal)).map_err(|e| JournalError::Batch {
+        path: journal.path().to_path_buf(),
+        detail: format!("cannot start the journal writer thread: {e}"),
+    })?;
     let ctx = Arc::new(Ctx {
         uploads: Semaphore::new(config.server.max_uploads),
         config: RwLock::new(Arc::new(config)),
         journal,
+        commits,
         gate: Gate::default(),
         client: RwLock::new(client),
         clients: Mutex::new(HashMap::new()),

@@ -131,7 +131,7 @@ impl<'a> Runner<'a> {
                 JobState::Done { .. } | JobState::Failed { .. } | JobState::Rejected { .. } => break,
             };
             self.attempt = 0;
-            self.ctx.advance(&mut self.job, event).map_err(Halt::Journal)?;
+            self.ctx.advance(&mut self.job, event).await.map_err(Halt::Journal)?;
             if self.job.state.is_terminal() {
                 self.ctx.metrics.finished(self.age());
                 self.run_hook().await;
@@ -332,7 +332,7 @@ impl<'a> Runner<'a> {
                 continue;
             }
             let err = match client.get_file(task_id, &staging).await {
-                Ok(download) => match self.stage(download.path.clone(), download.kind) {
+                Ok(download) => match self.stage(download.path.clone(), download.kind).await {
                     Ok(event) => {
                         self.ctx.metrics.downloaded(download.bytes);
                         self.ctx.server_answered();
@@ -388,39 +388,15 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Turns a download into a staged result (extracted folder or image file) beside the outbox.
-    fn stage(&self, download: PathBuf, kind: FileKind) -> Result<Event, DeliverError> {
-        let staging = download.parent().map(Path::to_path_buf).unwrap_or_default();
-        let (dir, stem, ext) = deliver::result_target(&self.watch.outbox, &self.job.source.rel_path, kind);
-        let staged = staging.join(format!("job-{}{}", self.job.id, ext.map(|e| format!(".{e}")).unwrap_or_default()));
-        if staged.is_dir() {
-            std::fs::remove_dir_all(&staged)?;
-        } else if staged.exists() {
-            std::fs::remove_file(&staged)?;
-        }
-        match kind {
-            FileKind::Zip => {
-                let result = deliver::extract_zip(&download, &staged, self.ctx.config().server.max_result_bytes);
-                let _ = std::fs::remove_file(&download);
-                if result.is_err() && staged.exists() {
-                    let _ = std::fs::remove_dir_all(&staged);
-                }
-                result?;
-                deliver::sync_dir(&staged);
-            }
-            FileKind::Png | FileKind::Jpeg => std::fs::rename(&download, &staged)?,
-            FileKind::Unknown => {
-                let _ = std::fs::remove_file(&download);
-                return Err(DeliverError::Unsafe(
-                    "the server sent something that is neither a ZIP archive nor an image".into(),
-                ));
-            }
-        }
-        let target = match ext {
-            Some(ext) => dir.join(format!("{stem}.{ext}")),
-            None => dir.join(stem),
-        };
-        Ok(Event::Staged { staged, target })
+    /// Turns a download into a staged result (extracted folder or image file) beside the outbox,
+    /// on a blocking thread (extraction writes and syncs files).
+    async fn stage(&self, download: PathBuf, kind: FileKind) -> Result<Event, DeliverError> {
+        let outbox = self.watch.outbox.clone();
+        let rel = self.job.source.rel_path.clone();
+        let (id, max_bytes) = (self.job.id, self.ctx.config().server.max_result_bytes);
+        tokio::task::spawn_blocking(move || stage_download(download, kind, &outbox, &rel, id, max_bytes))
+            .await
+            .unwrap_or_else(|e| Err(DeliverError::Io(std::io::Error::other(e))))
     }
 
     async fn publish(&mut self, staged: &Path, target: &Path) -> Event {
@@ -432,7 +408,13 @@ impl<'a> Runner<'a> {
             let dir = target.parent().unwrap_or(Path::new("."));
             let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let (stem, ext) = if staged.is_dir() { (name.as_str(), None) } else { deliver::split_name(&name) };
-            match deliver::place(staged, dir, stem, ext) {
+            let (from, dir, stem, ext) =
+                (staged.to_path_buf(), dir.to_path_buf(), stem.to_string(), ext.map(str::to_string));
+            // A rename and folder syncs: on a blocking thread.
+            let placed = tokio::task::spawn_blocking(move || deliver::place(&from, &dir, &stem, ext.as_deref()))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            match placed {
                 Ok(final_path) => {
                     info!(job = self.job.id, file = %self.job.source.rel_path.display(), output = %final_path.display(), "delivered");
                     return Event::Published { outputs: vec![final_path] };
@@ -481,19 +463,22 @@ impl<'a> Runner<'a> {
 
     async fn settle_done(&mut self) -> Event {
         loop {
-            let result = self.source_present().and_then(|present| {
-                if !present {
-                    return Ok(None);
-                }
-                match self.watch.on_success {
+            let result = match self.source_present() {
+                Ok(true) => match self.watch.on_success {
                     OnSuccess::Move => {
-                        deliver::move_source(&self.source_path(), &self.watch.done_dir, &self.job.source.rel_path)
-                            .map(Some)
+                        let (src, done, rel) =
+                            (self.source_path(), self.watch.done_dir.clone(), self.job.source.rel_path.clone());
+                        // A rename and folder syncs: on a blocking thread.
+                        tokio::task::spawn_blocking(move || deliver::move_source(&src, &done, &rel).map(Some))
+                            .await
+                            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
                     }
                     OnSuccess::Delete => std::fs::remove_file(self.source_path()).map(|()| None),
                     OnSuccess::Keep => Ok(None),
-                }
-            });
+                },
+                Ok(false) => Ok(None),
+                Err(e) => Err(e),
+            };
             match result {
                 Ok(moved_to) => return Event::SourceSettled { moved_to },
                 Err(e) => {
@@ -538,6 +523,49 @@ fn refusal_reason(e: &ApiError) -> String {
         ErrorKind::NoFile => "the server received no file (the file was empty or unreadable)".into(),
         _ => format!("the server refused the upload: {e}"),
     }
+}
+
+/// Turns a download into a staged result for job `id`: a zip is extracted (at most `max_bytes`)
+/// into a folder, an image renamed; both beside the outbox, named after the job.
+fn stage_download(
+    download: PathBuf,
+    kind: FileKind,
+    outbox: &Path,
+    rel: &Path,
+    id: crate::journal::JobId,
+    max_bytes: u64,
+) -> Result<Event, DeliverError> {
+    let staging = download.parent().map(Path::to_path_buf).unwrap_or_default();
+    let (dir, stem, ext) = deliver::result_target(outbox, rel, kind);
+    let staged = staging.join(format!("job-{id}{}", ext.map(|e| format!(".{e}")).unwrap_or_default()));
+    if staged.is_dir() {
+        std::fs::remove_dir_all(&staged)?;
+    } else if staged.exists() {
+        std::fs::remove_file(&staged)?;
+    }
+    match kind {
+        FileKind::Zip => {
+            let result = deliver::extract_zip(&download, &staged, max_bytes);
+            let _ = std::fs::remove_file(&download);
+            if result.is_err() && staged.exists() {
+                let _ = std::fs::remove_dir_all(&staged);
+            }
+            result?;
+            deliver::sync_dir(&staged);
+        }
+        FileKind::Png | FileKind::Jpeg => std::fs::rename(&download, &staged)?,
+        FileKind::Unknown => {
+            let _ = std::fs::remove_file(&download);
+            return Err(DeliverError::Unsafe(
+                "the server sent something that is neither a ZIP archive nor an image".into(),
+            ));
+        }
+    }
+    let target = match ext {
+        Some(ext) => dir.join(format!("{stem}.{ext}")),
+        None => dir.join(stem),
+    };
+    Ok(Event::Staged { staged, target })
 }
 
 #[cfg(test)]

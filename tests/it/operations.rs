@@ -216,12 +216,18 @@ async fn process_drops_a_file_removed_before_its_upload() {
     let mut cmd = ws.command(&["process"]);
     cmd.arg(&first).arg(&second).stdout(log.try_clone().unwrap()).stderr(log);
     let mut child = Daemon(cmd.spawn().unwrap());
-    wait_for("the first upload", Duration::from_secs(20), async || (sim.stats().start_requests >= 1).then_some(()))
-        .await;
-    std::fs::remove_file(&second).unwrap();
+    // Whichever file goes first (jobs start together), remove the other while it waits.
+    let uploading = wait_for("the first upload", Duration::from_secs(20), async || {
+        let log = ws.log("process");
+        let line = log.lines().find(|l| l.contains("POST start"))?.to_string();
+        Some(if line.contains("a.jpg") { "a.jpg" } else { "b.jpg" })
+    })
+    .await;
+    let (removed, name) = if uploading == "a.jpg" { (&second, "b.jpg") } else { (&first, "a.jpg") };
+    std::fs::remove_file(removed).unwrap();
     let status = wait_exit(&mut child.0, Duration::from_secs(40)).await;
     let out = ws.log("process");
     assert_eq!(status.code(), Some(1), "{out}");
-    assert!(out.contains("b.jpg: failed: the file was removed or renamed"), "{out}");
+    assert!(out.contains(&format!("{name}: failed: the file was removed or renamed")), "{out}");
     assert_eq!(sim.stats().charged_starts, 1);
 }

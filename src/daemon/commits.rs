@@ -1,0 +1,146 @@
+//! Group commit: new jobs and state changes from every runner go to one thread, which writes
+//! whatever has queued up in one transaction. One sync to disk then covers many jobs, and no
+//! async worker thread waits on the disk. Each write is committed before its caller goes on,
+//! exactly as with a direct write.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use crate::job::JobState;
+use crate::journal::{JobId, Journal, JournalError, Source, Write};
+
+/// At most this many writes per transaction.
+const MAX_BATCH: usize = 512;
+
+enum Request {
+    Insert(Source, JobState),
+    Update(JobId, JobState),
+}
+
+type Reply = oneshot::Sender<Result<JobId, JournalError>>;
+
+/// The sending side; the thread ends when this is dropped.
+pub struct Committer {
+    tx: mpsc::Sender<(Request, Reply)>,
+    journal: Arc<Journal>,
+}
+
+impl Committer {
+    pub fn start(journal: Arc<Journal>) -> std::io::Result<Committer> {
+        let (tx, rx) = mpsc::channel::<(Request, Reply)>();
+        let writer = Arc::clone(&journal);
+        std::thread::Builder::new().name("journal-commit".into()).spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                commit(&writer, batch);
+            }
+        })?;
+        Ok(Committer { tx, journal })
+    }
+
+    /// Records a new job; returns its id once committed.
+    pub async fn insert(&self, source: Source, state: JobState) -> Result<JobId, JournalError> {
+        self.send(Request::Insert(source, state)).await
+    }
+
+    /// Records a job's new state; returns once committed.
+    pub async fn update(&self, id: JobId, state: JobState) -> Result<(), JournalError> {
+        self.send(Request::Update(id, state)).await.map(drop)
+    }
+
+    async fn send(&self, request: Request) -> Result<JobId, JournalError> {
+        let stopped = || JournalError::Batch {
+            path: self.journal.path().to_path_buf(),
+            detail: "the journal writer stopped".into(),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.tx.send((request, reply)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Writes one batch and answers every request in it.
+fn commit(journal: &Journal, batch: Vec<(Request, Reply)>) {
+    let writes: Vec<Write<'_>> = batch
+        .iter()
+        .map(|(request, _)| match request {
+            Request::Insert(source, state) => Write::Insert(source, state),
+            Request::Update(id, state) => Write::Update(*id, state),
+        })
+        .collect();
+    match journal.write_batch(&writes) {
+        Ok(ids) => {
+            for ((_, reply), id) in batch.into_iter().zip(ids) {
+                let _ = reply.send(Ok(id));
+            }
+        }
+        Err(e) => {
+            let detail = e.to_string();
+            let mut replies = batch.into_iter().map(|(_, reply)| reply);
+            if let Some(first) = replies.next() {
+                let _ = first.send(Err(e));
+            }
+            for reply in replies {
+                let _ =
+                    reply.send(Err(JournalError::Batch { path: journal.path().to_path_buf(), detail: detail.clone() }));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn source(name: &str) -> Source {
+        Source { inbox: PathBuf::from("/in"), rel_path: PathBuf::from(name), size: 1, mtime_ns: 1 }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_are_all_committed_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(dir.path()).unwrap());
+        let committer = Arc::new(Committer::start(Arc::clone(&journal)).unwrap());
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..200 {
+            let committer = Arc::clone(&committer);
+            tasks.spawn(async move {
+                let id = committer.insert(source(&format!("{n}.jpg")), JobState::new(format!("k{n}"))).await.unwrap();
+                let done = JobState::Done { outputs: vec![PathBuf::from(format!("/out/{n}.jpg"))], moved_to: None };
+                committer.update(id, done).await.unwrap();
+                id
+            });
+        }
+        let mut ids: Vec<JobId> = tasks.join_all().await;
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 200, "every insert got its own id");
+        assert!(journal.unfinished().unwrap().is_empty(), "every update landed");
+        assert_eq!(journal.counts().unwrap()["done"], 200);
+        let again = Journal::open(dir.path());
+        assert!(again.is_ok(), "the file is a sound journal");
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_every_write_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(dir.path()).unwrap());
+        let committer = Committer::start(Arc::clone(&journal)).unwrap();
+        // Another connection drops the jobs table: every write fails, with the journal named.
+        let other = rusqlite::Connection::open(journal.path()).unwrap();
+        other.execute_batch("DROP TABLE jobs").unwrap();
+        let err = committer.update(1, JobState::new("k".into())).await.unwrap_err();
+        assert!(err.to_string().contains(&journal.path().display().to_string()), "{err}");
+        let err = committer.insert(source("a.jpg"), JobState::new("k".into())).await.unwrap_err();
+        assert!(err.to_string().contains("jobs"), "the reason is kept: {err}");
+    }
+}
