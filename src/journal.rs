@@ -83,11 +83,12 @@ pub enum JournalError {
 
 pub type Result<T> = std::result::Result<T, JournalError>;
 
-/// The journal, with one connection (one writer).
+/// The journal: one connection writes; a second one reads.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
     conn: Mutex<Connection>,
+    reader: Option<Mutex<Connection>>,
 }
 
 /// Now, in Unix milliseconds (the journal's timestamps).
@@ -141,8 +142,14 @@ impl Journal {
         let path = state_dir.join(FILE_NAME);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
-        let journal = Journal { path: path.clone(), conn: Mutex::new(conn) };
+        let mut journal = Journal { path: path.clone(), conn: Mutex::new(conn), reader: None };
         journal.prepare(true)?;
+        // A second connection for reads: with WAL they see every committed write and need not
+        // wait for a commit's sync to disk.
+        let read_flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let reader = Connection::open_with_flags(&path, read_flags).map_err(|e| classify(&path, e))?;
+        reader.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| classify(&path, e))?;
+        journal.reader = Some(Mutex::new(reader));
         Ok(journal)
     }
 
@@ -151,7 +158,7 @@ impl Journal {
         let path = state_dir.join(FILE_NAME);
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
-        let journal = Journal { path, conn: Mutex::new(conn) };
+        let journal = Journal { path, conn: Mutex::new(conn), reader: None };
         journal.prepare(false)?;
         Ok(journal)
     }
@@ -162,6 +169,11 @@ impl Journal {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection for queries (the writer's, for a read-only journal).
+    fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader.as_ref().unwrap_or(&self.conn).lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn err(&self, e: rusqlite::Error) -> JournalError {
@@ -285,7 +297,7 @@ impl Journal {
     }
 
     fn query(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<JobRecord>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         let rows = stmt.query_map(params, Self::row).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
@@ -358,7 +370,7 @@ impl Journal {
 
     /// How many jobs are in each state.
     pub fn counts(&self) -> Result<BTreeMap<String, u64>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt =
             conn.prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state").map_err(|e| self.err(e))?;
         let rows = stmt

@@ -55,7 +55,9 @@ impl From<DaemonError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // File work (checks, extraction, moves) runs on blocking threads; a bound keeps a burst of
+    // a thousand jobs from starting hundreds of threads.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(32).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("retouchd: cannot start the async runtime: {e}");

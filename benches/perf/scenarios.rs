@@ -433,7 +433,8 @@ pub fn idle(runtime: &tokio::runtime::Runtime) -> Vec<Row> {
     rows
 }
 
-/// CPU over 60 s of a daemon watching 1,000 files it has already processed (kept in the inbox).
+/// CPU over 60 s of a daemon watching 1,000 files it has already processed (kept in the inbox),
+/// from 15 s after the last of them was done.
 fn idle_cost(runtime: &tokio::runtime::Runtime, mode: &'static str) -> Vec<Row> {
     const FILES: usize = 1000;
     let rig = Rig::new(runtime, instant_sim());
@@ -450,7 +451,8 @@ fn idle_cost(runtime: &tokio::runtime::Runtime, mode: &'static str) -> Vec<Row> 
         value["done"].as_u64().unwrap_or(0) >= FILES as u64
     };
     rig.wait("the 1000 files processed", Duration::from_secs(600), all_done);
-    std::thread::sleep(Duration::from_secs(2));
+    // Idle means idle for a while: threads left from the burst end after 10 s unused.
+    std::thread::sleep(Duration::from_secs(15));
     let before = daemon.cpu();
     let since = Instant::now();
     std::thread::sleep(Duration::from_secs(60));
