@@ -1,6 +1,6 @@
 //! Group commit: new jobs and state changes from every runner go to one thread, which writes
 //! whatever has queued up in one transaction. One sync to disk then covers many jobs, and no
-//! async worker thread waits on the disk. Each write is committed before its caller goes on,
+//! async worker thread waits for a commit. Each write is committed before its caller goes on,
 //! exactly as with a direct write.
 
 use std::sync::Arc;
