@@ -164,6 +164,20 @@ impl Rig {
         at
     }
 
+    /// Renames every staged file into the inbox, as fast as possible.
+    pub fn drop_all(&self, name: &str, staged: &[PathBuf]) {
+        for file in staged {
+            self.drop_in(name, file);
+        }
+    }
+
+    /// The running daemon's live status (`daemon.json`, rewritten every 10 s); `Null` until
+    /// there is one.
+    pub fn live_status(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.path("state/daemon.json")).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or_default()
+    }
+
     /// Files in `<name>/done`.
     pub fn done(&self, name: &str) -> usize {
         std::fs::read_dir(self.path(&format!("{name}/done"))).map_or(0, |d| d.count())

@@ -75,9 +75,7 @@ fn small_files(
     let staged = rig.stage("a", (0..count).map(|i| (format!("img-{i:05}.png"), small_png(i))));
     let (daemon, _) = rig.start_daemon(&config);
     let start = Instant::now();
-    for file in &staged {
-        rig.drop_in("a", file);
-    }
+    rig.drop_all("a", &staged);
     let end = rig.wait("every small file delivered", Duration::from_secs(900), || rig.done("a") >= count);
     let seconds = (end - start).as_secs_f64();
     let stats = rig.stats();
@@ -120,9 +118,7 @@ fn large_files(runtime: &tokio::runtime::Runtime, count: usize, size: usize) -> 
     let staged = rig.stage("a", (0..count).map(|i| (format!("big-{i:02}.png"), sized_png(size))));
     let (daemon, _) = rig.start_daemon(&config);
     let start = Instant::now();
-    for file in &staged {
-        rig.drop_in("a", file);
-    }
+    rig.drop_all("a", &staged);
     let end = rig.wait("every large file delivered", Duration::from_secs(900), || rig.done("a") >= count);
     daemon.stop();
     let total_mb = (count * size) as f64 / MB;
@@ -359,11 +355,9 @@ fn waiting_files(runtime: &tokio::runtime::Runtime, count: usize) -> Vec<Row> {
     }
     let (daemon, ready) = rig.start_daemon(&config);
     let start = Instant::now();
-    let live = rig.path("state/daemon.json");
     let known = || {
-        let text = std::fs::read_to_string(&live).unwrap_or_default();
-        let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        let n = |k: &str| value[k].as_u64().unwrap_or(0);
+        let live = rig.live_status();
+        let n = |k: &str| live[k].as_u64().unwrap_or(0);
         n("in_flight") + n("waiting") + n("done") + n("refused") >= count as u64
     };
     let end = rig.wait("every file queued", Duration::from_secs(600), known);
@@ -444,12 +438,7 @@ fn idle_cost(runtime: &tokio::runtime::Runtime, mode: &'static str) -> Vec<Row> 
         std::fs::write(rig.path("a/inbox").join(format!("kept-{i:04}.png")), small_png(i)).expect("inbox file");
     }
     let (daemon, _) = rig.start_daemon(&config);
-    let live = rig.path("state/daemon.json");
-    let all_done = || {
-        let text = std::fs::read_to_string(&live).unwrap_or_default();
-        let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        value["done"].as_u64().unwrap_or(0) >= FILES as u64
-    };
+    let all_done = || rig.live_status()["done"].as_u64().unwrap_or(0) >= FILES as u64;
     rig.wait("the 1000 files processed", Duration::from_secs(600), all_done);
     // Idle means idle for a while: threads left from the burst end after 10 s unused.
     std::thread::sleep(Duration::from_secs(15));

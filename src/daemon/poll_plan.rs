@@ -100,12 +100,12 @@ impl PollPlan {
             // Done but not stored yet: any moment now.
             elapsed + interval
         } else if let Some(full) = full_progress_at(sightings) {
+            let estimate = full + interval.mul_f64(AFTER_FULL);
             if let Some(class) = class {
-                let estimate = full + interval.mul_f64(AFTER_FULL);
                 self.estimated.lock().unwrap_or_else(|p| p.into_inner()).insert(class, estimate);
             }
             // Never more than doubling the job's age on an estimate: progress may not be linear.
-            (full + interval.mul_f64(AFTER_FULL)).min(elapsed * 2)
+            estimate.min(elapsed * 2)
         } else {
             match class.and_then(|c| self.expected(c)).map(|d| d.mul_f64(LATE)) {
                 Some(expected) if elapsed < expected => expected,

@@ -394,9 +394,7 @@ impl<'a> Runner<'a> {
         let outbox = self.watch.outbox.clone();
         let rel = self.job.source.rel_path.clone();
         let (id, max_bytes) = (self.job.id, self.ctx.config().server.max_result_bytes);
-        tokio::task::spawn_blocking(move || stage_download(download, kind, &outbox, &rel, id, max_bytes))
-            .await
-            .unwrap_or_else(|e| Err(DeliverError::Io(std::io::Error::other(e))))
+        on_blocking_thread(move || stage_download(download, kind, &outbox, &rel, id, max_bytes)).await
     }
 
     async fn publish(&mut self, staged: &Path, target: &Path) -> Event {
@@ -411,9 +409,7 @@ impl<'a> Runner<'a> {
             let (from, dir, stem, ext) =
                 (staged.to_path_buf(), dir.to_path_buf(), stem.to_string(), ext.map(str::to_string));
             // A rename and folder syncs: on a blocking thread.
-            let placed = tokio::task::spawn_blocking(move || deliver::place(&from, &dir, &stem, ext.as_deref()))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let placed = on_blocking_thread(move || deliver::place(&from, &dir, &stem, ext.as_deref())).await;
             match placed {
                 Ok(final_path) => {
                     info!(job = self.job.id, file = %self.job.source.rel_path.display(), output = %final_path.display(), "delivered");
@@ -469,9 +465,7 @@ impl<'a> Runner<'a> {
                         let (src, done, rel) =
                             (self.source_path(), self.watch.done_dir.clone(), self.job.source.rel_path.clone());
                         // A rename and folder syncs: on a blocking thread.
-                        tokio::task::spawn_blocking(move || deliver::move_source(&src, &done, &rel).map(Some))
-                            .await
-                            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                        on_blocking_thread(move || deliver::move_source(&src, &done, &rel).map(Some)).await
                     }
                     OnSuccess::Delete => std::fs::remove_file(self.source_path()).map(|()| None),
                     OnSuccess::Keep => Ok(None),
@@ -523,6 +517,16 @@ fn refusal_reason(e: &ApiError) -> String {
         ErrorKind::NoFile => "the server received no file (the file was empty or unreadable)".into(),
         _ => format!("the server refused the upload: {e}"),
     }
+}
+
+/// Runs file work (writes, syncs, renames) on a blocking thread, so no async worker waits on
+/// the disk; a panic there comes back as an I/O error.
+async fn on_blocking_thread<T, E>(work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<std::io::Error> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| Err(std::io::Error::other(e).into()))
 }
 
 /// Turns a download into a staged result for job `id`: a zip is extracted (at most `max_bytes`)
