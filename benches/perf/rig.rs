@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use retouchd::daemon::{LIVE_STATUS_FILE, LiveStatus};
 use retouchd::sim::{SimConfig, SimStats, Simulator};
 
 pub const TOKEN: &str = "bench-token-0123456789";
@@ -171,11 +172,10 @@ impl Rig {
         }
     }
 
-    /// The running daemon's live status (`daemon.json`, rewritten every 10 s); `Null` until
-    /// there is one.
-    pub fn live_status(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.path("state/daemon.json")).unwrap_or_default();
-        serde_json::from_str(&text).unwrap_or_default()
+    /// The running daemon's live status (rewritten every 10 s); `None` until there is one.
+    pub fn live_status(&self) -> Option<LiveStatus> {
+        let text = std::fs::read_to_string(self.path("state").join(LIVE_STATUS_FILE)).ok()?;
+        serde_json::from_str(&text).ok()
     }
 
     /// Files in `<name>/done`.

@@ -356,9 +356,8 @@ fn waiting_files(runtime: &tokio::runtime::Runtime, count: usize) -> Vec<Row> {
     let (daemon, ready) = rig.start_daemon(&config);
     let start = Instant::now();
     let known = || {
-        let live = rig.live_status();
-        let n = |k: &str| live[k].as_u64().unwrap_or(0);
-        n("in_flight") + n("waiting") + n("done") + n("refused") >= count as u64
+        rig.live_status()
+            .is_some_and(|live| live.in_flight + live.waiting + (live.done + live.refused) as usize >= count)
     };
     let end = rig.wait("every file queued", Duration::from_secs(600), known);
     std::thread::sleep(Duration::from_secs(2));
@@ -438,7 +437,7 @@ fn idle_cost(runtime: &tokio::runtime::Runtime, mode: &'static str) -> Vec<Row> 
         std::fs::write(rig.path("a/inbox").join(format!("kept-{i:04}.png")), small_png(i)).expect("inbox file");
     }
     let (daemon, _) = rig.start_daemon(&config);
-    let all_done = || rig.live_status()["done"].as_u64().unwrap_or(0) >= FILES as u64;
+    let all_done = || rig.live_status().is_some_and(|live| live.done >= FILES as u64);
     rig.wait("the 1000 files processed", Duration::from_secs(600), all_done);
     // Idle means idle for a while: threads left from the burst end after 10 s unused.
     std::thread::sleep(Duration::from_secs(15));
