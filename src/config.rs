@@ -103,8 +103,10 @@ impl ServerConfig {
 pub struct WatchConfig {
     pub inbox: PathBuf,
     pub outbox: PathBuf,
-    pub done_dir: PathBuf,
-    pub failed_dir: PathBuf,
+    /// Where sources go after delivery (`on_success = "move"`); `None` when not moved.
+    pub done_dir: Option<PathBuf>,
+    /// Where failed sources go; `None` leaves them where they are (`retouchd process`).
+    pub failed_dir: Option<PathBuf>,
     pub on_success: OnSuccess,
     pub settle: Duration,
     pub recursive: bool,
@@ -496,19 +498,15 @@ impl Validator {
     fn watch(&mut self, i: usize, raw: RawWatch) -> Option<WatchConfig> {
         let key = |name: &str| format!("watch[{i}].{name}");
         let before = self.problems.len();
-        let folder = |v: &mut Self, name: &str, value: Option<PathBuf>, required: bool| -> PathBuf {
-            match value {
-                Some(p) => v.path(p),
-                None => {
-                    if required {
-                        v.problem(key(name), "missing; give the folder's path");
-                    }
-                    PathBuf::new()
-                }
+        let folder = |v: &mut Self, name: &str, value: Option<PathBuf>, required: bool| -> Option<PathBuf> {
+            if value.is_none() && required {
+                v.problem(key(name), "missing; give the folder's path");
             }
+            value.map(|p| v.path(p))
         };
-        let inbox = folder(self, "inbox", raw.inbox, true);
-        let outbox = folder(self, "outbox", raw.outbox, true);
+        // A missing inbox or outbox is a problem already recorded: the watch is never used.
+        let inbox = folder(self, "inbox", raw.inbox, true).unwrap_or_default();
+        let outbox = folder(self, "outbox", raw.outbox, true).unwrap_or_default();
         let on_success = match raw.on_success.as_deref() {
             None | Some("move") => OnSuccess::Move,
             Some("delete") => OnSuccess::Delete,
@@ -615,7 +613,9 @@ impl Validator {
             }
         }
         for (i, w) in watches.iter().enumerate() {
-            for (name, dir) in [("outbox", &w.outbox), ("done_dir", &w.done_dir), ("failed_dir", &w.failed_dir)] {
+            let folders =
+                [("outbox", Some(&w.outbox)), ("done_dir", w.done_dir.as_ref()), ("failed_dir", w.failed_dir.as_ref())];
+            for (name, dir) in folders.into_iter().filter_map(|(n, d)| Some((n, d?))) {
                 if dir.as_os_str().is_empty() {
                     continue;
                 }

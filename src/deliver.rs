@@ -1,7 +1,9 @@
-//! Putting files in place without ever showing half a file or overwriting one: staging on the
-//! target's file system, fsync, then an atomic no-replace rename to a free name (`name (2).ext`
-//! when taken). Also the safe extraction of result archives (entry names checked, no links,
-//! bytes really written capped) and moving sources to done/ or failed/ with a reason beside them.
+//! Placement: where a result goes ([`Target`], journaled with the job), turning a download into
+//! a staged result beside the outbox ([`stage_download`]), and publishing it without ever
+//! showing half a file or overwriting one (fsync, then an atomic no-replace rename to a free
+//! name, `name (2).ext` when taken). Also the safe extraction of result archives (entry names
+//! checked, no links, bytes really written capped) and moving sources to done/ or failed/ with a
+//! reason beside them.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -24,7 +26,12 @@ pub enum DeliverError {
 
 /// Whether an I/O error means the disk is full (or over quota).
 pub fn is_disk_full(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+    is_disk_full_code(e.raw_os_error())
+}
+
+/// Whether an OS error number means the disk is full (or over quota).
+pub fn is_disk_full_code(code: Option<i32>) -> bool {
+    matches!(code, Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// The name `stem.ext`, or `stem (N).ext` for the first N ≥ 2 that is free in `dir`.
@@ -78,25 +85,117 @@ pub fn place(from: &Path, dir: &Path, stem: &str, ext: Option<&str>) -> io::Resu
     Err(io::Error::other(format!("no free name for {stem} in {}", dir.display())))
 }
 
+/// Where a result is published: `dir/stem[.ext]`, or the first free `stem (N)[.ext]` there.
+/// A zip result is a folder (`ext` is `None`); an image keeps the extension of its real kind.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Target {
+    pub dir: PathBuf,
+    pub stem: String,
+    pub ext: Option<String>,
+}
+
+impl Target {
+    /// The target for the result of `inbox/<rel>`: `outbox/<sub>/<stem>` for a zip, else
+    /// `outbox/<sub>/<stem>.<ext of the result's real kind>`.
+    pub fn for_result(outbox: &Path, rel: &Path, kind: FileKind) -> Target {
+        let dir = rel.parent().map(|p| outbox.join(p)).unwrap_or_else(|| outbox.to_path_buf());
+        let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "result".into());
+        let stem = split_name(&name).0.to_string();
+        let ext = match kind {
+            FileKind::Zip => None,
+            other => Some(other.extension().to_string()),
+        };
+        Target { dir, stem, ext }
+    }
+
+    /// The path it gets when the name is free.
+    pub fn path(&self) -> PathBuf {
+        candidate(&self.dir, &self.stem, self.ext.as_deref(), 1)
+    }
+}
+
+/// Journals written before targets had parts stored the path: read it as a name without an
+/// extension (publishing it gives the same path; only a taken name is numbered after the
+/// extension, `a.jpg (2)`).
+impl<'de> serde::Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Parts { dir: PathBuf, stem: String, ext: Option<String> },
+            Path(PathBuf),
+        }
+        Ok(match Stored::deserialize(d)? {
+            Stored::Parts { dir, stem, ext } => Target { dir, stem, ext },
+            Stored::Path(path) => Target {
+                dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                stem: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                ext: None,
+            },
+        })
+    }
+}
+
+/// Turns the download of job `job` into a staged result in `staging` (the download's folder,
+/// beside the outbox): a zip is extracted (at most `max_bytes`) into a folder, an image renamed.
+/// Returns the staged path; the download is gone either way.
+pub fn stage_download(
+    download: &Path,
+    kind: FileKind,
+    target: &Target,
+    job: i64,
+    max_bytes: u64,
+) -> Result<PathBuf, DeliverError> {
+    let staging = download.parent().map(Path::to_path_buf).unwrap_or_default();
+    let staged =
+        staging.join(format!("job-{job}{}", target.ext.as_deref().map(|e| format!(".{e}")).unwrap_or_default()));
+    remove_any(&staged)?;
+    match kind {
+        FileKind::Zip => {
+            let result = extract_zip(download, &staged, max_bytes);
+            let _ = fs::remove_file(download);
+            if result.is_err() {
+                let _ = remove_any(&staged);
+            }
+            result?;
+            sync_dir(&staged);
+        }
+        FileKind::Png | FileKind::Jpeg => fs::rename(download, &staged)?,
+        FileKind::Unknown => {
+            let _ = fs::remove_file(download);
+            return Err(DeliverError::Unsafe(
+                "the server sent something that is neither a ZIP archive nor an image".into(),
+            ));
+        }
+    }
+    Ok(staged)
+}
+
+/// Removes a file or a folder tree, if there.
+fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Publishes a staged result at `target` (or its first free numbered name). Returns the final
+/// path; `Ok(None)` when nothing is staged any more (it was published before a restart).
+pub fn publish(staged: &Path, target: &Target) -> io::Result<Option<PathBuf>> {
+    if staged.symlink_metadata().is_err() {
+        return Ok(None);
+    }
+    place(staged, &target.dir, &target.stem, target.ext.as_deref()).map(Some)
+}
+
 /// Splits a file name into stem and extension (`a.b.jpg` → `a.b`, `jpg`).
 pub fn split_name(name: &str) -> (&str, Option<&str>) {
     match name.rsplit_once('.') {
         Some((stem, ext)) if !stem.is_empty() && !ext.is_empty() => (stem, Some(ext)),
         _ => (name, None),
     }
-}
-
-/// Where the result for `inbox/<rel>` goes: a folder `outbox/<sub>/<stem>` for a zip, else
-/// `outbox/<sub>/<stem>.<ext of the result's real kind>`. Returns (folder, stem, extension).
-pub fn result_target(outbox: &Path, rel: &Path, kind: FileKind) -> (PathBuf, String, Option<&'static str>) {
-    let dir = rel.parent().map(|p| outbox.join(p)).unwrap_or_else(|| outbox.to_path_buf());
-    let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "result".into());
-    let stem = split_name(&name).0.to_string();
-    let ext = match kind {
-        FileKind::Zip => None,
-        other => Some(other.extension()),
-    };
-    (dir, stem, ext)
 }
 
 /// Best-effort fsync of a folder, so that a rename in it survives a power cut.
@@ -277,12 +376,34 @@ mod tests {
 
     #[test]
     fn targets_keep_subfolders_and_take_the_real_extension() {
-        let (dir, stem, ext) = result_target(Path::new("/out"), Path::new("a/b/IMG 1.JPEG"), FileKind::Jpeg);
-        assert_eq!((dir, stem.as_str(), ext), (PathBuf::from("/out/a/b"), "IMG 1", Some("jpg")));
-        let (_, stem, ext) = result_target(Path::new("/out"), Path::new("x.png"), FileKind::Zip);
-        assert_eq!((stem.as_str(), ext), ("x", None));
+        let image = Target::for_result(Path::new("/out"), Path::new("a/b/IMG 1.JPEG"), FileKind::Jpeg);
+        assert_eq!(image, Target { dir: "/out/a/b".into(), stem: "IMG 1".into(), ext: Some("jpg".into()) });
+        assert_eq!(image.path(), PathBuf::from("/out/a/b/IMG 1.jpg"));
+        let layers = Target::for_result(Path::new("/out"), Path::new("x.png"), FileKind::Zip);
+        assert_eq!((layers.stem.as_str(), layers.ext), ("x", None));
         assert_eq!(split_name(".hidden"), (".hidden", None));
         assert_eq!(split_name("a.tar.gz"), ("a.tar", Some("gz")));
+    }
+
+    #[test]
+    fn a_staged_result_is_published_once_and_a_second_publish_finds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path().join(STAGING_DIR);
+        fs::create_dir_all(&staging).unwrap();
+        let download = staging.join("download-1");
+        fs::write(&download, imagegen::jpeg_bytes(4, 4, [1, 2, 3])).unwrap();
+        let target = Target::for_result(&dir.path().join("out"), Path::new("sub/p.jpeg"), FileKind::Jpeg);
+        let staged = stage_download(&download, FileKind::Jpeg, &target, 7, 1 << 20).unwrap();
+        assert_eq!(staged, staging.join("job-7.jpg"));
+        assert!(!download.exists());
+        let published = publish(&staged, &target).unwrap();
+        assert_eq!(published, Some(dir.path().join("out/sub/p.jpg")));
+        assert_eq!(publish(&staged, &target).unwrap(), None, "after a restart: already published");
+
+        fs::write(&download, b"<html>").unwrap();
+        let refused = stage_download(&download, FileKind::Unknown, &target, 8, 1 << 20);
+        assert!(matches!(refused, Err(DeliverError::Unsafe(_))));
+        assert!(!download.exists(), "nothing is left behind");
     }
 
     #[test]

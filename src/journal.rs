@@ -14,34 +14,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::job::JobState;
+use crate::job::{JobState, StateName};
+pub use crate::source::Source;
+use crate::source::Stamp;
 
 pub const FILE_NAME: &str = "journal.sqlite";
 const SCHEMA_VERSION: i64 = 1;
 
 /// A job's row id.
 pub type JobId = i64;
-
-/// Which file a job is for, and which version of it (size and mtime).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
-    pub inbox: PathBuf,
-    /// Path below the inbox.
-    pub rel_path: PathBuf,
-    pub size: u64,
-    pub mtime_ns: i64,
-}
-
-impl Source {
-    pub fn path(&self) -> PathBuf {
-        self.inbox.join(&self.rel_path)
-    }
-
-    /// The size and mtime the job was made for.
-    pub fn stamp(&self) -> crate::watch::Stamp {
-        crate::watch::Stamp { size: self.size, mtime_ns: self.mtime_ns }
-    }
-}
 
 /// One job as the journal has it.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +33,7 @@ pub struct JobRecord {
     /// Unix milliseconds.
     pub created_at: i64,
     pub updated_at: i64,
+    /// The server's progress figure (0..100) as last recorded, while the job is at the server.
     pub progress: Option<f64>,
 }
 
@@ -114,24 +96,29 @@ fn insert_row(
     now: i64,
 ) -> rusqlite::Result<()> {
     let data = serde_json::to_string(state).expect("job states serialize");
-    let name = state.name();
-    let size = source.size as i64;
-    stmt.execute(params![bytes(&source.inbox), bytes(&source.rel_path), size, source.mtime_ns, name, data, now])
+    let name = state.name().as_str();
+    let size = source.stamp.size as i64;
+    stmt.execute(params![bytes(&source.inbox), bytes(&source.rel_path), size, source.stamp.mtime_ns, name, data, now])
         .map(drop)
 }
 
-const UPDATE: &str = "UPDATE jobs SET state = ?2, data = ?3, updated_at = ?4 WHERE id = ?1";
+/// A new state clears the progress figure: it belongs to one stay at the server.
+const UPDATE: &str = "UPDATE jobs SET state = ?2, data = ?3, updated_at = ?4, progress = NULL WHERE id = ?1";
 
 fn update_row(stmt: &mut rusqlite::CachedStatement<'_>, id: JobId, state: &JobState, now: i64) -> rusqlite::Result<()> {
     let data = serde_json::to_string(state).expect("job states serialize");
-    stmt.execute(params![id, state.name(), data, now]).map(drop)
+    stmt.execute(params![id, state.name().as_str(), data, now]).map(drop)
 }
+
+const PROGRESS: &str = "UPDATE jobs SET progress = ?2 WHERE id = ?1";
 
 /// One write of a batch (see [`Journal::write_batch`]).
 #[derive(Debug, Clone, Copy)]
 pub enum Write<'a> {
     Insert(&'a Source, &'a JobState),
     Update(JobId, &'a JobState),
+    /// The server's progress figure for a job at the server (losing it costs nothing).
+    Progress(JobId, f64),
 }
 
 const SELECT: &str = "SELECT id, inbox, rel_path, size, mtime_ns, data, created_at, updated_at, progress FROM jobs";
@@ -190,7 +177,8 @@ impl Journal {
         if !writable {
             return Ok(());
         }
-        conn.execute_batch(
+        let terminal = StateName::terminal_sql_list();
+        conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -206,10 +194,10 @@ impl Journal {
                  updated_at INTEGER NOT NULL,
                  progress REAL
              );
-             CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs(state) WHERE state NOT IN ('done', 'failed', 'rejected');
+             CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs(state) WHERE state NOT IN ({terminal});
              CREATE INDEX IF NOT EXISTS jobs_by_source ON jobs(inbox, rel_path);
-             CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, updated_at);",
-        )
+             CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, updated_at);"
+        ))
         .map_err(|e| classify(&self.path, e))?;
         let version: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
@@ -240,11 +228,23 @@ impl Journal {
         self.write_batch(&writes).map(drop)
     }
 
-    /// Applies `writes` in order in one transaction: one sync to disk for all of them. Returns,
-    /// for each write, the job's id (new for an insert).
+    /// Applies `writes` in order in one transaction: one sync to disk for all of them (none for a
+    /// batch of progress figures only). Returns, for each write, the job's id (new for an insert).
     pub fn write_batch(&self, writes: &[Write<'_>]) -> Result<Vec<JobId>> {
         let now = now_ms();
         let mut conn = self.lock();
+        let progress_only = writes.iter().all(|w| matches!(w, Write::Progress(..)));
+        if progress_only {
+            conn.pragma_update(None, "synchronous", "OFF").map_err(|e| self.err(e))?;
+        }
+        let result = self.write_all(&mut conn, writes, now);
+        if progress_only {
+            conn.pragma_update(None, "synchronous", "FULL").map_err(|e| self.err(e))?;
+        }
+        result
+    }
+
+    fn write_all(&self, conn: &mut Connection, writes: &[Write<'_>], now: i64) -> Result<Vec<JobId>> {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let mut ids = Vec::with_capacity(writes.len());
         for write in writes {
@@ -257,6 +257,11 @@ impl Journal {
                 Write::Update(id, state) => {
                     let mut stmt = tx.prepare_cached(UPDATE).map_err(|e| self.err(e))?;
                     update_row(&mut stmt, *id, state, now).map_err(|e| self.err(e))?;
+                    ids.push(*id);
+                }
+                Write::Progress(id, progress) => {
+                    let mut stmt = tx.prepare_cached(PROGRESS).map_err(|e| self.err(e))?;
+                    stmt.execute(params![id, progress]).map_err(|e| self.err(e))?;
                     ids.push(*id);
                 }
             }
@@ -272,22 +277,13 @@ impl Journal {
         update_row(&mut stmt, id, state, now_ms()).map_err(|e| self.err(e))
     }
 
-    /// Records the server's progress figure (not synced: losing it costs nothing).
-    pub fn set_progress(&self, id: JobId, progress: f64) -> Result<()> {
-        self.lock()
-            .execute("UPDATE jobs SET progress = ?2 WHERE id = ?1", params![id, progress])
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
     fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(JobId, Source, String, i64, i64, Option<f64>)> {
         Ok((
             row.get(0)?,
             Source {
                 inbox: path_of(row.get(1)?),
                 rel_path: path_of(row.get(2)?),
-                size: row.get::<_, i64>(3)? as u64,
-                mtime_ns: row.get(4)?,
+                stamp: Stamp { size: row.get::<_, i64>(3)? as u64, mtime_ns: row.get(4)? },
             },
             row.get(5)?,
             row.get(6)?,
@@ -312,7 +308,7 @@ impl Journal {
 
     /// Jobs not yet done, failed or rejected, oldest first.
     pub fn unfinished(&self) -> Result<Vec<JobRecord>> {
-        self.query(&format!("{SELECT} WHERE state NOT IN ('done', 'failed', 'rejected') ORDER BY id"), [])
+        self.query(&format!("{SELECT} WHERE state NOT IN ({}) ORDER BY id", StateName::terminal_sql_list()), [])
     }
 
     /// The newest job for a source path, if any.
@@ -329,10 +325,10 @@ impl Journal {
     }
 
     /// The newest jobs in one state.
-    pub fn recent(&self, state: &str, limit: usize) -> Result<Vec<JobRecord>> {
+    pub fn recent(&self, state: StateName, limit: usize) -> Result<Vec<JobRecord>> {
         self.query(
             &format!("{SELECT} WHERE state = ?1 ORDER BY updated_at DESC LIMIT ?2"),
-            params![state, limit as i64],
+            params![state.as_str(), limit as i64],
         )
     }
 
@@ -358,7 +354,10 @@ impl Journal {
 
     /// Everything delivered for sources in `inbox` (result files and folders).
     pub fn outputs_in(&self, inbox: &Path) -> Result<Vec<PathBuf>> {
-        let done = self.query(&format!("{SELECT} WHERE inbox = ?1 AND state = 'done'"), [bytes(inbox)])?;
+        let done = self.query(
+            &format!("{SELECT} WHERE inbox = ?1 AND state = ?2"),
+            params![bytes(inbox), StateName::Done.as_str()],
+        )?;
         Ok(done
             .into_iter()
             .flat_map(|j| match j.state {
@@ -369,14 +368,21 @@ impl Journal {
     }
 
     /// How many jobs are in each state.
-    pub fn counts(&self) -> Result<BTreeMap<String, u64>> {
+    pub fn counts(&self) -> Result<BTreeMap<StateName, u64>> {
         let conn = self.read();
         let mut stmt =
             conn.prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state").map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
             .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+        let mut counts = BTreeMap::new();
+        for row in rows {
+            let (name, n) = row.map_err(|e| self.err(e))?;
+            let state = StateName::parse(&name)
+                .ok_or_else(|| JournalError::BadRow { id: 0, detail: format!("unknown state `{name}`") })?;
+            counts.insert(state, n);
+        }
+        Ok(counts)
     }
 }
 
@@ -399,7 +405,7 @@ mod tests {
     use super::*;
 
     fn source(name: &str) -> Source {
-        Source { inbox: "/in".into(), rel_path: name.into(), size: 10, mtime_ns: 5 }
+        Source { inbox: "/in".into(), rel_path: name.into(), stamp: Stamp { size: 10, mtime_ns: 5 } }
     }
 
     #[test]
@@ -418,7 +424,22 @@ mod tests {
         assert_eq!(unfinished[0].state, JobState::new("k1".into()));
         assert_eq!(journal.latest_for(Path::new("/in"), Path::new("b.jpg")).unwrap().unwrap().id, b);
         let counts = journal.counts().unwrap();
-        assert_eq!((counts["submitting"], counts["done"]), (1, 1));
+        assert_eq!((counts[&StateName::Submitting], counts[&StateName::Done]), (1, 1));
+    }
+
+    #[test]
+    fn progress_is_recorded_without_a_sync_and_cleared_by_the_next_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let id = journal.insert(&source("a.jpg"), &JobState::new("k".into())).unwrap();
+        let processing = JobState::Processing { task_id: "t".into(), host: "h".into() };
+        journal.update(id, &processing).unwrap();
+        journal.write_batch(&[Write::Progress(id, 42.0)]).unwrap();
+        assert_eq!(journal.get(id).unwrap().unwrap().progress, Some(42.0));
+        let sync: i64 = journal.lock().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2, "full syncs are back on after a progress-only batch");
+        journal.update(id, &JobState::Fetching { task_id: "t".into(), host: "h".into() }).unwrap();
+        assert_eq!(journal.get(id).unwrap().unwrap().progress, None);
     }
 
     #[test]

@@ -1,35 +1,40 @@
 //! retouchd: a hot-folder daemon for the Retouch4me cloud retouching API.
 //!
 //! # Layout
-//! - [`daemon`]: the coordinator, one task per job, the pause gate, metrics; [`job`] is its pure
-//!   state machine and [`journal`] the SQLite record of every transition; [`lock`] keeps one
-//!   daemon per state folder.
-//! - [`watch`]: watching inboxes (notify as hints, scans as truth) and readiness; [`ignore`]
-//!   says which files are never jobs; [`inspect`] checks files against the server's limits.
-//! - [`deliver`]: staging, safe extraction and no-overwrite renames into the outbox.
-//! - [`api`]: the HTTP client for the retoucher server and its classified error type.
+//! - [`daemon`]: [`daemon::run`] in five steps; its coordinator (queue, running jobs, one method
+//!   per event), admission of ready files, start-up recovery, the per-job runner, the pause gate,
+//!   group commit, metrics and the live status file.
+//! - [`job`]: the pure state machine, its restart rules, and the pure decisions "server answer →
+//!   next step"; [`journal`]: the SQLite record of every transition; [`lock`]: one daemon per
+//!   state folder.
+//! - [`source`]: a job's source file, its version stamp and the one "is it still the same file?"
+//!   check; [`watch`]: watching inboxes (notify as hints, scans as truth) and readiness;
+//!   [`ignore`]: files that are never jobs; [`inspect`]: checks against the server's limits.
+//! - [`deliver`]: where results go (a journaled target), staging, safe extraction, no-overwrite
+//!   publishing, moving sources.
+//! - [`api`]: the HTTP client, its classified error type, and the retry policy table beside it.
 //! - [`config`]: TOML validated into a ready [`config::Config`], every problem at once.
-//! - Commands: [`demo`], [`process`], [`status`], [`retry`]; [`hooks`] and [`notify`] (systemd)
-//!   for operations; [`logging`] for log output.
+//! - [`commands`]: `demo`, `process`, `status`, `retry`, `check`; [`hooks`], [`systemd`]
+//!   (sd_notify) and [`logging`] for operations.
 //! - [`sim`]: a faithful local simulator of the server, with fault-injection knobs.
 //! - [`formats`]: what a file really is, by its bytes; [`imagegen`]: small real images.
 //!
 //! # Data flow
 //! ```text
-//! inbox ─▶ watcher ─ready file─▶ coordinator ◀──▶ journal
-//!                                   │ work
+//! inbox ─▶ watcher ─ready file─▶ coordinator ◀──▶ journal (group commit)
+//!                                   │ admits a job, spawns its runner
 //!                                   ▼
-//!               uploader ─POST start─▶ server ◀─GET status─ poller
-//!                                   │ completed
-//!                                   ▼
-//!               fetcher ─GET getFile─▶ staging ─rename─▶ outbox ; source ─▶ done/ | failed/
+//!   runner: submit ─POST start─▶ server ◀─GET status─ poll ─completed─▶ fetch ─GET getFile─▶
+//!           staging ─rename─▶ outbox ; source ─▶ done/ | failed/
 //! ```
+//! Each runner step's answer goes through [`job`]'s decisions; the resulting event is committed
+//! to the journal before the next step's side effect.
 
 pub mod api;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
-pub mod demo;
 pub mod formats;
 pub mod hooks;
 pub mod ignore;
@@ -39,9 +44,7 @@ pub mod job;
 pub mod journal;
 pub mod lock;
 pub mod logging;
-pub mod notify;
-pub mod process;
-pub mod retry;
 pub mod sim;
-pub mod status;
+pub mod source;
+pub mod systemd;
 pub mod watch;

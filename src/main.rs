@@ -74,7 +74,7 @@ fn main() -> ExitCode {
             Command::Process { config, out, watch, paths } => {
                 let config = load_config(&config)?;
                 retouchd::logging::init(log_format, "error");
-                let summary = retouchd::process::run(config, &paths, out.as_deref(), watch).await?;
+                let summary = retouchd::commands::process::run(config, &paths, out.as_deref(), watch).await?;
                 println!("{} delivered, {} failed, {} refused", summary.done, summary.failed, summary.rejected);
                 match summary.failed + summary.rejected {
                     0 => Ok(()),
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
             }
             Command::Demo { dir } => {
                 retouchd::logging::init(log_format, "error");
-                retouchd::demo::run(&dir).await.map(drop).map_err(Failure::from)
+                retouchd::commands::demo::run(&dir).await.map(drop).map_err(Failure::from)
             }
             Command::Completions { shell } => {
                 let mut command = <Cli as clap::CommandFactory>::command();
@@ -177,11 +177,12 @@ fn status(arg: ConfigArg, json: bool) -> Result<(), Failure> {
         return Ok(());
     }
     let journal = open_journal(&config)?;
-    let report = retouchd::status::report(&journal, &config.state_dir).map_err(|e| Failure::new(exit::JOURNAL, e))?;
+    let report =
+        retouchd::commands::status::report(&journal, &config.state_dir).map_err(|e| Failure::new(exit::JOURNAL, e))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Failure::new(exit::FAILURE, e))?);
     } else {
-        print!("{}", retouchd::status::render(&report));
+        print!("{}", retouchd::commands::status::render(&report));
     }
     Ok(())
 }
@@ -189,18 +190,19 @@ fn status(arg: ConfigArg, json: bool) -> Result<(), Failure> {
 fn retry(arg: ConfigArg, job: Option<i64>) -> Result<(), Failure> {
     let config = load_config(&arg)?;
     let journal = open_journal(&config)?;
-    let outcomes = retouchd::retry::retry(&config, &journal, job).map_err(|e| Failure::new(exit::JOURNAL, e))?;
+    let outcomes =
+        retouchd::commands::retry::retry(&config, &journal, job).map_err(|e| Failure::new(exit::JOURNAL, e))?;
     let mut moved = 0;
     for outcome in &outcomes {
         match outcome {
-            retouchd::retry::Retried::Moved { id, to } => {
+            retouchd::commands::retry::Retried::Moved { id, to } => {
                 moved += 1;
                 println!("#{id}: back in the inbox as {}", to.display());
             }
-            retouchd::retry::Retried::Skipped { id, why } if job.is_some() => {
+            retouchd::commands::retry::Retried::Skipped { id, why } if job.is_some() => {
                 return Err(Failure::new(exit::FAILURE, format!("#{id} not retried: {why}")));
             }
-            retouchd::retry::Retried::Skipped { .. } => {}
+            retouchd::commands::retry::Retried::Skipped { .. } => {}
         }
     }
     println!("{moved} file(s) sent back to their inbox; a running daemon picks them up.");
@@ -209,41 +211,10 @@ fn retry(arg: ConfigArg, job: Option<i64>) -> Result<(), Failure> {
 
 async fn check(arg: ConfigArg) -> Result<(), Failure> {
     let config = load_config(&arg)?;
-    println!("config: ok ({} watch(es), token from {})", config.watches.len(), config.server.token_source);
-    for w in &config.warnings {
-        println!("warning: {w}");
-    }
-    let client =
-        retouchd::api::Client::new(config.server.client_options()).map_err(|e| Failure::new(exit::CONFIG, e))?;
-    match client.limits().await {
-        Ok(Some(l)) => println!(
-            "server: {} answers; limits {} MB, {} megapixels",
-            client.base_url(),
-            l.max_file_size_mb,
-            l.max_megapixels
-        ),
-        Ok(None) => println!("server: {} answers (no limits route, as in production)", client.base_url()),
-        Err(e) => {
-            return Err(Failure::new(
-                exit::SERVER,
-                format!("server {} does not answer properly: {e}", client.base_url()),
-            ));
-        }
-    }
-    match client.balance().await {
-        Ok(b) => match b.professional {
-            Some(n) => println!("token: accepted; {n} professional credits left"),
-            None => println!("token: accepted"),
-        },
-        Err(e) if e.kind == retouchd::api::ErrorKind::BadToken => {
-            return Err(Failure::new(
-                exit::SERVER,
-                format!("token: refused ({}); check {}", e.message, config.server.token_source),
-            ));
-        }
-        Err(e) => println!("token: could not be checked ({e}); it is checked again at the first upload"),
-    }
-    Ok(())
+    retouchd::commands::check::run(&config).await.map_err(|e| match e {
+        retouchd::commands::check::CheckError::Client(e) => Failure::new(exit::CONFIG, e),
+        retouchd::commands::check::CheckError::Server(message) => Failure::new(exit::SERVER, message),
+    })
 }
 
 async fn run_sim(args: SimArgs) -> anyhow::Result<()> {

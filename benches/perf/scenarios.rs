@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use retouchd::job::JobState;
 use retouchd::journal::{Journal, Source};
 use retouchd::sim::SimConfig;
+use retouchd::source::Stamp;
 
 use crate::Row;
 use crate::rig::{self, Inbox, Rig, TOKEN, instant_sim, mean, memory_root, quantile, sized_png, small_png};
@@ -393,7 +394,11 @@ pub fn startup(runtime: &tokio::runtime::Runtime) -> Vec<Row> {
             let rows: Vec<(Source, JobState)> = (chunk * 100_000..(chunk + 1) * 100_000)
                 .map(|i| {
                     let rel = PathBuf::from(format!("2025/shoot-{:04}/IMG_{i:07}.jpg", i / 1000));
-                    let source = Source { inbox: inbox.clone(), rel_path: rel, size: 8_000_000, mtime_ns: i as i64 };
+                    let source = Source {
+                        inbox: inbox.clone(),
+                        rel_path: rel,
+                        stamp: Stamp { size: 8_000_000, mtime_ns: i as i64 },
+                    };
                     let outputs = vec![outbox.join(format!("2025/shoot-{:04}/IMG_{i:07}.jpg", i / 1000))];
                     (source, JobState::Done { outputs, moved_to: None })
                 })

@@ -6,9 +6,11 @@
 //! `X-Retouch-Token` header (the two generations of the docs disagree) and never logged.
 
 mod error;
+pub mod policy;
 mod types;
 
 pub use error::{ApiError, ErrorKind};
+pub use policy::{Action, PauseReason, Route};
 pub use types::{Balance, Limits, Started, TaskState, TaskStatus, Token};
 
 use std::path::{Path, PathBuf};

@@ -1,12 +1,15 @@
-//! Group commit: new jobs and state changes from every runner go to one thread, which writes
-//! whatever has queued up in one transaction. One sync to disk then covers many jobs, and no
-//! async worker thread waits for a commit. Each write is committed before its caller goes on,
-//! exactly as with a direct write.
+//! Group commit: new jobs and state changes from every runner go to one writer task, which
+//! writes whatever has queued up in one transaction. One sync to disk then covers many jobs.
+//! Each write is committed before its caller goes on, exactly as with a direct write.
+//!
+//! The writer waits for requests as an async task and writes each batch on a blocking thread,
+//! so no async worker waits on the disk, and the runtime knows a write is under way (a paused
+//! test clock does not jump ahead while a commit is being synced, as it would while waiting on
+//! a thread of our own).
 
 use std::sync::Arc;
-use std::sync::mpsc;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::job::JobState;
 use crate::journal::{JobId, Journal, JournalError, Source, Write};
@@ -17,33 +20,34 @@ const MAX_BATCH: usize = 512;
 enum Request {
     Insert(Source, JobState),
     Update(JobId, JobState),
+    Progress(JobId, f64),
 }
 
 type Reply = oneshot::Sender<Result<JobId, JournalError>>;
 
-/// The sending side; the thread ends when this is dropped.
+/// The sending side; the writer task ends when this is dropped.
 pub struct Committer {
-    tx: mpsc::Sender<(Request, Reply)>,
+    tx: mpsc::UnboundedSender<(Request, Option<Reply>)>,
     journal: Arc<Journal>,
 }
 
 impl Committer {
-    pub fn start(journal: Arc<Journal>) -> std::io::Result<Committer> {
-        let (tx, rx) = mpsc::channel::<(Request, Reply)>();
+    /// Starts the writer task (on the current runtime).
+    pub fn start(journal: Arc<Journal>) -> Committer {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Request, Option<Reply>)>();
         let writer = Arc::clone(&journal);
-        std::thread::Builder::new().name("journal-commit".into()).spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let journal = Arc::clone(&writer);
+                let full = std::mem::take(&mut batch);
+                if let Err(e) = tokio::task::spawn_blocking(move || commit(&journal, full)).await {
+                    // The batch's callers see their replies dropped: "the journal writer stopped".
+                    tracing::error!(error = %e, "the journal writer failed");
                 }
-                commit(&writer, batch);
             }
-        })?;
-        Ok(Committer { tx, journal })
+        });
+        Committer { tx, journal }
     }
 
     /// Records a new job; returns its id once committed.
@@ -56,35 +60,45 @@ impl Committer {
         self.send(Request::Update(id, state)).await.map(drop)
     }
 
+    /// Records the server's progress figure for a job, without waiting: it rides in the next
+    /// batch (a batch of progress figures alone is not synced to disk).
+    pub fn progress(&self, id: JobId, progress: f64) {
+        let _ = self.tx.send((Request::Progress(id, progress), None));
+    }
+
     async fn send(&self, request: Request) -> Result<JobId, JournalError> {
         let stopped = || JournalError::Batch {
             path: self.journal.path().to_path_buf(),
             detail: "the journal writer stopped".into(),
         };
         let (reply, answer) = oneshot::channel();
-        self.tx.send((request, reply)).map_err(|_| stopped())?;
+        self.tx.send((request, Some(reply))).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
 
 /// Writes one batch and answers every request in it.
-fn commit(journal: &Journal, batch: Vec<(Request, Reply)>) {
+fn commit(journal: &Journal, batch: Vec<(Request, Option<Reply>)>) {
     let writes: Vec<Write<'_>> = batch
         .iter()
         .map(|(request, _)| match request {
             Request::Insert(source, state) => Write::Insert(source, state),
             Request::Update(id, state) => Write::Update(*id, state),
+            Request::Progress(id, progress) => Write::Progress(*id, *progress),
         })
         .collect();
     match journal.write_batch(&writes) {
         Ok(ids) => {
             for ((_, reply), id) in batch.into_iter().zip(ids) {
-                let _ = reply.send(Ok(id));
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(id));
+                }
             }
         }
         Err(e) => {
+            tracing::debug!(error = %e, "a journal batch failed");
             let detail = e.to_string();
-            let mut replies = batch.into_iter().map(|(_, reply)| reply);
+            let mut replies = batch.into_iter().filter_map(|(_, reply)| reply);
             if let Some(first) = replies.next() {
                 let _ = first.send(Err(e));
             }
@@ -102,14 +116,18 @@ mod tests {
     use std::path::PathBuf;
 
     fn source(name: &str) -> Source {
-        Source { inbox: PathBuf::from("/in"), rel_path: PathBuf::from(name), size: 1, mtime_ns: 1 }
+        Source {
+            inbox: PathBuf::from("/in"),
+            rel_path: PathBuf::from(name),
+            stamp: crate::source::Stamp { size: 1, mtime_ns: 1 },
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_are_all_committed_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Arc::new(Journal::open(dir.path()).unwrap());
-        let committer = Arc::new(Committer::start(Arc::clone(&journal)).unwrap());
+        let committer = Arc::new(Committer::start(Arc::clone(&journal)));
         let mut tasks = tokio::task::JoinSet::new();
         for n in 0..200 {
             let committer = Arc::clone(&committer);
@@ -125,7 +143,7 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 200, "every insert got its own id");
         assert!(journal.unfinished().unwrap().is_empty(), "every update landed");
-        assert_eq!(journal.counts().unwrap()["done"], 200);
+        assert_eq!(journal.counts().unwrap()[&crate::job::StateName::Done], 200);
         let again = Journal::open(dir.path());
         assert!(again.is_ok(), "the file is a sound journal");
     }
@@ -134,7 +152,7 @@ mod tests {
     async fn a_failed_batch_fails_every_write_in_it() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Arc::new(Journal::open(dir.path()).unwrap());
-        let committer = Committer::start(Arc::clone(&journal)).unwrap();
+        let committer = Committer::start(Arc::clone(&journal));
         // Another connection drops the jobs table: every write fails, with the journal named.
         let other = rusqlite::Connection::open(journal.path()).unwrap();
         other.execute_batch("DROP TABLE jobs").unwrap();

@@ -1,6 +1,7 @@
-//! The submission gate: account problems (bad token, quota reached) pause every upload instead of
-//! failing files. While paused, one "probe" upload is let through every retry interval; the first
-//! success reopens the gate for all. A config reload reopens it at once.
+//! The submission gate: account and setup problems (bad token, quota reached, no start route)
+//! pause every upload instead of failing files. While paused, one "probe" upload is let through
+//! every retry interval; the first success reopens the gate for all. A config reload reopens it
+//! at once.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -9,22 +10,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{error, info};
 
-/// Why submissions are paused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PauseReason {
-    Token,
-    Quota,
-}
-
-impl PauseReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PauseReason::Token => "token",
-            PauseReason::Quota => "quota",
-        }
-    }
-}
+pub use crate::api::PauseReason;
 
 #[derive(Debug)]
 struct Paused {
@@ -97,16 +83,7 @@ impl Gate {
         let mut guard = self.lock();
         let first = guard.as_ref().is_none_or(|p| p.reason != reason);
         if first {
-            let advice = match reason {
-                PauseReason::Token => {
-                    "the server refused the token. Check server.token (or token_file / the systemd \
-                    credential); uploads resume by themselves once it works, and at once on reload (SIGHUP)"
-                }
-                PauseReason::Quota => {
-                    "the processing limit is reached. Uploads resume by themselves when it resets \
-                    or credits are added; files stay where they are"
-                }
-            };
+            let advice = reason.advice();
             error!(reason = reason.as_str(), detail = %message, retry_every = %humantime::format_duration(retry_every), "{advice}");
         }
         *guard = Some(Paused { reason, message, retry_at: Instant::now() + retry_every, retry_every, probing: false });

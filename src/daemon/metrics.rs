@@ -1,47 +1,84 @@
 //! Counters for status lines, and the optional Prometheus endpoint (`[metrics] listen`, off by
 //! default, loopback unless told otherwise): jobs by state, submissions, retries by class, bytes
-//! up and down, job durations, pause state and remaining quota.
+//! up and down, job durations, pause state and remaining quota. The exposition format is the
+//! `prometheus-client` crate's (OpenMetrics text).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::Ctx;
+use super::context::Ctx;
+use crate::api::PauseReason;
 
 /// Upper bounds (seconds) of the job duration histogram's buckets.
 const DURATION_BUCKETS: [f64; 10] = [5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0];
 
+/// One label, e.g. `state="done"`.
+type Label = [(&'static str, &'static str); 1];
+
 #[derive(Debug)]
 pub struct Metrics {
-    uploading: AtomicI64,
-    submissions: AtomicU64,
-    retries: Mutex<BTreeMap<&'static str, u64>>,
-    bytes_up: AtomicU64,
-    bytes_down: AtomicU64,
+    registry: Registry,
+    /// Filled from the journal at each scrape.
+    jobs: Family<Label, Gauge>,
+    uploading: Gauge,
+    submissions: Counter,
+    retries: Family<Label, Counter>,
+    bytes_up: Counter,
+    bytes_down: Counter,
+    /// Filled from the gate at each scrape.
+    paused: Family<Label, Gauge>,
+    /// Present once the server has said (no labels).
+    quota_gauge: Family<Vec<(String, String)>, Gauge>,
     /// Retouches left today as the server last said; `i64::MIN` until it says.
     quota_left: AtomicI64,
     low_quota_warned: AtomicBool,
-    /// Count of finished jobs per bucket of `DURATION_BUCKETS` (plus +Inf), their sum and count.
-    durations: Mutex<([u64; DURATION_BUCKETS.len() + 1], f64, u64)>,
+    durations: Histogram,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let mut registry = Registry::with_prefix("retouchd");
+        let jobs = Family::<Label, Gauge>::default();
+        registry.register("jobs", "Jobs in the journal by state", jobs.clone());
+        let uploading = Gauge::default();
+        registry.register("uploading", "Uploads in progress", uploading.clone());
+        let submissions = Counter::default();
+        registry.register("submissions", "Uploads the server accepted", submissions.clone());
+        let retries = Family::<Label, Counter>::default();
+        registry.register("retries", "Retried steps by class", retries.clone());
+        let bytes_up = Counter::default();
+        registry.register("upload_bytes", "Bytes uploaded", bytes_up.clone());
+        let bytes_down = Counter::default();
+        registry.register("download_bytes", "Result bytes downloaded", bytes_down.clone());
+        let paused = Family::<Label, Gauge>::default();
+        registry.register("paused", "1 while uploads are paused for this reason", paused.clone());
+        let quota_gauge = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register("quota_left", "Retouches left today, as the server last said", quota_gauge.clone());
+        let durations = Histogram::new(DURATION_BUCKETS);
+        registry.register("job_duration_seconds", "Time from a job's creation to its end", durations.clone());
         Metrics {
-            uploading: AtomicI64::new(0),
-            submissions: AtomicU64::new(0),
-            retries: Mutex::new(BTreeMap::new()),
-            bytes_up: AtomicU64::new(0),
-            bytes_down: AtomicU64::new(0),
+            registry,
+            jobs,
+            uploading,
+            submissions,
+            retries,
+            bytes_up,
+            bytes_down,
+            paused,
+            quota_gauge,
             quota_left: AtomicI64::new(i64::MIN),
             low_quota_warned: AtomicBool::new(false),
-            durations: Mutex::new(([0; DURATION_BUCKETS.len() + 1], 0.0, 0)),
+            durations,
         }
     }
 }
@@ -52,23 +89,24 @@ impl Metrics {
     }
 
     pub(super) fn uploading(&self) -> i64 {
-        self.uploading.load(Ordering::Relaxed).max(0)
+        self.uploading.get().max(0)
     }
 
     pub(super) fn upload_started(&self, delta: i64) {
-        self.uploading.fetch_add(delta, Ordering::Relaxed);
+        self.uploading.inc_by(delta);
     }
 
     /// Counts a retry of a step of class `class` (uploading, polling, downloading, local).
     pub(super) fn retry(&self, class: &'static str) {
-        *self.retries.lock().unwrap_or_else(|p| p.into_inner()).entry(class).or_default() += 1;
+        self.retries.get_or_create(&[("class", class)]).inc();
     }
 
     pub(super) fn submitted(&self, bytes: u64, quota: Option<i64>, warn_below: i64) {
-        self.submissions.fetch_add(1, Ordering::Relaxed);
-        self.bytes_up.fetch_add(bytes, Ordering::Relaxed);
+        self.submissions.inc();
+        self.bytes_up.inc_by(bytes);
         if let Some(q) = quota {
             self.quota_left.store(q, Ordering::Relaxed);
+            self.quota_gauge.get_or_create(&Vec::new()).set(q);
             let low = q < warn_below;
             if low && !self.low_quota_warned.swap(true, Ordering::Relaxed) {
                 warn!(left = q, "only {q} retouches left today (server.low_quota_warning = {warn_below})");
@@ -79,74 +117,33 @@ impl Metrics {
     }
 
     pub(super) fn downloaded(&self, bytes: u64) {
-        self.bytes_down.fetch_add(bytes, Ordering::Relaxed);
+        self.bytes_down.inc_by(bytes);
     }
 
     /// Records how long a finished job took from detection to its end.
     pub(super) fn finished(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        let mut d = self.durations.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = DURATION_BUCKETS.iter().position(|&b| secs <= b).unwrap_or(DURATION_BUCKETS.len());
-        d.0[bucket] += 1;
-        d.1 += secs;
-        d.2 += 1;
+        self.durations.observe(took.as_secs_f64());
     }
 }
 
-/// The metrics in Prometheus' text format.
+/// The metrics in the OpenMetrics text format, with the journal's counts and the gate's state
+/// read now.
 pub(super) fn render(ctx: &Ctx) -> String {
     let m = &ctx.metrics;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
+    if let Ok(counts) = ctx.journal.counts() {
+        m.jobs.clear();
+        for (state, n) in counts {
+            m.jobs.get_or_create(&[("state", state.as_str())]).set(n as i64);
         }
-    };
-    let counts = ctx.journal.counts().unwrap_or_default();
-    let states: Vec<(String, String)> =
-        counts.iter().map(|(state, n)| (format!("{{state=\"{state}\"}}"), n.to_string())).collect();
-    metric("retouchd_jobs", "gauge", "Jobs in the journal by state.", &states);
-    metric("retouchd_uploading", "gauge", "Uploads in progress.", &[(String::new(), m.uploading().to_string())]);
-    let submissions = m.submissions.load(Ordering::Relaxed).to_string();
-    metric("retouchd_submissions_total", "counter", "Uploads the server accepted.", &[(String::new(), submissions)]);
-    let retries: Vec<(String, String)> = m
-        .retries
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(class, n)| (format!("{{class=\"{class}\"}}"), n.to_string()))
-        .collect();
-    metric("retouchd_retries_total", "counter", "Retried steps by class.", &retries);
-    let up = m.bytes_up.load(Ordering::Relaxed).to_string();
-    metric("retouchd_upload_bytes_total", "counter", "Bytes uploaded.", &[(String::new(), up)]);
-    let down = m.bytes_down.load(Ordering::Relaxed).to_string();
-    metric("retouchd_download_bytes_total", "counter", "Result bytes downloaded.", &[(String::new(), down)]);
+    }
     let paused = ctx.gate.paused().map(|(r, _)| r);
-    let pause_samples: Vec<(String, String)> = [super::PauseReason::Token, super::PauseReason::Quota]
-        .iter()
-        .map(|r| (format!("{{reason=\"{}\"}}", r.as_str()), u8::from(paused == Some(*r)).to_string()))
-        .collect();
-    metric("retouchd_paused", "gauge", "1 while uploads are paused for this reason.", &pause_samples);
-    if let Some(q) = m.quota_left() {
-        metric(
-            "retouchd_quota_left",
-            "gauge",
-            "Retouches left today, as the server last said.",
-            &[(String::new(), q.to_string())],
-        );
+    for reason in PauseReason::ALL {
+        m.paused.get_or_create(&[("reason", reason.as_str())]).set(i64::from(paused == Some(reason)));
     }
-    let (buckets, sum, count) = *m.durations.lock().unwrap_or_else(|p| p.into_inner());
-    let mut samples = Vec::new();
-    let mut cumulative = 0;
-    for (i, n) in buckets.iter().enumerate() {
-        cumulative += n;
-        let le = DURATION_BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
-        samples.push((format!("_bucket{{le=\"{le}\"}}"), cumulative.to_string()));
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {
+        error!(error = %e, "cannot encode the metrics");
     }
-    samples.push(("_sum".into(), sum.to_string()));
-    samples.push(("_count".into(), count.to_string()));
-    metric("retouchd_job_duration_seconds", "histogram", "Time from a job's creation to its end.", &samples);
     out
 }
 
@@ -160,12 +157,15 @@ pub(super) async fn serve(ctx: Arc<Ctx>, listen: SocketAddr, stop: CancellationT
         }
     };
     info!(%listen, "serving Prometheus metrics at /metrics");
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let ctx = ctx.clone();
-            async move { ([("content-type", "text/plain; version=0.0.4")], render(&ctx)) }
-        }),
-    );
+    let app =
+        axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let ctx = ctx.clone();
+                async move {
+                    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], render(&ctx))
+                }
+            }),
+        );
     let _ = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
 }

@@ -7,6 +7,9 @@
 //! `Idempotency-Key` was seen before, and has knobs ([`SimConfig`]) for processing time and fault
 //! injection. What it received is counted in [`SimStats`], readable in process through
 //! [`Simulator::stats`] or over HTTP at `GET /sim/stats`; knobs change at `POST /sim/config`.
+//!
+//! Its clock is the async runtime's: run in-process under a paused test clock, a job's
+//! processing time passes as fast as the test lets time advance.
 
 mod results;
 mod routes;
@@ -15,7 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;

@@ -1,7 +1,9 @@
 //! The simulator's HTTP routes: the API document's routes, the balance route, and `/sim/*` for
 //! tests (stats and knobs). Faults are injected here, per route, from the current knobs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
@@ -312,6 +314,8 @@ async fn status(State(shared): State<Shared>, Path(id): Path<String>) -> Respons
     if let Some(response) = fault(&shared, &config, config.status_error_rate, true).await {
         return response;
     }
+    // Every status request that gets an answer counts, broken answers included.
+    *shared.lock().stats.polls_by_job.entry(id.clone()).or_default() += 1;
     match config.hostile {
         Some(Hostile::HtmlStatus) => {
             return axum::response::Html("<html><body><h1>502 Bad Gateway</h1></body></html>").into_response();
@@ -323,8 +327,7 @@ async fn status(State(shared): State<Shared>, Path(id): Path<String>) -> Respons
         Some(Hostile::InvalidJson) => return "{\"status\": 200, \"state\": acti".into_response(),
         _ => {}
     }
-    let mut inner = shared.lock();
-    *inner.stats.polls_by_job.entry(id.clone()).or_default() += 1;
+    let inner = shared.lock();
     let Some(job) = inner.jobs.get(&id) else {
         return error(StatusCode::NOT_FOUND, "Task not found");
     };

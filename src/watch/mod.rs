@@ -8,11 +8,15 @@
 
 mod readiness;
 
-pub use readiness::{Outcome, Readiness, Stamp};
+pub use readiness::{Outcome, Readiness};
 
-use std::os::unix::fs::MetadataExt;
+pub use crate::source::MARKER;
+use crate::source::{Stamp, inbox_available};
+
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use notify::Watcher as _;
 use tokio::sync::mpsc;
@@ -23,57 +27,38 @@ use crate::config::{WatchConfig, WatchMode};
 use crate::formats::{self, FileKind};
 use crate::ignore::IgnoreRules;
 
-/// The file retouchd leaves in each inbox. Once it has been placed, an inbox without it is taken
-/// for an unmounted share (whose empty mount point must not look like "all files gone").
-pub const MARKER: &str = ".retouchd";
-
-/// Whether the inbox is there: readable and carrying its marker.
-pub fn inbox_available(inbox: &Path) -> std::io::Result<()> {
-    std::fs::read_dir(inbox)?;
-    if inbox.join(MARKER).exists() {
-        Ok(())
-    } else {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!(
-                "its marker file {MARKER} is missing, so the share looks unmounted; mount it again \
-                 (or, if the folder is really empty on purpose, `touch {}`)",
-                inbox.join(MARKER).display()
-            ),
-        ))
-    }
-}
-
-/// What a watcher tells the coordinator.
+/// What a watcher tells the coordinator. Each event names its inbox by path, so an event still
+/// in flight during a reload is never read against another watch's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
     /// A settled, complete file: `inbox/rel`.
     Ready {
-        watch: usize,
+        inbox: PathBuf,
         rel: PathBuf,
         stamp: Stamp,
     },
-    /// A file that stopped changing but never became complete within the grace time.
+    /// A file that stopped changing but stayed incomplete for `waited` (settle and grace time).
     Incomplete {
-        watch: usize,
+        inbox: PathBuf,
         rel: PathBuf,
         stamp: Stamp,
+        waited: Duration,
     },
     /// The first full scan is done (or found the inbox unavailable).
     Scanned {
-        watch: usize,
+        inbox: PathBuf,
     },
     /// (With `--once`) everything present at start has been handed on.
     Drained {
-        watch: usize,
+        inbox: PathBuf,
     },
     /// The inbox cannot be read (unmounted share, deleted folder); nothing is treated as gone.
     Paused {
-        watch: usize,
+        inbox: PathBuf,
         reason: String,
     },
     Resumed {
-        watch: usize,
+        inbox: PathBuf,
     },
 }
 
@@ -98,10 +83,6 @@ pub fn is_network_fs(path: &Path) -> bool {
     matches!(st.f_type as i64, NFS | SMB | CIFS | SMB2 | FUSE | CEPH | V9FS | AFS)
 }
 
-pub fn stamp_of(meta: &std::fs::Metadata) -> Stamp {
-    Stamp { size: meta.len(), mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec() }
-}
-
 /// Whether the file has all its bytes. Files that are not images or zips count as complete, so
 /// that inspection refuses them at once instead of after the grace time.
 fn content_complete(path: &Path) -> bool {
@@ -121,7 +102,7 @@ fn content_complete(path: &Path) -> bool {
 /// The files below `inbox` that may become jobs, with their stamps.
 fn scan(inbox: &Path, recursive: bool, rules: &IgnoreRules) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
     // The inbox itself must be there; subfolders that vanish mid-scan are skipped.
-    inbox_available(inbox)?;
+    inbox_available(inbox, true)?;
     list_files(inbox, recursive, rules)
 }
 
@@ -141,7 +122,7 @@ pub fn list_files(inbox: &Path, recursive: bool, rules: &IgnoreRules) -> std::io
                     dirs.push(rel);
                 }
             } else if meta.is_file() && !rules.skips_file(&rel) {
-                found.push((rel, stamp_of(&meta)));
+                found.push((rel, Stamp::of(&meta)));
             }
         }
     }
@@ -175,13 +156,7 @@ enum Hint {
 
 /// Watches one inbox until `shutdown`, sending what it finds to `tx`. With `once`, stops after
 /// handing on everything that was present at the first scan.
-pub async fn run(
-    index: usize,
-    config: WatchConfig,
-    tx: mpsc::Sender<WatchEvent>,
-    once: bool,
-    shutdown: CancellationToken,
-) {
+pub async fn run(config: WatchConfig, tx: mpsc::Sender<WatchEvent>, once: bool, shutdown: CancellationToken) {
     let rules = IgnoreRules::new(&config.ignore);
     let inbox = config.inbox.clone();
     let network = is_network_fs(&inbox);
@@ -222,10 +197,10 @@ pub async fn run(
     let polling = _notifier.is_none();
     info!(inbox = %inbox.display(), mode = if polling { "scan" } else { "notify" }, network, "watching");
     let scan_every = if polling { config.scan_interval } else { config.rescan_interval };
-    let mut scan_timer = tokio::time::interval_at(tokio::time::Instant::now() + scan_every, scan_every);
+    let mut scan_timer = tokio::time::interval_at(Instant::now() + scan_every, scan_every);
     // Settled files are checked when due, in batches at most every DUE_GAP (a burst of files
     // costs one pass over the pending ones, not one per file).
-    let mut last_due = tokio::time::Instant::now();
+    let mut last_due = Instant::now();
     let mut readiness = Readiness::new(config.settle, config.incomplete_grace);
     let mut paused: Option<String> = None;
 
@@ -235,7 +210,7 @@ pub async fn run(
             Ok(files) => {
                 if paused.take().is_some() {
                     info!(inbox = %inbox.display(), "inbox is back; resuming");
-                    events.push(WatchEvent::Resumed { watch: index });
+                    events.push(WatchEvent::Resumed { inbox: inbox.clone() });
                 }
                 let now = Instant::now();
                 let present: std::collections::HashSet<&Path> = files.iter().map(|(p, _)| p.as_path()).collect();
@@ -249,7 +224,7 @@ pub async fn run(
                 let reason = format!("cannot read the inbox {}: {e}", inbox.display());
                 if paused.as_ref() != Some(&reason) {
                     warn!(inbox = %inbox.display(), error = %e, "inbox unreadable (unmounted share?); watch paused, nothing is treated as gone");
-                    events.push(WatchEvent::Paused { watch: index, reason: reason.clone() });
+                    events.push(WatchEvent::Paused { inbox: inbox.clone(), reason: reason.clone() });
                     *paused = Some(reason);
                 }
             }
@@ -258,7 +233,7 @@ pub async fn run(
     };
 
     let mut outgoing = full_scan(&mut readiness, &mut paused);
-    outgoing.push(WatchEvent::Scanned { watch: index });
+    outgoing.push(WatchEvent::Scanned { inbox: inbox.clone() });
     loop {
         for event in outgoing.drain(..) {
             tokio::select! {
@@ -267,7 +242,7 @@ pub async fn run(
             }
         }
         if once && readiness.pending() == 0 && paused.is_none() {
-            let _ = tx.send(WatchEvent::Drained { watch: index }).await;
+            let _ = tx.send(WatchEvent::Drained { inbox: inbox.clone() }).await;
             return;
         }
         tokio::select! {
@@ -279,7 +254,7 @@ pub async fn run(
                     match path.symlink_metadata() {
                         Ok(meta) if meta.is_dir() => outgoing = full_scan(&mut readiness, &mut paused),
                         Ok(meta) if meta.is_file() && wanted(&rel, config.recursive, &rules) => {
-                            readiness.observe(&rel, stamp_of(&meta), Instant::now())
+                            readiness.observe(&rel, Stamp::of(&meta), Instant::now())
                         }
                         Ok(_) => {}
                         Err(_) => readiness.forget(&rel),
@@ -288,15 +263,20 @@ pub async fn run(
             },
             _ = scan_timer.tick() => outgoing = full_scan(&mut readiness, &mut paused),
             _ = sleep_until_due(readiness.next_check(), last_due) => {
-                last_due = tokio::time::Instant::now();
+                last_due = Instant::now();
                 let stat = |rel: &Path| {
-                    inbox.join(rel).symlink_metadata().ok().filter(|m| m.is_file()).map(|m| stamp_of(&m))
+                    inbox.join(rel).symlink_metadata().ok().filter(|m| m.is_file()).map(|m| Stamp::of(&m))
                 };
                 let complete = |rel: &Path| content_complete(&inbox.join(rel));
                 for outcome in readiness.due(Instant::now(), stat, complete) {
                     outgoing.push(match outcome {
-                        Outcome::Ready(rel, stamp) => WatchEvent::Ready { watch: index, rel, stamp },
-                        Outcome::Incomplete(rel, stamp) => WatchEvent::Incomplete { watch: index, rel, stamp },
+                        Outcome::Ready(rel, stamp) => WatchEvent::Ready { inbox: inbox.clone(), rel, stamp },
+                        Outcome::Incomplete(rel, stamp) => WatchEvent::Incomplete {
+                            inbox: inbox.clone(),
+                            rel,
+                            stamp,
+                            waited: config.settle + config.incomplete_grace,
+                        },
                     });
                 }
             }
@@ -309,9 +289,9 @@ const DUE_GAP: Duration = Duration::from_millis(20);
 
 /// Sleeps until the next pending file is due (never sooner than DUE_GAP after the last pass);
 /// forever when nothing is pending.
-async fn sleep_until_due(next: Option<Instant>, last_due: tokio::time::Instant) {
+async fn sleep_until_due(next: Option<Instant>, last_due: Instant) {
     match next {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at).max(last_due + DUE_GAP)).await,
+        Some(at) => tokio::time::sleep_until(at.max(last_due + DUE_GAP)).await,
         None => std::future::pending().await,
     }
 }

@@ -4,14 +4,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A file's identity as far as readiness goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    pub size: u64,
-    pub mtime_ns: i64,
-}
+use tokio::time::Instant;
+
+use crate::source::Stamp;
 
 #[derive(Debug)]
 struct Tracked {

@@ -5,6 +5,7 @@ mod api_client;
 mod bad_input;
 mod daemon_e2e;
 mod hostile;
+mod in_process;
 mod operations;
 mod reliability;
 mod security;

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::daemon::{LIVE_STATUS_FILE, LiveStatus};
+use crate::daemon::LiveStatus;
+use crate::job::StateName;
 use crate::journal::{JobRecord, Journal, JournalError};
 
 /// One job, as shown.
@@ -14,7 +15,7 @@ use crate::journal::{JobRecord, Journal, JournalError};
 pub struct JobView {
     pub id: i64,
     pub file: String,
-    pub state: &'static str,
+    pub state: StateName,
     pub age_secs: u64,
     pub progress: Option<f64>,
     pub reason: Option<String>,
@@ -27,7 +28,7 @@ pub struct Report {
     /// The running daemon's own view (pause, credits), when one runs.
     pub daemon: Option<LiveStatus>,
     pub journal: String,
-    pub counts: BTreeMap<String, u64>,
+    pub counts: BTreeMap<StateName, u64>,
     pub in_flight: Vec<JobView>,
     pub recent_failures: Vec<JobView>,
 }
@@ -44,24 +45,14 @@ fn view(job: &JobRecord, now_ms: i64) -> JobView {
     }
 }
 
-/// The live status a running daemon left in `state_dir`, if that daemon is still alive.
-pub fn live_status(state_dir: &std::path::Path) -> Option<LiveStatus> {
-    let text = std::fs::read(state_dir.join(LIVE_STATUS_FILE)).ok()?;
-    let status: LiveStatus = serde_json::from_slice(&text).ok()?;
-    // SAFETY: signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(status.pid as i32, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    alive.then_some(status)
-}
-
 pub fn report(journal: &Journal, state_dir: &std::path::Path) -> Result<Report, JournalError> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    let mut failures: Vec<JobRecord> = journal.recent("failed", 10)?;
-    failures.extend(journal.recent("rejected", 10)?);
+    let mut failures: Vec<JobRecord> = journal.recent(StateName::Failed, 10)?;
+    failures.extend(journal.recent(StateName::Rejected, 10)?);
     failures.sort_by_key(|j| std::cmp::Reverse(j.updated_at));
     failures.truncate(10);
     Ok(Report {
-        daemon: live_status(state_dir),
+        daemon: LiveStatus::read(state_dir),
         journal: journal.path().display().to_string(),
         counts: journal.counts()?,
         in_flight: journal.unfinished()?.iter().map(|j| view(j, now)).collect(),

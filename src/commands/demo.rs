@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use crate::config::{self, Environment};
 use crate::daemon::{self, JobUpdate, RunOptions, Summary};
 use crate::imagegen;
+use crate::job::StateName;
 use crate::sim::{SimConfig, Simulator};
 
 const PAYLOAD: &str = r#"mode = "professional"
@@ -74,8 +75,10 @@ settle = "300ms"
 
 fn show(update: &JobUpdate) {
     let what = match (update.state, update.progress) {
-        ("processing", Some(p)) => format!("processing {p:.0}%"),
-        ("failed" | "rejected", _) => format!("{}: {}", update.state, update.reason.as_deref().unwrap_or("")),
+        (StateName::Processing, Some(p)) => format!("processing {p:.0}%"),
+        (StateName::Failed | StateName::Rejected, _) => {
+            format!("{}: {}", update.state, update.reason.as_deref().unwrap_or(""))
+        }
         (state, _) => state.to_string(),
     };
     println!("  {:<24} {what}", update.file.display());

@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 use crate::config::{Config, OnSuccess, WatchConfig, WatchMode};
 use crate::daemon::{self, JobUpdate, RunOptions, Summary};
 use crate::ignore::IgnoreRules;
+use crate::job::StateName;
 
 /// Splits the given paths into (folder, file below it) pairs.
 fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
@@ -62,8 +63,8 @@ fn one_shot_config(
         .map(|folder| WatchConfig {
             inbox: folder.clone(),
             outbox: out.map(Path::to_path_buf).unwrap_or_else(|| folder.clone()),
-            done_dir: PathBuf::new(),
-            failed_dir: PathBuf::new(),
+            done_dir: None,
+            failed_dir: None,
             on_success: OnSuccess::Keep,
             settle: Duration::ZERO,
             recursive: true,
@@ -103,10 +104,12 @@ async fn show_progress(mut rx: broadcast::Receiver<JobUpdate>, total: usize) -> 
             bar
         });
         bar.set_position(update.progress.unwrap_or(0.0) as u64);
-        bar.set_message(update.state);
+        bar.set_message(update.state.as_str());
         let outcome = match update.state {
-            "done" => Some("delivered".to_string()),
-            "failed" | "rejected" => Some(format!("failed: {}", update.reason.clone().unwrap_or_default())),
+            StateName::Done => Some("delivered".to_string()),
+            StateName::Failed | StateName::Rejected => {
+                Some(format!("failed: {}", update.reason.clone().unwrap_or_default()))
+            }
             _ => None,
         };
         if let Some(outcome) = outcome {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::deliver;
-use crate::job::JobState;
+use crate::job::{JobState, StateName};
 use crate::journal::{JobRecord, Journal};
 
 /// What happened to one job asked for.
@@ -57,8 +57,8 @@ pub fn retry(
             None => return Ok(vec![Retried::Skipped { id, why: "no such job".into() }]),
         },
         None => {
-            let mut all = journal.recent("failed", usize::MAX >> 1)?;
-            all.extend(journal.recent("rejected", usize::MAX >> 1)?);
+            let mut all = journal.recent(StateName::Failed, usize::MAX >> 1)?;
+            all.extend(journal.recent(StateName::Rejected, usize::MAX >> 1)?);
             all
         }
     };

@@ -14,7 +14,8 @@
 //!   (Rejecting{reason} ─source moved─▶ Rejected{reason}: never sent)                  Done
 //! ```
 //!
-//! What each state means after a restart ([`JobState::on_restart`]):
+//! What each state means after a restart ([`JobState::on_restart`], which is also the step the
+//! runner takes next in that state, so a resumed job and a running one follow one rule):
 //! - `Submitting`: the POST may or may not have reached the server. Send it again with the same
 //!   key; the server returns the same id and charges nothing.
 //! - `Processing`: the server has the task. Poll it on the host that created it.
@@ -24,9 +25,84 @@
 //! - `Failing`/`Rejecting`: the verdict is in. Finish moving the source to failed/.
 //! - `Done`, `Failed`, `Rejected`: nothing to do.
 
+mod decide;
+
+pub use decide::{Next, after_get_file, after_start, after_status, expired};
+
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use crate::deliver::Target;
+
+/// The name of a state: the journal's `state` column, log fields, status and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateName {
+    Submitting,
+    Processing,
+    Fetching,
+    Delivering,
+    Delivered,
+    Done,
+    Failing,
+    Failed,
+    Rejecting,
+    Rejected,
+}
+
+impl StateName {
+    pub const ALL: [StateName; 10] = [
+        StateName::Submitting,
+        StateName::Processing,
+        StateName::Fetching,
+        StateName::Delivering,
+        StateName::Delivered,
+        StateName::Done,
+        StateName::Failing,
+        StateName::Failed,
+        StateName::Rejecting,
+        StateName::Rejected,
+    ];
+
+    /// The states in which nothing more happens to a job.
+    pub const TERMINAL: [StateName; 3] = [StateName::Done, StateName::Failed, StateName::Rejected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateName::Submitting => "submitting",
+            StateName::Processing => "processing",
+            StateName::Fetching => "fetching",
+            StateName::Delivering => "delivering",
+            StateName::Delivered => "delivered",
+            StateName::Done => "done",
+            StateName::Failing => "failing",
+            StateName::Failed => "failed",
+            StateName::Rejecting => "rejecting",
+            StateName::Rejected => "rejected",
+        }
+    }
+
+    /// The name as stored; `None` for a name this version does not know.
+    pub fn parse(text: &str) -> Option<StateName> {
+        StateName::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        StateName::TERMINAL.contains(&self)
+    }
+
+    /// The terminal states as an SQL list, `'done', 'failed', 'rejected'`.
+    pub fn terminal_sql_list() -> String {
+        StateName::TERMINAL.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl std::fmt::Display for StateName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Where a job is. Each state carries what is needed to continue from it after a crash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +123,7 @@ pub enum JobState {
         task_id: String,
         host: String,
         staged: PathBuf,
-        target: PathBuf,
+        target: Target,
     },
     Delivered {
         outputs: Vec<PathBuf>,
@@ -85,7 +161,7 @@ pub enum Event {
     /// The server says `completed`.
     Completed,
     /// The result is downloaded (and extracted) into `staged`, to be published as `target`.
-    Staged { staged: PathBuf, target: PathBuf },
+    Staged { staged: PathBuf, target: Target },
     /// The staged result is in the outbox.
     Published { outputs: Vec<PathBuf> },
     /// The source was moved (to `moved_to`), deleted or kept as configured.
@@ -100,18 +176,38 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("job in state `{from}` cannot take `{event}`")]
 pub struct InvalidTransition {
-    pub from: &'static str,
+    pub from: StateName,
     pub event: String,
 }
 
-/// What to do with a job found in the journal at start-up.
+/// The step a job in a given state takes next: after a restart, and while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resume {
-    Submit,
-    Poll,
-    Fetch,
-    Publish,
-    SettleSource,
+    /// Send the file with this Idempotency-Key.
+    Submit {
+        key: String,
+    },
+    /// Ask the server about the task, on the host that created it.
+    Poll {
+        task_id: String,
+        host: String,
+    },
+    /// Download the result.
+    Fetch {
+        task_id: String,
+        host: String,
+    },
+    /// Rename the staged result into the outbox.
+    Publish {
+        staged: PathBuf,
+        target: Target,
+    },
+    /// Move the source to done/ (or delete or keep it, as configured).
+    SettleDone,
+    /// Move the source to failed/ with this reason beside it.
+    SettleFailed {
+        reason: String,
+    },
     Nothing,
 }
 
@@ -126,25 +222,25 @@ impl JobState {
         JobState::Rejecting { reason }
     }
 
-    /// The stable name stored in the journal's `state` column.
-    pub fn name(&self) -> &'static str {
+    /// The state's name (the journal's `state` column).
+    pub fn name(&self) -> StateName {
         match self {
-            JobState::Submitting { .. } => "submitting",
-            JobState::Processing { .. } => "processing",
-            JobState::Fetching { .. } => "fetching",
-            JobState::Delivering { .. } => "delivering",
-            JobState::Delivered { .. } => "delivered",
-            JobState::Done { .. } => "done",
-            JobState::Failing { .. } => "failing",
-            JobState::Failed { .. } => "failed",
-            JobState::Rejecting { .. } => "rejecting",
-            JobState::Rejected { .. } => "rejected",
+            JobState::Submitting { .. } => StateName::Submitting,
+            JobState::Processing { .. } => StateName::Processing,
+            JobState::Fetching { .. } => StateName::Fetching,
+            JobState::Delivering { .. } => StateName::Delivering,
+            JobState::Delivered { .. } => StateName::Delivered,
+            JobState::Done { .. } => StateName::Done,
+            JobState::Failing { .. } => StateName::Failing,
+            JobState::Failed { .. } => StateName::Failed,
+            JobState::Rejecting { .. } => StateName::Rejecting,
+            JobState::Rejected { .. } => StateName::Rejected,
         }
     }
 
     /// Done, failed or rejected: nothing more will happen.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, JobState::Done { .. } | JobState::Failed { .. } | JobState::Rejected { .. })
+        self.name().is_terminal()
     }
 
     /// The reason, for failing and failed jobs.
@@ -168,14 +264,20 @@ impl JobState {
         }
     }
 
-    /// The rule for a job found in this state after a restart (see the module docs).
+    /// The rule for a job found in this state after a restart (see the module docs); the runner
+    /// takes the same step for a job that reached the state while running.
     pub fn on_restart(&self) -> Resume {
         match self {
-            JobState::Submitting { .. } => Resume::Submit,
-            JobState::Processing { .. } => Resume::Poll,
-            JobState::Fetching { .. } => Resume::Fetch,
-            JobState::Delivering { .. } => Resume::Publish,
-            JobState::Delivered { .. } | JobState::Failing { .. } | JobState::Rejecting { .. } => Resume::SettleSource,
+            JobState::Submitting { key } => Resume::Submit { key: key.clone() },
+            JobState::Processing { task_id, host } => Resume::Poll { task_id: task_id.clone(), host: host.clone() },
+            JobState::Fetching { task_id, host } => Resume::Fetch { task_id: task_id.clone(), host: host.clone() },
+            JobState::Delivering { staged, target, .. } => {
+                Resume::Publish { staged: staged.clone(), target: target.clone() }
+            }
+            JobState::Delivered { .. } => Resume::SettleDone,
+            JobState::Failing { reason } | JobState::Rejecting { reason } => {
+                Resume::SettleFailed { reason: reason.clone() }
+            }
             JobState::Done { .. } | JobState::Failed { .. } | JobState::Rejected { .. } => Resume::Nothing,
         }
     }
@@ -218,8 +320,12 @@ mod tests {
         Event::Started { task_id: "t1".into(), host: "https://h/api/v1".into() }
     }
 
+    fn target() -> Target {
+        Target { dir: "/out".into(), stem: "a".into(), ext: None }
+    }
+
     fn staged() -> Event {
-        Event::Staged { staged: "/out/.staging/1".into(), target: "/out/a".into() }
+        Event::Staged { staged: "/out/.staging/1".into(), target: target() }
     }
 
     #[test]
@@ -228,9 +334,9 @@ mod tests {
         let s = s.apply(started()).unwrap();
         assert_eq!(s.task(), Some(("t1", "https://h/api/v1")));
         let s = s.apply(Event::Completed).unwrap();
-        assert_eq!(s.name(), "fetching");
+        assert_eq!(s.name(), StateName::Fetching);
         let s = s.apply(staged()).unwrap();
-        assert_eq!(s.name(), "delivering");
+        assert_eq!(s.name(), StateName::Delivering);
         let s = s.apply(Event::Published { outputs: vec!["/out/a".into()] }).unwrap();
         let s = s.apply(Event::SourceSettled { moved_to: Some("/done/a.jpg".into()) }).unwrap();
         assert_eq!(s, JobState::Done { outputs: vec!["/out/a".into()], moved_to: Some("/done/a.jpg".into()) });
@@ -241,9 +347,9 @@ mod tests {
     fn failures_pass_through_failing_before_the_source_moves() {
         let s = JobState::new("k".into()).apply(started()).unwrap();
         let s = s.apply(Event::Fail { reason: "no face".into() }).unwrap();
-        assert_eq!(s.name(), "failing");
+        assert_eq!(s.name(), StateName::Failing);
         assert!(!s.is_terminal());
-        assert_eq!(s.on_restart(), Resume::SettleSource);
+        assert_eq!(s.on_restart(), Resume::SettleFailed { reason: "no face".into() });
         let s = s.apply(Event::SourceSettled { moved_to: None }).unwrap();
         assert_eq!(s, JobState::Failed { reason: "no face".into(), moved_to: None });
     }
@@ -276,30 +382,48 @@ mod tests {
 
     #[test]
     fn every_state_has_a_restart_rule() {
+        let (t, h) = (String::from("t"), String::from("h"));
         let states = [
-            (JobState::new("k".into()), Resume::Submit),
-            (JobState::Processing { task_id: "t".into(), host: "h".into() }, Resume::Poll),
-            (JobState::Fetching { task_id: "t".into(), host: "h".into() }, Resume::Fetch),
+            (JobState::new("k".into()), Resume::Submit { key: "k".into() }),
             (
-                JobState::Delivering { task_id: "t".into(), host: "h".into(), staged: "s".into(), target: "t".into() },
-                Resume::Publish,
+                JobState::Processing { task_id: t.clone(), host: h.clone() },
+                Resume::Poll { task_id: t.clone(), host: h.clone() },
             ),
-            (JobState::Delivered { outputs: vec![] }, Resume::SettleSource),
-            (JobState::Failing { reason: "r".into() }, Resume::SettleSource),
-            (JobState::Rejecting { reason: "r".into() }, Resume::SettleSource),
+            (
+                JobState::Fetching { task_id: t.clone(), host: h.clone() },
+                Resume::Fetch { task_id: t.clone(), host: h.clone() },
+            ),
+            (
+                JobState::Delivering { task_id: t.clone(), host: h.clone(), staged: "s".into(), target: target() },
+                Resume::Publish { staged: "s".into(), target: target() },
+            ),
+            (JobState::Delivered { outputs: vec![] }, Resume::SettleDone),
+            (JobState::Failing { reason: "r".into() }, Resume::SettleFailed { reason: "r".into() }),
+            (JobState::Rejecting { reason: "r".into() }, Resume::SettleFailed { reason: "r".into() }),
             (JobState::Done { outputs: vec![], moved_to: None }, Resume::Nothing),
             (JobState::Failed { reason: "r".into(), moved_to: None }, Resume::Nothing),
             (JobState::Rejected { reason: "r".into(), moved_to: None }, Resume::Nothing),
         ];
+        assert_eq!(states.len(), StateName::ALL.len(), "one row per state");
         for (state, rule) in states {
             assert_eq!(state.on_restart(), rule, "{}", state.name());
+            assert_eq!(StateName::parse(state.name().as_str()), Some(state.name()));
+            assert_eq!(state.is_terminal(), rule == Resume::Nothing);
         }
+        assert_eq!(StateName::terminal_sql_list(), "'done', 'failed', 'rejected'");
     }
 
     #[test]
     fn states_round_trip_through_json() {
-        let s = JobState::Delivering { task_id: "t".into(), host: "h".into(), staged: "s".into(), target: "x".into() };
+        let s = JobState::Delivering { task_id: "t".into(), host: "h".into(), staged: "s".into(), target: target() };
         let text = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<JobState>(&text).unwrap(), s);
+    }
+
+    #[test]
+    fn a_journal_written_before_targets_had_parts_still_reads() {
+        let old = r#"{"state":"delivering","task_id":"t","host":"h","staged":"/o/.retouchd-staging/job-1.jpg","target":"/o/sub/a.jpg"}"#;
+        let JobState::Delivering { target, .. } = serde_json::from_str::<JobState>(old).unwrap() else { panic!() };
+        assert_eq!(target, Target { dir: "/o/sub".into(), stem: "a.jpg".into(), ext: None });
     }
 }

@@ -1,0 +1,51 @@
+//! `retouchd check`: the config is valid (it was loaded), the server answers, and the token is
+//! accepted, without spending a credit.
+
+use crate::api::{Client, ErrorKind};
+use crate::config::Config;
+
+/// Why the check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The server settings cannot even make a client (a config problem).
+    #[error("{0}")]
+    Client(crate::api::ApiError),
+    /// The server or the token did not pass.
+    #[error("{0}")]
+    Server(String),
+}
+
+/// Runs the checks, printing one line per finding.
+pub async fn run(config: &Config) -> Result<(), CheckError> {
+    println!("config: ok ({} watch(es), token from {})", config.watches.len(), config.server.token_source);
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
+    let client = Client::new(config.server.client_options()).map_err(CheckError::Client)?;
+    match client.limits().await {
+        Ok(Some(l)) => println!(
+            "server: {} answers; limits {} MB, {} megapixels",
+            client.base_url(),
+            l.max_file_size_mb,
+            l.max_megapixels
+        ),
+        Ok(None) => println!("server: {} answers (no limits route, as in production)", client.base_url()),
+        Err(e) => {
+            return Err(CheckError::Server(format!("server {} does not answer properly: {e}", client.base_url())));
+        }
+    }
+    match client.balance().await {
+        Ok(b) => match b.professional {
+            Some(n) => println!("token: accepted; {n} professional credits left"),
+            None => println!("token: accepted"),
+        },
+        Err(e) if e.kind == ErrorKind::BadToken => {
+            return Err(CheckError::Server(format!(
+                "token: refused ({}); check {}",
+                e.message, config.server.token_source
+            )));
+        }
+        Err(e) => println!("token: could not be checked ({e}); it is checked again at the first upload"),
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Admitting a ready file as a job: it must still be the file the watcher found ready, no job may
+//! be running or done for this version of it, and it must pass the checks against the server's
+//! limits. A file that fails those checks is journaled as refused (it goes to failed/ with the
+//! reason); one that passes is journaled with a fresh Idempotency-Key before anything is sent.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tracing::info;
+
+use super::context::Ctx;
+use crate::config::{Config, WatchConfig};
+use crate::job::JobState;
+use crate::journal::{JobRecord, JournalError};
+use crate::source::{Source, SourceCheck, Stamp};
+
+/// A file waiting for a job slot.
+#[derive(Debug)]
+pub(super) struct Queued {
+    pub inbox: PathBuf,
+    pub rel: PathBuf,
+    pub stamp: Stamp,
+    /// Set when the watcher already knows the file cannot be sent.
+    pub reject: Option<String>,
+}
+
+impl Queued {
+    /// The job's key in the coordinator: (inbox, path below it).
+    pub fn key(&self) -> (PathBuf, PathBuf) {
+        (self.inbox.clone(), self.rel.clone())
+    }
+}
+
+/// The watch settings of `inbox` in `config`.
+pub(super) fn watch_for(config: &Config, inbox: &std::path::Path) -> Option<Arc<WatchConfig>> {
+    config.watches.iter().find(|w| w.inbox == inbox).cloned().map(Arc::new)
+}
+
+/// Why a file that stopped changing but stayed incomplete for `waited` is refused.
+pub(super) fn incomplete_reason(stamp: Stamp, waited: std::time::Duration) -> String {
+    let waited = humantime::format_duration(waited);
+    if stamp.size == 0 {
+        format!("the file is empty (0 bytes) and stayed so for {waited}")
+    } else {
+        format!(
+            "the file stopped changing but is incomplete (a truncated image or zip?) after waiting {waited}; \
+             copy it again in full"
+        )
+    }
+}
+
+/// A fresh Idempotency-Key.
+pub(super) fn new_key() -> String {
+    format!("retouchd-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// Journals a new job for `item`, or returns `None` when the file is not (or no longer) one.
+pub(super) async fn admit(ctx: &Ctx, item: Queued) -> Result<Option<(JobRecord, Arc<WatchConfig>)>, JournalError> {
+    let Some(watch) = watch_for(&ctx.config(), &item.inbox) else { return Ok(None) };
+    let source = Source { inbox: item.inbox, rel_path: item.rel, stamp: item.stamp };
+    // Changed since it was found ready: the watcher hands the new version on once it settles.
+    if !matches!(source.check(ctx.marks_inboxes), SourceCheck::Same) {
+        return Ok(None);
+    }
+    match ctx.journal.latest_for(&source.inbox, &source.rel_path)? {
+        Some(previous) if !previous.state.is_terminal() => return Ok(None),
+        // Kept on success: the same file is not paid for twice.
+        Some(previous) if previous.source == source && matches!(previous.state, JobState::Done { .. }) => {
+            return Ok(None);
+        }
+        _ => {}
+    }
+    let verdict = match item.reject {
+        Some(reason) => Err(reason),
+        None => {
+            let path = source.path();
+            let limits = ctx.limits.clone();
+            match tokio::task::spawn_blocking(move || crate::inspect::inspect(&path, &limits)).await {
+                Ok(Ok(verdict)) => verdict.map(drop),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Ok(Err(e)) => Err(format!("the file cannot be read: {e}; check its permissions")),
+                Err(e) => Err(format!("internal error while checking the file: {e}")),
+            }
+        }
+    };
+    let state = match verdict {
+        Ok(()) => JobState::new(new_key()),
+        Err(reason) => {
+            info!(file = %source.rel_path.display(), reason, "refused before sending");
+            JobState::rejected(reason)
+        }
+    };
+    let id = ctx.commits.insert(source.clone(), state.clone()).await?;
+    let now = crate::journal::now_ms();
+    let record = JobRecord { id, source, state, created_at: now, updated_at: now, progress: None };
+    ctx.announce(&record);
+    Ok(Some((record, watch)))
+}

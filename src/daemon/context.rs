@@ -1,0 +1,173 @@
+//! What every job task shares ([`Ctx`]): the configuration in force, the journal and its group
+//! commit, the pause gate, the upload slots, server clients (one per host a job was started on),
+//! counters, the learned poll plan, and where job news goes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::{Semaphore, broadcast};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::commits::Committer;
+use super::gate::Gate;
+use super::metrics::Metrics;
+use super::poll_plan::PollPlan;
+use super::{JobUpdate, Recovered};
+use crate::api::{Client, Limits};
+use crate::config::Config;
+use crate::job::{Event, JobState};
+use crate::journal::{JobRecord, Journal, JournalError};
+
+pub(crate) struct Ctx {
+    config: RwLock<Arc<Config>>,
+    pub(super) journal: Arc<Journal>,
+    /// Group commit of new jobs and state changes (see [`super::commits`]).
+    pub(super) commits: Committer,
+    pub(super) gate: Gate,
+    pub(super) uploads: Semaphore,
+    client: RwLock<Client>,
+    /// Clients for hosts other than the configured one, for jobs started there.
+    other_hosts: Mutex<HashMap<String, Client>>,
+    pub(super) metrics: Metrics,
+    pub(super) limits: Limits,
+    updates: Option<broadcast::Sender<JobUpdate>>,
+    /// Whether inboxes carry the marker file (not for `retouchd process`).
+    pub(super) marks_inboxes: bool,
+    /// Learned job durations, to poll near the expected completion.
+    pub(super) poll_plan: PollPlan,
+    /// When the server last answered a job's request properly (see the runner's backoff).
+    last_server_success: Mutex<Option<Instant>>,
+}
+
+impl Ctx {
+    pub(super) fn new(
+        config: Config,
+        recovered: &Recovered,
+        commits: Committer,
+        client: Client,
+        updates: Option<broadcast::Sender<JobUpdate>>,
+        marks_inboxes: bool,
+    ) -> Ctx {
+        Ctx {
+            uploads: Semaphore::new(config.server.max_uploads),
+            config: RwLock::new(Arc::new(config)),
+            journal: Arc::clone(&recovered.journal),
+            commits,
+            gate: Gate::default(),
+            client: RwLock::new(client),
+            other_hosts: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+            limits: recovered.limits.clone(),
+            updates,
+            marks_inboxes,
+            poll_plan: PollPlan::default(),
+            last_server_success: Mutex::new(None),
+        }
+    }
+
+    /// The configuration in force (a reload swaps it).
+    pub(super) fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(super) fn client(&self) -> Client {
+        self.client.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A client for the host a job was started on (the task id is only valid there).
+    pub(super) fn client_for_host(&self, host: &str) -> Client {
+        let current = self.client();
+        if host == current.base_url() {
+            return current;
+        }
+        let mut clients = self.other_hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(host) {
+            return c.clone();
+        }
+        let mut options = self.config().server.client_options();
+        options.base_url = host.to_string();
+        let client = Client::new(options).unwrap_or_else(|e| {
+            warn!(host, error = %e, "cannot reach a job's original host; using the configured one");
+            current.clone()
+        });
+        clients.insert(host.to_string(), client.clone());
+        client
+    }
+
+    /// Applies `event` to the job and commits the new state before anything depends on it.
+    pub(super) async fn advance(&self, job: &mut JobRecord, event: Event) -> Result<(), JournalError> {
+        let next = match job.state.apply(event) {
+            Ok(next) => next,
+            Err(e) => {
+                error!(job = job.id, error = %e, "internal error: impossible job transition");
+                match &job.state {
+                    s if s.is_terminal() => return Ok(()),
+                    _ => JobState::Failing { reason: format!("internal error: {e}") },
+                }
+            }
+        };
+        self.commits.update(job.id, next.clone()).await?;
+        info!(job = job.id, file = %job.source.rel_path.display(), state = %next.name(), "job state");
+        job.state = next;
+        job.progress = None;
+        self.announce(job);
+        Ok(())
+    }
+
+    /// Tells listeners (progress bars, the demo) where a job is.
+    pub(super) fn announce(&self, job: &JobRecord) {
+        if let Some(tx) = &self.updates {
+            let _ = tx.send(JobUpdate {
+                id: job.id,
+                file: job.source.rel_path.clone(),
+                state: job.state.name(),
+                progress: job.progress,
+                reason: job.state.reason().map(str::to_string),
+            });
+        }
+    }
+
+    /// Notes that the server answered a request properly.
+    pub(super) fn server_answered(&self) {
+        *self.last_server_success.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether the server answered anyone after `since`.
+    pub(super) fn server_answered_since(&self, since: Instant) -> bool {
+        self.last_server_success.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|at| at > since)
+    }
+
+    /// Switches to a new configuration; returns whether the watches changed. The state folder
+    /// cannot change while running; new server settings that do not work keep the old config.
+    pub(super) fn reload(&self, mut new: Config) -> bool {
+        let old = self.config();
+        if new.state_dir != old.state_dir {
+            warn!(old = %old.state_dir.display(), new = %new.state_dir.display(), "state.dir changes need a restart; keeping the old one");
+            new.state_dir = old.state_dir.clone();
+        }
+        match Client::new(new.server.client_options()) {
+            Ok(client) => *self.client.write().unwrap_or_else(|p| p.into_inner()) = client,
+            Err(e) => {
+                error!(error = %e, "the new server settings do not work; keeping the old configuration");
+                return false;
+            }
+        }
+        self.other_hosts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let (old_uploads, new_uploads) = (old.server.max_uploads, new.server.max_uploads);
+        if new_uploads > old_uploads {
+            self.uploads.add_permits(new_uploads - old_uploads);
+        } else if new_uploads < old_uploads {
+            self.uploads.forget_permits(old_uploads - new_uploads);
+        }
+        for warning in &new.warnings {
+            warn!("{warning}");
+        }
+        let watches_changed = new.watches != old.watches;
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        // A token or URL problem may be fixed now: try at once.
+        self.gate.retry_now();
+        info!(watches_changed, "configuration reloaded");
+        watches_changed
+    }
+}

@@ -1,0 +1,269 @@
+//! The coordinator: owns the queue of ready files, the running jobs (one task each), the files
+//! seen again while their job runs (deferred until it ends), the watchers, and what this run did.
+//! It has one method per thing that happens: a watcher's event, a job's end, a reload, a tick.
+//! [`super::run`]'s loop only waits for the next of these and hands it over.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::admission::{self, Queued};
+use super::context::Ctx;
+use super::live_status::LiveStatus;
+use super::runner::Runner;
+use super::{DaemonError, Summary};
+use crate::config::Config;
+use crate::job::JobState;
+use crate::journal::{JobRecord, JournalError};
+use crate::source::Stamp;
+use crate::watch::{self, WatchEvent};
+
+/// A job's file: (inbox, path below it).
+type JobKey = (PathBuf, PathBuf);
+/// How a job task ended: its final record, `None` when the file turned out not to be a job.
+type JobOutcome = (JobKey, Result<Option<JobRecord>, JournalError>);
+
+/// One generation of watcher tasks (replaced when a reload changes the watches).
+struct Watchers {
+    cancel: CancellationToken,
+    count: usize,
+    /// How many have finished their first scan, and (with `once`) handed on everything.
+    scanned: usize,
+    drained: usize,
+}
+
+pub(super) struct Coordinator {
+    ctx: Arc<Ctx>,
+    /// Process what is there, then stop.
+    once: bool,
+    queue: VecDeque<Queued>,
+    jobs: JoinSet<JobOutcome>,
+    active: HashSet<JobKey>,
+    /// Files seen again while their job runs; looked at once that job ends.
+    deferred: HashMap<JobKey, Queued>,
+    watchers: Watchers,
+    /// Inboxes that cannot be read now (unmounted shares).
+    unavailable: BTreeSet<PathBuf>,
+    ready_announced: bool,
+    summary: Summary,
+}
+
+impl Coordinator {
+    pub(super) fn new(ctx: Arc<Ctx>, once: bool) -> Self {
+        Coordinator {
+            ctx,
+            once,
+            queue: VecDeque::new(),
+            jobs: JoinSet::new(),
+            active: HashSet::new(),
+            deferred: HashMap::new(),
+            watchers: Watchers { cancel: CancellationToken::new(), count: 0, scanned: 0, drained: 0 },
+            unavailable: BTreeSet::new(),
+            ready_announced: false,
+            summary: Summary::default(),
+        }
+    }
+
+    /// Starts a task for each job found unfinished in the journal, by its restart rule.
+    pub(super) fn resume(&mut self, unfinished: Vec<JobRecord>) {
+        let config = self.ctx.config();
+        for job in unfinished {
+            let Some(watch) = admission::watch_for(&config, &job.source.inbox) else {
+                warn!(job = job.id, inbox = %job.source.inbox.display(), "unfinished job for an inbox no longer configured; left as it is");
+                continue;
+            };
+            let key = (job.source.inbox.clone(), job.source.rel_path.clone());
+            self.active.insert(key.clone());
+            let ctx = self.ctx.clone();
+            self.jobs.spawn(async move { (key, Runner::new(&ctx, job, watch).run().await.map(Some)) });
+        }
+    }
+
+    /// Starts one watcher per inbox (cancelled with `parent`), replacing any earlier ones.
+    pub(super) fn start_watchers(&mut self, tx: &mpsc::Sender<WatchEvent>, parent: &CancellationToken) {
+        self.watchers.cancel.cancel();
+        let config = self.ctx.config();
+        let cancel = parent.child_token();
+        for w in &config.watches {
+            tokio::spawn(watch::run(w.clone(), tx.clone(), self.once, cancel.clone()));
+        }
+        self.watchers = Watchers { cancel, count: config.watches.len(), scanned: 0, drained: 0 };
+    }
+
+    /// Queues exactly these files (inbox, path below it) instead of watching (`retouchd process`).
+    pub(super) fn take_files(&mut self, files: Vec<(PathBuf, PathBuf)>) {
+        self.once = true;
+        for (inbox, rel) in files {
+            match std::fs::symlink_metadata(inbox.join(&rel)) {
+                Ok(meta) if meta.is_file() => {
+                    self.queue.push_back(Queued { inbox, rel, stamp: Stamp::of(&meta), reject: None })
+                }
+                _ => warn!(file = %inbox.join(&rel).display(), "not a regular file; skipped"),
+            }
+        }
+    }
+
+    /// Starts jobs for queued files while there are free slots.
+    pub(super) fn fill_slots(&mut self) {
+        while self.jobs.len() < self.ctx.config().server.max_in_flight
+            && let Some(item) = self.queue.pop_front()
+        {
+            let key = item.key();
+            if !self.active.insert(key.clone()) {
+                self.deferred.insert(key, item);
+                continue;
+            }
+            let ctx = self.ctx.clone();
+            self.jobs.spawn(async move {
+                let outcome = match admission::admit(&ctx, item).await {
+                    Ok(Some((job, watch))) => Runner::new(&ctx, job, watch).run().await.map(Some),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                (key, outcome)
+            });
+        }
+    }
+
+    /// True once, when every watcher has made its first scan: time to tell systemd we are ready.
+    pub(super) fn becomes_ready(&mut self) -> bool {
+        if self.ready_announced || self.watchers.scanned < self.watchers.count {
+            return false;
+        }
+        self.ready_announced = true;
+        info!("ready: journal recovered and inboxes scanned");
+        true
+    }
+
+    pub(super) fn is_ready(&self) -> bool {
+        self.ready_announced
+    }
+
+    /// With `once`: everything found has been handed on and every job has ended.
+    pub(super) fn is_finished(&self) -> bool {
+        self.once && self.watchers.drained >= self.watchers.count && self.queue.is_empty() && self.jobs.is_empty()
+    }
+
+    pub(super) fn summary(&self) -> Summary {
+        self.summary.clone()
+    }
+
+    pub(super) fn on_watch_event(&mut self, event: WatchEvent) {
+        match event {
+            WatchEvent::Ready { inbox, rel, stamp } => self.enqueue(Queued { inbox, rel, stamp, reject: None }),
+            WatchEvent::Incomplete { inbox, rel, stamp, waited } => {
+                let reject = Some(admission::incomplete_reason(stamp, waited));
+                self.enqueue(Queued { inbox, rel, stamp, reject });
+            }
+            WatchEvent::Scanned { .. } => self.watchers.scanned += 1,
+            WatchEvent::Drained { .. } => self.watchers.drained += 1,
+            WatchEvent::Paused { inbox, reason } => {
+                warn!(inbox = %inbox.display(), reason, "watch paused");
+                self.unavailable.insert(inbox);
+            }
+            WatchEvent::Resumed { inbox } => {
+                info!(inbox = %inbox.display(), "watch resumed");
+                self.unavailable.remove(&inbox);
+            }
+        }
+    }
+
+    fn enqueue(&mut self, item: Queued) {
+        let key = item.key();
+        if self.active.contains(&key) {
+            self.deferred.insert(key, item);
+        } else {
+            self.queue.push_back(item);
+        }
+    }
+
+    /// Waits for the next job task to end (pending forever when none runs).
+    pub(super) async fn next_finished(&mut self) -> Result<JobOutcome, JoinError> {
+        match self.jobs.join_next().await {
+            Some(joined) => joined,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// A job task ended: count it, and look at the file again if it was seen meanwhile. A
+    /// journal that cannot be written stops the daemon.
+    pub(super) fn on_job_finished(&mut self, joined: Result<JobOutcome, JoinError>) -> Result<(), DaemonError> {
+        let (key, outcome) = match joined {
+            Ok(joined) => joined,
+            Err(e) if e.is_panic() => {
+                error!(error = %e, "a job task panicked; its job resumes at the next start");
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        };
+        self.active.remove(&key);
+        if let Some(item) = self.deferred.remove(&key) {
+            self.queue.push_back(item);
+        }
+        match outcome?.map(|r| r.state) {
+            Some(JobState::Done { .. }) => self.summary.done += 1,
+            Some(JobState::Failed { .. }) => self.summary.failed += 1,
+            Some(JobState::Rejected { .. }) => self.summary.rejected += 1,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Counts the jobs that have ended but were not looked at yet (at shutdown).
+    pub(super) fn collect_finished(&mut self) -> Result<(), DaemonError> {
+        while let Some(joined) = self.jobs.try_join_next() {
+            self.on_job_finished(joined)?;
+        }
+        Ok(())
+    }
+
+    /// Switches to `new`; restarts the watchers when the watches changed (files already queued
+    /// are dropped: the new watchers find them again).
+    pub(super) fn on_reload(&mut self, new: Config, tx: &mpsc::Sender<WatchEvent>, parent: &CancellationToken) {
+        if self.ctx.reload(new) {
+            self.start_watchers(tx, parent);
+            self.unavailable.clear();
+            self.queue.clear();
+            self.deferred.clear();
+        }
+    }
+
+    /// The pulse: writes the live status for `retouchd status` and returns it.
+    pub(super) fn on_tick(&self) -> LiveStatus {
+        let status = self.live_status();
+        status.write(&self.ctx.config().state_dir);
+        status
+    }
+
+    pub(super) fn live_status(&self) -> LiveStatus {
+        let paused = self.ctx.gate.paused();
+        LiveStatus {
+            pid: std::process::id(),
+            updated_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            paused: paused.as_ref().map(|(r, _)| r.as_str().to_string()),
+            pause_detail: paused.map(|(_, m)| m),
+            uploading: self.ctx.metrics.uploading(),
+            in_flight: self.jobs.len(),
+            waiting: self.queue.len(),
+            done: self.summary.done,
+            failed: self.summary.failed,
+            refused: self.summary.rejected,
+            quota_left: self.ctx.metrics.quota_left(),
+            inboxes_unavailable: self.unavailable.iter().map(|p| p.display().to_string()).collect(),
+        }
+    }
+
+    /// Stops the watchers and every job task (their state is in the journal).
+    pub(super) async fn shutdown(mut self) {
+        self.watchers.cancel.cancel();
+        self.jobs.shutdown().await;
+    }
+}

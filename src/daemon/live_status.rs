@@ -1,0 +1,115 @@
+//! The running daemon's own view for `retouchd status`: a small JSON file ([`LiveStatus`]) in
+//! the state folder, rewritten on every pulse (temp file, then rename) and removed on exit, and
+//! the one-line status for systemd and logs. The journal says what happened to each job; this
+//! says what only the running process knows (pauses, credits, unavailable inboxes).
+
+use std::path::Path;
+
+use tracing::debug;
+
+/// What `retouchd status` shows of a running daemon.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LiveStatus {
+    pub pid: u32,
+    /// Unix seconds.
+    pub updated_at: u64,
+    pub paused: Option<String>,
+    pub pause_detail: Option<String>,
+    pub uploading: i64,
+    pub in_flight: usize,
+    pub waiting: usize,
+    pub done: u64,
+    pub failed: u64,
+    pub refused: u64,
+    pub quota_left: Option<i64>,
+    pub inboxes_unavailable: Vec<String>,
+}
+
+/// Its file name in the state folder.
+pub const LIVE_STATUS_FILE: &str = "daemon.json";
+
+impl LiveStatus {
+    /// Writes it to `state_dir` (a failure is logged at debug level: status is a hint).
+    pub fn write(&self, state_dir: &Path) {
+        let path = state_dir.join(LIVE_STATUS_FILE);
+        let tmp = state_dir.join(".daemon.json.tmp");
+        let written = serde_json::to_vec_pretty(self)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            debug!(error = %e, "cannot write the live status file");
+        }
+    }
+
+    /// The status a running daemon left in `state_dir`, if that daemon is still alive.
+    pub fn read(state_dir: &Path) -> Option<LiveStatus> {
+        let text = std::fs::read(state_dir.join(LIVE_STATUS_FILE)).ok()?;
+        let status: LiveStatus = serde_json::from_slice(&text).ok()?;
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(status.pid as i32, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        alive.then_some(status)
+    }
+
+    /// Removes the file (the daemon stops).
+    pub fn remove(state_dir: &Path) {
+        let _ = std::fs::remove_file(state_dir.join(LIVE_STATUS_FILE));
+    }
+
+    /// The one-line status for systemd's STATUS= and logs.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "{} uploading, {} in flight, {} waiting, {} done, {} failed, {} refused",
+            self.uploading,
+            self.in_flight.saturating_sub(self.uploading.max(0) as usize),
+            self.waiting,
+            self.done,
+            self.failed,
+            self.refused
+        );
+        if let Some(reason) = &self.paused {
+            line.push_str(&format!(", paused: {reason}"));
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> LiveStatus {
+        LiveStatus {
+            pid: std::process::id(),
+            updated_at: 1,
+            paused: Some("token".into()),
+            pause_detail: Some("Token issue".into()),
+            uploading: 1,
+            in_flight: 3,
+            waiting: 4,
+            done: 5,
+            failed: 6,
+            refused: 7,
+            quota_left: Some(8),
+            inboxes_unavailable: vec![],
+        }
+    }
+
+    #[test]
+    fn it_round_trips_only_while_its_process_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        sample().write(dir.path());
+        assert_eq!(LiveStatus::read(dir.path()), Some(sample()));
+        let dead = LiveStatus { pid: i32::MAX as u32, ..sample() };
+        dead.write(dir.path());
+        assert_eq!(LiveStatus::read(dir.path()), None, "a status left by a dead process is not shown");
+        LiveStatus::remove(dir.path());
+        assert!(!dir.path().join(LIVE_STATUS_FILE).exists());
+    }
+
+    #[test]
+    fn the_status_line_counts_uploads_apart_from_jobs_at_the_server() {
+        assert_eq!(sample().line(), "1 uploading, 2 in flight, 4 waiting, 5 done, 6 failed, 7 refused, paused: token");
+    }
+}

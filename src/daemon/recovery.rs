@@ -1,0 +1,126 @@
+//! Start-up: take the state folder, open the journal, make the output folders, mark the
+//! inboxes, remove staged leftovers no job will publish, and read the server's limits. What it
+//! returns ([`Recovered`]) is everything the coordinator needs to resume.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::DaemonError;
+use crate::api::{Client, Limits};
+use crate::config::Config;
+use crate::deliver::STAGING_DIR;
+use crate::job::JobState;
+use crate::journal::{JobRecord, Journal, JournalError};
+use crate::lock::StateLock;
+use crate::source::{MARKER, inbox_available};
+
+/// What start-up found.
+pub(crate) struct Recovered {
+    /// Held for as long as the daemon runs.
+    pub _lock: StateLock,
+    pub journal: Arc<Journal>,
+    /// Jobs to resume, oldest first.
+    pub unfinished: Vec<JobRecord>,
+    pub limits: Limits,
+}
+
+/// Everything before the first job runs. `marks_inboxes`: place marker files (not for
+/// `retouchd process`).
+pub(crate) async fn recover(config: &Config, client: &Client, marks_inboxes: bool) -> Result<Recovered, DaemonError> {
+    let lock = StateLock::acquire(&config.state_dir)?;
+    let journal = Journal::open(&config.state_dir)?;
+    create_folders(config);
+    if marks_inboxes {
+        place_markers(config, &journal)?;
+    }
+    let limits = probe_limits(client).await;
+    let unfinished = journal.unfinished()?;
+    clean_staging(config, &unfinished);
+    info!(
+        journal = %journal.path().display(),
+        unfinished = unfinished.len(),
+        watches = config.watches.len(),
+        "retouchd started"
+    );
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
+    Ok(Recovered { _lock: lock, journal: Arc::new(journal), unfinished, limits })
+}
+
+/// Makes every outbox, done and failed folder that does not exist yet.
+fn create_folders(config: &Config) {
+    for w in &config.watches {
+        for dir in [Some(&w.outbox), w.done_dir.as_ref(), w.failed_dir.as_ref()].into_iter().flatten() {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                warn!(dir = %dir.display(), error = %e, "cannot create folder; jobs will wait until it can be written");
+            }
+        }
+    }
+}
+
+/// Puts the marker file in inboxes retouchd has not used before; where it was placed before and is
+/// missing now, the watch starts paused (see [`crate::source::MARKER`]).
+fn place_markers(config: &Config, journal: &Journal) -> Result<(), JournalError> {
+    for w in &config.watches {
+        if journal.is_marked(&w.inbox)? {
+            if let Err(e) = inbox_available(&w.inbox, true) {
+                warn!(inbox = %w.inbox.display(), error = %e, "inbox unavailable; its watch waits for it");
+            }
+            continue;
+        }
+        match std::fs::write(w.inbox.join(MARKER), b"retouchd watches this folder; keep this file.\n") {
+            Ok(()) => journal.mark(&w.inbox)?,
+            Err(e) => {
+                warn!(inbox = %w.inbox.display(), error = %e, "cannot place the marker file; is the inbox writable?")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The server's limits; the documented ones when it has no limits route (production) or does
+/// not answer within 10 s.
+async fn probe_limits(client: &Client) -> Limits {
+    match tokio::time::timeout(Duration::from_secs(10), client.limits()).await {
+        Ok(Ok(Some(limits))) => limits,
+        Ok(Ok(None)) => Limits::default(),
+        Ok(Err(e)) => {
+            warn!(error = %e, "cannot read the server's limits; using the documented ones");
+            Limits::default()
+        }
+        Err(_) => {
+            warn!("the server did not answer the limits request in time; using the documented limits");
+            Limits::default()
+        }
+    }
+}
+
+/// Removes staged leftovers that no journaled job will publish.
+fn clean_staging(config: &Config, unfinished: &[JobRecord]) {
+    let keep: HashSet<&Path> = unfinished
+        .iter()
+        .filter_map(|j| match &j.state {
+            JobState::Delivering { staged, .. } => Some(staged.as_path()),
+            _ => None,
+        })
+        .collect();
+    for w in &config.watches {
+        let staging = w.outbox.join(STAGING_DIR);
+        let Ok(entries) = std::fs::read_dir(&staging) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if keep.contains(path.as_path()) {
+                continue;
+            }
+            let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            if let Err(e) = removed {
+                warn!(path = %path.display(), error = %e, "cannot remove a leftover staging file");
+            }
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The daemon in-process ([`retouchd::daemon::run`]: coordinator, admission, runners) against
+//! the in-process simulator, on tokio's paused clock: settle times, processing, poll intervals,
+//! backoffs, retry intervals and outages pass as fast as the work allows. What a user would see
+//! (folders, the journal, `status`, the simulator's charges) is checked directly. Only what
+//! needs a real process (signals, systemd's socket, kill -9, mounts, exit codes) spawns the
+//! binary, in the other modules.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use retouchd::commands::status;
+use retouchd::config::{self, Config, Environment};
+use retouchd::daemon::{self, DaemonError, LiveStatus, RunOptions, Summary};
+use retouchd::deliver::{STAGING_DIR, Target};
+use retouchd::imagegen;
+use retouchd::job::{JobState, StateName};
+use retouchd::journal::{Journal, Source};
+use retouchd::sim::{Hostile, SimConfig};
+use retouchd::source::Stamp;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::support::*;
+
+fn load(ws: &Workspace) -> Config {
+    config::load(&ws.config, &Environment::default()).expect("the test config is valid")
+}
+
+/// Runs the daemon with `--once` semantics to the end.
+async fn run_once(ws: &Workspace) -> Summary {
+    let options = RunOptions { once: true, ..RunOptions::default() };
+    daemon::run(load(ws), options, std::future::pending()).await.expect("the daemon runs")
+}
+
+/// A daemon running in the background of the test, on the test's runtime.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<Summary, DaemonError>>,
+    reloads: mpsc::Sender<Config>,
+}
+
+impl Running {
+    fn start(ws: &Workspace) -> Running {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (reloads, reload_rx) = mpsc::channel(1);
+        let options = RunOptions { reloads: Some(reload_rx), ..RunOptions::default() };
+        let task = tokio::spawn(daemon::run(load(ws), options, async {
+            let _ = stopped.await;
+        }));
+        Running { stop: Some(stop), task, reloads }
+    }
+
+    async fn stop(mut self) -> Summary {
+        let _ = self.stop.take().map(|s| s.send(()));
+        (&mut self.task).await.expect("the daemon task ends").expect("the daemon ran")
+    }
+}
+
+/// Waits (in test time) until `check` holds; fails after a minute of real time with `what`
+/// and what `show` says.
+async fn until(what: &str, mut check: impl FnMut() -> bool, show: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}: {}", show());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn state_counts(ws: &Workspace) -> BTreeMap<StateName, u64> {
+    Journal::open_read_only(&ws.path("state")).and_then(|j| j.counts()).unwrap_or_default()
+}
+
+fn photo(n: u32) -> Vec<u8> {
+    imagegen::jpeg_bytes(40 + (n % 200) as u16, 30 + (n / 200) as u16, [(n % 250) as u8, 80, 120])
+}
+
+fn stamp_of(path: &Path) -> Stamp {
+    Stamp::of(&std::fs::symlink_metadata(path).unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_restart_rule_resumes_its_job_and_nothing_is_charged_twice() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    let client = client_for(&sim, TOKEN);
+    let inbox = ws.path("inbox");
+    let outbox = ws.path("outbox");
+    std::fs::write(inbox.join(retouchd::watch::MARKER), b"").unwrap();
+    let names = ["submitting", "processing", "fetching", "delivering", "delivered", "failing", "rejecting", "done"];
+    for (i, name) in names.iter().enumerate() {
+        ws.drop_file(&format!("{name}.jpg"), &photo(i as u32));
+    }
+    let source = |name: &str| {
+        let rel = PathBuf::from(format!("{name}.jpg"));
+        Source { inbox: inbox.clone(), stamp: stamp_of(&inbox.join(&rel)), rel_path: rel }
+    };
+    let host = sim.base_url();
+    let started = |name: &str, key: &str| {
+        let (client, path) = (client.clone(), inbox.join(format!("{name}.jpg")));
+        let key = key.to_string();
+        async move { client.start(&path, "x.jpg", LAYERED, &key).await.expect("the sim accepts it").id }
+    };
+    let processing_id = started("processing", "k-processing").await;
+    let fetching_id = started("fetching", "k-fetching").await;
+    {
+        let journal = Journal::open(&ws.path("state")).unwrap();
+        journal.mark(&inbox).unwrap();
+        journal.insert(&source("submitting"), &JobState::Submitting { key: "k-submitting".into() }).unwrap();
+        let p = JobState::Processing { task_id: processing_id.clone(), host: host.clone() };
+        journal.insert(&source("processing"), &p).unwrap();
+        let f = JobState::Fetching { task_id: fetching_id.clone(), host: host.clone() };
+        journal.insert(&source("fetching"), &f).unwrap();
+        // Staged before the crash: published without asking the server.
+        let id = journal.insert(&source("delivering"), &JobState::Submitting { key: "k-unused".into() }).unwrap();
+        let staged = outbox.join(STAGING_DIR).join(format!("job-{id}.jpg"));
+        write(&outbox.join(STAGING_DIR), &format!("job-{id}.jpg"), &photo(99));
+        let target = Target { dir: outbox.clone(), stem: "delivering".into(), ext: Some("jpg".into()) };
+        let d = JobState::Delivering { task_id: "gone-long-ago".into(), host: host.clone(), staged, target };
+        journal.update(id, &d).unwrap();
+        let out = write(&outbox, "delivered.jpg", &photo(98));
+        journal.insert(&source("delivered"), &JobState::Delivered { outputs: vec![out] }).unwrap();
+        journal.insert(&source("failing"), &JobState::Failing { reason: "the server said no".into() }).unwrap();
+        journal.insert(&source("rejecting"), &JobState::Rejecting { reason: "not a photo".into() }).unwrap();
+        journal.insert(&source("done"), &JobState::Done { outputs: vec![], moved_to: None }).unwrap();
+    }
+    assert_eq!(sim.stats().charged_starts, 2);
+
+    let summary = run_once(&ws).await;
+
+    assert_eq!(summary, Summary { done: 5, failed: 1, rejected: 1 }, "done stays done and is not counted");
+    assert_eq!(
+        ws.files("done"),
+        ["delivered.jpg", "delivering.jpg", "fetching.jpg", "processing.jpg", "submitting.jpg"]
+    );
+    let failed = ws.files("failed");
+    assert_eq!(failed, ["failing.jpg", "failing.jpg.error.txt", "rejecting.jpg", "rejecting.jpg.error.txt"]);
+    let note = std::fs::read_to_string(ws.path("failed/failing.jpg.error.txt")).unwrap();
+    assert!(note.contains("the server said no"), "{note}");
+    assert_eq!(ws.files("inbox"), ["done.jpg"], "a done job's file (kept on success) is not sent again");
+    let outbox_files = ws.files("outbox");
+    assert!(outbox_files.contains(&"delivering.jpg".to_string()), "{outbox_files:?}");
+    for name in ["submitting", "processing", "fetching"] {
+        assert!(outbox_files.contains(&format!("{name}/result.json")), "{name}: {outbox_files:?}");
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.charged_starts, 3, "only the submitting job's upload is new: {stats:?}");
+    assert_eq!(stats.requests_by_key.get("k-submitting"), Some(&1));
+    assert_eq!(stats.requests_by_key.get("k-processing"), Some(&1), "a job at the server is never sent again");
+    assert!(stats.polls_by_job.contains_key(&processing_id), "processing resumes by polling");
+    assert!(!stats.polls_by_job.contains_key(&fetching_id), "fetching resumes by downloading");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_token_pauses_uploads_until_it_works_and_status_says_so() {
+    let sim = start_sim(SimConfig { token: "the-right-one".into(), ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "token_retry = \"1m\"", "");
+    ws.drop_file("a.jpg", &photo(1));
+    ws.drop_file("b.jpg", &photo(2));
+    let daemon = Running::start(&ws);
+    until("the token refused twice", || sim.stats().refused_starts >= 2, || format!("{:?}", sim.stats())).await;
+    let state = ws.path("state");
+    until("status shows the pause", || LiveStatus::read(&state).is_some_and(|s| s.paused.is_some()), String::new).await;
+    let live = LiveStatus::read(&state).unwrap();
+    assert_eq!((live.paused.as_deref(), live.pause_detail.as_deref()), (Some("token"), Some("Token issue")));
+    assert!(ws.files("failed").is_empty(), "a bad token never fails a file");
+    assert_eq!(ws.files("inbox"), ["a.jpg", "b.jpg"], "files stay where they are");
+    let refused = sim.stats().refused_starts;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(sim.stats().refused_starts, refused, "one probe per token_retry, not a retry storm");
+
+    sim.update(|c| {
+        c.token = TOKEN.into();
+        c.quota = Some(10);
+    });
+    until("both delivered", || ws.files("done").len() == 2, || format!("{:?}", sim.stats())).await;
+    until(
+        "status shows the credits",
+        || LiveStatus::read(&state).is_some_and(|s| s.quota_left == Some(8)),
+        || format!("{:?}", LiveStatus::read(&state)),
+    )
+    .await;
+    assert_eq!(LiveStatus::read(&state).unwrap().paused, None);
+    daemon.stop().await;
+    assert_eq!(sim.stats().charged_starts, 2);
+    assert!(LiveStatus::read(&state).is_none(), "the live status goes with the daemon");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_url_without_the_api_prefix_pauses_uploads_and_a_reload_fixes_it() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "token_retry = \"1m\"", "");
+    let right = std::fs::read_to_string(&ws.config).unwrap();
+    std::fs::write(&ws.config, right.replace("/api/v1\"", "\"")).unwrap();
+    ws.drop_file("a.jpg", &photo(3));
+    let daemon = Running::start(&ws);
+    let state = ws.path("state");
+    until(
+        "paused for the route",
+        || LiveStatus::read(&state).and_then(|s| s.paused).as_deref() == Some("route"),
+        || format!("{:?} {:?}", LiveStatus::read(&state), ws.files("failed")),
+    )
+    .await;
+    assert!(ws.files("failed").is_empty(), "a wrong URL is a setup problem, not a bad photo");
+    assert_eq!(ws.files("inbox"), ["a.jpg"]);
+    assert_eq!(sim.stats().charged_starts, 0);
+
+    std::fs::write(&ws.config, right).unwrap();
+    daemon.reloads.send(load(&ws)).await.unwrap();
+    let done = || state_counts(&ws).get(&StateName::Done) == Some(&1);
+    until("delivered after the reload", done, || format!("{:?}", sim.stats())).await;
+    daemon.stop().await;
+    assert!(ws.path("done/a.jpg").exists());
+    assert_eq!(sim.stats().charged_starts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reloaded_payload_applies_to_new_jobs_while_running_jobs_finish() {
+    let sim = start_sim(SimConfig { processing_ms: 30_000, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "", "");
+    ws.drop_file("before.jpg", &photo(4));
+    let daemon = Running::start(&ws);
+    until("the first job at the server", || sim.stats().charged_starts == 1, String::new).await;
+    let text = std::fs::read_to_string(&ws.config).unwrap();
+    std::fs::write(&ws.config, text.replace("Plugin = \"Heal\"", "Plugin = \"Mattifier\"")).unwrap();
+    daemon.reloads.send(load(&ws)).await.unwrap();
+    ws.drop_file("after.jpg", &photo(5));
+    until("both delivered", || ws.files("done").len() == 2, || format!("{:?}", ws.files("done"))).await;
+    daemon.stop().await;
+    let payloads = sim.stats().payloads;
+    let first_plugins: Vec<String> = payloads.iter().map(|p| p["tasks"][0]["Plugin"].to_string()).collect();
+    assert_eq!(
+        first_plugins,
+        ["\"Heal\"", "\"Mattifier\""],
+        "the running job kept its payload; the new one took the new"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_result_fails_with_a_reason_by_default() {
+    let sim = start_sim(SimConfig { retention_ms: 0, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "", "");
+    ws.drop_file("late.jpg", &photo(6));
+    assert_eq!(run_once(&ws).await.failed, 1);
+    let note = std::fs::read_to_string(ws.path("failed/late.jpg.error.txt")).unwrap();
+    assert!(note.contains("no longer knows") && note.contains("on_expired"), "{note}");
+    assert_eq!(sim.stats().charged_starts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_result_is_sent_again_when_configured() {
+    let sim = start_sim(SimConfig { retention_ms: 0, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "on_expired = \"resubmit\"", "");
+    ws.drop_file("late.jpg", &photo(7));
+    let daemon = Running::start(&ws);
+    until("the expired task sent again", || sim.stats().charged_starts == 2, String::new).await;
+    sim.update(|c| c.retention_ms = 3_600_000);
+    until("delivered", || ws.path("done/late.jpg").exists(), || format!("{:?}", sim.stats())).await;
+    daemon.stop().await;
+    assert_eq!(sim.stats().charged_starts, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_that_never_completes_is_given_up_after_max_job_age() {
+    let sim = start_sim(SimConfig { processing_ms: 24 * 3_600_000, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "max_job_age = \"30m\"", "");
+    ws.drop_file("forever.jpg", &photo(8));
+    assert_eq!(run_once(&ws).await.failed, 1);
+    let note = std::fs::read_to_string(ws.path("failed/forever.jpg.error.txt")).unwrap();
+    assert!(note.contains("max_job_age (30m)"), "{note}");
+    let polls: u64 = sim.stats().polls_by_job.values().sum();
+    assert!(polls < 60, "half an hour of polling a queued job costs few requests: {polls}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_task_goes_to_failed_with_the_servers_reason_and_retry_sends_it_back() {
+    let sim = start_sim(SimConfig { fail_rate: 1.0, fail_reason: "no face found".into(), ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "", "");
+    ws.drop_file("sub/nobody.jpg", &photo(9));
+    assert_eq!(run_once(&ws).await.failed, 1);
+    let note = std::fs::read_to_string(ws.path("failed/sub/nobody.jpg.error.txt")).unwrap();
+    assert!(note.contains("no face found"), "{note}");
+
+    // The commands a person runs next, as the real binary (quick: no daemon to wait for).
+    let out = ws.command(&["status", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["counts"]["failed"], 1, "{report}");
+    assert!(report["recent_failures"][0]["reason"].as_str().unwrap().contains("no face found"), "{report}");
+    let out = ws.command(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no face found") && !text.contains(TOKEN), "{text}");
+    let out = ws.command(&["retry", "--failed"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 file(s) sent back"));
+    assert!(ws.path("inbox/sub/nobody.jpg").exists());
+    assert!(!ws.path("failed/sub/nobody.jpg.error.txt").exists());
+    sim.update(|c| c.fail_rate = 0.0);
+    assert_eq!(run_once(&ws).await.done, 1);
+    assert!(ws.path("done/sub/nobody.jpg").exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_shows_the_servers_progress_for_a_job_at_the_server() {
+    let sim = start_sim(SimConfig { processing_ms: 600_000, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "", "");
+    ws.drop_file("slow.jpg", &photo(10));
+    let daemon = Running::start(&ws);
+    let config = load(&ws);
+    let progress = || {
+        let journal = Journal::open_read_only(&config.state_dir).ok()?;
+        let report = status::report(&journal, &config.state_dir).ok()?;
+        report.in_flight.first().and_then(|j| j.progress.filter(|&p| p > 0.0)).map(|p| (p, report))
+    };
+    until("a progress figure in status", || progress().is_some(), || format!("{:?}", state_counts(&ws))).await;
+    let (first, report) = progress().unwrap();
+    let job = &report.in_flight[0];
+    assert_eq!(job.state, StateName::Processing);
+    let text = status::render(&report);
+    assert!(text.contains(&format!("processing {first:.0}%")), "{text}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["in_flight"][0]["progress"].as_f64(), Some(first), "{json}");
+    until("the figure moves on", || progress().is_some_and(|(p, _)| p > first), String::new).await;
+    daemon.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn polling_learns_how_long_jobs_take_and_asks_near_the_expected_completion() {
+    let sim = start_sim(SimConfig { processing_ms: 10_000, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "", "");
+    let daemon = Running::start(&ws);
+    ws.drop_file("first.jpg", &photo(11));
+    until("first delivered", || ws.path("done/first.jpg").exists(), String::new).await;
+    ws.drop_file("second.jpg", &photo(12));
+    until("second delivered", || ws.path("done/second.jpg").exists(), String::new).await;
+    daemon.stop().await;
+    let stats = sim.stats();
+    let mut polls: Vec<u64> = stats.polls_by_job.values().copied().collect();
+    polls.sort();
+    println!("status requests per job for a 10 s job at poll_interval 2 s: {polls:?}");
+    assert_eq!(polls.len(), 2);
+    assert!(polls[1] >= 4, "the first job, with nothing learned yet, is polled on the interval: {polls:?}");
+    assert!(polls[0] <= 2, "the second is polled near its expected completion: {polls:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_and_network_faults_and_an_outage_are_ridden_out() {
+    const FILES: u32 = 40;
+    let sim = start_sim(SimConfig {
+        start_error_rate: 0.2,
+        status_error_rate: 0.2,
+        get_file_error_rate: 0.2,
+        drop_rate: 0.05,
+        delay_ms: 150,
+        store_lag_ms: 2500, // the first getFile after completion answers 404
+        fail_rate: 0.15,
+        fail_reason: "no face found".into(),
+        retry_after_secs: Some(1),
+        ..fast_sim()
+    })
+    .await;
+    let ws = Workspace::new(&sim, "", "");
+    let mut hashes = Vec::new();
+    for i in 0..FILES {
+        let bytes = photo(1000 + i);
+        hashes.push(sha256(&bytes));
+        ws.drop_file(&format!("f{i:02}.jpg"), &bytes);
+    }
+    let daemon = Running::start(&ws);
+    until("half the files at the server", || sim.stats().charged_starts >= FILES as u64 / 2, String::new).await;
+    // The server goes away for ten minutes.
+    sim.update(|c| c.down = true);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(!daemon.task.is_finished(), "the daemon rides out the outage");
+    sim.update(|c| c.down = false);
+    let settled = || ws.files("done").len() + ws.files("failed").len() / 2 == FILES as usize;
+    until("every file settled", settled, || format!("{:?}", state_counts(&ws))).await;
+    daemon.stop().await;
+
+    for note in ws.files("failed").into_iter().filter(|f| f.ends_with(".error.txt")) {
+        let text = std::fs::read_to_string(ws.path(&format!("failed/{note}"))).unwrap();
+        assert!(text.contains("no face found"), "only server-failed tasks land in failed/: {text}");
+    }
+    let stats = sim.stats();
+    let charged_twice = hashes.iter().filter(|h| stats.charged_by_hash.get(*h).copied().unwrap_or(0) > 1).count();
+    assert_eq!(charged_twice, 0, "{stats:?}");
+    assert!(stats.injected_faults > 20, "faults were really injected: {}", stats.injected_faults);
+    let results = ws.files("outbox").into_iter().filter(|f| f.ends_with("result.json")).count();
+    assert_eq!(results, ws.files("done").len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_file_written_slowly_in_chunks_is_submitted_only_when_whole() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    let daemon = Running::start(&ws);
+    let whole = imagegen::jpeg_bytes(400, 300, [1, 2, 3]);
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(ws.path("inbox/slow.jpg")).unwrap();
+        // 10 chunks, 250 ms apart: longer than the 400 ms settle overall, never still for it.
+        for chunk in whole.chunks(whole.len() / 10 + 1) {
+            f.write_all(chunk).unwrap();
+            f.flush().unwrap();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    until("slow.jpg delivered", || ws.path("done/slow.jpg").exists(), String::new).await;
+    daemon.stop().await;
+    let stats = sim.stats();
+    assert_eq!(stats.charged_starts, 1, "{stats:?}");
+    assert_eq!(stats.charged_by_hash.get(&sha256(&whole)), Some(&1), "only the whole file was sent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_file_renamed_into_place_is_picked_up_after_settling() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    let daemon = Running::start(&ws);
+    let tmp = ws.drop_file("incoming.jpg.part", &photo(13));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(sim.stats().start_requests, 0, "a .part file is never sent");
+    std::fs::rename(&tmp, ws.path("inbox/incoming.jpg")).unwrap();
+    until("incoming.jpg delivered", || ws.path("outbox/incoming/result.json").exists(), String::new).await;
+    daemon.stop().await;
+    assert_eq!(sim.stats().charged_starts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn files_deleted_renamed_or_rewritten_before_upload_are_handled() {
+    // One upload at a time, each answer 2 s late: the others wait for their turn, and change meanwhile.
+    let sim = start_sim(SimConfig { delay_ms: 2000, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "max_uploads = 1", "");
+    ws.drop_file("first.jpg", &photo(20));
+    let daemon = Running::start(&ws);
+    until("the first upload", || sim.stats().start_requests >= 1, String::new).await;
+    let old_c = photo(21);
+    ws.drop_file("deleted.jpg", &photo(22));
+    ws.drop_file("renamed.jpg", &photo(23));
+    ws.drop_file("rewritten.jpg", &old_c);
+    tokio::time::sleep(Duration::from_millis(1200)).await; // settled and waiting for the upload slot
+    std::fs::remove_file(ws.path("inbox/deleted.jpg")).unwrap();
+    std::fs::rename(ws.path("inbox/renamed.jpg"), ws.path("inbox/renamed-later.jpg")).unwrap();
+    let new_c = photo(24);
+    std::fs::write(ws.path("inbox/rewritten.jpg"), &new_c).unwrap();
+
+    until("three delivered", || ws.files("done").len() == 3, || format!("{:?}", ws.files("done"))).await;
+    daemon.stop().await;
+    assert_eq!(ws.files("done"), ["first.jpg", "renamed-later.jpg", "rewritten.jpg"]);
+    assert!(ws.files("failed").is_empty(), "nothing to fail: the files moved on");
+    let stats = sim.stats();
+    assert_eq!(stats.charged_by_hash.get(&sha256(&old_c)), None, "the old version was never sent");
+    assert_eq!(stats.charged_by_hash.get(&sha256(&new_c)), Some(&1), "the new version was sent once");
+    assert_eq!(stats.charged_starts, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn thousands_of_files_dropped_at_once_are_all_delivered() {
+    const FILES: u32 = 1500;
+    let sim = start_sim(SimConfig { processing_ms: 0, completion_lag_ms: 0, store_lag_ms: 0, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "max_in_flight = 300\nmax_uploads = 8", "");
+    for i in 0..FILES {
+        ws.drop_file(&format!("d{}/f{i:04}.jpg", i % 10), &photo(i));
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(run_once(&ws).await.done, FILES as u64);
+    println!("{FILES} files dropped at once: all processed in {:.1?}", started.elapsed());
+    assert_eq!(ws.files("done").len(), FILES as usize);
+    assert_eq!(sim.stats().charged_starts, FILES as u64);
+}
+
+/// Runs one file against a server answering getFile with `mode`; returns the failure note.
+async fn refused_result(mode: Hostile) -> String {
+    let sim = start_sim(SimConfig { hostile: Some(mode), ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "max_result_mb = 16", "");
+    ws.drop_file("victim.jpg", &photo(30));
+    assert_eq!(run_once(&ws).await.failed, 1, "{mode:?}");
+    let note = std::fs::read_to_string(ws.path("failed/victim.jpg.error.txt")).unwrap();
+    assert!(!ws.dir.path().join("escaped.png").exists(), "{mode:?}: a file escaped the outbox");
+    assert!(!Path::new("/tmp/retouchd-escaped.png").exists(), "{mode:?}: a file escaped to /tmp");
+    let visible: Vec<String> = ws.files("outbox").into_iter().filter(|f| !f.starts_with('.')).collect();
+    assert!(visible.is_empty(), "{mode:?}: nothing is delivered: {visible:?}");
+    let staged = ws.files(&format!("outbox/{STAGING_DIR}"));
+    assert!(staged.is_empty(), "{mode:?}: nothing is left in staging: {staged:?}");
+    assert_eq!(sim.stats().charged_starts, 1);
+    note
+}
+
+#[tokio::test(start_paused = true)]
+async fn hostile_result_archives_are_refused_with_a_reason() {
+    for (mode, words) in [
+        (Hostile::TraversalZip, "points outside"),
+        (Hostile::AbsoluteZip, "points outside"),
+        (Hostile::SymlinkZip, "link"),
+        (Hostile::DuplicateZip, "twice"),
+        (Hostile::TruncatedZip, "cannot be read"),
+    ] {
+        let note = refused_result(mode).await;
+        assert!(
+            note.contains(words) || (mode == Hostile::DuplicateZip && note.contains("duplicates")),
+            "{mode:?}: {note}"
+        );
+    }
+}
+
+/// A server misbehaving with `mode` until `retried` says the daemon tried again twice; then it
+/// behaves and the file must be delivered, charged once.
+async fn retried_then_delivered(mode: Hostile, retried: impl Fn(&retouchd::sim::SimStats) -> bool) {
+    let sim = start_sim(SimConfig { hostile: Some(mode), ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "idle_timeout = \"2s\"", "");
+    ws.drop_file("patient.jpg", &photo(31));
+    let daemon = Running::start(&ws);
+    until("retries", || retried(&sim.stats()), || format!("{mode:?}: {:?}", sim.stats())).await;
+    assert!(ws.files("failed").is_empty(), "{mode:?}: a misbehaving server does not fail the file by itself");
+    sim.update(|c| c.hostile = None);
+    until("delivered once the server behaves", || ws.path("done/patient.jpg").exists(), || format!("{mode:?}")).await;
+    daemon.stop().await;
+    assert_eq!(sim.stats().charged_starts, 1, "{mode:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn broken_status_answers_are_retried() {
+    let polled_thrice = |s: &retouchd::sim::SimStats| s.polls_by_job.values().any(|&n| n >= 3);
+    for mode in [Hostile::HtmlStatus, Hostile::InvalidJson, Hostile::HugeJson] {
+        retried_then_delivered(mode, polled_thrice).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn broken_downloads_are_retried() {
+    let fetched_thrice = |s: &retouchd::sim::SimStats| s.downloads_by_job.values().any(|&n| n >= 3);
+    for mode in [Hostile::LyingLength, Hostile::Stall] {
+        retried_then_delivered(mode, fetched_thrice).await;
+    }
+}
