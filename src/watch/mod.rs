@@ -83,10 +83,14 @@ pub fn is_network_fs(path: &Path) -> bool {
     matches!(st.f_type as i64, NFS | SMB | CIFS | SMB2 | FUSE | CEPH | V9FS | AFS)
 }
 
-/// Whether the file has all its bytes. Files that are not images or zips count as complete, so
-/// that inspection refuses them at once instead of after the grace time.
+/// Whether the file has all its bytes. Files that are not images or zips count as complete, and
+/// so do files that cannot be opened (no permission): inspection then refuses them at once with
+/// the real reason, instead of as "incomplete" after the grace time.
 fn content_complete(path: &Path) -> bool {
-    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) => return e.kind() != std::io::ErrorKind::NotFound,
+    };
     let Ok(meta) = file.metadata() else { return false };
     if meta.len() == 0 {
         return false;

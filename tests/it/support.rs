@@ -162,7 +162,31 @@ tasks = [ {{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}, {{ Plugin = "Dodge Burn"
 
     /// Runs `retouchd run --once` to the end (or kills it after `limit`).
     pub async fn run_once(&self, limit: Duration) -> std::process::Output {
-        let mut daemon = self.spawn(&["--once"], "once");
+        let daemon = self.spawn(&["--once"], "once");
+        self.wait_once(daemon, limit).await
+    }
+
+    /// Makes the whole workspace `nobody`'s (for [`Workspace::run_once_as_nobody`]).
+    pub fn give_to_nobody(&self) {
+        let status = std::process::Command::new("chown").args(["-R", "nobody:nogroup"]).arg(self.dir.path()).status();
+        assert!(status.is_ok_and(|s| s.success()), "chown -R nobody {}", self.dir.path().display());
+    }
+
+    /// As [`Workspace::run_once`], with the daemon running as `nobody` (needs root; `setpriv`
+    /// from util-linux drops the privileges).
+    pub async fn run_once_as_nobody(&self, limit: Duration) -> std::process::Output {
+        let log = std::fs::File::create(self.path("once.log")).unwrap();
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]);
+        cmd.arg(env!("CARGO_BIN_EXE_retouchd")).args(["run", "--once", "--config"]).arg(&self.config);
+        cmd.env_remove("RETOUCHD_TOKEN").env_remove("CREDENTIALS_DIRECTORY").env_remove("STATE_DIRECTORY");
+        cmd.env("RUST_LOG", "retouchd=debug").current_dir(self.dir.path());
+        cmd.stdout(log.try_clone().unwrap()).stderr(log);
+        let daemon = Daemon(cmd.spawn().expect("setpriv starts retouchd"));
+        self.wait_once(daemon, limit).await
+    }
+
+    async fn wait_once(&self, mut daemon: Daemon, limit: Duration) -> std::process::Output {
         let status = wait_exit(&mut daemon.0, limit).await;
         let log = std::fs::read_to_string(self.path("once.log")).unwrap_or_default();
         std::process::Output { status, stdout: log.into_bytes(), stderr: Vec::new() }
@@ -229,6 +253,12 @@ pub async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std:
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether the tests run as root (CI does).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
