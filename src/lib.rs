@@ -8,7 +8,7 @@
 //!   next step"; [`journal`]: the SQLite record of every transition; [`lock`]: one daemon per
 //!   state folder.
 //! - [`source`]: a job's source file, its version stamp and the one "is it still the same file?"
-//!   check; [`watch`]: watching inboxes (notify as hints, scans as truth) and readiness;
+//!   check; [`inbox`]: an inbox's marker file and owner record; [`watch`]: watching inboxes (notify as hints, scans as truth) and readiness;
 //!   [`ignore`]: files that are never jobs; [`inspect`]: checks against the server's limits.
 //! - [`deliver`]: where results go (a journaled target), staging, safe extraction, no-overwrite
 //!   publishing, moving sources.
@@ -39,6 +39,7 @@ pub mod formats;
 pub mod hooks;
 pub mod ignore;
 pub mod imagegen;
+pub mod inbox;
 pub mod inspect;
 pub mod job;
 pub mod journal;

@@ -18,6 +18,15 @@ pub enum LockError {
     },
 }
 
+/// Whether a process with this pid runs on this machine (used to tell records left by a dead
+/// process: the live status, an inbox's owner).
+pub fn is_running(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    let answered = unsafe { libc::kill(pid, 0) } == 0;
+    answered || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Holds the lock until dropped.
 #[derive(Debug)]
 pub struct StateLock {

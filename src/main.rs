@@ -48,6 +48,7 @@ impl From<DaemonError> for Failure {
             DaemonError::Lock(_) => exit::JOURNAL,
             DaemonError::Journal(_) => exit::JOURNAL,
             DaemonError::Client(_) => exit::CONFIG,
+            DaemonError::InboxOwned(_) => exit::LOCKED,
         };
         Failure::new(code, e)
     }
@@ -75,14 +76,7 @@ fn main() -> ExitCode {
                 let config = load_config(&config)?;
                 retouchd::logging::init(log_format, "error");
                 let summary = retouchd::commands::process::run(config, &paths, out.as_deref(), watch).await?;
-                println!("{} delivered, {} failed, {} refused", summary.done, summary.failed, summary.rejected);
-                match summary.failed + summary.rejected {
-                    0 => Ok(()),
-                    n => Err(Failure::new(
-                        exit::FAILURE,
-                        format!("{n} file(s) could not be retouched; see the reasons above"),
-                    )),
-                }
+                outcome(&summary)
             }
             Command::Demo { dir } => {
                 retouchd::logging::init(log_format, "error");
@@ -161,9 +155,18 @@ async fn run(arg: ConfigArg, once: bool, log_format: retouchd::logging::LogForma
     let options = RunOptions { once, reloads: Some(reloads), ..RunOptions::default() };
     let summary = daemon::run(config, options, shutdown).await?;
     if once {
-        println!("{} delivered, {} failed, {} refused", summary.done, summary.failed, summary.rejected);
+        return outcome(&summary);
     }
     Ok(())
+}
+
+/// Prints what a run to the end did; a run in which files failed or were refused fails.
+fn outcome(summary: &daemon::Summary) -> Result<(), Failure> {
+    println!("{} delivered, {} failed, {} refused", summary.done, summary.failed, summary.rejected);
+    match summary.failed + summary.rejected {
+        0 => Ok(()),
+        n => Err(Failure::new(exit::FAILURE, format!("{n} file(s) could not be retouched; see the reasons above"))),
+    }
 }
 
 fn open_journal(config: &Config) -> Result<Journal, Failure> {

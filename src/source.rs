@@ -2,15 +2,14 @@
 //! ([`Stamp`]: size and mtime), and the one answer to "is it still the file we took?"
 //! ([`Source::check`]), used alike by the watcher, admission, the runner and the journal.
 //!
-//! An inbox that carries retouchd's marker file ([`MARKER`]) and then loses it is taken for an
-//! unmounted share: its files are then [`SourceCheck::Unreadable`], never [`SourceCheck::Gone`],
-//! so that an empty mount point never looks like "every file was removed".
+//! An inbox that carries retouchd's marker file ([`crate::inbox::MARKER`]) and then loses it is
+//! taken for an unmounted share: its files are then [`SourceCheck::Unreadable`], never
+//! [`SourceCheck::Gone`], so that an empty mount point never looks like "every file was removed".
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// The file retouchd leaves in each inbox it watches.
-pub const MARKER: &str = ".retouchd";
+use crate::inbox::inbox_available;
 
 /// One version of a file: its size and modification time. Two stamps differ when the file was
 /// rewritten (or replaced by another of the same name).
@@ -75,26 +74,11 @@ impl Source {
     }
 }
 
-/// Whether an inbox can be trusted to show what is in it: readable, and (when `marked`) still
-/// carrying its marker file.
-pub fn inbox_available(inbox: &Path, marked: bool) -> std::io::Result<()> {
-    std::fs::read_dir(inbox)?;
-    if !marked || inbox.join(MARKER).exists() {
-        return Ok(());
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::NotFound,
-        format!(
-            "its marker file {MARKER} is missing, so the share looks unmounted; mount it again \
-             (or, if the folder is really empty on purpose, `touch {}`)",
-            inbox.join(MARKER).display()
-        ),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inbox::MARKER;
+    use std::path::Path;
 
     fn source_for(inbox: &Path, name: &str) -> Source {
         let meta = std::fs::symlink_metadata(inbox.join(name)).unwrap();

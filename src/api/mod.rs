@@ -200,6 +200,34 @@ impl Client {
         Ok(Started { id, quota })
     }
 
+    /// Proves the start route exists without spending a credit: a start without a file must be
+    /// answered 400 "No file uploaded" (the documented answer). `Ok` when it is; a
+    /// [`ErrorKind::NotFound`] error means there is no start route at this URL.
+    pub async fn probe_start(&self, payload_json: &str) -> Result<(), ApiError> {
+        const ROUTE: &str = "start";
+        let form = reqwest::multipart::Form::new()
+            .text("payload", payload_json.to_string())
+            .text("token", self.token.expose().to_string());
+        debug!(route = ROUTE, "POST start without a file (a probe)");
+        let response = self
+            .http
+            .post(self.url("retoucher/start"))
+            .header("X-Retouch-Token", self.token.expose())
+            .multipart(form)
+            .send()
+            .await
+            .map_err(|e| ApiError::transport(ROUTE, &e))?;
+        match self.read_json(ROUTE, response).await {
+            Err(e) if e.kind == ErrorKind::NoFile => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => Err(ApiError::new(
+                ErrorKind::Protocol,
+                ROUTE,
+                "the server accepted a start without a file; it does not behave as documented",
+            )),
+        }
+    }
+
     /// Asks where a task is.
     pub async fn status(&self, id: &str) -> Result<TaskStatus, ApiError> {
         const ROUTE: &str = "status";

@@ -1,5 +1,5 @@
-//! `retouchd check`: the config is valid (it was loaded), the server answers, and the token is
-//! accepted, without spending a credit.
+//! `retouchd check`: the config is valid (it was loaded), the server answers, its start route
+//! exists at the configured URL, and the token is accepted, all without spending a credit.
 
 use crate::api::{Client, ErrorKind};
 use crate::config::Config;
@@ -32,6 +32,25 @@ pub async fn run(config: &Config) -> Result<(), CheckError> {
         Ok(None) => println!("server: {} answers (no limits route, as in production)", client.base_url()),
         Err(e) => {
             return Err(CheckError::Server(format!("server {} does not answer properly: {e}", client.base_url())));
+        }
+    }
+    // A start without a file is answered 400 "No file uploaded" and costs nothing; a 404 means
+    // the URL is wrong (usually `/api/v1` is missing), which would otherwise fail every photo.
+    let payload = config.watches.first().map(|w| w.payload.as_str()).unwrap_or("{}");
+    match client.probe_start(payload).await {
+        Ok(()) => println!("server: the start route answers as documented (no credit spent)"),
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            return Err(CheckError::Server(format!(
+                "server: {} has no start route (HTTP 404); server.url should end in /api/v1, like {}",
+                client.base_url(),
+                crate::api::DEFAULT_BASE_URL
+            )));
+        }
+        Err(e) => {
+            return Err(CheckError::Server(format!(
+                "server {} does not answer a start properly: {e}",
+                client.base_url()
+            )));
         }
     }
     match client.balance().await {

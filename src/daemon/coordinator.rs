@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::admission::{self, Queued};
+use super::claims::Claims;
 use super::context::Ctx;
 use super::live_status::LiveStatus;
 use super::runner::Runner;
@@ -31,6 +32,8 @@ type JobOutcome = (JobKey, Result<Option<JobRecord>, JournalError>);
 /// One generation of watcher tasks (replaced when a reload changes the watches).
 struct Watchers {
     cancel: CancellationToken,
+    /// Each watcher's own token, to stop one whose inbox another daemon took.
+    by_inbox: HashMap<PathBuf, CancellationToken>,
     count: usize,
     /// How many have finished their first scan, and (with `once`) handed on everything.
     scanned: usize,
@@ -51,10 +54,12 @@ pub(super) struct Coordinator {
     unavailable: BTreeSet<PathBuf>,
     ready_announced: bool,
     summary: Summary,
+    /// The claims on the inboxes (none for `retouchd process`).
+    claims: Option<Claims>,
 }
 
 impl Coordinator {
-    pub(super) fn new(ctx: Arc<Ctx>, once: bool) -> Self {
+    pub(super) fn new(ctx: Arc<Ctx>, once: bool, claims: Option<Claims>) -> Self {
         Coordinator {
             ctx,
             once,
@@ -62,10 +67,17 @@ impl Coordinator {
             jobs: JoinSet::new(),
             active: HashSet::new(),
             deferred: HashMap::new(),
-            watchers: Watchers { cancel: CancellationToken::new(), count: 0, scanned: 0, drained: 0 },
+            watchers: Watchers {
+                cancel: CancellationToken::new(),
+                by_inbox: HashMap::new(),
+                count: 0,
+                scanned: 0,
+                drained: 0,
+            },
             unavailable: BTreeSet::new(),
             ready_announced: false,
             summary: Summary::default(),
+            claims,
         }
     }
 
@@ -89,10 +101,13 @@ impl Coordinator {
         self.watchers.cancel.cancel();
         let config = self.ctx.config();
         let cancel = parent.child_token();
+        let mut by_inbox = HashMap::new();
         for w in &config.watches {
-            tokio::spawn(watch::run(w.clone(), tx.clone(), self.once, cancel.clone()));
+            let own = cancel.child_token();
+            by_inbox.insert(w.inbox.clone(), own.clone());
+            tokio::spawn(watch::run(w.clone(), tx.clone(), self.once, own));
         }
-        self.watchers = Watchers { cancel, count: config.watches.len(), scanned: 0, drained: 0 };
+        self.watchers = Watchers { cancel, by_inbox, count: config.watches.len(), scanned: 0, drained: 0 };
     }
 
     /// Queues exactly these files (inbox, path below it) instead of watching (`retouchd process`).
@@ -223,8 +238,18 @@ impl Coordinator {
     }
 
     /// Switches to `new`; restarts the watchers when the watches changed (files already queued
-    /// are dropped: the new watchers find them again).
+    /// are dropped: the new watchers find them again). A new inbox that another daemon owns
+    /// keeps the old configuration.
     pub(super) fn on_reload(&mut self, new: Config, tx: &mpsc::Sender<WatchEvent>, parent: &CancellationToken) {
+        if let Some(claims) = self.claims.as_mut() {
+            let old = self.ctx.config();
+            for w in new.watches.iter().filter(|w| !old.watches.iter().any(|o| o.inbox == w.inbox)) {
+                if let Err(owned) = claims.claim(&w.inbox, &self.ctx.journal) {
+                    error!("the new configuration is refused; the old one keeps running. {owned}");
+                    return;
+                }
+            }
+        }
         if self.ctx.reload(new) {
             self.start_watchers(tx, parent);
             self.unavailable.clear();
@@ -233,8 +258,17 @@ impl Coordinator {
         }
     }
 
-    /// The pulse: writes the live status for `retouchd status` and returns it.
-    pub(super) fn on_tick(&self) -> LiveStatus {
+    /// The pulse: renews the claims on the inboxes (stopping the watch of one another daemon
+    /// has taken), writes the live status for `retouchd status` and returns it.
+    pub(super) fn on_tick(&mut self) -> LiveStatus {
+        if let Some(claims) = self.claims.as_mut() {
+            for owned in claims.renew(&self.ctx.config(), &self.ctx.journal) {
+                if let Some(cancel) = self.watchers.by_inbox.remove(&owned.inbox) {
+                    cancel.cancel();
+                }
+                self.unavailable.insert(owned.inbox);
+            }
+        }
         let status = self.live_status();
         status.write(&self.ctx.config().state_dir);
         status
@@ -261,9 +295,13 @@ impl Coordinator {
         }
     }
 
-    /// Stops the watchers and every job task (their state is in the journal).
+    /// Stops the watchers and every job task (their state is in the journal), and gives the
+    /// inboxes up.
     pub(super) async fn shutdown(mut self) {
         self.watchers.cancel.cancel();
         self.jobs.shutdown().await;
+        if let Some(claims) = &self.claims {
+            claims.release_all(&self.ctx.config());
+        }
     }
 }

@@ -46,10 +46,7 @@ impl LiveStatus {
     pub fn read(state_dir: &Path) -> Option<LiveStatus> {
         let text = std::fs::read(state_dir.join(LIVE_STATUS_FILE)).ok()?;
         let status: LiveStatus = serde_json::from_slice(&text).ok()?;
-        // SAFETY: signal 0 only checks that the process exists.
-        let alive = unsafe { libc::kill(status.pid as i32, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        alive.then_some(status)
+        crate::lock::is_running(status.pid).then_some(status)
     }
 
     /// Removes the file (the daemon stops).

@@ -2,7 +2,8 @@
 //! the shared context, resume unfinished jobs, start the watchers (or take the given files),
 //! then hand every event to the [`coordinator`] until shutdown.
 //!
-//! - [`recovery`]: start-up; [`context`]: what job tasks share; [`coordinator`]: the queue,
+//! - [`recovery`]: start-up; [`claims`]: this daemon's claims on its inboxes; [`context`]: what
+//!   job tasks share; [`coordinator`]: the queue,
 //!   running jobs and one method per event; [`admission`]: a ready file becomes a job;
 //!   [`runner`]: one job's steps; [`gate`]: pauses for account problems; [`poll_plan`]: when to
 //!   poll; [`commits`]: group commit of journal writes; [`metrics`]: counters and the Prometheus
@@ -14,6 +15,7 @@
 //! new token, payload and intervals, and watchers restart only if the watches changed.
 
 mod admission;
+mod claims;
 mod commits;
 mod context;
 mod coordinator;
@@ -56,6 +58,8 @@ pub enum DaemonError {
     Journal(#[from] JournalError),
     #[error("cannot set up the server client: {0}")]
     Client(#[from] ApiError),
+    #[error(transparent)]
+    InboxOwned(#[from] crate::inbox::InboxOwned),
 }
 
 /// A job's news, for progress displays.
@@ -108,7 +112,7 @@ pub async fn run(
     let ctx = Arc::new(context::Ctx::new(config, &recovered, commits, client, options.updates.take(), marks_inboxes));
 
     // 3. Resume unfinished jobs by their restart rules.
-    let mut coordinator = Coordinator::new(ctx.clone(), options.once);
+    let mut coordinator = Coordinator::new(ctx.clone(), options.once, recovered.claims);
     coordinator.resume(recovered.unfinished);
 
     // 4. Watch the inboxes, or take the given files.

@@ -1,5 +1,6 @@
-//! Start-up: take the state folder, open the journal, make the output folders, mark the
-//! inboxes, remove staged leftovers no job will publish, and read the server's limits. What it
+//! Start-up: take the state folder, open the journal, make the output folders, claim the
+//! inboxes (see [`crate::inbox`]), remove staged leftovers no job will publish, and read the
+//! server's limits. What it
 //! returns ([`Recovered`]) is everything the coordinator needs to resume.
 
 use std::collections::HashSet;
@@ -10,13 +11,13 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::DaemonError;
+use super::claims::{ClaimFailure, Claims};
 use crate::api::{Client, Limits};
 use crate::config::Config;
 use crate::deliver::STAGING_DIR;
 use crate::job::JobState;
-use crate::journal::{JobRecord, Journal, JournalError};
+use crate::journal::{JobRecord, Journal};
 use crate::lock::StateLock;
-use crate::source::{MARKER, inbox_available};
 
 /// What start-up found.
 pub(crate) struct Recovered {
@@ -26,17 +27,21 @@ pub(crate) struct Recovered {
     /// Jobs to resume, oldest first.
     pub unfinished: Vec<JobRecord>,
     pub limits: Limits,
+    /// The claims on the inboxes (none for `retouchd process`, which watches nothing).
+    pub claims: Option<Claims>,
 }
 
-/// Everything before the first job runs. `marks_inboxes`: place marker files (not for
-/// `retouchd process`).
+/// Everything before the first job runs. `marks_inboxes`: claim the inboxes with marker files
+/// (not for `retouchd process`).
 pub(crate) async fn recover(config: &Config, client: &Client, marks_inboxes: bool) -> Result<Recovered, DaemonError> {
     let lock = StateLock::acquire(&config.state_dir)?;
     let journal = Journal::open(&config.state_dir)?;
     create_folders(config);
-    if marks_inboxes {
-        place_markers(config, &journal)?;
-    }
+    let claims = match marks_inboxes.then(|| Claims::claim_all(config, &journal)).transpose() {
+        Ok(claims) => claims,
+        Err(ClaimFailure::Owned(owned)) => return Err(DaemonError::InboxOwned(owned)),
+        Err(ClaimFailure::Journal(e)) => return Err(DaemonError::Journal(e)),
+    };
     let limits = probe_limits(client).await;
     let unfinished = journal.unfinished()?;
     clean_staging(config, &unfinished);
@@ -49,7 +54,7 @@ pub(crate) async fn recover(config: &Config, client: &Client, marks_inboxes: boo
     for warning in &config.warnings {
         warn!("{warning}");
     }
-    Ok(Recovered { _lock: lock, journal: Arc::new(journal), unfinished, limits })
+    Ok(Recovered { _lock: lock, journal: Arc::new(journal), unfinished, limits, claims })
 }
 
 /// Makes every outbox, done and failed folder that does not exist yet.
@@ -61,26 +66,6 @@ fn create_folders(config: &Config) {
             }
         }
     }
-}
-
-/// Puts the marker file in inboxes retouchd has not used before; where it was placed before and is
-/// missing now, the watch starts paused (see [`crate::source::MARKER`]).
-fn place_markers(config: &Config, journal: &Journal) -> Result<(), JournalError> {
-    for w in &config.watches {
-        if journal.is_marked(&w.inbox)? {
-            if let Err(e) = inbox_available(&w.inbox, true) {
-                warn!(inbox = %w.inbox.display(), error = %e, "inbox unavailable; its watch waits for it");
-            }
-            continue;
-        }
-        match std::fs::write(w.inbox.join(MARKER), b"retouchd watches this folder; keep this file.\n") {
-            Ok(()) => journal.mark(&w.inbox)?,
-            Err(e) => {
-                warn!(inbox = %w.inbox.display(), error = %e, "cannot place the marker file; is the inbox writable?")
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The server's limits; the documented ones when it has no limits route (production) or does

@@ -10,8 +10,9 @@ mod readiness;
 
 pub use readiness::{Outcome, Readiness};
 
-pub use crate::source::MARKER;
-use crate::source::{Stamp, inbox_available};
+pub use crate::inbox::MARKER;
+use crate::inbox::inbox_available;
+use crate::source::Stamp;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -56,7 +56,7 @@ async fn every_bad_file_gets_a_clear_outcome_and_every_good_one_is_delivered() {
 
     let out = ws.run_once(Duration::from_secs(90)).await;
     let log = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{log}");
+    assert_eq!(out.status.code(), Some(1), "bad files were refused, so the run fails\n{log}");
 
     let done = ws.files("done");
     for (name, _) in &good {
@@ -98,7 +98,7 @@ async fn an_unreadable_file_is_refused_with_a_reason() {
     } else {
         ws.run_once(Duration::from_secs(60)).await
     };
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
     let note = std::fs::read_to_string(ws.path("failed/locked.jpg.error.txt")).unwrap();
     assert!(note.contains("permission"), "{note}");
 }

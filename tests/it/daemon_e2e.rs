@@ -39,7 +39,7 @@ async fn run_once_delivers_valid_files_fails_invalid_ones_and_submits_no_junk() 
 
     let out = ws.run_once(Duration::from_secs(60)).await;
     let log = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exit {:?}\n{log}", out.status);
+    assert_eq!(out.status.code(), Some(1), "files were refused, so the run fails\n{log}");
     assert!(log.contains("5 delivered, 0 failed, 3 refused"), "{log}");
 
     let outbox = ws.files("outbox");
@@ -125,6 +125,28 @@ async fn a_second_instance_on_the_same_state_folder_is_refused() {
     assert!(err.contains("another retouchd") && err.contains(&first.id().to_string()), "{err}");
 }
 
+/// Two daemons with different state folders on one inbox would both pay for every photo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_an_owned_inbox_is_refused_with_who_owns_it() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    let mut first = ws.spawn(&[], "first");
+    wait_for("the first to claim the inbox", Duration::from_secs(10), async || {
+        retouchd::inbox::owner_of(&ws.path("inbox")).map(drop)
+    })
+    .await;
+    let text = std::fs::read_to_string(&ws.config).unwrap().replace("dir = \"state\"", "dir = \"elsewhere\"");
+    std::fs::write(&ws.config, text).unwrap();
+    let second = ws.command(&["run"]).output().unwrap();
+    first.kill().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(5), "{err}");
+    let state = ws.path("state").display().to_string();
+    for part in ["in use by another retouchd", &first.id().to_string(), &state, &retouchd::inbox::host_name()] {
+        assert!(err.contains(part), "{part} missing: {err}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_journal_stops_the_daemon_and_is_left_untouched() {
     let sim = start_sim(fast_sim()).await;
@@ -163,6 +185,16 @@ async fn check_probes_the_server_and_the_token() {
     let bad = Workspace::with_token(&sim, "wrong", "", "");
     let out = bad.command(&["check"]).output().unwrap();
     assert_eq!(out.status.code(), Some(6));
+
+    // A URL without /api/v1 answers the limits route 404 as production does, but has no start
+    // route either: that is a wrong URL, and check says so instead of passing.
+    let wrong = Workspace::new(&sim, "", "");
+    let text = std::fs::read_to_string(&wrong.config).unwrap().replace("/api/v1\"", "\"");
+    std::fs::write(&wrong.config, text).unwrap();
+    let out = wrong.command(&["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("no start route") && err.contains("/api/v1"), "{err}");
     assert_eq!(sim.stats().charged_starts, 0, "checking spends no credit");
 }
 

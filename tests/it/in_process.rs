@@ -533,3 +533,43 @@ async fn broken_downloads_are_retried() {
         retried_then_delivered(mode, fetched_thrice).await;
     }
 }
+
+/// The workspace's config with another state folder (a second daemon on the same inbox).
+fn with_state_dir(ws: &Workspace, dir: &str) -> Config {
+    let text = std::fs::read_to_string(&ws.config).unwrap().replace("dir = \"state\"", &format!("dir = \"{dir}\""));
+    let path = ws.path(&format!("{dir}.toml"));
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    config::load(&path, &Environment::default()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_daemon_with_another_state_folder_is_refused_the_inbox_until_the_first_stops() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    let first = Running::start(&ws);
+    let inbox = ws.path("inbox");
+    until("the first claims the inbox", || retouchd::inbox::owner_of(&inbox).is_some(), String::new).await;
+
+    let second = with_state_dir(&ws, "state2");
+    let err = daemon::run(second.clone(), RunOptions::default(), std::future::pending()).await.unwrap_err();
+    let DaemonError::InboxOwned(owned) = &err else { panic!("not refused for the inbox: {err}") };
+    assert_eq!(owned.owner.pid, std::process::id());
+    assert_eq!(owned.owner.state_dir, ws.path("state"));
+    let text = err.to_string();
+    assert!(
+        text.contains(&ws.path("state").display().to_string()) && text.contains("in use by another retouchd"),
+        "{text}"
+    );
+
+    ws.drop_file("once.jpg", &photo(40));
+    until("delivered by the first", || ws.path("done/once.jpg").exists(), String::new).await;
+    first.stop().await;
+    assert_eq!(retouchd::inbox::owner_of(&inbox), None, "a clean stop gives the inbox up");
+    assert!(inbox.join(retouchd::inbox::MARKER).exists(), "the marker stays");
+    let summary = daemon::run(second, RunOptions { once: true, ..RunOptions::default() }, std::future::pending())
+        .await
+        .expect("the inbox is free now");
+    assert_eq!(summary, Summary::default(), "nothing to do: the file was delivered once");
+    assert_eq!(sim.stats().charged_starts, 1);
+}

@@ -207,7 +207,7 @@ tasks = [ {{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}, {{ Plugin = "Dodge Burn"
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
-                } else if e.file_name() != retouchd::watch::MARKER {
+                } else if !e.file_name().to_string_lossy().starts_with(retouchd::watch::MARKER) {
                     out.push(p.strip_prefix(&root).unwrap().display().to_string());
                 }
             }

@@ -1,0 +1,216 @@
+//! An inbox's marker file ([`MARKER`]) and the owner record it carries.
+//!
+//! The marker tells an inbox from the empty mount point of an unmounted share: once placed, an
+//! inbox without it is unavailable, never "empty". It also says which daemon owns the inbox:
+//! host, pid, state folder and a heartbeat renewed on every status pulse. One inbox has one
+//! owner: a second daemon (say, one started by hand with another state folder) refuses an
+//! inbox whose owner's heartbeat is fresh, since both would pay for every photo. The record is a
+//! plain file, not a lock, because file locks are unreliable on SMB/NFS shares, where inboxes
+//! often live; an owner that stopped renewing for [`STALE_AFTER`] (or whose process is gone, on
+//! the same host) is taken over. Several daemons on one inbox is what a shared journal is for.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The file retouchd leaves in each inbox it watches.
+pub const MARKER: &str = ".retouchd";
+/// An owner that has not renewed its record for this long is gone.
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+
+const HEADER: &str = "# retouchd watches this folder; keep this file. It names the daemon that owns the inbox.\n";
+
+/// Who owns an inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub host: String,
+    pub pid: u32,
+    pub state_dir: PathBuf,
+    /// Unix seconds of the last renewal.
+    pub heartbeat: u64,
+}
+
+impl Owner {
+    /// This process, with `state_dir`, now.
+    pub fn me(state_dir: &Path) -> Owner {
+        Owner { host: host_name(), pid: std::process::id(), state_dir: state_dir.to_path_buf(), heartbeat: now_secs() }
+    }
+
+    /// The same daemon (same host and state folder; the state folder's lock makes that one).
+    fn is_same_daemon(&self, other: &Owner) -> bool {
+        self.host == other.host && self.state_dir == other.state_dir
+    }
+
+    /// Whether this owner may still be at work, seen from `me` at `now`.
+    fn is_alive(&self, me: &Owner, now: u64) -> bool {
+        if now.saturating_sub(self.heartbeat) > STALE_AFTER.as_secs() {
+            return false;
+        }
+        if self.host != me.host {
+            return true;
+        }
+        crate::lock::is_running(self.pid)
+    }
+}
+
+/// The inbox belongs to another live daemon.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the inbox {inbox} is in use by another retouchd: host {host}, pid {pid}, state folder {state_dir} \
+     (heartbeat {age}s ago). One inbox has one owner, or both would pay for every photo: stop that \
+     daemon (e.g. `systemctl stop retouchd` there), or give this one another inbox. If that daemon is \
+     gone for good, its claim expires {stale}s after its last heartbeat.",
+    inbox = .inbox.display(), host = .owner.host, pid = .owner.pid, state_dir = .owner.state_dir.display(),
+    age = .age_secs, stale = STALE_AFTER.as_secs()
+)]
+pub struct InboxOwned {
+    pub inbox: PathBuf,
+    pub owner: Owner,
+    pub age_secs: u64,
+}
+
+/// Whether an inbox can be trusted to show what is in it: readable, and (when `marked`) still
+/// carrying its marker file.
+pub fn inbox_available(inbox: &Path, marked: bool) -> std::io::Result<()> {
+    std::fs::read_dir(inbox)?;
+    if !marked || inbox.join(MARKER).exists() {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!(
+            "its marker file {MARKER} is missing, so the share looks unmounted; mount it again \
+             (or, if the folder is really empty on purpose, `touch {}`)",
+            inbox.join(MARKER).display()
+        ),
+    ))
+}
+
+/// The owner record in `inbox`'s marker, if there is a readable one (an older retouchd's
+/// marker holds only a sentence: no owner).
+pub fn owner_of(inbox: &Path) -> Option<Owner> {
+    let text = std::fs::read_to_string(inbox.join(MARKER)).ok()?;
+    toml::from_str(&text).ok()
+}
+
+/// What claiming found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claimed {
+    /// Nobody owned it (or an older retouchd's plain marker).
+    Free,
+    /// It was this daemon's already (a restart).
+    Ours,
+    /// Its owner had stopped renewing, or its process is gone: taken over.
+    TakenOver(Owner),
+}
+
+/// Claims `inbox` for `me` (or renews the claim): refuses while another live daemon owns it.
+pub fn claim(inbox: &Path, me: &Owner) -> Result<Claimed, ClaimError> {
+    let now = now_secs();
+    let claimed = match owner_of(inbox) {
+        None => Claimed::Free,
+        Some(owner) if owner.is_same_daemon(me) => Claimed::Ours,
+        Some(owner) if owner.is_alive(me, now) => {
+            let age_secs = now.saturating_sub(owner.heartbeat);
+            return Err(ClaimError::Owned(InboxOwned { inbox: inbox.to_path_buf(), owner, age_secs }));
+        }
+        Some(owner) => Claimed::TakenOver(owner),
+    };
+    write_marker(inbox, Some(&Owner { heartbeat: now, ..me.clone() })).map_err(ClaimError::Io)?;
+    Ok(claimed)
+}
+
+/// Gives the inbox up (the daemon stops): the marker stays, without an owner.
+pub fn release(inbox: &Path, me: &Owner) {
+    if owner_of(inbox).is_some_and(|o| o.is_same_daemon(me)) {
+        let _ = write_marker(inbox, None);
+    }
+}
+
+/// Why an inbox could not be claimed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error(transparent)]
+    Owned(InboxOwned),
+    #[error("cannot write the marker file: {0}; is the inbox writable?")]
+    Io(std::io::Error),
+}
+
+/// Writes the marker (temp file, then rename: a reader never sees half a record).
+fn write_marker(inbox: &Path, owner: Option<&Owner>) -> std::io::Result<()> {
+    let mut text = HEADER.to_string();
+    if let Some(owner) = owner {
+        text.push_str(&toml::to_string(owner).map_err(std::io::Error::other)?);
+    }
+    let tmp = inbox.join(format!("{MARKER}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, inbox.join(MARKER)).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// This machine's name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn other(state: &str, heartbeat_ago: u64) -> Owner {
+        Owner {
+            host: "nas-elsewhere".into(),
+            pid: 4242,
+            state_dir: state.into(),
+            heartbeat: now_secs() - heartbeat_ago,
+        }
+    }
+
+    #[test]
+    fn a_live_owner_keeps_its_inbox_and_the_refusal_says_who_and_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        write_marker(dir.path(), Some(&other("/var/lib/retouchd", 5))).unwrap();
+        let me = Owner::me(Path::new("/home/me/.local/share/retouchd"));
+        let Err(ClaimError::Owned(err)) = claim(dir.path(), &me) else { panic!("claimed a live daemon's inbox") };
+        let text = err.to_string();
+        for part in ["nas-elsewhere", "4242", "/var/lib/retouchd", "systemctl stop retouchd", "60s"] {
+            assert!(text.contains(part), "{part} missing: {text}");
+        }
+        assert_eq!(owner_of(dir.path()).unwrap().host, "nas-elsewhere", "the record is left alone");
+    }
+
+    #[test]
+    fn stale_and_dead_owners_are_taken_over_and_old_markers_count_as_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Owner::me(Path::new("/state/mine"));
+        let stale = other("/state/theirs", STALE_AFTER.as_secs() + 5);
+        write_marker(dir.path(), Some(&stale)).unwrap();
+        assert_eq!(claim(dir.path(), &me).unwrap(), Claimed::TakenOver(stale));
+        assert_eq!(owner_of(dir.path()).unwrap().pid, std::process::id());
+
+        // Same host, fresh heartbeat, but the process is gone (a crash): taken over at once.
+        let dead = Owner { host: host_name(), pid: i32::MAX as u32, ..other("/state/theirs", 1) };
+        write_marker(dir.path(), Some(&dead)).unwrap();
+        assert!(matches!(claim(dir.path(), &me).unwrap(), Claimed::TakenOver(_)));
+
+        std::fs::write(dir.path().join(MARKER), b"retouchd watches this folder; keep this file.\n").unwrap();
+        assert_eq!(claim(dir.path(), &me).unwrap(), Claimed::Free);
+        assert_eq!(claim(dir.path(), &me).unwrap(), Claimed::Ours, "renewing our own claim");
+
+        release(dir.path(), &me);
+        assert_eq!(owner_of(dir.path()), None);
+        assert!(dir.path().join(MARKER).exists(), "the marker stays: it tells an inbox from an empty mount point");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [MARKER], "no temp files left");
+    }
+}
