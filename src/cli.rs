@@ -47,7 +47,9 @@ pub enum Command {
         failed: bool,
     },
     /// Send files or folders once, with progress, and write the results next to them (or into
-    /// --out). Shares the daemon's journal: a second run resumes instead of paying again.
+    /// --out). Uses the daemon's journal: a second run resumes instead of paying again, and says
+    /// which files were done before (--again sends them anew). Cannot run while the daemon runs
+    /// with the same state folder.
     Process {
         #[command(flatten)]
         config: ConfigArg,
@@ -57,7 +59,11 @@ pub enum Command {
         /// Take the payload from this [[watch]] of the config (0 is the first).
         #[arg(long, default_value_t = 0)]
         watch: usize,
-        /// Files and folders (folders are searched recursively, junk skipped).
+        /// Send files that were retouched (or refused) before again. Each costs a new credit.
+        #[arg(long)]
+        again: bool,
+        /// Files and folders (folders are searched recursively; only .jpg, .jpeg, .png and .zip
+        /// files are taken from them, junk skipped).
         #[arg(required = true)]
         paths: Vec<std::path::PathBuf>,
     },

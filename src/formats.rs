@@ -35,6 +35,14 @@ impl FileKind {
     }
 }
 
+/// Whether a file's name says it is something the server takes (`.jpg`, `.jpeg`, `.png`,
+/// `.zip`, in any case). Used to pass over other files found in folders; what a file really is
+/// is still told by its bytes.
+pub fn has_photo_extension(path: &Path) -> bool {
+    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    matches!(ext.as_str(), "jpg" | "jpeg" | "png" | "zip")
+}
+
 impl std::fmt::Display for FileKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -72,10 +72,11 @@ fn main() -> ExitCode {
             Command::Status { config, json } => status(config, json),
             Command::Retry { config, job, failed: _ } => retry(config, job),
             Command::Check { config } => check(config).await,
-            Command::Process { config, out, watch, paths } => {
+            Command::Process { config, out, watch, again, paths } => {
                 let config = load_config(&config)?;
                 retouchd::logging::init(log_format, "error");
-                let summary = retouchd::commands::process::run(config, &paths, out.as_deref(), watch).await?;
+                let request = retouchd::commands::process::Request { paths: &paths, out: out.as_deref(), watch, again };
+                let summary = retouchd::commands::process::run(config, request).await.map_err(process_failure)?;
                 outcome(&summary)
             }
             Command::Demo { dir } => {
@@ -158,6 +159,24 @@ async fn run(arg: ConfigArg, once: bool, log_format: retouchd::logging::LogForma
         return outcome(&summary);
     }
     Ok(())
+}
+
+/// `process` uses the daemon's journal, so it cannot run beside a daemon of the same state
+/// folder: say so plainly, with the code for a held state folder.
+fn process_failure(e: anyhow::Error) -> Failure {
+    match e.downcast::<DaemonError>() {
+        Ok(DaemonError::Lock(retouchd::lock::LockError::Held { pid, .. })) => Failure::new(
+            exit::LOCKED,
+            format!(
+                "the daemon{} is running with this state folder, and `retouchd process` uses the same journal, \
+                 so it cannot run beside it. Drop the files into one of its inboxes instead, or stop it \
+                 first (`systemctl stop retouchd`)",
+                pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            ),
+        ),
+        Ok(other) => Failure::from(other),
+        Err(e) => Failure::from(e),
+    }
 }
 
 /// Prints what a run to the end did; a run in which files failed or were refused fails.

@@ -1,8 +1,10 @@
 //! `retouchd process PATH...`: a one-shot run for people rather than daemons. Sends the given
 //! files (and the images in the given folders) once, with a progress bar per file and overall
-//! (hidden when not on a terminal), and writes results next to them or into `--out`. It shares
+//! (hidden when not on a terminal), and writes results next to them or into `--out`. It uses
 //! the daemon's journal, so a second run after an interruption resumes instead of paying again,
-//! and a file already done is not sent again. Sources are never moved.
+//! and a file already done is not sent again (it is listed, with where its results went, and
+//! `--again` sends it anew for a new credit). Sources are never moved. From folders only photos
+//! and zips are taken (by extension); files named one by one are always tried.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
@@ -14,21 +16,33 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::broadcast;
 
 use crate::config::{Config, OnSuccess, WatchConfig, WatchMode};
-use crate::daemon::{self, JobUpdate, RunOptions, Summary};
+use crate::daemon::{self, Before, JobUpdate, RunOptions, Summary};
+use crate::deliver::STAGING_DIR;
 use crate::ignore::IgnoreRules;
-use crate::job::StateName;
+use crate::job::{JobState, StateName};
 
-/// Splits the given paths into (folder, file below it) pairs.
-fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+/// Files to send, as (folder, file below it) pairs.
+type Files = Vec<(PathBuf, PathBuf)>;
+
+/// Splits the given paths into (folder, file below it) pairs; returns also the files passed over
+/// in folders because they are not photos.
+fn collect(paths: &[PathBuf]) -> anyhow::Result<(Files, Vec<PathBuf>)> {
     let rules = IgnoreRules::new(&[]);
     let mut files = Vec::new();
+    let mut passed_over = Vec::new();
     for path in paths {
         let real = std::fs::canonicalize(path).with_context(|| format!("{} cannot be read", path.display()))?;
         if real.is_dir() {
             let mut found = crate::watch::list_files(&real, true, &rules)
                 .with_context(|| format!("{} cannot be listed", real.display()))?;
             found.sort_by(|a, b| a.0.cmp(&b.0));
-            files.extend(found.into_iter().map(|(rel, _)| (real.clone(), rel)));
+            for (rel, _) in found {
+                if crate::formats::has_photo_extension(&rel) {
+                    files.push((real.clone(), rel));
+                } else {
+                    passed_over.push(real.join(rel));
+                }
+            }
         } else {
             let parent = real.parent().map(Path::to_path_buf).unwrap_or_default();
             let name = real.file_name().map(PathBuf::from).unwrap_or_default();
@@ -37,11 +51,11 @@ fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
     }
     if files.is_empty() {
         bail!(
-            "nothing to process: no files in {}",
+            "nothing to process: no photos (.jpg, .jpeg, .png, .zip) in {}",
             paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         );
     }
-    Ok(files)
+    Ok((files, passed_over))
 }
 
 /// The config for this run: the server and state of `base`, the payload of its watch
@@ -91,6 +105,8 @@ async fn show_progress(mut rx: broadcast::Receiver<JobUpdate>, total: usize) -> 
         ProgressStyle::with_template("{bar:30} {pos}/{len} files  {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    // The elapsed time moves on between job updates too.
+    overall.enable_steady_tick(Duration::from_millis(500));
     let style = ProgressStyle::with_template("{spinner} {prefix:30} {bar:20} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut bars: HashMap<PathBuf, ProgressBar> = HashMap::new();
@@ -107,9 +123,8 @@ async fn show_progress(mut rx: broadcast::Receiver<JobUpdate>, total: usize) -> 
         bar.set_message(update.state.as_str());
         let outcome = match update.state {
             StateName::Done => Some("delivered".to_string()),
-            StateName::Failed | StateName::Rejected => {
-                Some(format!("failed: {}", update.reason.clone().unwrap_or_default()))
-            }
+            StateName::Failed => Some(format!("failed: {}", update.reason.clone().unwrap_or_default())),
+            StateName::Rejected => Some(format!("refused: {}", update.reason.clone().unwrap_or_default())),
             _ => None,
         };
         if let Some(outcome) = outcome {
@@ -150,19 +165,70 @@ fn without_results(files: Vec<(PathBuf, PathBuf)>, state_dir: &Path, out: Option
         .collect()
 }
 
-/// Processes `paths` once and returns what happened.
-pub async fn run(base: Config, paths: &[PathBuf], out: Option<&Path>, watch_index: usize) -> anyhow::Result<Summary> {
-    let out_real = out.and_then(|o| std::fs::canonicalize(o).ok());
-    let files = without_results(collect(paths)?, &base.state_dir, out_real.as_deref());
-    if let Some(out) = out {
+/// What to run and how.
+#[derive(Debug, Default)]
+pub struct Request<'a> {
+    pub paths: &'a [PathBuf],
+    /// Write results here instead of next to each file.
+    pub out: Option<&'a Path>,
+    /// The watch of the config whose payload to use.
+    pub watch: usize,
+    /// Send files done (or refused) before again, for a new credit each.
+    pub again: bool,
+}
+
+/// Processes the request's paths once, says what was done before and what was passed over, and
+/// returns what happened.
+pub async fn run(base: Config, request: Request<'_>) -> anyhow::Result<Summary> {
+    let out_real = request.out.and_then(|o| std::fs::canonicalize(o).ok());
+    let (found, passed_over) = collect(request.paths)?;
+    let files = without_results(found, &base.state_dir, out_real.as_deref());
+    if let Some(out) = request.out {
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     }
-    let out = out.map(std::fs::canonicalize).transpose()?;
-    let config = one_shot_config(base, &files, out.as_deref(), watch_index)?;
+    let out = request.out.map(std::fs::canonicalize).transpose()?;
+    let config = one_shot_config(base, &files, out.as_deref(), request.watch)?;
+    if !passed_over.is_empty() {
+        let names: Vec<String> = passed_over.iter().take(5).map(|p| p.display().to_string()).collect();
+        let more = passed_over.len().saturating_sub(names.len());
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        println!("passed over {} file(s) that are not photos: {}{more}", passed_over.len(), names.join(", "));
+    }
+    if request.again {
+        println!("--again: files retouched before are sent again; each costs a new credit");
+    }
+    let staging_dirs: Vec<PathBuf> = config.watches.iter().map(|w| w.outbox.join(STAGING_DIR)).collect();
     let (tx, rx) = broadcast::channel(1024);
     let progress = tokio::spawn(show_progress(rx, files.len()));
-    let options = RunOptions { once: true, updates: Some(tx), files: Some(files), ..RunOptions::default() };
-    let summary = daemon::run(config, options, std::future::pending()).await?;
+    let options =
+        RunOptions { once: true, updates: Some(tx), files: Some(files), again: request.again, ..RunOptions::default() };
+    let result = daemon::run(config, options, std::future::pending()).await;
     let _ = progress.await;
+    // The staging folders were made beside the user's files: leave none behind (only empty
+    // ones go; a staged result of an interrupted job stays for the next run).
+    for dir in staging_dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+    let summary = result?;
+    for before in &summary.before {
+        println!("{}: {}", before.file.display(), describe_before(before));
+    }
+    if !summary.before.is_empty() {
+        println!(
+            "{} file(s) were done before and not sent again; add --again to send them anew (a new credit each)",
+            summary.before.len()
+        );
+    }
     Ok(summary)
+}
+
+/// "already done (job #3 → /out/a)" or "refused before (job #4): reason".
+fn describe_before(before: &Before) -> String {
+    match &before.state {
+        JobState::Done { outputs, .. } => {
+            let outputs: Vec<String> = outputs.iter().map(|o| o.display().to_string()).collect();
+            format!("already done (job #{} → {})", before.job, outputs.join(", "))
+        }
+        other => format!("refused before (job #{}): {}", before.job, other.reason().unwrap_or("")),
+    }
 }

@@ -2,6 +2,10 @@
 //! be running or done for this version of it, and it must pass the checks against the server's
 //! limits. A file that fails those checks is journaled as refused (it goes to failed/ with the
 //! reason); one that passes is journaled with a fresh Idempotency-Key before anything is sent.
+//!
+//! A version of a file that was delivered before is not paid for again, and one refused before
+//! that is still where it was (never moved: `retouchd process`) is not refused again: both are
+//! [`Admission::Before`], which one-shot runs report, unless the run asks to do them `again`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,20 +58,35 @@ pub(super) fn new_key() -> String {
     format!("retouchd-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
-/// Journals a new job for `item`, or returns `None` when the file is not (or no longer) one.
-pub(super) async fn admit(ctx: &Ctx, item: Queued) -> Result<Option<(JobRecord, Arc<WatchConfig>)>, JournalError> {
-    let Some(watch) = watch_for(&ctx.config(), &item.inbox) else { return Ok(None) };
+/// What became of a ready file.
+pub(super) enum Admission {
+    /// A new job, journaled, to run with its watch's settings.
+    Job(JobRecord, Arc<WatchConfig>),
+    /// This version of the file was delivered, or refused and left in place, by an earlier job.
+    Before(JobRecord),
+    /// Not a job (any more): changed or gone since it was ready, its job still runs, or its
+    /// inbox is no longer watched.
+    Nothing,
+}
+
+/// Journals a new job for `item`, unless the file is not (or no longer) one. With `again`, a
+/// file done or refused before is sent anew (a new credit).
+pub(super) async fn admit(ctx: &Ctx, item: Queued, again: bool) -> Result<Admission, JournalError> {
+    let Some(watch) = watch_for(&ctx.config(), &item.inbox) else { return Ok(Admission::Nothing) };
     let source = Source { inbox: item.inbox, rel_path: item.rel, stamp: item.stamp };
     // Changed since it was found ready: the watcher hands the new version on once it settles.
     if !matches!(source.check(ctx.marks_inboxes), SourceCheck::Same) {
-        return Ok(None);
+        return Ok(Admission::Nothing);
     }
     match ctx.journal.latest_for(&source.inbox, &source.rel_path)? {
-        Some(previous) if !previous.state.is_terminal() => return Ok(None),
-        // Kept on success: the same file is not paid for twice.
-        Some(previous) if previous.source == source && matches!(previous.state, JobState::Done { .. }) => {
-            return Ok(None);
-        }
+        Some(previous) if !previous.state.is_terminal() => return Ok(Admission::Nothing),
+        Some(previous) if previous.source == source && !again => match previous.state {
+            // Kept on success: the same file is not paid for twice.
+            JobState::Done { .. } | JobState::Rejected { moved_to: None, .. } => {
+                return Ok(Admission::Before(previous));
+            }
+            _ => {}
+        },
         _ => {}
     }
     let verdict = match item.reject {
@@ -77,7 +96,7 @@ pub(super) async fn admit(ctx: &Ctx, item: Queued) -> Result<Option<(JobRecord, 
             let limits = ctx.limits.clone();
             match tokio::task::spawn_blocking(move || crate::inspect::inspect(&path, &limits)).await {
                 Ok(Ok(verdict)) => verdict.map(drop),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Admission::Nothing),
                 Ok(Err(e)) => Err(format!("the file cannot be read: {e}; check its permissions")),
                 Err(e) => Err(format!("internal error while checking the file: {e}")),
             }
@@ -94,5 +113,5 @@ pub(super) async fn admit(ctx: &Ctx, item: Queued) -> Result<Option<(JobRecord, 
     let now = crate::journal::now_ms();
     let record = JobRecord { id, source, state, created_at: now, updated_at: now, progress: None };
     ctx.announce(&record);
-    Ok(Some((record, watch)))
+    Ok(Admission::Job(record, watch))
 }

@@ -12,12 +12,12 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::admission::{self, Queued};
+use super::admission::{self, Admission, Queued};
 use super::claims::Claims;
 use super::context::Ctx;
 use super::live_status::LiveStatus;
 use super::runner::Runner;
-use super::{DaemonError, Summary};
+use super::{Before, DaemonError, Summary};
 use crate::config::Config;
 use crate::job::JobState;
 use crate::journal::{JobRecord, JournalError};
@@ -25,9 +25,18 @@ use crate::source::Stamp;
 use crate::watch::{self, WatchEvent};
 
 /// A job's file: (inbox, path below it).
-type JobKey = (PathBuf, PathBuf);
-/// How a job task ended: its final record, `None` when the file turned out not to be a job.
-type JobOutcome = (JobKey, Result<Option<JobRecord>, JournalError>);
+pub(super) type JobKey = (PathBuf, PathBuf);
+/// How a job task ended.
+pub(super) type JobOutcome = (JobKey, Result<Ended, JournalError>);
+
+pub(super) enum Ended {
+    /// The job ran to this final record.
+    Ran(JobRecord),
+    /// An earlier job handled this version of the file.
+    Before(JobRecord),
+    /// The file turned out not to be a job.
+    Nothing,
+}
 
 /// One generation of watcher tasks (replaced when a reload changes the watches).
 struct Watchers {
@@ -44,6 +53,8 @@ pub(super) struct Coordinator {
     ctx: Arc<Ctx>,
     /// Process what is there, then stop.
     once: bool,
+    /// Send files done or refused before again (`process --again`).
+    again: bool,
     queue: VecDeque<Queued>,
     jobs: JoinSet<JobOutcome>,
     active: HashSet<JobKey>,
@@ -59,10 +70,11 @@ pub(super) struct Coordinator {
 }
 
 impl Coordinator {
-    pub(super) fn new(ctx: Arc<Ctx>, once: bool, claims: Option<Claims>) -> Self {
+    pub(super) fn new(ctx: Arc<Ctx>, once: bool, again: bool, claims: Option<Claims>) -> Self {
         Coordinator {
             ctx,
             once,
+            again,
             queue: VecDeque::new(),
             jobs: JoinSet::new(),
             active: HashSet::new(),
@@ -92,7 +104,7 @@ impl Coordinator {
             let key = (job.source.inbox.clone(), job.source.rel_path.clone());
             self.active.insert(key.clone());
             let ctx = self.ctx.clone();
-            self.jobs.spawn(async move { (key, Runner::new(&ctx, job, watch).run().await.map(Some)) });
+            self.jobs.spawn(async move { (key, Runner::new(&ctx, job, watch).run().await.map(Ended::Ran)) });
         }
     }
 
@@ -133,11 +145,12 @@ impl Coordinator {
                 self.deferred.insert(key, item);
                 continue;
             }
-            let ctx = self.ctx.clone();
+            let (ctx, again) = (self.ctx.clone(), self.again);
             self.jobs.spawn(async move {
-                let outcome = match admission::admit(&ctx, item).await {
-                    Ok(Some((job, watch))) => Runner::new(&ctx, job, watch).run().await.map(Some),
-                    Ok(None) => Ok(None),
+                let outcome = match admission::admit(&ctx, item, again).await {
+                    Ok(Admission::Job(job, watch)) => Runner::new(&ctx, job, watch).run().await.map(Ended::Ran),
+                    Ok(Admission::Before(job)) => Ok(Ended::Before(job)),
+                    Ok(Admission::Nothing) => Ok(Ended::Nothing),
                     Err(e) => Err(e),
                 };
                 (key, outcome)
@@ -220,11 +233,18 @@ impl Coordinator {
         if let Some(item) = self.deferred.remove(&key) {
             self.queue.push_back(item);
         }
-        match outcome?.map(|r| r.state) {
-            Some(JobState::Done { .. }) => self.summary.done += 1,
-            Some(JobState::Failed { .. }) => self.summary.failed += 1,
-            Some(JobState::Rejected { .. }) => self.summary.rejected += 1,
-            _ => {}
+        match outcome? {
+            Ended::Ran(job) => match job.state {
+                JobState::Done { .. } => self.summary.done += 1,
+                JobState::Failed { .. } => self.summary.failed += 1,
+                JobState::Rejected { .. } => self.summary.rejected += 1,
+                _ => {}
+            },
+            // Only a run to the end reports these (a daemon sees kept files again and again).
+            Ended::Before(job) if self.once => {
+                self.summary.before.push(Before { file: job.source.path(), job: job.id, state: job.state })
+            }
+            Ended::Before(_) | Ended::Nothing => {}
         }
         Ok(())
     }

@@ -41,7 +41,7 @@ use tracing::info;
 
 use crate::api::{ApiError, Client};
 use crate::config::Config;
-use crate::job::StateName;
+use crate::job::{JobState, StateName};
 use crate::journal::JournalError;
 use crate::lock::LockError;
 use crate::systemd::Systemd;
@@ -84,6 +84,8 @@ pub struct RunOptions {
     /// Process exactly these files (inbox, path below it) instead of watching the inboxes, then
     /// return (`retouchd process`). No marker files are placed.
     pub files: Option<Vec<(PathBuf, PathBuf)>>,
+    /// Send files delivered (or refused) before again, each for a new credit (`process --again`).
+    pub again: bool,
 }
 
 /// What a run did.
@@ -92,6 +94,17 @@ pub struct Summary {
     pub done: u64,
     pub failed: u64,
     pub rejected: u64,
+    /// With `once`: files not sent because an earlier job delivered or refused this version.
+    pub before: Vec<Before>,
+}
+
+/// A file an earlier job handled: not sent again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Before {
+    pub file: PathBuf,
+    pub job: i64,
+    /// How it ended: `done` (with its outputs) or `rejected` (with the reason).
+    pub state: JobState,
 }
 
 /// Runs the daemon until `shutdown` resolves (or, with `once`, until the inboxes are processed).
@@ -112,7 +125,7 @@ pub async fn run(
     let ctx = Arc::new(context::Ctx::new(config, &recovered, commits, client, options.updates.take(), marks_inboxes));
 
     // 3. Resume unfinished jobs by their restart rules.
-    let mut coordinator = Coordinator::new(ctx.clone(), options.once, recovered.claims);
+    let mut coordinator = Coordinator::new(ctx.clone(), options.once, options.again, recovered.claims);
     coordinator.resume(recovered.unfinished);
 
     // 4. Watch the inboxes, or take the given files.

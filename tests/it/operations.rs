@@ -91,7 +91,7 @@ async fn sighup_reloads_the_payload_for_new_jobs_while_in_flight_jobs_finish() {
 }
 
 fn imagegen_jpeg(n: u8) -> Vec<u8> {
-    retouchd::imagegen::jpeg_bytes(30 + n as u16, 30, [n * 70, 20, 20])
+    retouchd::imagegen::jpeg_bytes(30 + n as u16, 30, [n.wrapping_mul(70), 20, 20])
 }
 
 fn results_count(ws: &Workspace) -> usize {
@@ -172,6 +172,7 @@ async fn process_sends_files_once_writes_results_next_to_them_and_never_pays_twi
     write(&shoot, "a.jpg", &imagegen_jpeg(1));
     write(&shoot, "day2/b.png", &retouchd::imagegen::png_bytes(20, 20, [1, 2, 3]));
     write(&shoot, ".DS_Store", b"junk");
+    write(&shoot, "readme.txt", b"notes about the shoot, not a photo");
     let single = write(&ws.path("elsewhere"), "c.jpg", &imagegen_jpeg(2));
     write(&shoot, "notes.jpg", b"not a photo");
 
@@ -181,20 +182,39 @@ async fn process_sends_files_once_writes_results_next_to_them_and_never_pays_twi
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "one file could not be retouched: {stdout}");
     assert!(stdout.contains("3 delivered, 0 failed, 1 refused"), "{stdout}");
-    assert!(stdout.contains("notes.jpg: failed: this is not a PNG"), "plain lines off a terminal: {stdout}");
+    assert!(stdout.contains("notes.jpg: refused: this is not a PNG"), "rows say what the summary says: {stdout}");
+    assert!(stdout.contains("passed over 1 file(s) that are not photos") && stdout.contains("readme.txt"), "{stdout}");
     assert!(ws.path("shoot/a/result.json").exists());
     assert!(ws.path("shoot/day2/b/result.json").exists());
     assert!(ws.path("elsewhere/c/result.json").exists());
     assert!(ws.path("shoot/a.jpg").exists() && ws.path("shoot/notes.jpg").exists(), "sources are never moved");
+    for folder in ["shoot", "shoot/day2", "elsewhere"] {
+        assert!(!ws.path(folder).join(".retouchd-staging").exists(), "no staging folder left in {folder}");
+    }
     assert_eq!(sim.stats().charged_starts, 3);
+    let rejected_entries = || {
+        let journal = retouchd::journal::Journal::open_read_only(&ws.path("state")).unwrap();
+        journal.counts().unwrap().get(&retouchd::job::StateName::Rejected).copied()
+    };
+    assert_eq!(rejected_entries(), Some(1));
 
     let again = run();
-    assert!(
-        String::from_utf8_lossy(&again.stdout).contains("0 delivered"),
-        "{}",
-        String::from_utf8_lossy(&again.stdout)
-    );
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(stdout.contains("0 delivered, 0 failed, 0 refused"), "{stdout}");
+    let a_result = ws.path("shoot/a").display().to_string();
+    assert!(stdout.contains("a.jpg: already done (job #") && stdout.contains(&a_result), "{stdout}");
+    assert!(stdout.contains("notes.jpg: refused before (job #"), "{stdout}");
+    assert!(stdout.contains("add --again to send them anew"), "{stdout}");
+    assert_eq!(again.status.code(), Some(0), "nothing failed this time: {stdout}");
     assert_eq!(sim.stats().charged_starts, 3, "a second run pays nothing again");
+    assert_eq!(rejected_entries(), Some(1), "a file refused before is not journaled as refused again");
+
+    let redo = ws.command(&["process", "--again"]).arg(&single).output().unwrap();
+    let stdout = String::from_utf8_lossy(&redo.stdout);
+    assert!(redo.status.success(), "{stdout}");
+    assert!(stdout.contains("each costs a new credit") && stdout.contains("1 delivered"), "{stdout}");
+    assert!(ws.path("elsewhere/c (2)/result.json").exists(), "a second result beside the first");
+    assert_eq!(sim.stats().charged_starts, 4, "--again pays once more, as it says");
 
     let out_dir = ws.path("results");
     let mut cmd = ws.command(&["process"]);
@@ -202,6 +222,27 @@ async fn process_sends_files_once_writes_results_next_to_them_and_never_pays_twi
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out_dir.join("d/result.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_beside_the_running_daemon_says_how_to_use_it_with_code_5() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    let mut daemon = ws.spawn(&[], "daemon");
+    wait_for("the daemon to start", Duration::from_secs(10), async || {
+        ws.log("daemon").contains("retouchd started").then_some(())
+    })
+    .await;
+    let file = write(&ws.path("elsewhere"), "x.jpg", &imagegen_jpeg(4));
+    let out = ws.command(&["process"]).arg(&file).output().unwrap();
+    daemon.kill().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains(&format!("(pid {})", daemon.id())) && err.contains("Drop the files into one of its inboxes"),
+        "{err}"
+    );
+    assert_eq!(sim.stats().charged_starts, 0);
 }
 
 /// Regression: in `process` mode (no marker files) a file removed before its upload was retried
