@@ -134,6 +134,8 @@ pub struct Config {
     pub watches: Vec<WatchConfig>,
     /// Things worth telling the user that do not stop the daemon.
     pub warnings: Vec<String>,
+    /// Loaded with [`Purpose::Inspect`]: why some inboxes cannot be read now.
+    pub unavailable_inboxes: Vec<String>,
 }
 
 /// One problem in a config file.
@@ -180,16 +182,16 @@ struct RawServer {
     balance_url: Option<String>,
     token: Option<String>,
     token_file: Option<PathBuf>,
-    poll_interval: Option<String>,
-    connect_timeout: Option<String>,
-    idle_timeout: Option<String>,
+    poll_interval: Option<RawDuration>,
+    connect_timeout: Option<RawDuration>,
+    idle_timeout: Option<RawDuration>,
     allow_plain_http: Option<bool>,
     max_uploads: Option<i64>,
     max_in_flight: Option<i64>,
-    max_job_age: Option<String>,
+    max_job_age: Option<RawDuration>,
     on_expired: Option<String>,
-    token_retry: Option<String>,
-    quota_retry: Option<String>,
+    token_retry: Option<RawDuration>,
+    quota_retry: Option<RawDuration>,
     max_result_mb: Option<i64>,
     low_quota_warning: Option<i64>,
 }
@@ -216,19 +218,19 @@ struct RawWatch {
     done_dir: Option<PathBuf>,
     failed_dir: Option<PathBuf>,
     on_success: Option<String>,
-    settle: Option<String>,
+    settle: Option<RawDuration>,
     recursive: Option<bool>,
     #[serde(default)]
     ignore: Vec<String>,
     mode: Option<String>,
-    scan_interval: Option<String>,
-    rescan_interval: Option<String>,
-    incomplete_grace: Option<String>,
+    scan_interval: Option<RawDuration>,
+    rescan_interval: Option<RawDuration>,
+    incomplete_grace: Option<RawDuration>,
     #[serde(default)]
     on_delivered: Vec<String>,
     #[serde(default)]
     on_failed: Vec<String>,
-    hook_timeout: Option<String>,
+    hook_timeout: Option<RawDuration>,
     payload: Option<toml::Table>,
 }
 
@@ -266,8 +268,13 @@ fn default_state_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "retouchd").map(|d| d.data_local_dir().to_path_buf())
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file to run with.
 pub fn load(path: &Path, env: &Environment) -> Result<Config, ConfigError> {
+    load_for(path, env, Purpose::Run)
+}
+
+/// Reads and validates a config file for `purpose`.
+pub fn load_for(path: &Path, env: &Environment, purpose: Purpose) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: file.clone(),
@@ -276,7 +283,7 @@ pub fn load(path: &Path, env: &Environment) -> Result<Config, ConfigError> {
             message: format!("cannot read it: {e}; pass --config FILE or create it from config.example.toml"),
         }],
     })?;
-    let mut config = parse(&text, path.parent().unwrap_or(Path::new(".")), env)
+    let mut config = parse_for(&text, path.parent().unwrap_or(Path::new(".")), env, purpose)
         .map_err(|problems| ConfigError { file: file.clone(), problems })?;
     if config_is_readable_by_others(path) && text.lines().any(|l| l.trim_start().starts_with("token ")) {
         config.warnings.push(format!(
@@ -292,8 +299,23 @@ fn config_is_readable_by_others(path: &Path) -> bool {
     std::fs::metadata(path).map(|m| m.permissions().mode() & 0o044 != 0).unwrap_or(false)
 }
 
-/// Validates config text. Relative paths are taken from `base`.
+/// What a config is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// To run: an inbox that cannot be read is an error.
+    Run,
+    /// To look at the state (`status`, `retry`): an inbox that cannot be read now (an unmounted
+    /// share) is noted in [`Config::unavailable_inboxes`], not an error.
+    Inspect,
+}
+
+/// Validates config text to run with. Relative paths are taken from `base`.
 pub fn parse(text: &str, base: &Path, env: &Environment) -> Result<Config, Vec<Problem>> {
+    parse_for(text, base, env, Purpose::Run)
+}
+
+/// Validates config text for `purpose`. Relative paths are taken from `base`.
+pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut unknown = Vec::new();
     let deserializer = toml::de::Deserializer::parse(text)
@@ -306,7 +328,13 @@ pub fn parse(text: &str, base: &Path, env: &Environment) -> Result<Config, Vec<P
             message: "unknown key; check its spelling against config.example.toml".into(),
         });
     }
-    let mut v = Validator { problems, warnings: Vec::new(), base: base.to_path_buf() };
+    let mut v = Validator {
+        problems,
+        warnings: Vec::new(),
+        base: base.to_path_buf(),
+        purpose,
+        unavailable_inboxes: Vec::new(),
+    };
     let server = v.server(raw.server, env);
     let state_dir = v.state_dir(raw.state, env);
     let log_level = raw.log.level.unwrap_or_else(|| "info".into());
@@ -332,16 +360,31 @@ pub fn parse(text: &str, base: &Path, env: &Environment) -> Result<Config, Vec<P
     v.cross_check(&watches);
     match (server, state_dir, v.problems.is_empty()) {
         (Some(server), Some(state_dir), true) => {
-            Ok(Config { server, state_dir, log_level, metrics_listen, watches, warnings: v.warnings })
+            let unavailable_inboxes = v.unavailable_inboxes;
+            Ok(Config {
+                server,
+                state_dir,
+                log_level,
+                metrics_listen,
+                watches,
+                warnings: v.warnings,
+                unavailable_inboxes,
+            })
         }
         _ => Err(v.problems),
     }
 }
 
+/// A duration as written: text like "5s", or a mistake the validator explains (a bare number).
+type RawDuration = toml::Value;
+
 struct Validator {
     problems: Vec<Problem>,
     warnings: Vec<String>,
     base: PathBuf,
+    purpose: Purpose,
+    /// With [`Purpose::Inspect`]: inboxes that cannot be read now.
+    unavailable_inboxes: Vec<String>,
 }
 
 impl Validator {
@@ -349,8 +392,20 @@ impl Validator {
         self.problems.push(Problem { key: key.into(), message: message.into() });
     }
 
-    fn duration(&mut self, key: &str, value: Option<String>, default: &str) -> Duration {
-        let text = value.unwrap_or_else(|| default.to_string());
+    fn duration(&mut self, key: &str, value: Option<RawDuration>, default: &str) -> Duration {
+        let fallback = || humantime::parse_duration(default).unwrap_or_default();
+        let text = match value {
+            None => default.to_string(),
+            Some(toml::Value::String(text)) => text,
+            Some(toml::Value::Integer(n)) => {
+                self.problem(key, format!("{n} is a bare number; a duration needs its unit: write it like \"{n}s\""));
+                return fallback();
+            }
+            Some(other) => {
+                self.problem(key, format!("{other} is not a duration; write it like \"5s\", \"2m\", \"1h\""));
+                return fallback();
+            }
+        };
         if text.trim_start().starts_with('-') {
             self.problem(key, format!("`{text}` is negative; durations are like \"5s\", \"2m\", \"1h\""));
             return humantime::parse_duration(default).unwrap_or_default();
@@ -522,6 +577,9 @@ impl Validator {
             match std::fs::metadata(&inbox) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => self.problem(key("inbox"), format!("{} is a file, not a folder", inbox.display())),
+                Err(e) if self.purpose == Purpose::Inspect => {
+                    self.unavailable_inboxes.push(format!("{}: {e} (not mounted?)", inbox.display()))
+                }
                 Err(e) => self.problem(
                     key("inbox"),
                     format!("{} cannot be read ({e}); create it, or mount the share first", inbox.display()),

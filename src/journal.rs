@@ -332,6 +332,28 @@ impl Journal {
         )
     }
 
+    /// The newest jobs in one state that are also the newest job of their file (a failure whose
+    /// file was retried and delivered since is not listed).
+    pub fn recent_latest(&self, state: StateName, limit: usize) -> Result<Vec<JobRecord>> {
+        self.query(
+            &format!(
+                "{SELECT} AS j WHERE state = ?1
+                   AND id = (SELECT max(id) FROM jobs WHERE inbox = j.inbox AND rel_path = j.rel_path)
+                 ORDER BY updated_at DESC LIMIT ?2"
+            ),
+            params![state.as_str(), limit as i64],
+        )
+    }
+
+    /// How many files are in each state, by their newest job (a file that failed, was retried
+    /// and was delivered counts once, as done).
+    pub fn file_counts(&self) -> Result<BTreeMap<StateName, u64>> {
+        self.count_states(
+            "SELECT state, count(*) FROM jobs
+             WHERE id IN (SELECT max(id) FROM jobs GROUP BY inbox, rel_path) GROUP BY state",
+        )
+    }
+
     /// Whether retouchd has put its marker file in this inbox before.
     pub fn is_marked(&self, inbox: &Path) -> Result<bool> {
         let key = format!("marker:{}", inbox.display());
@@ -369,9 +391,12 @@ impl Journal {
 
     /// How many jobs are in each state.
     pub fn counts(&self) -> Result<BTreeMap<StateName, u64>> {
+        self.count_states("SELECT state, count(*) FROM jobs GROUP BY state")
+    }
+
+    fn count_states(&self, sql: &str) -> Result<BTreeMap<StateName, u64>> {
         let conn = self.read();
-        let mut stmt =
-            conn.prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state").map_err(|e| self.err(e))?;
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
             .map_err(|e| self.err(e))?;
@@ -425,6 +450,23 @@ mod tests {
         assert_eq!(journal.latest_for(Path::new("/in"), Path::new("b.jpg")).unwrap().unwrap().id, b);
         let counts = journal.counts().unwrap();
         assert_eq!((counts[&StateName::Submitting], counts[&StateName::Done]), (1, 1));
+    }
+
+    #[test]
+    fn a_file_retried_and_delivered_counts_once_as_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let failed = JobState::Failed { reason: "no face".into(), moved_to: None };
+        let first = journal.insert(&source("a.jpg"), &failed).unwrap();
+        journal.insert(&source("b.jpg"), &failed).unwrap();
+        assert_eq!(journal.recent_latest(StateName::Failed, 10).unwrap().len(), 2);
+        journal.insert(&source("a.jpg"), &JobState::Done { outputs: vec![], moved_to: None }).unwrap();
+        let counts = journal.file_counts().unwrap();
+        assert_eq!((counts[&StateName::Done], counts[&StateName::Failed]), (1, 1));
+        assert_eq!(journal.counts().unwrap()[&StateName::Failed], 2, "every job stays in the journal");
+        let failures: Vec<JobId> = journal.recent_latest(StateName::Failed, 10).unwrap().iter().map(|j| j.id).collect();
+        assert!(!failures.contains(&first), "a failure delivered since is not listed: {failures:?}");
+        assert_eq!(failures.len(), 1);
     }
 
     #[test]

@@ -113,13 +113,17 @@ fn main() -> ExitCode {
 }
 
 fn load_config(arg: &ConfigArg) -> Result<Config, Failure> {
+    load_config_for(arg, config::Purpose::Run)
+}
+
+fn load_config_for(arg: &ConfigArg, purpose: config::Purpose) -> Result<Config, Failure> {
     let path: PathBuf = match arg.config.clone().or_else(config::default_path) {
         Some(p) => p,
         None => {
             return Err(Failure::new(exit::CONFIG, "no config file given and no default location; pass --config FILE"));
         }
     };
-    config::load(&path, &Environment::from_process()).map_err(|e| Failure::new(exit::CONFIG, e))
+    config::load_for(&path, &Environment::from_process(), purpose).map_err(|e| Failure::new(exit::CONFIG, e))
 }
 
 async fn run(arg: ConfigArg, once: bool, log_format: retouchd::logging::LogFormat) -> Result<(), Failure> {
@@ -193,14 +197,13 @@ fn open_journal(config: &Config) -> Result<Journal, Failure> {
 }
 
 fn status(arg: ConfigArg, json: bool) -> Result<(), Failure> {
-    let config = load_config(&arg)?;
+    let config = load_config_for(&arg, config::Purpose::Inspect)?;
     if !config.state_dir.join(retouchd::journal::FILE_NAME).exists() {
         println!("no journal yet in {}; start `retouchd run` first", config.state_dir.display());
         return Ok(());
     }
     let journal = open_journal(&config)?;
-    let report =
-        retouchd::commands::status::report(&journal, &config.state_dir).map_err(|e| Failure::new(exit::JOURNAL, e))?;
+    let report = retouchd::commands::status::report(&journal, &config).map_err(|e| Failure::new(exit::JOURNAL, e))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Failure::new(exit::FAILURE, e))?);
     } else {
@@ -210,7 +213,7 @@ fn status(arg: ConfigArg, json: bool) -> Result<(), Failure> {
 }
 
 fn retry(arg: ConfigArg, job: Option<i64>) -> Result<(), Failure> {
-    let config = load_config(&arg)?;
+    let config = load_config_for(&arg, config::Purpose::Inspect)?;
     let journal = open_journal(&config)?;
     let outcomes =
         retouchd::commands::retry::retry(&config, &journal, job).map_err(|e| Failure::new(exit::JOURNAL, e))?;

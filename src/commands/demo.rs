@@ -93,15 +93,23 @@ pub async fn run(dir: &Path) -> anyhow::Result<Summary> {
         SimConfig { processing_ms: 2500, completion_lag_ms: 500, store_lag_ms: 300, ..SimConfig::default() };
     let sim = Simulator::start("127.0.0.1:0".parse()?, sim_config).await.context("cannot start the simulator")?;
     let inbox = dir.join("inbox");
-    for (rel, bytes) in samples() {
-        let path = inbox.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap_or(&inbox))?;
-        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    // The samples go in once, when the workspace is new; a second run processes only what was
+    // dropped into the inbox since (the journal remembers the rest).
+    let first_run = !dir.join("state").join(crate::journal::FILE_NAME).exists();
+    if first_run {
+        for (rel, bytes) in samples() {
+            let path = inbox.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap_or(&inbox))?;
+            std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        }
     }
     let config_path = write_config(&dir, &sim)?;
     let config = config::load(&config_path, &Environment::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     println!("retouchd demo in {}", dir.display());
+    if !first_run {
+        println!("  (the sample photos went in on the first run; now processing what was dropped in since)");
+    }
     println!("  simulator: {} (token: demo-token)", sim.base_url());
     println!("  inbox:     {}", inbox.display());
     println!();

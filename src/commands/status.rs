@@ -1,20 +1,27 @@
 //! `retouchd status`: what the journal says, for people (a short report) and scripts (`--json`).
-//! Reads the journal without writing, so it works while the daemon runs.
+//! Reads the journal without writing, so it works while the daemon runs. Files are counted by
+//! their newest job, failures are shown where the file is now, and an inbox that cannot be
+//! read is reported rather than stopping the report.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::api::PauseReason;
+use crate::config::Config;
 use crate::daemon::LiveStatus;
-use crate::job::StateName;
+use crate::job::{JobState, StateName};
 use crate::journal::{JobRecord, Journal, JournalError};
 
 /// One job, as shown.
 #[derive(Debug, Serialize)]
 pub struct JobView {
     pub id: i64,
+    /// Where the file is now (failed/ or done/ once moved there; else where it was found).
     pub file: String,
+    /// Where it was found.
+    pub source: String,
     pub state: StateName,
     pub age_secs: u64,
     pub progress: Option<f64>,
@@ -28,15 +35,25 @@ pub struct Report {
     /// The running daemon's own view (pause, credits), when one runs.
     pub daemon: Option<LiveStatus>,
     pub journal: String,
+    /// Files by the state of their newest job.
     pub counts: BTreeMap<StateName, u64>,
     pub in_flight: Vec<JobView>,
     pub recent_failures: Vec<JobView>,
+    /// Inboxes that cannot be read now (an unmounted share), with why.
+    pub unavailable_inboxes: Vec<String>,
 }
 
 fn view(job: &JobRecord, now_ms: i64) -> JobView {
+    let moved_to = match &job.state {
+        JobState::Failed { moved_to, .. } | JobState::Rejected { moved_to, .. } | JobState::Done { moved_to, .. } => {
+            moved_to.as_ref()
+        }
+        _ => None,
+    };
     JobView {
         id: job.id,
-        file: job.source.path().display().to_string(),
+        file: moved_to.cloned().unwrap_or_else(|| job.source.path()).display().to_string(),
+        source: job.source.path().display().to_string(),
         state: job.state.name(),
         age_secs: ((now_ms - job.created_at).max(0) / 1000) as u64,
         progress: job.progress,
@@ -45,18 +62,20 @@ fn view(job: &JobRecord, now_ms: i64) -> JobView {
     }
 }
 
-pub fn report(journal: &Journal, state_dir: &std::path::Path) -> Result<Report, JournalError> {
+/// The report for the journal and live status in `config`'s state folder.
+pub fn report(journal: &Journal, config: &Config) -> Result<Report, JournalError> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    let mut failures: Vec<JobRecord> = journal.recent(StateName::Failed, 10)?;
-    failures.extend(journal.recent(StateName::Rejected, 10)?);
+    let mut failures: Vec<JobRecord> = journal.recent_latest(StateName::Failed, 10)?;
+    failures.extend(journal.recent_latest(StateName::Rejected, 10)?);
     failures.sort_by_key(|j| std::cmp::Reverse(j.updated_at));
     failures.truncate(10);
     Ok(Report {
-        daemon: LiveStatus::read(state_dir),
+        daemon: LiveStatus::read(&config.state_dir),
         journal: journal.path().display().to_string(),
-        counts: journal.counts()?,
+        counts: journal.file_counts()?,
         in_flight: journal.unfinished()?.iter().map(|j| view(j, now)).collect(),
         recent_failures: failures.iter().map(|j| view(j, now)).collect(),
+        unavailable_inboxes: config.unavailable_inboxes.clone(),
     })
 }
 
@@ -69,10 +88,15 @@ pub fn render(report: &Report) -> String {
                 d.pid, d.uploading, d.in_flight, d.waiting, d.done, d.failed, d.refused
             );
             if let Some(reason) = &d.paused {
+                let advice = PauseReason::ALL.into_iter().find(|r| r.as_str() == reason).map(PauseReason::advice);
                 text.push_str(&format!(
-                    "PAUSED ({reason}): {} — see `journalctl -u retouchd` for what to do\n",
-                    d.pause_detail.as_deref().unwrap_or("")
+                    "PAUSED ({reason}): {} — {}\n",
+                    d.pause_detail.as_deref().unwrap_or(""),
+                    advice.unwrap_or("see the daemon's log")
                 ));
+                if let Some(log) = &d.log_command {
+                    text.push_str(&format!("  its log: `{log}`\n"));
+                }
             }
             if let Some(q) = d.quota_left {
                 text.push_str(&format!("retouches left today: {q}\n"));
@@ -84,12 +108,15 @@ pub fn render(report: &Report) -> String {
         }
         None => "daemon: not running\n".to_string(),
     };
+    for inbox in &report.unavailable_inboxes {
+        out.push_str(&format!("inbox cannot be read: {inbox}\n"));
+    }
     out.push_str(&format!("journal: {}\n", report.journal));
     if report.counts.is_empty() {
         out.push_str("no jobs yet\n");
     } else {
         let counts: Vec<String> = report.counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
-        out.push_str(&format!("jobs: {}\n", counts.join(", ")));
+        out.push_str(&format!("files (by their newest job): {}\n", counts.join(", ")));
     }
     if !report.in_flight.is_empty() {
         out.push_str(&format!("in flight ({}):\n", report.in_flight.len()));

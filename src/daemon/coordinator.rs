@@ -289,6 +289,11 @@ impl Coordinator {
                 self.unavailable.insert(owned.inbox);
             }
         }
+        self.write_status()
+    }
+
+    /// Writes the live status for `retouchd status` (also at once when a pause starts or ends).
+    pub(super) fn write_status(&self) -> LiveStatus {
         let status = self.live_status();
         status.write(&self.ctx.config().state_dir);
         status
@@ -312,6 +317,7 @@ impl Coordinator {
             refused: self.summary.rejected,
             quota_left: self.ctx.metrics.quota_left(),
             inboxes_unavailable: self.unavailable.iter().map(|p| p.display().to_string()).collect(),
+            log_command: LiveStatus::log_command_of_this_process(),
         }
     }
 

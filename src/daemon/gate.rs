@@ -25,6 +25,8 @@ struct Paused {
 pub struct Gate {
     paused: Mutex<Option<Paused>>,
     changed: Notify,
+    /// Wakes whoever shows the pause (the live status) when it starts, changes or ends.
+    shown: Notify,
 }
 
 /// Whether the caller passed as a normal upload or as the probe of a paused gate.
@@ -75,6 +77,7 @@ impl Gate {
         if let Some(p) = was {
             info!(reason = p.reason.as_str(), "the server accepts uploads again; resuming");
             self.changed.notify_waiters();
+            self.shown.notify_one();
         }
     }
 
@@ -85,6 +88,7 @@ impl Gate {
         if first {
             let advice = reason.advice();
             error!(reason = reason.as_str(), detail = %message, retry_every = %humantime::format_duration(retry_every), "{advice}");
+            self.shown.notify_one();
         }
         *guard = Some(Paused { reason, message, retry_at: Instant::now() + retry_every, retry_every, probing: false });
         drop(guard);
@@ -109,6 +113,11 @@ impl Gate {
             p.probing = false;
         }
         self.changed.notify_waiters();
+    }
+
+    /// Waits until a pause starts, changes its reason, or ends.
+    pub async fn pause_changed(&self) {
+        self.shown.notified().await;
     }
 
     /// The current pause, if any: (reason, server message).

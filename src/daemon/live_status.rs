@@ -23,6 +23,10 @@ pub struct LiveStatus {
     pub refused: u64,
     pub quota_left: Option<i64>,
     pub inboxes_unavailable: Vec<String>,
+    /// How to read the daemon's log, when systemd runs it (its journal); `None` when it logs to
+    /// a terminal or a file of its own.
+    #[serde(default)]
+    pub log_command: Option<String>,
 }
 
 /// Its file name in the state folder.
@@ -47,6 +51,15 @@ impl LiveStatus {
         let text = std::fs::read(state_dir.join(LIVE_STATUS_FILE)).ok()?;
         let status: LiveStatus = serde_json::from_slice(&text).ok()?;
         crate::lock::is_running(status.pid).then_some(status)
+    }
+
+    /// How to read this process's log: `journalctl` for its systemd invocation, when systemd
+    /// started it.
+    pub fn log_command_of_this_process() -> Option<String> {
+        std::env::var("INVOCATION_ID")
+            .ok()
+            .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit()))
+            .map(|id| format!("journalctl _SYSTEMD_INVOCATION_ID={id}"))
     }
 
     /// Removes the file (the daemon stops).
@@ -90,6 +103,7 @@ mod tests {
             refused: 7,
             quota_left: Some(8),
             inboxes_unavailable: vec![],
+            log_command: None,
         }
     }
 

@@ -167,6 +167,10 @@ pub async fn run(
                 systemd.ready(&coordinator.live_status().line());
             }
             Some(event) = events.recv() => coordinator.on_watch_event(event),
+            // `status` shows a pause as soon as it starts, not at the next pulse.
+            _ = ctx.gate.pause_changed() => {
+                coordinator.write_status();
+            }
             joined = coordinator.next_finished() => {
                 if let Err(e) = coordinator.on_job_finished(joined) {
                     break Err(e);

@@ -207,4 +207,13 @@ async fn the_demo_runs_without_token_network_or_config() {
     assert!(stdout.contains("4 delivered, 0 failed, 1 refused"), "{stdout}");
     assert!(dir.path().join("demo/outbox/portrait-1/result.json").exists());
     assert!(dir.path().join("demo/failed/not-a-photo.jpg.error.txt").exists());
+
+    // Run again, as it suggests, with one new photo: only that one is sent.
+    std::fs::write(dir.path().join("demo/inbox/new.jpg"), jpeg()).unwrap();
+    let out = bin().args(["demo", "--dir"]).arg(dir.path().join("demo")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("1 delivered, 0 failed, 0 refused"), "{stdout}");
+    assert!(!dir.path().join("demo/outbox/portrait-1 (2)").exists(), "the samples are not sent again");
+    assert!(!dir.path().join("demo/failed/not-a-photo (2).jpg").exists());
 }

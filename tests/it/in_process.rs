@@ -159,12 +159,19 @@ async fn a_bad_token_pauses_uploads_until_it_works_and_status_says_so() {
     let ws = Workspace::new(&sim, "token_retry = \"1m\"", "");
     ws.drop_file("a.jpg", &photo(1));
     ws.drop_file("b.jpg", &photo(2));
+    let started = tokio::time::Instant::now();
     let daemon = Running::start(&ws);
-    until("the token refused twice", || sim.stats().refused_starts >= 2, || format!("{:?}", sim.stats())).await;
     let state = ws.path("state");
     until("status shows the pause", || LiveStatus::read(&state).is_some_and(|s| s.paused.is_some()), String::new).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "shown at once, not at the next 10 s pulse");
     let live = LiveStatus::read(&state).unwrap();
     assert_eq!((live.paused.as_deref(), live.pause_detail.as_deref()), (Some("token"), Some("Token issue")));
+    let config = load(&ws);
+    let journal = Journal::open_read_only(&config.state_dir).unwrap();
+    let text = status::render(&status::report(&journal, &config).unwrap());
+    assert!(text.contains("PAUSED (token): Token issue — the server refused the token"), "{text}");
+    assert!(!text.contains("journalctl"), "not under systemd: no journalctl hint: {text}");
+    until("the token refused twice", || sim.stats().refused_starts >= 2, || format!("{:?}", sim.stats())).await;
     assert!(ws.files("failed").is_empty(), "a bad token never fails a file");
     assert_eq!(ws.files("inbox"), ["a.jpg", "b.jpg"], "files stay where they are");
     let refused = sim.stats().refused_starts;
@@ -289,9 +296,12 @@ async fn a_failed_task_goes_to_failed_with_the_servers_reason_and_retry_sends_it
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["counts"]["failed"], 1, "{report}");
     assert!(report["recent_failures"][0]["reason"].as_str().unwrap().contains("no face found"), "{report}");
+    let failed_now = ws.path("failed/sub/nobody.jpg").display().to_string();
+    assert_eq!(report["recent_failures"][0]["file"], failed_now.as_str(), "shown where the file is now: {report}");
     let out = ws.command(&["status"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("no face found") && !text.contains(TOKEN), "{text}");
+    assert!(text.contains(&failed_now), "{text}");
     let out = ws.command(&["retry", "--failed"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 file(s) sent back"));
@@ -300,6 +310,20 @@ async fn a_failed_task_goes_to_failed_with_the_servers_reason_and_retry_sends_it
     sim.update(|c| c.fail_rate = 0.0);
     assert_eq!(run_once(&ws).await.done, 1);
     assert!(ws.path("done/sub/nobody.jpg").exists());
+
+    // Retried and delivered: the file counts once, as done, and is no longer a failure.
+    let out = ws.command(&["status", "--json"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["counts"]["done"], 1, "{report}");
+    assert!(report["counts"].get("failed").is_none(), "{report}");
+    assert_eq!(report["recent_failures"].as_array().map(Vec::len), Some(0), "{report}");
+
+    // An inbox that cannot be read (an unmounted share) is reported, not a reason to refuse.
+    std::fs::rename(ws.path("inbox"), ws.path("inbox-away")).unwrap();
+    let out = ws.command(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("inbox cannot be read") && text.contains("not mounted?"), "{text}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -311,7 +335,7 @@ async fn status_shows_the_servers_progress_for_a_job_at_the_server() {
     let config = load(&ws);
     let progress = || {
         let journal = Journal::open_read_only(&config.state_dir).ok()?;
-        let report = status::report(&journal, &config.state_dir).ok()?;
+        let report = status::report(&journal, &config).ok()?;
         report.in_flight.first().and_then(|j| j.progress.filter(|&p| p > 0.0)).map(|p| (p, report))
     };
     until("a progress figure in status", || progress().is_some(), || format!("{:?}", state_counts(&ws))).await;
