@@ -770,6 +770,35 @@ tasks = [{{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}]
     }
 
     #[test]
+    fn durations_written_as_numbers_name_their_key_and_how_to_write_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base_config(dir.path())
+            .replace("token = \"abc\"", "token = \"abc\"\npoll_interval = 5\nmax_job_age = 1.5")
+            .replace("outbox = ", "settle = 2\noutbox = ");
+        let problems = parse(&text, dir.path(), &env()).unwrap_err();
+        let find = |key: &str| problems.iter().find(|p| p.key == key).map(|p| p.message.clone());
+        assert_eq!(
+            find("server.poll_interval").as_deref(),
+            Some("5 is a bare number; a duration needs its unit: write it like \"5s\"")
+        );
+        assert!(find("watch[0].settle").is_some_and(|m| m.contains("write it like \"2s\"")), "{problems:?}");
+        assert!(find("server.max_job_age").is_some_and(|m| m.contains("\"5s\"")), "{problems:?}");
+        assert!(!problems.iter().any(|p| p.key == "(type)"), "no raw TOML type error: {problems:?}");
+    }
+
+    #[test]
+    fn an_inbox_that_cannot_be_read_is_an_error_to_run_and_a_note_to_inspect() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base_config(dir.path());
+        std::fs::remove_dir(dir.path().join("in")).unwrap();
+        let problems = parse(&text, dir.path(), &env()).unwrap_err();
+        assert!(problems.iter().any(|p| p.key == "watch[0].inbox"), "{problems:?}");
+        let config = parse_for(&text, dir.path(), &env(), Purpose::Inspect).unwrap();
+        assert_eq!(config.unavailable_inboxes.len(), 1);
+        assert!(config.unavailable_inboxes[0].contains("not mounted?"), "{:?}", config.unavailable_inboxes);
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once_with_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let text = base_config(dir.path())
