@@ -16,27 +16,6 @@ use crate::api::{self, Token};
 /// No job is polled more often than this, whatever the config says.
 pub const POLL_FLOOR: Duration = Duration::from_secs(2);
 
-/// Plugins the API document lists; others only earn a warning (they may be newer).
-const KNOWN_PLUGINS: &[&str] = &[
-    "Skin Mask",
-    "Clean Backdrop",
-    "Heal",
-    "Fabric",
-    "Dust",
-    "Eye Vessels",
-    "Eye Brilliance",
-    "White Teeth",
-    "Mattifier",
-    "Dodge Burn",
-    "Skin Tone",
-    "Portrait Volumes",
-    "Face Detection",
-    "Face Lifting",
-    "Glasses Anti Glare",
-    "Color Correction",
-    "Crop",
-];
-
 /// What happens to a source file once its result is delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnSuccess {
@@ -231,6 +210,7 @@ struct RawWatch {
     #[serde(default)]
     on_failed: Vec<String>,
     hook_timeout: Option<RawDuration>,
+    allow_unknown_plugins: Option<bool>,
     payload: Option<toml::Table>,
 }
 
@@ -605,7 +585,7 @@ impl Validator {
                 self.problem(key(name), "the command is empty; give [\"program\", \"arg\", ...]");
             }
         }
-        let payload = self.payload(&key("payload"), raw.payload);
+        let payload = self.payload(&key("payload"), raw.payload, raw.allow_unknown_plugins.unwrap_or(false));
         let watch = WatchConfig {
             inbox,
             outbox,
@@ -627,7 +607,7 @@ impl Validator {
         (self.problems.len() == before).then_some(watch)
     }
 
-    fn payload(&mut self, key: &str, raw: Option<toml::Table>) -> Option<String> {
+    fn payload(&mut self, key: &str, raw: Option<toml::Table>, allow_unknown: bool) -> Option<String> {
         let Some(table) = raw else {
             self.problem(key, "missing; add [watch.payload] with mode = \"professional\" and a tasks list");
             return None;
@@ -639,24 +619,13 @@ impl Validator {
                 return None;
             }
         };
-        if value.get("mode").and_then(|m| m.as_str()).is_none() {
-            self.problem(format!("{key}.mode"), "missing; the server needs mode = \"professional\"");
+        let findings = crate::plugins::check_payload(&value, allow_unknown);
+        let at = |sub: &str| if sub.is_empty() { key.to_string() } else { format!("{key}.{sub}") };
+        for (sub, message) in findings.errors {
+            self.problem(at(&sub), message);
         }
-        match value.get("tasks").and_then(|t| t.as_array()) {
-            Some(tasks) if !tasks.is_empty() => {
-                for (n, task) in tasks.iter().enumerate() {
-                    match task.get("Plugin").and_then(|p| p.as_str()) {
-                        None => {
-                            self.problem(format!("{key}.tasks[{n}].Plugin"), "missing; name the plugin, e.g. \"Heal\"")
-                        }
-                        Some(p) if !KNOWN_PLUGINS.contains(&p) => self.warnings.push(format!(
-                            "{key}.tasks[{n}]: plugin `{p}` is not in the documented list; sending it anyway"
-                        )),
-                        Some(_) => {}
-                    }
-                }
-            }
-            _ => self.problem(format!("{key}.tasks"), "missing or empty; list at least one task"),
+        for (sub, message) in findings.warnings {
+            self.warnings.push(format!("{}: {message}", at(&sub)));
         }
         serde_json::to_string(&value).ok()
     }
@@ -856,11 +825,15 @@ tasks = [{{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}]
     }
 
     #[test]
-    fn unknown_plugins_warn_and_missing_tasks_fail() {
+    fn unknown_plugins_are_refused_unless_allowed_and_missing_tasks_fail() {
         let dir = tempfile::tempdir().unwrap();
         let text = base_config(dir.path()).replace("Plugin = \"Heal\"", "Plugin = \"Hyper Heal\"");
-        let config = parse(&text, dir.path(), &env()).unwrap();
-        assert!(config.warnings[0].contains("Hyper Heal"));
+        let problems = parse(&text, dir.path(), &env()).unwrap_err();
+        assert_eq!(problems[0].key, "watch[0].payload.tasks[0].Plugin");
+        assert!(problems[0].message.contains("Hyper Heal") && problems[0].message.contains("allow_unknown_plugins"));
+        let allowed = text.replace("[watch.payload]", "allow_unknown_plugins = true\n[watch.payload]");
+        let config = parse(&allowed, dir.path(), &env()).unwrap();
+        assert!(config.warnings[0].contains("Hyper Heal") && config.warnings[0].contains("sent anyway"));
         let text =
             base_config(dir.path()).replace("tasks = [{ Plugin = \"Heal\", Alpha1 = 1, Layer = 1 }]", "tasks = []");
         let problems = parse(&text, dir.path(), &env()).unwrap_err();

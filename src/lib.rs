@@ -13,7 +13,8 @@
 //! - [`deliver`]: where results go (a journaled target), staging, safe extraction, no-overwrite
 //!   publishing, moving sources.
 //! - [`api`]: the HTTP client, its classified error type, and the retry policy table beside it.
-//! - [`config`]: TOML validated into a ready [`config::Config`], every problem at once.
+//! - [`config`]: TOML validated into a ready [`config::Config`], every problem at once;
+//!   [`plugins`]: the plugin table and the payload check against it.
 //! - [`commands`]: `demo`, `process`, `status`, `retry`, `check`; [`hooks`], [`systemd`]
 //!   (sd_notify) and [`logging`] for operations.
 //! - [`sim`]: a faithful local simulator of the server, with fault-injection knobs.
@@ -45,6 +46,7 @@ pub mod job;
 pub mod journal;
 pub mod lock;
 pub mod logging;
+pub mod plugins;
 pub mod sim;
 pub mod source;
 pub mod systemd;

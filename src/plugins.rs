@@ -1,0 +1,290 @@
+//! The retouching plugins the server knows, with their parameters and ranges (the API notes'
+//! table, documented for users in `docs/plugins.md`), and the check of a watch's payload
+//! against them before any credit is spent: a misspelt plugin or parameter gets a "did you
+//! mean", a value out of range its range. A plugin newer than this table can still be sent,
+//! on purpose, with `allow_unknown_plugins = true` on the watch (then unknown names only warn).
+
+use serde_json::Value;
+
+/// One parameter of a plugin: what it does and its range (from 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Param {
+    pub meaning: &'static str,
+    pub max: f64,
+}
+
+/// A plugin and what its task may say.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plugin {
+    pub name: &'static str,
+    pub alpha1: Option<Param>,
+    pub alpha2: Option<Param>,
+    /// `Scale` is the dirt size (Clean Backdrop, Dust) rather than the framing (0..3).
+    pub scale_is_dirt_size: bool,
+    /// Takes `Automask` (Clean Backdrop).
+    pub automask: bool,
+    /// Configured by named fields / a `User Params` object rather than Alpha1/Alpha2.
+    pub user_params: bool,
+}
+
+const fn blend(max: f64) -> Option<Param> {
+    Some(Param { meaning: "Blend", max })
+}
+
+const fn plugin(name: &'static str, alpha1: Option<Param>, alpha2: Option<Param>) -> Plugin {
+    Plugin { name, alpha1, alpha2, scale_is_dirt_size: false, automask: false, user_params: false }
+}
+
+const fn named_fields(name: &'static str) -> Plugin {
+    Plugin { user_params: true, ..plugin(name, None, None) }
+}
+
+/// Every documented plugin, in the recommended task order.
+pub const PLUGINS: &[Plugin] = &[
+    plugin("Skin Mask", Some(Param { meaning: "Sensitivity", max: 2.0 }), None),
+    Plugin { scale_is_dirt_size: true, automask: true, ..plugin("Clean Backdrop", blend(1.0), None) },
+    plugin("Heal", Some(Param { meaning: "Sensitivity", max: 1.0 }), None),
+    plugin("Fabric", blend(2.0), None),
+    Plugin { scale_is_dirt_size: true, ..plugin("Dust", blend(2.0), None) },
+    plugin("Eye Vessels", blend(1.0), None),
+    plugin("Eye Brilliance", blend(2.0), None),
+    plugin("White Teeth", Some(Param { meaning: "Whiten", max: 1.0 }), Some(Param { meaning: "Brighten", max: 1.0 })),
+    plugin("Mattifier", blend(1.0), None),
+    plugin("Dodge Burn", blend(2.0), Some(Param { meaning: "Warmth", max: 1.0 })),
+    plugin("Skin Tone", blend(2.0), None),
+    plugin("Portrait Volumes", blend(2.0), None),
+    named_fields("Face Detection"),
+    named_fields("Face Lifting"),
+    named_fields("Glasses Anti Glare"),
+    named_fields("Color Correction"),
+    named_fields("Crop"),
+];
+
+/// The fields a task may have.
+const TASK_FIELDS: &[&str] = &["Plugin", "Alpha1", "Alpha2", "Scale", "Automask", "Layer", "User Params"];
+/// The payload's own fields.
+const PAYLOAD_FIELDS: &[&str] = &["mode", "tasks", "outputFormat"];
+
+pub fn find(name: &str) -> Option<&'static Plugin> {
+    PLUGINS.iter().find(|p| p.name == name)
+}
+
+/// The closest of `candidates` to `word`, when it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let lower = word.to_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (strsim::normalized_damerau_levenshtein(&lower, &c.to_lowercase()), c))
+        .filter(|(score, _)| *score >= 0.6)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+fn suggestion<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    did_you_mean(word, candidates).map(|c| format!("; did you mean \"{c}\"?")).unwrap_or_default()
+}
+
+/// What is wrong with a payload: `(key below the payload, message)` pairs for errors, and
+/// warnings. `allow_unknown`: unknown plugins and fields only warn.
+#[derive(Debug, Default, PartialEq)]
+pub struct Findings {
+    pub errors: Vec<(String, String)>,
+    pub warnings: Vec<(String, String)>,
+}
+
+/// Checks a payload (as JSON) against the plugin table.
+pub fn check_payload(payload: &Value, allow_unknown: bool) -> Findings {
+    let mut f = Findings::default();
+    let unknown = |f: &mut Findings, key: String, message: String| {
+        if allow_unknown {
+            f.warnings.push((key, format!("{message} (sent anyway: allow_unknown_plugins = true)")));
+        } else {
+            f.errors.push((
+                key,
+                format!(
+                    "{message} (if it is newer than retouchd's list, set allow_unknown_plugins = true on the watch)"
+                ),
+            ));
+        }
+    };
+    let Some(fields) = payload.as_object() else {
+        f.errors.push((String::new(), "must be a table with mode and tasks".into()));
+        return f;
+    };
+    for name in fields.keys().filter(|k| !PAYLOAD_FIELDS.contains(&k.as_str())) {
+        let hint = suggestion(name, PAYLOAD_FIELDS.iter().copied());
+        unknown(&mut f, name.clone(), format!("`{name}` is not a payload field (mode, tasks, outputFormat){hint}"));
+    }
+    match payload.get("mode") {
+        Some(Value::String(m)) if m == "professional" => {}
+        Some(other) => {
+            f.errors.push(("mode".into(), format!("{other} is not a mode; the server knows \"professional\"")))
+        }
+        None => f.errors.push(("mode".into(), "missing; the server needs mode = \"professional\"".into())),
+    }
+    match payload.get("outputFormat") {
+        None => {}
+        Some(Value::String(o)) if o == "zip" || o == "jpeg" => {}
+        Some(other) => f.errors.push(("outputFormat".into(), format!("{other} is not \"zip\" or \"jpeg\""))),
+    }
+    let tasks = match payload.get("tasks").and_then(Value::as_array) {
+        Some(tasks) if !tasks.is_empty() => tasks,
+        _ => {
+            f.errors
+                .push(("tasks".into(), "missing or empty; list at least one task, e.g. { Plugin = \"Heal\" }".into()));
+            return f;
+        }
+    };
+    for (n, task) in tasks.iter().enumerate() {
+        let at = |field: &str| format!("tasks[{n}].{field}");
+        let Some(task) = task.as_object() else {
+            f.errors.push((format!("tasks[{n}]"), "must be a table like { Plugin = \"Heal\", Layer = 1 }".into()));
+            continue;
+        };
+        let plugin = match task.get("Plugin") {
+            Some(Value::String(name)) => match find(name) {
+                Some(p) => Some(p),
+                None => {
+                    let hint = suggestion(name, PLUGINS.iter().map(|p| p.name));
+                    unknown(&mut f, at("Plugin"), format!("`{name}` is not a known plugin{hint}"));
+                    None
+                }
+            },
+            Some(other) => {
+                f.errors.push((at("Plugin"), format!("{other} is not a plugin name")));
+                None
+            }
+            None => {
+                f.errors.push((at("Plugin"), "missing; name the plugin, e.g. \"Heal\"".into()));
+                None
+            }
+        };
+        for name in task.keys().filter(|k| !TASK_FIELDS.contains(&k.as_str())) {
+            let hint = suggestion(name, TASK_FIELDS.iter().copied());
+            unknown(&mut f, at(name), format!("`{name}` is not a task field{hint}"));
+        }
+        let Some(plugin) = plugin else { continue };
+        check_task(&mut f, plugin, task, &at);
+    }
+    f
+}
+
+/// The fields of one task of a known plugin.
+fn check_task(f: &mut Findings, plugin: &Plugin, task: &serde_json::Map<String, Value>, at: &dyn Fn(&str) -> String) {
+    let name = plugin.name;
+    for (field, param) in [("Alpha1", plugin.alpha1), ("Alpha2", plugin.alpha2)] {
+        match (task.get(field), param) {
+            (None, _) => {}
+            (Some(_), None) if plugin.user_params => {
+                f.errors.push((at(field), format!("{name} takes named fields or \"User Params\", not {field}")))
+            }
+            (Some(_), None) => f.errors.push((at(field), format!("{name} has no {field}"))),
+            (Some(v), Some(p)) => match v.as_f64() {
+                Some(x) if (0.0..=p.max).contains(&x) => {}
+                _ => f.errors.push((
+                    at(field),
+                    format!("{v} is out of range: {name}'s {field} ({}) is 0 to {}", p.meaning, p.max),
+                )),
+            },
+        }
+    }
+    let scale_ok = |v: &Value| match plugin.scale_is_dirt_size {
+        true => v.as_f64().is_some_and(|x| x >= 0.0),
+        false => v.as_u64().is_some_and(|x| x <= 3),
+    };
+    if let Some(v) = task.get("Scale").filter(|v| !scale_ok(v)) {
+        let message = match plugin.scale_is_dirt_size {
+            true => format!("{v} is not a dirt size (a number from 0)"),
+            false => format!("{v} is not a scale: 0 auto, 1 face close-up, 2 half body, 3 full body"),
+        };
+        f.errors.push((at("Scale"), message));
+    }
+    match task.get("Automask") {
+        None => {}
+        Some(Value::Bool(_)) if plugin.automask => {}
+        Some(Value::Bool(_)) => {
+            f.errors.push((at("Automask"), format!("only Clean Backdrop takes Automask, not {name}")))
+        }
+        Some(v) => f.errors.push((at("Automask"), format!("{v} is not true or false"))),
+    }
+    if let Some(v) = task.get("Layer")
+        && !matches!(v.as_u64(), Some(0 | 1))
+    {
+        f.errors.push((at("Layer"), format!("{v} is not 0 (one retouched image) or 1 (a layer of its own)")));
+    }
+    if let Some(v) = task.get("User Params")
+        && !v.is_object()
+    {
+        f.errors.push((at("User Params"), format!("{v} is not a table of named fields")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn errors(payload: Value) -> Vec<(String, String)> {
+        check_payload(&payload, false).errors
+    }
+
+    #[test]
+    fn the_documented_example_passes() {
+        let payload = json!({"mode": "professional", "tasks": [
+            {"Plugin": "Heal", "Alpha1": 1, "Scale": 0, "Layer": 1},
+            {"Plugin": "Dodge Burn", "Alpha1": 1, "Alpha2": 0, "Layer": 1},
+            {"Plugin": "Clean Backdrop", "Alpha1": 0.5, "Scale": 7, "Automask": true, "Layer": 0},
+            {"Plugin": "Crop", "User Params": {"ratio": "4:5"}}]});
+        assert_eq!(check_payload(&payload, false), Findings::default());
+    }
+
+    #[test]
+    fn typos_get_a_suggestion_and_ranges_are_named() {
+        let found = errors(json!({"mode": "pro", "tasks": [
+            {"Plugin": "heal", "Alpha1": 1},
+            {"Plugin": "Dodge Burn", "Alpha1": 7, "Alpha3": 1, "Layer": 2},
+            {"Plugin": "Skin Smoothing"},
+            {"Plugin": "Heal", "Scale": 9, "Automask": true, "Alpha2": 1}]}));
+        let text = |key: &str| found.iter().find(|(k, _)| k == key).map(|(_, m)| m.clone()).unwrap_or_default();
+        assert!(text("mode").contains("\"professional\""), "{found:?}");
+        assert!(text("tasks[0].Plugin").contains("did you mean \"Heal\"?"), "{found:?}");
+        assert!(text("tasks[1].Alpha1").contains("0 to 2"), "{found:?}");
+        assert!(text("tasks[1].Alpha3").contains("did you mean \"Alpha"), "{found:?}");
+        assert!(text("tasks[1].Layer").contains("is not 0"), "{found:?}");
+        assert!(
+            text("tasks[2].Plugin").contains("not a known plugin")
+                && text("tasks[2].Plugin").contains("allow_unknown_plugins")
+        );
+        assert!(text("tasks[3].Scale").contains("3 full body"), "{found:?}");
+        assert!(text("tasks[3].Automask").contains("only Clean Backdrop"), "{found:?}");
+        assert!(text("tasks[3].Alpha2").contains("Heal has no Alpha2"), "{found:?}");
+    }
+
+    #[test]
+    fn unknown_plugins_only_warn_when_allowed() {
+        let found =
+            check_payload(&json!({"mode": "professional", "tasks": [{"Plugin": "Future Magic", "Strength": 3}]}), true);
+        assert!(found.errors.is_empty(), "{found:?}");
+        assert_eq!(found.warnings.len(), 2, "{found:?}");
+    }
+
+    #[test]
+    fn the_user_documentation_lists_every_plugin_with_its_ranges() {
+        let doc = include_str!("../docs/plugins.md");
+        for p in PLUGINS {
+            assert!(doc.contains(p.name), "{} missing from docs/plugins.md", p.name);
+            for param in [p.alpha1, p.alpha2].into_iter().flatten() {
+                let range = format!("{} 0..{}", param.meaning, param.max);
+                let row = doc.lines().find(|l| l.starts_with(&format!("| {} |", p.name))).unwrap_or_default();
+                assert!(row.contains(&range), "{}: `{range}` missing from its row `{row}`", p.name);
+            }
+        }
+    }
+
+    #[test]
+    fn suggestions_are_only_for_near_misses() {
+        assert_eq!(did_you_mean("Dodge burn", PLUGINS.iter().map(|p| p.name)), Some("Dodge Burn"));
+        assert_eq!(did_you_mean("Portrait Volume", PLUGINS.iter().map(|p| p.name)), Some("Portrait Volumes"));
+        assert_eq!(did_you_mean("Skin Smoothing", PLUGINS.iter().map(|p| p.name)), None);
+    }
+}
