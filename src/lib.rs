@@ -15,7 +15,8 @@
 //! - [`api`]: the HTTP client, its classified error type, and the retry policy table beside it.
 //! - [`config`]: TOML validated into a ready [`config::Config`], every problem at once;
 //!   [`plugins`]: the plugin table and the payload check against it.
-//! - [`commands`]: `demo`, `process`, `status`, `retry`, `check`; [`hooks`], [`systemd`]
+//! - [`commands`]: `demo`, `process`, `status`, `retry`, `check`, the man page; [`exit`]: exit
+//!   codes; [`hooks`], [`systemd`]
 //!   (sd_notify) and [`logging`] for operations.
 //! - [`sim`]: a faithful local simulator of the server, with fault-injection knobs.
 //! - [`formats`]: what a file really is, by its bytes; [`imagegen`]: small real images.
@@ -36,6 +37,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+pub mod exit;
 pub mod formats;
 pub mod hooks;
 pub mod ignore;

@@ -17,7 +17,10 @@ pub enum LogFormat {
 pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log that cannot be written (a closed pipe after Ctrl-C on `run 2>&1 | tee`) is dropped
+    // quietly: reporting it would write to the same closed pipe, and printing to it panics.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     // A second init (tests running several commands in one process) is harmless: keep the first.
     let _ = match format {
         LogFormat::Json => builder.json().with_current_span(false).try_init(),

@@ -14,14 +14,7 @@ mod cli;
 
 use cli::{Cli, Command, ConfigArg, SimArgs};
 
-/// Exit codes, documented in the README.
-mod exit {
-    pub const FAILURE: u8 = 1;
-    pub const CONFIG: u8 = 3;
-    pub const JOURNAL: u8 = 4;
-    pub const LOCKED: u8 = 5;
-    pub const SERVER: u8 = 6;
-}
+use retouchd::exit;
 
 /// A failure with its exit code.
 struct Failure {
@@ -56,6 +49,19 @@ impl From<DaemonError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that only print end quietly when their reader goes away (`retouchd man | head`),
+    // as Unix tools do. Commands that run jobs keep SIGPIPE ignored and stop properly instead.
+    if matches!(
+        cli.command,
+        Command::Status { .. }
+            | Command::Retry { .. }
+            | Command::Check { .. }
+            | Command::Completions { .. }
+            | Command::Man
+    ) {
+        // SAFETY: restoring the default disposition of one signal, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // File work (checks, extraction, moves) runs on blocking threads; a bound keeps a burst of
     // a thousand jobs from starting hundreds of threads.
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(32).build() {
@@ -85,14 +91,15 @@ fn main() -> ExitCode {
             }
             Command::Completions { shell } => {
                 let mut command = <Cli as clap::CommandFactory>::command();
-                clap_complete::generate(shell, &mut command, "retouchd", &mut std::io::stdout());
-                Ok(())
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut command, "retouchd", &mut script);
+                write_out(&script)
             }
             Command::Man => {
                 let command = <Cli as clap::CommandFactory>::command();
-                clap_mangen::Man::new(command)
-                    .render(&mut std::io::stdout())
-                    .map_err(|e| Failure::new(exit::FAILURE, format!("cannot write the man page: {e}")))
+                let page = retouchd::commands::man::render(command)
+                    .map_err(|e| Failure::new(exit::FAILURE, format!("cannot make the man page: {e}")))?;
+                write_out(&page)
             }
             Command::Sim(args) => {
                 retouchd::logging::init(log_format, "info");
@@ -183,9 +190,21 @@ fn process_failure(e: anyhow::Error) -> Failure {
     }
 }
 
+/// Writes bytes to standard output; a reader that went away ends the output quietly.
+fn write_out(bytes: &[u8]) -> Result<(), Failure> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::new(exit::FAILURE, format!("cannot write to standard output: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Prints what a run to the end did; a run in which files failed or were refused fails.
 fn outcome(summary: &daemon::Summary) -> Result<(), Failure> {
-    println!("{} delivered, {} failed, {} refused", summary.done, summary.failed, summary.rejected);
+    let line = format!("{} delivered, {} failed, {} refused\n", summary.done, summary.failed, summary.rejected);
+    write_out(line.as_bytes())?;
     match summary.failed + summary.rejected {
         0 => Ok(()),
         n => Err(Failure::new(exit::FAILURE, format!("{n} file(s) could not be retouched; see the reasons above"))),

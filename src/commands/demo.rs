@@ -81,7 +81,7 @@ fn show(update: &JobUpdate) {
         }
         (state, _) => state.to_string(),
     };
-    println!("  {:<24} {what}", update.file.display());
+    say!("  {:<24} {what}", update.file.display());
     let _ = std::io::stdout().flush();
 }
 
@@ -106,13 +106,13 @@ pub async fn run(dir: &Path) -> anyhow::Result<Summary> {
     let config_path = write_config(&dir, &sim)?;
     let config = config::load(&config_path, &Environment::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    println!("retouchd demo in {}", dir.display());
+    say!("retouchd demo in {}", dir.display());
     if !first_run {
-        println!("  (the sample photos went in on the first run; now processing what was dropped in since)");
+        say!("  (the sample photos went in on the first run; now processing what was dropped in since)");
     }
-    println!("  simulator: {} (token: demo-token)", sim.base_url());
-    println!("  inbox:     {}", inbox.display());
-    println!();
+    say!("  simulator: {} (token: demo-token)", sim.base_url());
+    say!("  inbox:     {}", inbox.display());
+    say!();
     let (tx, mut rx) = broadcast::channel(256);
     let printer = tokio::spawn(async move {
         while let Ok(update) = rx.recv().await {
@@ -124,12 +124,12 @@ pub async fn run(dir: &Path) -> anyhow::Result<Summary> {
     let _ = printer.await;
     sim.stop().await;
 
-    println!();
-    println!("{} delivered, {} failed, {} refused before sending.", summary.done, summary.failed, summary.rejected);
-    println!("  results:        {}", dir.join("outbox").display());
-    println!("  originals:      {}", dir.join("done").display());
-    println!("  failed + why:   {}", dir.join("failed").display());
-    println!("  config used:    {}", config_path.display());
-    println!("Run it again to process new files dropped into the inbox; delete the folder to start over.");
+    say!();
+    say!("{} delivered, {} failed, {} refused before sending.", summary.done, summary.failed, summary.rejected);
+    say!("  results:        {}", dir.join("outbox").display());
+    say!("  originals:      {}", dir.join("done").display());
+    say!("  failed + why:   {}", dir.join("failed").display());
+    say!("  config used:    {}", config_path.display());
+    say!("Run it again to process new files dropped into the inbox; delete the folder to start over.");
     Ok(summary)
 }

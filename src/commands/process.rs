@@ -131,7 +131,7 @@ async fn show_progress(mut rx: broadcast::Receiver<JobUpdate>, total: usize) -> 
             bar.finish_with_message(outcome.clone());
             overall.inc(1);
             if !on_terminal {
-                println!("{}: {outcome}", update.file.display());
+                say!("{}: {outcome}", update.file.display());
             }
             outcomes.insert(update.file.display().to_string(), outcome);
         }
@@ -192,10 +192,10 @@ pub async fn run(base: Config, request: Request<'_>) -> anyhow::Result<Summary> 
         let names: Vec<String> = passed_over.iter().take(5).map(|p| p.display().to_string()).collect();
         let more = passed_over.len().saturating_sub(names.len());
         let more = if more > 0 { format!(" and {more} more") } else { String::new() };
-        println!("passed over {} file(s) that are not photos: {}{more}", passed_over.len(), names.join(", "));
+        say!("passed over {} file(s) that are not photos: {}{more}", passed_over.len(), names.join(", "));
     }
     if request.again {
-        println!("--again: files retouched before are sent again; each costs a new credit");
+        say!("--again: files retouched before are sent again; each costs a new credit");
     }
     let staging_dirs: Vec<PathBuf> = config.watches.iter().map(|w| w.outbox.join(STAGING_DIR)).collect();
     let (tx, rx) = broadcast::channel(1024);
@@ -211,10 +211,10 @@ pub async fn run(base: Config, request: Request<'_>) -> anyhow::Result<Summary> 
     }
     let summary = result?;
     for before in &summary.before {
-        println!("{}: {}", before.file.display(), describe_before(before));
+        say!("{}: {}", before.file.display(), describe_before(before));
     }
     if !summary.before.is_empty() {
-        println!(
+        say!(
             "{} file(s) were done before and not sent again; add --again to send them anew (a new credit each)",
             summary.before.len()
         );

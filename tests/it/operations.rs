@@ -129,9 +129,62 @@ fn completions_and_the_man_page_come_from_the_cli_definition() {
     let page = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(page.starts_with(".ie") && page.contains(".TH retouchd 1"), "{page}");
-    for command in ["run", "status", "retry", "check", "demo", "sim"] {
-        assert!(page.contains(&format!("retouchd\\-{command}")), "{command} missing from the man page");
+    for command in ["run", "status", "retry", "process", "check", "demo", "sim"] {
+        assert!(page.contains(&format!(".SS \"retouchd {command}")), "no section for {command} in the man page");
     }
+    for section in ["COMMANDS", "CONFIGURATION", "FILES", "EXIT STATUS", "ENVIRONMENT"] {
+        assert!(
+            page.contains(&format!(".SH {section}")) || page.contains(&format!(".SH \"{section}\"")),
+            "{section} missing"
+        );
+    }
+    assert!(page.contains("RETOUCHD_TOKEN") && page.contains("journal.sqlite"), "{page}");
+    assert!(!page.contains("retouchd\\-run(1)"), "names no page that is never made");
+}
+
+/// A command whose standard output is a pipe nobody reads any more.
+fn with_closed_stdout(cmd: &mut std::process::Command) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    cmd.stdout(writer).stderr(std::process::Stdio::piped()).output().unwrap()
+}
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    for args in [&["man"][..], &["completions", "bash"], &["--help"]] {
+        let out = with_closed_stdout(bin().args(args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.is_empty(), "{args:?} said something: {err}");
+        let quiet = out.status.success() || out.status.signal() == Some(libc::SIGPIPE);
+        assert!(quiet, "{args:?} ended with {:?}", out.status);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_neither_stops_process_nor_crashes_the_daemon_on_ctrl_c() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    // `retouchd process FILE | head -0`: the work is done, and the run ends with its own code.
+    let file = write(&ws.path("shoot"), "a.jpg", &imagegen_jpeg(5));
+    let out = with_closed_stdout(ws.command(&["process"]).arg(&file));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ws.path("shoot/a/result.json").exists());
+
+    // `retouchd run 2>&1 | tee log`, then Ctrl-C: tee is gone before the daemon logs "stopping".
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = ws.command(&["run"]);
+    cmd.stdout(writer.try_clone().unwrap()).stderr(writer);
+    let mut daemon = Daemon(cmd.spawn().unwrap());
+    wait_for("the daemon's live status", Duration::from_secs(10), async || {
+        ws.path("state/daemon.json").exists().then_some(())
+    })
+    .await;
+    signal(&daemon, libc::SIGINT);
+    let status = wait_exit(&mut daemon.0, Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "a clean stop, not a panic (101)");
+    assert!(!ws.path("state/daemon.json").exists(), "it stopped properly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
