@@ -420,7 +420,7 @@ impl Validator {
         if let Err(e) = api::check_url(&url, allow_plain_http) {
             self.problem("server.url", e);
         }
-        let balance_url = raw.balance_url.unwrap_or_else(|| api::DEFAULT_BALANCE_URL.to_string());
+        let balance_url = raw.balance_url.unwrap_or_else(|| api::default_balance_url(&url));
         if let Err(e) = api::check_url(&balance_url, allow_plain_http) {
             self.problem("server.balance_url", e);
         }

@@ -29,6 +29,26 @@ pub const DEFAULT_BASE_URL: &str = "https://retoucher.hz.labs.retouch4.me/api/v1
 /// The balance route lives on another host.
 pub const DEFAULT_BALANCE_URL: &str = "https://3dlutcreator.com/api/retouch/v1/balance";
 
+/// Where to ask for the token's balance when the config does not say: the service's balance
+/// host, or, when `base_url` is on this machine (the simulator, a tunnel), the same host's
+/// balance route, which is where `retouchd sim` serves it.
+pub fn default_balance_url(base_url: &str) -> String {
+    let local = Url::parse(base_url).ok().filter(|u| match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    });
+    match local {
+        Some(u) => format!(
+            "{}://{}/api/retouch/v1/balance",
+            u.scheme(),
+            &u[url::Position::BeforeHost..url::Position::AfterPort]
+        ),
+        None => DEFAULT_BALANCE_URL.to_string(),
+    }
+}
+
 /// How to reach the server.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -399,4 +419,18 @@ fn snippet(raw: &[u8], status: StatusCode) -> String {
     let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     let text = text.trim();
     if text.is_empty() { format!("empty body with HTTP {}", status.as_u16()) } else { text.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_balance_is_asked_where_the_server_is_when_that_is_this_machine() {
+        assert_eq!(default_balance_url("http://127.0.0.1:8080/api/v1"), "http://127.0.0.1:8080/api/retouch/v1/balance");
+        assert_eq!(default_balance_url("http://localhost:9/api/v1"), "http://localhost:9/api/retouch/v1/balance");
+        assert_eq!(default_balance_url("http://[::1]:7/api/v1"), "http://[::1]:7/api/retouch/v1/balance");
+        assert_eq!(default_balance_url(DEFAULT_BASE_URL), DEFAULT_BALANCE_URL);
+        assert_eq!(default_balance_url("https://cf-retoucher.retouch4.me/api/v1"), DEFAULT_BALANCE_URL);
+    }
 }

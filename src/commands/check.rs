@@ -55,7 +55,7 @@ pub async fn run(config: &Config) -> Result<(), CheckError> {
     }
     match client.balance().await {
         Ok(b) => match b.professional {
-            Some(n) => println!("token: accepted; {n} professional credits left"),
+            Some(n) => println!("token: accepted; {n} credits left"),
             None => println!("token: accepted"),
         },
         Err(e) if e.kind == ErrorKind::BadToken => {

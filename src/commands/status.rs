@@ -99,7 +99,7 @@ pub fn render(report: &Report) -> String {
                 }
             }
             if let Some(q) = d.quota_left {
-                text.push_str(&format!("retouches left today: {q}\n"));
+                text.push_str(&format!("credits left: {q} (as the server said at the last upload)\n"));
             }
             for inbox in &d.inboxes_unavailable {
                 text.push_str(&format!("inbox unavailable (unmounted?): {inbox}\n"));

@@ -63,7 +63,7 @@ impl Default for Metrics {
         let paused = Family::<Label, Gauge>::default();
         registry.register("paused", "1 while uploads are paused for this reason", paused.clone());
         let quota_gauge = Family::<Vec<(String, String)>, Gauge>::default();
-        registry.register("quota_left", "Retouches left today, as the server last said", quota_gauge.clone());
+        registry.register("quota_left", "Credits left, as the server last said", quota_gauge.clone());
         let durations = Histogram::new(DURATION_BUCKETS);
         registry.register("job_duration_seconds", "Time from a job's creation to its end", durations.clone());
         Metrics {
@@ -109,7 +109,7 @@ impl Metrics {
             self.quota_gauge.get_or_create(&Vec::new()).set(q);
             let low = q < warn_below;
             if low && !self.low_quota_warned.swap(true, Ordering::Relaxed) {
-                warn!(left = q, "only {q} retouches left today (server.low_quota_warning = {warn_below})");
+                warn!(left = q, "only {q} credits left (server.low_quota_warning = {warn_below})");
             } else if !low {
                 self.low_quota_warned.store(false, Ordering::Relaxed);
             }

@@ -203,13 +203,17 @@ fn decide_start(
     started_us: u64,
 ) -> Response {
     let mut inner = shared.lock();
-    let remaining = |charged: u64| config.quota.map(|q| q.saturating_sub(charged));
+    // One figure: the quota when one is set, else the credits the balance route reports.
+    let remaining = |charged: u64| match config.quota {
+        Some(q) => q.saturating_sub(charged) as i64,
+        None => config.credits - charged as i64,
+    };
     if let Some(id) = key.as_ref().and_then(|k| inner.ids_by_key.get(k)).cloned() {
         if let Some(file) = &form.file {
             let _ = std::fs::remove_file(&file.path);
         }
         let left = remaining(inner.stats.charged_starts);
-        return Json(json!({"status": 200, "id": id, "retouchQuota": left.unwrap_or(9999)})).into_response();
+        return Json(json!({"status": 200, "id": id, "retouchQuota": left})).into_response();
     }
     let Some(file) = form.file else {
         return error(StatusCode::BAD_REQUEST, "No file uploaded");
@@ -265,7 +269,7 @@ fn decide_start(
     inner.stats.charged_starts += 1;
     *inner.stats.charged_by_hash.entry(file.hash).or_default() += 1;
     inner.stats.payloads.push(payload);
-    let left = remaining(inner.stats.charged_starts).unwrap_or(9999);
+    let left = remaining(inner.stats.charged_starts);
     let body = json!({"status": 200, "id": id, "retouchQuota": left});
     drop(inner);
     // A drop after the job exists is the case the Idempotency-Key is for.

@@ -32,6 +32,17 @@ async fn start_returns_a_task_id_and_the_quota_left() {
 }
 
 #[tokio::test]
+async fn without_a_quota_the_start_and_the_balance_give_one_figure() {
+    let sim = start_sim(SimConfig { credits: 50, ..fast_sim() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let photo = write(dir.path(), "photo.jpg", &jpeg());
+    let client = client_for(&sim, TOKEN);
+    let started = client.start(&photo, "photo.jpg", LAYERED, "key-1").await.unwrap();
+    assert_eq!(started.quota, Some(49));
+    assert_eq!(client.balance().await.unwrap().professional, Some(49));
+}
+
+#[tokio::test]
 async fn start_with_an_empty_file_is_no_file_uploaded() {
     let sim = start_sim(fast_sim()).await;
     let dir = tempfile::tempdir().unwrap();
