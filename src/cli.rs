@@ -35,16 +35,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Send failed files again: moves them from failed/ back into their inbox.
+    /// Send failed files again: moves them from failed/ back into their inbox. Give a job
+    /// number (from `retouchd status`), or --failed for every failed file.
     Retry {
         #[command(flatten)]
         config: ConfigArg,
         /// The job number (from `retouchd status`).
-        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        #[arg(conflicts_with = "failed")]
         job: Option<i64>,
-        /// Every failed or refused job whose file is still in failed/.
+        /// Every file whose newest job failed and whose file is in failed/.
         #[arg(long)]
         failed: bool,
+        /// With --failed: also files refused before sending (not a photo, over the limits),
+        /// which are otherwise left, since they would be refused again.
+        #[arg(long, requires = "failed")]
+        refused: bool,
     },
     /// Send files or folders once, with progress, and write the results next to them (or into
     /// --out). Uses the daemon's journal: a second run resumes instead of paying again, and says

@@ -647,16 +647,24 @@ impl Validator {
                     continue;
                 }
                 let dir_n = normalize(dir);
+                // What the watcher would find there and send again.
+                let what = match name {
+                    "outbox" => "results",
+                    "done_dir" => "finished originals",
+                    _ => "failed files",
+                };
                 for (inbox, j) in &inboxes {
-                    if dir_n.starts_with(inbox) {
-                        self.problem(
-                            format!("watch[{i}].{name}"),
-                            format!(
-                                "{} lies inside watch[{j}]'s inbox; results would be sent again. Put it beside the inbox",
-                                dir.display()
-                            ),
-                        );
-                    }
+                    let place = if &dir_n == inbox {
+                        format!("is watch[{j}]'s inbox itself")
+                    } else if dir_n.starts_with(inbox) {
+                        format!("lies inside watch[{j}]'s inbox")
+                    } else {
+                        continue;
+                    };
+                    self.problem(
+                        format!("watch[{i}].{name}"),
+                        format!("{} {place}; {what} would be sent again. Put it beside the inbox", dir.display()),
+                    );
                 }
             }
         }
@@ -794,6 +802,13 @@ tasks = [{{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}]
         let text = base_config(dir.path()).replace("/out\"", "/in/out\"");
         let problems = parse(&text, dir.path(), &env()).unwrap_err();
         assert!(problems.iter().any(|p| p.key == "watch[0].outbox" && p.message.contains("inside")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.message.contains("results would be sent again")), "{problems:?}");
+
+        let same = base_config(dir.path()).replace("/out\"", "/in\"").replace("/done\"", "/in/done\"");
+        let problems = parse(&same, dir.path(), &env()).unwrap_err();
+        let message = |key: &str| problems.iter().find(|p| p.key == key).map(|p| p.message.clone()).unwrap_or_default();
+        assert!(message("watch[0].outbox").contains("is watch[0]'s inbox itself"), "{problems:?}");
+        assert!(message("watch[0].done_dir").contains("finished originals would be sent again"), "{problems:?}");
     }
 
     #[test]

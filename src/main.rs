@@ -76,7 +76,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config, once } => run(config, once, log_format).await,
             Command::Status { config, json } => status(config, json),
-            Command::Retry { config, job, failed: _ } => retry(config, job),
+            Command::Retry { config, job, failed, refused } => retry(config, job, failed, refused),
             Command::Check { config } => check(config).await,
             Command::Process { config, out, watch, again, paths } => {
                 let config = load_config(&config)?;
@@ -231,26 +231,25 @@ fn status(arg: ConfigArg, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn retry(arg: ConfigArg, job: Option<i64>) -> Result<(), Failure> {
+fn retry(arg: ConfigArg, job: Option<i64>, failed: bool, refused: bool) -> Result<(), Failure> {
+    use retouchd::commands::retry::{self, Retried, Which};
+    let which = match (job, failed) {
+        (Some(id), _) => Which::Job(id),
+        (None, true) => Which::Failed { refused },
+        (None, false) => {
+            return Err(Failure::new(
+                exit::USAGE,
+                "say what to retry: a job number (from `retouchd status`), or --failed for every failed file",
+            ));
+        }
+    };
     let config = load_config_for(&arg, config::Purpose::Inspect)?;
     let journal = open_journal(&config)?;
-    let outcomes =
-        retouchd::commands::retry::retry(&config, &journal, job).map_err(|e| Failure::new(exit::JOURNAL, e))?;
-    let mut moved = 0;
-    for outcome in &outcomes {
-        match outcome {
-            retouchd::commands::retry::Retried::Moved { id, to } => {
-                moved += 1;
-                println!("#{id}: back in the inbox as {}", to.display());
-            }
-            retouchd::commands::retry::Retried::Skipped { id, why } if job.is_some() => {
-                return Err(Failure::new(exit::FAILURE, format!("#{id} not retried: {why}")));
-            }
-            retouchd::commands::retry::Retried::Skipped { .. } => {}
-        }
+    let outcomes = retry::retry(&config, &journal, which).map_err(|e| Failure::new(exit::JOURNAL, e))?;
+    if let (Which::Job(_), [Retried::Skipped { id, why }]) = (which, &outcomes[..]) {
+        return Err(Failure::new(exit::FAILURE, format!("#{id} not retried: {why}")));
     }
-    println!("{moved} file(s) sent back to their inbox; a running daemon picks them up.");
-    Ok(())
+    write_out(retry::report(&outcomes).as_bytes())
 }
 
 async fn check(arg: ConfigArg) -> Result<(), Failure> {

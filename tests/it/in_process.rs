@@ -599,3 +599,28 @@ async fn a_second_daemon_with_another_state_folder_is_refused_the_inbox_until_th
     assert_eq!(summary, Summary::default(), "nothing to do: the file was delivered once");
     assert_eq!(sim.stats().charged_starts, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn retry_says_why_files_stay_and_sends_refused_ones_only_when_asked() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    ws.drop_file("notes.jpg", b"a text file with a photo's name");
+    assert_eq!(run_once(&ws).await.rejected, 1);
+    assert!(ws.path("failed/notes.jpg").exists());
+
+    let out = ws.command(&["retry"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--failed"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = ws.command(&["retry", "--failed"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("0 file(s) sent back"), "{text}");
+    assert!(text.contains("1 not sent back: it was refused before sending") && text.contains("--refused"), "{text}");
+    assert!(ws.path("failed/notes.jpg").exists(), "a refused file stays unless asked for");
+
+    let out = ws.command(&["retry", "--failed", "--refused"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 file(s) sent back"), "{text}");
+    assert!(ws.path("inbox/notes.jpg").exists());
+}
