@@ -18,6 +18,7 @@
 //! - [`commands`]: `demo`, `process`, `status`, `retry`, `check`, the man page; [`exit`]: exit
 //!   codes; [`hooks`], [`systemd`]
 //!   (sd_notify) and [`logging`] for operations.
+//! - [`render`]: compositing the server's layers onto the photo (so far the pure blend modes).
 //! - [`sim`]: a faithful local simulator of the server, with fault-injection knobs.
 //! - [`formats`]: what a file really is, by its bytes; [`imagegen`]: small real images.
 //!
@@ -49,6 +50,7 @@ pub mod journal;
 pub mod lock;
 pub mod logging;
 pub mod plugins;
+pub mod render;
 pub mod sim;
 pub mod source;
 pub mod systemd;

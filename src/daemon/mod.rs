@@ -1,13 +1,13 @@
-//! The daemon. [`run`] is five steps: recover (lock, journal, folders, markers, limits), build
-//! the shared context, resume unfinished jobs, start the watchers (or take the given files),
-//! then hand every event to the [`coordinator`] until shutdown.
+//! The daemon. [`run`] is five steps: recover (lock, journal, folders, inbox claims, limits),
+//! build the shared context, resume unfinished jobs, start the watchers (or take the given
+//! files), then hand every event to the [`coordinator`] until shutdown.
 //!
 //! - [`recovery`]: start-up; [`claims`]: this daemon's claims on its inboxes; [`context`]: what
-//!   job tasks share; [`coordinator`]: the queue,
-//!   running jobs and one method per event; [`admission`]: a ready file becomes a job;
-//!   [`runner`]: one job's steps; [`gate`]: pauses for account problems; [`poll_plan`]: when to
-//!   poll; [`commits`]: group commit of journal writes; [`metrics`]: counters and the Prometheus
-//!   endpoint; [`live_status`]: what `retouchd status` reads of a running daemon.
+//!   job tasks share; [`coordinator`]: the queue, running jobs and one method per event;
+//!   [`admission`]: a ready file becomes a job; [`runner`]: one job's steps; [`gate`]: pauses
+//!   for account and setup problems; [`poll_plan`]: when to poll; [`commits`]: group commit of
+//!   journal writes; [`metrics`]: counters and the Prometheus endpoint; [`live_status`]: what
+//!   `retouchd status` reads of a running daemon.
 //!
 //! `run` takes its shutdown signal as a future, so tests and the demo run it in-process and stop
 //! it. A new config sent through [`RunOptions::reloads`] (SIGHUP) takes effect without dropping
@@ -117,7 +117,7 @@ pub async fn run(
     let client = Client::new(config.server.client_options())?;
     let marks_inboxes = options.files.is_none();
 
-    // 1. Recover: lock, journal, folders, markers, staged leftovers, the server's limits.
+    // 1. Recover: lock, journal, folders, inbox claims, staged leftovers, the server's limits.
     let recovered = recovery::recover(&config, &client, marks_inboxes).await?;
 
     // 2. The context every job shares.

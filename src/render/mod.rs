@@ -1,0 +1,6 @@
+//! Finished photos from the server's layers (issue: local compositing). So far its pure core:
+//! [`blend`], the blend modes and the compositing of a layer onto the photo, tested alone
+//! against the formulas. Decoding, metadata, file formats and the render step of a job are to
+//! sit around it (see docs/design.md: compositing is pure; formats sit at its edges).
+
+pub mod blend;
