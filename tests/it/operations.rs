@@ -108,7 +108,7 @@ hook_timeout = "5s""#;
     ws.drop_file("good.jpg", &jpeg());
     ws.drop_file("bad.jpg", b"not a photo");
     let out = ws.run_once(Duration::from_secs(60)).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(1), "bad.jpg was refused: {}", String::from_utf8_lossy(&out.stdout));
     let lines = std::fs::read_to_string(ws.path("hooks.txt")).unwrap();
     let done = ws.path("done/good.jpg").display().to_string();
     let output = ws.path("outbox/good").display().to_string();
