@@ -15,19 +15,25 @@ pub(crate) struct Claims {
     me: Owner,
     /// Inboxes that have carried this daemon's marker (from the journal).
     marked: HashSet<PathBuf>,
+    /// Inboxes whose marker could not be written, said once until it works again.
+    unwritable: HashSet<PathBuf>,
 }
 
 impl Claims {
     /// Claims every inbox of `config` for the daemon of `state_dir`; fails on the first one that
     /// another live daemon owns.
     pub(super) fn claim_all(config: &Config, journal: &Journal) -> Result<Claims, ClaimFailure> {
-        let mut claims = Claims { me: Owner::me(&config.state_dir), marked: HashSet::new() };
+        let mut claims =
+            Claims { me: Owner::me(&config.state_dir), marked: HashSet::new(), unwritable: HashSet::new() };
         for w in &config.watches {
             if journal.is_marked(&w.inbox)? {
                 claims.marked.insert(w.inbox.clone());
             }
         }
         for w in &config.watches {
+            if claims.is_unmounted(&w.inbox) {
+                warn!(inbox = %w.inbox.display(), "inbox unavailable (its marker file is missing: unmounted?); its watch waits for it");
+            }
             if let Err(e) = claims.claim(&w.inbox, journal) {
                 return Err(ClaimFailure::Owned(e));
             }
@@ -35,14 +41,20 @@ impl Claims {
         Ok(claims)
     }
 
-    /// Claims one inbox (new in a reload, or at start).
+    /// An inbox that carried the marker and lacks it now: an unmounted share.
+    fn is_unmounted(&self, inbox: &Path) -> bool {
+        self.marked.contains(inbox) && inbox::inbox_available(inbox, true).is_err()
+    }
+
+    /// Claims one inbox (new in a reload, or at start, or renewed on a pulse). An unmounted one
+    /// is left alone until it is back (the watcher says so once).
     pub(super) fn claim(&mut self, inbox: &Path, journal: &Journal) -> Result<(), InboxOwned> {
-        if self.marked.contains(inbox) && inbox::inbox_available(inbox, true).is_err() {
-            warn!(inbox = %inbox.display(), "inbox unavailable (its marker file is missing: unmounted?); its watch waits for it");
+        if self.is_unmounted(inbox) {
             return Ok(());
         }
         match inbox::claim(inbox, &self.me) {
             Ok(claimed) => {
+                self.unwritable.remove(inbox);
                 if let Claimed::TakenOver(old) = claimed {
                     info!(inbox = %inbox.display(), host = old.host, pid = old.pid, state_dir = %old.state_dir.display(),
                         "took over an inbox whose owner stopped renewing its claim");
@@ -56,7 +68,9 @@ impl Claims {
             }
             Err(ClaimError::Owned(owned)) => Err(owned),
             Err(ClaimError::Io(e)) => {
-                warn!(inbox = %inbox.display(), error = %e, "cannot place the marker file; is the inbox writable?");
+                if self.unwritable.insert(inbox.to_path_buf()) {
+                    warn!(inbox = %inbox.display(), error = %e, "cannot place the marker file; is the inbox writable?");
+                }
                 Ok(())
             }
         }
