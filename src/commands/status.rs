@@ -4,7 +4,7 @@
 //! read is reported rather than stopping the report.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -64,7 +64,7 @@ fn view(job: &JobRecord, now_ms: i64) -> JobView {
 
 /// The report for the journal and live status in `config`'s state folder.
 pub fn report(journal: &Journal, config: &Config) -> Result<Report, JournalError> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now = crate::journal::now_ms();
     let mut failures: Vec<JobRecord> = journal.recent_latest(StateName::Failed, 10)?;
     failures.extend(journal.recent_latest(StateName::Rejected, 10)?);
     failures.sort_by_key(|j| std::cmp::Reverse(j.updated_at));

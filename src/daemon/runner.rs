@@ -225,10 +225,12 @@ impl<'a> Runner<'a> {
                         if reason == PauseReason::Quota { server.quota_retry } else { server.token_retry };
                     self.ctx.gate.report_pause(reason, message, retry_every);
                 }
+                // A failed call that passes (an accepted one is always `Advance`).
                 _ => {
                     release_probe(self.ctx);
-                    let err = answer.expect_err("only failed calls are retried");
-                    if let Some(reason) = self.retry_request("uploading", &err).await {
+                    if let Err(err) = &answer
+                        && let Some(reason) = self.retry_request("uploading", err).await
+                    {
                         return Event::Fail { reason };
                     }
                 }
@@ -294,9 +296,11 @@ impl<'a> Runner<'a> {
                     }
                 }
                 Next::Expired => return self.expired(task_id),
+                // A failed call that passes (an answer is always `Advance` or `KeepPolling`).
                 _ => {
-                    let err = answer.expect_err("only failed calls are retried");
-                    if let Some(reason) = self.retry_request("polling", &err).await {
+                    if let Err(err) = &answer
+                        && let Some(reason) = self.retry_request("polling", err).await
+                    {
                         return Event::Fail { reason };
                     }
                 }
