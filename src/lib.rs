@@ -16,9 +16,9 @@
 //! - [`config`]: TOML validated into a ready [`config::Config`], every problem at once;
 //!   [`plugins`]: the plugin table and the payload check against it.
 //! - [`commands`]: `demo`, `process`, `status`, `retry`, `check`, the man page; [`exit`]: exit
-//!   codes; [`hooks`], [`systemd`]
-//!   (sd_notify) and [`logging`] for operations.
-//! - [`render`]: compositing the server's layers onto the photo (so far the pure blend modes).
+//!   codes; [`hooks`], [`systemd`] (sd_notify) and [`logging`] for operations.
+//! - [`render`]: compositing the server's layers onto the photo (so far the pure blend modes
+//!   and the layer file names; not yet used by the daemon).
 //! - [`sim`]: a faithful local simulator of the server, with fault-injection knobs.
 //! - [`formats`]: what a file really is, by its bytes; [`imagegen`]: small real images.
 //!

@@ -1,12 +1,12 @@
 //! The daemon. [`run`] is five steps: recover (lock, journal, folders, inbox claims, limits),
 //! build the shared context, resume unfinished jobs, start the watchers (or take the given
-//! files), then hand every event to the [`coordinator`] until shutdown.
+//! files), then hand every event to the `coordinator` until shutdown.
 //!
-//! - [`recovery`]: start-up; [`claims`]: this daemon's claims on its inboxes; [`context`]: what
-//!   job tasks share; [`coordinator`]: the queue, running jobs and one method per event;
-//!   [`admission`]: a ready file becomes a job; [`runner`]: one job's steps; [`gate`]: pauses
-//!   for account and setup problems; [`poll_plan`]: when to poll; [`commits`]: group commit of
-//!   journal writes; [`metrics`]: counters and the Prometheus endpoint; [`live_status`]: what
+//! - `recovery`: start-up; `claims`: this daemon's claims on its inboxes; `context`: what
+//!   job tasks share; `coordinator`: the queue, running jobs and one method per event;
+//!   `admission`: a ready file becomes a job; `runner`: one job's steps; `gate`: pauses
+//!   for account and setup problems; `poll_plan`: when to poll; `commits`: group commit of
+//!   journal writes; `metrics`: counters and the Prometheus endpoint; [`live_status`]: what
 //!   `retouchd status` reads of a running daemon.
 //!
 //! `run` takes its shutdown signal as a future, so tests and the demo run it in-process and stop
