@@ -72,6 +72,42 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<std::path::PathBuf>,
     },
+    /// A first setup: asks for the inbox, outbox, done and failed folders, the token (stored
+    /// in its own file, mode 0600) and a payload preset, checks them as `check` does (no
+    /// credit), and writes the config (mode 0600). With --inbox it asks nothing, and reads the
+    /// token from standard input unless --token-file is given. Never replaces a config
+    /// without --force.
+    Init {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The folder photos are dropped into (asks nothing else then: scripts).
+        #[arg(long, value_name = "DIR")]
+        inbox: Option<std::path::PathBuf>,
+        /// Where results go (default: `outbox` beside the inbox).
+        #[arg(long, value_name = "DIR")]
+        outbox: Option<std::path::PathBuf>,
+        /// Where originals go once retouched (default: `done` beside the inbox).
+        #[arg(long, value_name = "DIR")]
+        done: Option<std::path::PathBuf>,
+        /// Where files that cannot be retouched go (default: `failed` beside the inbox).
+        #[arg(long, value_name = "DIR")]
+        failed: Option<std::path::PathBuf>,
+        /// A file holding the token already (else the token is asked for, or read from stdin).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<std::path::PathBuf>,
+        /// The payload: portrait, portrait-flat, light, eyes-teeth or studio-backdrop.
+        #[arg(long, value_name = "NAME")]
+        preset: Option<String>,
+        /// The API base, with /api/v1 (default: the service's main host).
+        #[arg(long, value_name = "URL")]
+        server_url: Option<String>,
+        /// Replace an existing config (and token file).
+        #[arg(long)]
+        force: bool,
+        /// Do not ask the server (no network during setup); run `retouchd check` later.
+        #[arg(long)]
+        no_check: bool,
+    },
     /// Validate the config, then probe the server and the token (spends no credit).
     Check {
         #[command(flatten)]

@@ -78,6 +78,30 @@ fn main() -> ExitCode {
             Command::Status { config, json } => status(config, json),
             Command::Retry { config, job, failed, refused } => retry(config, job, failed, refused),
             Command::Check { config } => check(config).await,
+            Command::Init { config, inbox, outbox, done, failed, token_file, preset, server_url, force, no_check } => {
+                use retouchd::commands::init::{self, InitError, Request};
+                let Some(path) = config.config.or_else(config::default_path) else {
+                    return Err(Failure::new(exit::CONFIG, "no default config location; pass --config FILE"));
+                };
+                let request = Request {
+                    config: path,
+                    inbox,
+                    outbox,
+                    done,
+                    failed,
+                    token_file,
+                    preset,
+                    server_url,
+                    force,
+                    no_check,
+                };
+                match init::run(request, &mut std::io::stdin().lock()).await {
+                    Ok(path) => write_out(format!("{}\n", init::next_step(&path)).as_bytes()),
+                    Err(e @ InitError::Invalid(_)) => Err(Failure::new(exit::CONFIG, e)),
+                    Err(e @ InitError::Check(_)) => Err(Failure::new(exit::SERVER, e)),
+                    Err(e) => Err(Failure::new(exit::FAILURE, e)),
+                }
+            }
             Command::Process { config, out, watch, again, paths } => {
                 let config = load_config(&config)?;
                 retouchd::logging::init(log_format, "error");

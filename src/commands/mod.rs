@@ -1,5 +1,5 @@
 //! The commands a person runs besides the daemon itself: [`demo`], [`process`] (one-shot runs),
-//! [`status`], [`retry`], [`check`] and the manual page ([`man`]). Each is a thin layer over the daemon, the journal and
+//! [`status`], [`retry`], [`check`], [`init`] (first setup) and the manual page ([`man`]). Each is a thin layer over the daemon, the journal and
 //! the API client; `main.rs` only parses arguments and maps their errors to exit codes.
 
 /// `println!` for the commands, through [`say_line`].
@@ -10,6 +10,7 @@ macro_rules! say {
 
 pub mod check;
 pub mod demo;
+pub mod init;
 pub mod man;
 pub mod process;
 pub mod retry;

@@ -325,3 +325,71 @@ async fn process_drops_a_file_removed_before_its_upload() {
     assert!(out.contains(&format!("{name}: failed: the file was removed or renamed")), "{out}");
     assert_eq!(sim.stats().charged_starts, 1);
 }
+
+/// `retouchd init ARGS` with `input` on standard input.
+fn init(config: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = bin()
+        .args(["init", "--config"])
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_sets_up_a_checked_private_config_by_flags_or_by_answers() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = start_sim(fast_sim()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+    // For scripts: flags, the token on standard input.
+    let config = dir.path().join("etc/config.toml");
+    let inbox = dir.path().join("photos/inbox");
+    let url = sim.base_url();
+    let flags = ["--inbox", inbox.to_str().unwrap(), "--preset", "light", "--server-url", &url];
+    let out = init(&config, &flags, &format!("{TOKEN}\n"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("token: accepted") && stdout.contains("next: `retouchd run --config"), "{stdout}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        !text.contains(TOKEN) && text.contains("token_file = \"token\""),
+        "the token is never in the config: {text}"
+    );
+    assert_eq!(std::fs::read_to_string(dir.path().join("etc/token")).unwrap().trim(), TOKEN);
+    assert_eq!((mode(&config), mode(&dir.path().join("etc/token"))), (0o600, 0o600));
+    for folder in ["outbox", "done", "failed"] {
+        assert!(dir.path().join("photos").join(folder).is_dir(), "{folder} made beside the inbox");
+    }
+    let check = bin().args(["check", "--config"]).arg(&config).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+
+    // Never over an existing config without --force.
+    let again = init(&config, &flags, &format!("{TOKEN}\n"));
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text, "unchanged");
+
+    // Asked: the inbox, the defaults taken for the other folders, preset 2, the token.
+    let asked = dir.path().join("asked/config.toml");
+    let answers = format!("{}\n\n\n\n2\n{TOKEN}\n", dir.path().join("shoot/inbox").display());
+    let out = init(&asked, &["--server-url", &url], &answers);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&asked).unwrap();
+    assert!(text.contains("portrait-flat") && text.contains("Layer = 0"), "{text}");
+    assert!(text.contains(&dir.path().join("shoot/outbox").display().to_string()), "{text}");
+
+    // A token the server refuses: nothing is written.
+    let refused = dir.path().join("refused/config.toml");
+    let out = init(&refused, &flags, "not-the-token\n");
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!refused.exists() && !dir.path().join("refused/token").exists(), "neither config nor token written");
+    assert_eq!(sim.stats().charged_starts, 0, "setting up spends no credit");
+}

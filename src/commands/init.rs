@@ -1,0 +1,369 @@
+//! `retouchd init`: a first setup that asks instead of making people read a reference. It asks
+//! for the inbox (and offers outbox, done and failed folders beside it), the token (hidden on a
+//! terminal; stored in a `token` file of mode 0600 beside the config, never in the config) and a
+//! payload preset; validates the result as `check` does (spending no credit); and writes the
+//! config atomically with mode 0600. With `--inbox` it asks nothing (for scripts). It never
+//! replaces an existing config without `--force`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::{self, Environment};
+
+/// A named payload for a common kind of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preset {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// The `tasks` list, as TOML.
+    pub tasks: &'static str,
+}
+
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "portrait",
+        about: "portraits, as layers to refine: Heal, Dodge Burn, Skin Tone, Portrait Volumes",
+        tasks: r#"[ { Plugin = "Heal", Alpha1 = 1, Scale = 0, Layer = 1 },
+          { Plugin = "Dodge Burn", Alpha1 = 1, Alpha2 = 0, Layer = 1 },
+          { Plugin = "Skin Tone", Alpha1 = 1, Layer = 1 },
+          { Plugin = "Portrait Volumes", Alpha1 = 1, Layer = 1 } ]"#,
+    },
+    Preset {
+        name: "portrait-flat",
+        about: "portraits, as one finished image: the same plugins merged",
+        tasks: r#"[ { Plugin = "Heal", Alpha1 = 1, Scale = 0, Layer = 0 },
+          { Plugin = "Dodge Burn", Alpha1 = 1, Alpha2 = 0, Layer = 0 },
+          { Plugin = "Skin Tone", Alpha1 = 1, Layer = 0 },
+          { Plugin = "Portrait Volumes", Alpha1 = 1, Layer = 0 } ]"#,
+    },
+    Preset {
+        name: "light",
+        about: "a light touch, as layers: Heal and Mattifier",
+        tasks: r#"[ { Plugin = "Heal", Alpha1 = 1, Scale = 0, Layer = 1 },
+          { Plugin = "Mattifier", Alpha1 = 0.5, Layer = 1 } ]"#,
+    },
+    Preset {
+        name: "eyes-teeth",
+        about: "eyes and teeth, as layers: Eye Vessels, Eye Brilliance, White Teeth",
+        tasks: r#"[ { Plugin = "Eye Vessels", Alpha1 = 1, Layer = 1 },
+          { Plugin = "Eye Brilliance", Alpha1 = 1, Layer = 1 },
+          { Plugin = "White Teeth", Alpha1 = 0.5, Alpha2 = 0.5, Layer = 1 } ]"#,
+    },
+    Preset {
+        name: "studio-backdrop",
+        about: "studio backdrops and dust, as layers: Clean Backdrop, Dust",
+        tasks: r#"[ { Plugin = "Clean Backdrop", Alpha1 = 1, Automask = true, Layer = 1 },
+          { Plugin = "Dust", Alpha1 = 1, Layer = 1 } ]"#,
+    },
+];
+
+pub fn preset(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+/// What `init` was told on the command line.
+#[derive(Debug, Default)]
+pub struct Request {
+    /// Where to write the config.
+    pub config: PathBuf,
+    pub inbox: Option<PathBuf>,
+    pub outbox: Option<PathBuf>,
+    pub done: Option<PathBuf>,
+    pub failed: Option<PathBuf>,
+    /// A token file that exists already (used as it is).
+    pub token_file: Option<PathBuf>,
+    pub preset: Option<String>,
+    /// The API base; the default is the service's main host.
+    pub server_url: Option<String>,
+    pub force: bool,
+    /// Skip the server check (no network at setup time).
+    pub no_check: bool,
+}
+
+/// Why `init` wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{0} exists already; nothing was changed. Add --force to replace it")]
+    Exists(PathBuf),
+    #[error("{0}")]
+    Input(String),
+    #[error("the new config would not be valid, so it was not written:\n{0}")]
+    Invalid(String),
+    #[error(
+        "{0}\nThe config was not written (nor the token). Fix it, or add --no-check to write the config without asking the server"
+    )]
+    Check(String),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The answers, complete.
+#[derive(Debug, Clone)]
+pub struct Answers {
+    pub inbox: PathBuf,
+    pub outbox: PathBuf,
+    pub done: PathBuf,
+    pub failed: PathBuf,
+    /// The token file, as the config names it (relative to the config's folder, or absolute).
+    pub token_file: PathBuf,
+    pub preset: &'static Preset,
+    pub server_url: String,
+}
+
+/// The config file for `answers`.
+pub fn config_text(a: &Answers) -> String {
+    let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+    format!(
+        r#"# Made by `retouchd init`. config.example.toml explains every key; docs/plugins.md the
+# plugins. `retouchd check` validates this file and asks the server (no credit spent).
+
+[server]
+url = {url}
+# The token is in its own file (mode 0600), never here.
+token_file = {token}
+
+[[watch]]
+inbox = {inbox}
+outbox = {outbox}
+done_dir = {done}
+failed_dir = {failed}
+
+# Preset "{name}": {about}.
+[watch.payload]
+mode = "professional"
+tasks = {tasks}
+"#,
+        url = toml::Value::String(a.server_url.clone()),
+        token = q(&a.token_file),
+        inbox = q(&a.inbox),
+        outbox = q(&a.outbox),
+        done = q(&a.done),
+        failed = q(&a.failed),
+        name = a.preset.name,
+        about = a.preset.about,
+        tasks = a.preset.tasks,
+    )
+}
+
+/// Reads answers from `input`, offering defaults (a line left empty takes the default).
+struct Asker<'a> {
+    input: &'a mut dyn BufRead,
+}
+
+impl Asker<'_> {
+    fn ask(&mut self, question: &str, default: Option<&str>) -> Result<String, InitError> {
+        match default {
+            Some(d) => print!("{question} [{d}]: "),
+            None => print!("{question}: "),
+        }
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        let read =
+            self.input.read_line(&mut line).map_err(|e| InitError::Input(format!("cannot read the answer: {e}")))?;
+        let line = line.trim();
+        match (line.is_empty(), default) {
+            (false, _) => Ok(line.to_string()),
+            (true, Some(d)) => Ok(d.to_string()),
+            (true, None) if read == 0 => Err(InitError::Input(format!("no answer for \"{question}\""))),
+            (true, None) => self.ask(question, default),
+        }
+    }
+}
+
+/// A folder beside `inbox` named `name`.
+fn beside(inbox: &Path, name: &str) -> PathBuf {
+    inbox.parent().map(|p| p.join(name)).unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Runs the setup. `input` gives the answers (stdin); the token is read hidden when stdin is a
+/// terminal. Returns the config's path.
+pub async fn run(request: Request, input: &mut dyn BufRead) -> Result<PathBuf, InitError> {
+    let path = request.config.clone();
+    if path.exists() && !request.force {
+        return Err(InitError::Exists(path));
+    }
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InitError::Io { path, source }
+    };
+    let mut asker = Asker { input };
+    let interactive = request.inbox.is_none();
+    let absolute = |p: PathBuf| if p.is_absolute() { p } else { std::env::current_dir().unwrap_or_default().join(p) };
+    let inbox = absolute(match request.inbox {
+        Some(p) => p,
+        None => PathBuf::from(asker.ask("Inbox: the folder photos are dropped into", None)?),
+    });
+    let mut folder = |flag: Option<PathBuf>, question: &str, name: &str| -> Result<PathBuf, InitError> {
+        let default = beside(&inbox, name);
+        Ok(absolute(match flag {
+            Some(p) => p,
+            None if interactive => PathBuf::from(asker.ask(question, Some(&default.display().to_string()))?),
+            None => default,
+        }))
+    };
+    let outbox = folder(request.outbox, "Outbox: where results go", "outbox")?;
+    let done = folder(request.done, "Done: where originals go once retouched", "done")?;
+    let failed = folder(request.failed, "Failed: where files that cannot be retouched go", "failed")?;
+    let preset = match (&request.preset, interactive) {
+        (Some(name), _) => preset(name).ok_or_else(|| {
+            let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+            InitError::Input(format!("no preset `{name}`; choose from {}", names.join(", ")))
+        })?,
+        (None, true) => {
+            for (n, p) in PRESETS.iter().enumerate() {
+                println!("  {}. {}: {}", n + 1, p.name, p.about);
+            }
+            let answer = asker.ask("Preset (number or name)", Some("1"))?;
+            answer
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| PRESETS.get(n.wrapping_sub(1)))
+                .or_else(|| preset(&answer))
+                .ok_or_else(|| InitError::Input(format!("no preset `{answer}`")))?
+        }
+        (None, false) => &PRESETS[0],
+    };
+    // The token: a file given, or asked for and stored beside the config.
+    let token = match &request.token_file {
+        Some(file) => {
+            std::fs::metadata(file).map_err(|e| InitError::Input(format!("the token file {}: {e}", file.display())))?;
+            None
+        }
+        None => {
+            let answer = if std::io::stdin().is_terminal() {
+                rpassword::prompt_password("Token (from your Retouch4me account; not shown): ")
+                    .map_err(|e| InitError::Input(format!("cannot read the token: {e}")))?
+            } else {
+                // Not a terminal (a script piping it in): nothing to hide from.
+                asker.ask("Token", None)?
+            };
+            let token = answer.trim().to_string();
+            if token.is_empty() {
+                return Err(InitError::Input("no token given; give it at the prompt, or --token-file FILE".into()));
+            }
+            Some(token)
+        }
+    };
+    let token_file = request.token_file.clone().unwrap_or_else(|| PathBuf::from("token"));
+    let answers = Answers {
+        inbox,
+        outbox,
+        done,
+        failed,
+        token_file: token_file.clone(),
+        preset,
+        server_url: request.server_url.unwrap_or_else(|| crate::api::DEFAULT_BASE_URL.to_string()),
+    };
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    for folder in [&answers.inbox, &answers.outbox, &answers.done, &answers.failed] {
+        std::fs::create_dir_all(folder).map_err(io(folder))?;
+    }
+    let token_path = dir.join(&token_file);
+    if token.is_some() && token_path.exists() && !request.force {
+        return Err(InitError::Exists(token_path));
+    }
+    if let Some(token) = &token {
+        write_private(&token_path, format!("{token}\n").as_bytes(), true).map_err(io(&token_path))?;
+    }
+    let written = validate_and_write(&path, &dir, &answers, request.no_check, request.force).await;
+    if written.is_err() && token.is_some() {
+        // The config was not written: neither is the token it would have named.
+        let _ = std::fs::remove_file(&token_path);
+    }
+    written?;
+    println!(
+        "wrote {} (mode 0600){}",
+        path.display(),
+        if token.is_some() { format!(" and the token in {}", token_path.display()) } else { String::new() }
+    );
+    Ok(path)
+}
+
+/// Validates the config for `answers` (as `check` does, unless told not to) and writes it.
+async fn validate_and_write(
+    path: &Path,
+    dir: &Path,
+    answers: &Answers,
+    no_check: bool,
+    force: bool,
+) -> Result<(), InitError> {
+    let text = config_text(answers);
+    let config = config::parse(&text, dir, &Environment::default()).map_err(|problems| {
+        InitError::Invalid(
+            problems.iter().map(|p| format!("  {}: {}", p.key, p.message)).collect::<Vec<_>>().join("\n"),
+        )
+    })?;
+    if !no_check {
+        crate::commands::check::run(&config).await.map_err(|e| InitError::Check(e.to_string()))?;
+    }
+    write_private(path, text.as_bytes(), force).map_err(|source| InitError::Io { path: path.to_path_buf(), source })
+}
+
+/// Writes a file only its owner can read: a temp file beside it, synced, then renamed into
+/// place (replacing an existing one only when `replace`).
+fn write_private(path: &Path, bytes: &[u8], replace: bool) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
+    ));
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    let placed = written.and_then(|()| {
+        if replace { std::fs::rename(&tmp, path) } else { crate::deliver::rename_noreplace(&tmp, path) }
+    });
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    placed?;
+    crate::deliver::sync_dir(dir);
+    Ok(())
+}
+
+/// What to run next, for a config at `path`.
+pub fn next_step(path: &Path) -> String {
+    if path == Path::new("/etc/retouchd/config.toml") {
+        "next: `systemctl enable --now retouchd` starts the service".into()
+    } else {
+        format!("next: `retouchd run --config {}` (or `retouchd demo` to see it work first)", path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_a_valid_payload() {
+        for p in PRESETS {
+            let table: toml::Table = toml::from_str(&format!("mode = \"professional\"\ntasks = {}", p.tasks)).unwrap();
+            let json = serde_json::to_value(&table).unwrap();
+            let found = crate::plugins::check_payload(&json, false);
+            assert_eq!(found, crate::plugins::Findings::default(), "preset {}", p.name);
+        }
+    }
+
+    #[test]
+    fn the_config_names_the_token_file_and_never_the_token() {
+        let answers = Answers {
+            inbox: "/srv/p \"x\"/inbox".into(),
+            outbox: "/srv/p/outbox".into(),
+            done: "/srv/p/done".into(),
+            failed: "/srv/p/failed".into(),
+            token_file: "token".into(),
+            preset: &PRESETS[0],
+            server_url: "https://example/api/v1".into(),
+        };
+        let text = config_text(&answers);
+        assert!(text.contains("token_file = \"token\"") && !text.contains("\ntoken ="), "{text}");
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(parsed["watch"][0]["inbox"].as_str(), Some("/srv/p \"x\"/inbox"), "paths are quoted safely");
+    }
+}
