@@ -388,13 +388,13 @@ impl Validator {
         };
         if text.trim_start().starts_with('-') {
             self.problem(key, format!("`{text}` is negative; durations are like \"5s\", \"2m\", \"1h\""));
-            return humantime::parse_duration(default).unwrap_or_default();
+            return fallback();
         }
         match humantime::parse_duration(text.trim()) {
             Ok(d) => d,
             Err(e) => {
                 self.problem(key, format!("`{text}` is not a duration ({e}); write it like \"5s\", \"2m\", \"1h\""));
-                humantime::parse_duration(default).unwrap_or_default()
+                fallback()
             }
         }
     }

@@ -10,7 +10,7 @@
 //! the same host) is taken over. Several daemons on one inbox is what a shared journal is for.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -151,7 +151,7 @@ fn write_marker(inbox: &Path, owner: Option<&Owner>) -> std::io::Result<()> {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    (crate::journal::now_ms() / 1000).max(0) as u64
 }
 
 /// This machine's name.

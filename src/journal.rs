@@ -324,14 +324,6 @@ impl Journal {
         Ok(self.query(&format!("{SELECT} WHERE id = ?1"), [id])?.pop())
     }
 
-    /// The newest jobs in one state.
-    pub fn recent(&self, state: StateName, limit: usize) -> Result<Vec<JobRecord>> {
-        self.query(
-            &format!("{SELECT} WHERE state = ?1 ORDER BY updated_at DESC LIMIT ?2"),
-            params![state.as_str(), limit as i64],
-        )
-    }
-
     /// The newest jobs in one state that are also the newest job of their file (a failure whose
     /// file was retried and delivered since is not listed).
     pub fn recent_latest(&self, state: StateName, limit: usize) -> Result<Vec<JobRecord>> {

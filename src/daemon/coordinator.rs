@@ -303,10 +303,7 @@ impl Coordinator {
         let paused = self.ctx.gate.paused();
         LiveStatus {
             pid: std::process::id(),
-            updated_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            updated_at: (crate::journal::now_ms() / 1000).max(0) as u64,
             paused: paused.as_ref().map(|(r, _)| r.as_str().to_string()),
             pause_detail: paused.map(|(_, m)| m),
             uploading: self.ctx.metrics.uploading(),
