@@ -100,6 +100,8 @@ pub struct WatchConfig {
     pub hook_timeout: Duration,
     /// The payload JSON, sent verbatim as the `payload` field.
     pub payload: String,
+    /// What is delivered: the layers, the finished photo, a PSD (`[watch.output]`).
+    pub output: crate::render::OutputSettings,
 }
 
 /// A ready configuration.
@@ -110,6 +112,9 @@ pub struct Config {
     pub log_level: String,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How many finished photos are made at once (`render.max_renders`; each holds a photo
+    /// in memory).
+    pub max_renders: usize,
     pub watches: Vec<WatchConfig>,
     /// Things worth telling the user that do not stop the daemon.
     pub warnings: Vec<String>,
@@ -152,7 +157,26 @@ struct RawConfig {
     #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
+    render: RawRender,
+    #[serde(default)]
     watch: Vec<RawWatch>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawRender {
+    max_renders: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawOutput {
+    layers: Option<bool>,
+    flat: Option<String>,
+    psd: Option<bool>,
+    jpeg_quality: Option<i64>,
+    metadata: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    opacity: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,6 +236,7 @@ struct RawWatch {
     hook_timeout: Option<RawDuration>,
     allow_unknown_plugins: Option<bool>,
     payload: Option<toml::Table>,
+    output: Option<RawOutput>,
 }
 
 /// Where the environment says things are: systemd's directories, the token variable.
@@ -336,6 +361,8 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
     if raw.watch.is_empty() {
         v.problem("watch", "no [[watch]] section; add one with inbox, outbox, done_dir, failed_dir and payload");
     }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let max_renders = v.count("render.max_renders", raw.render.max_renders, cores);
     let watches: Vec<WatchConfig> = raw.watch.into_iter().enumerate().filter_map(|(i, w)| v.watch(i, w)).collect();
     v.cross_check(&watches);
     match (server, state_dir, v.problems.is_empty()) {
@@ -346,6 +373,7 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
                 state_dir,
                 log_level,
                 metrics_listen,
+                max_renders,
                 watches,
                 warnings: v.warnings,
                 unavailable_inboxes,
@@ -603,8 +631,63 @@ impl Validator {
             on_failed: raw.on_failed,
             hook_timeout: self.duration(&key("hook_timeout"), raw.hook_timeout, "60s"),
             payload: payload.unwrap_or_default(),
+            output: self.output(&key("output"), raw.output.unwrap_or_default()),
         };
         (self.problems.len() == before).then_some(watch)
+    }
+
+    fn output(&mut self, key: &str, raw: RawOutput) -> crate::render::OutputSettings {
+        use crate::render::{FlatFormat, MetadataPolicy, NameTemplate, OutputSettings};
+        let mut out = OutputSettings::default();
+        let at = |sub: &str| format!("{key}.{sub}");
+        out.layers = raw.layers.unwrap_or(true);
+        out.psd = raw.psd.unwrap_or(false);
+        if let Some(text) = raw.flat {
+            match FlatFormat::parse(&text) {
+                Some(flat) => out.flat = flat,
+                None => self.problem(at("flat"), format!("`{text}` is not one of: same, jpeg, png, none")),
+            }
+        }
+        match raw.jpeg_quality {
+            None => {}
+            Some(q) if (1..=100).contains(&q) => out.jpeg_quality = q as u8,
+            Some(q) => {
+                self.problem(at("jpeg_quality"), format!("{q} is out of range; use 1 to 100 (95 is near lossless)"))
+            }
+        }
+        match raw.metadata.as_deref() {
+            None | Some("all") => {}
+            Some("no-gps") => out.metadata = MetadataPolicy::NoGps,
+            Some("none") => out.metadata = MetadataPolicy::None,
+            Some(other) => self.problem(at("metadata"), format!("`{other}` is not one of: all, no-gps, none")),
+        }
+        if let Some(text) = raw.name {
+            match NameTemplate::parse(&text) {
+                Ok(name) => out.name = name,
+                Err(why) => self.problem(at("name"), format!("`{text}` {why}")),
+            }
+        }
+        for (plugin, value) in raw.opacity {
+            let number = match value {
+                toml::Value::Float(f) => Some(f),
+                toml::Value::Integer(i) => Some(i as f64),
+                _ => None,
+            };
+            match number {
+                Some(o) if (0.0..=1.0).contains(&o) => _ = out.opacity.insert(plugin, o as f32),
+                _ => self.problem(
+                    at(&format!("opacity.\"{plugin}\"")),
+                    format!("{value} is not an opacity; use a number from 0 (off) to 1 (full strength)"),
+                ),
+            }
+        }
+        if !out.layers && !out.renders() {
+            self.problem(
+                key,
+                "delivers nothing: layers = false with flat = \"none\" and psd = false; keep one of them",
+            );
+        }
+        out
     }
 
     fn payload(&mut self, key: &str, raw: Option<toml::Table>, allow_unknown: bool) -> Option<String> {

@@ -114,6 +114,13 @@ impl Target {
     }
 }
 
+/// A staged file or folder and where it is to be published.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Placement {
+    pub staged: PathBuf,
+    pub target: Target,
+}
+
 /// Journals written before targets had parts stored the path: read it as a name without an
 /// extension (publishing it gives the same path; only a taken name is numbered after the
 /// extension, `a.jpg (2)`).
@@ -188,6 +195,43 @@ pub fn publish(staged: &Path, target: &Target) -> io::Result<Option<PathBuf>> {
         return Ok(None);
     }
     place(staged, &target.dir, &target.stem, target.ext.as_deref()).map(Some)
+}
+
+/// The extension of the note that says why no finished photo was made: `<name>.render-error.txt`.
+pub const RENDER_NOTE_EXT: &str = "render-error.txt";
+
+/// Writes the render-error note into `dir`; returns its path.
+pub fn write_render_note(dir: &Path, reason: &str) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let path = dir.join(format!("note.{RENDER_NOTE_EXT}"));
+    let text = format!(
+        "retouchd could not make the finished photo from the layers beside this note.\n\
+         Reason: {reason}\n\n\
+         The layers are delivered as the server sent them; no credit is spent again.\n\
+         After fixing the cause, `retouchd render <layers folder>` makes the finished photo without the server.\n"
+    );
+    let mut file = File::create(&path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(path)
+}
+
+/// Removes whatever is still staged for job `job` beside `staged` (`job-N`, `job-N.<ext>`,
+/// `job-N.render`): layers that were not to be kept, the emptied work folder.
+pub fn discard_job_staging(staged: &Path, job: i64) {
+    let Some(mut staging) = staged.parent() else { return };
+    // An output made in the work folder: the staging folder is one up.
+    if staging.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".render")) {
+        staging = staging.parent().unwrap_or(staging);
+    }
+    let Ok(entries) = fs::read_dir(staging) else { return };
+    let (exact, prefix) = (format!("job-{job}"), format!("job-{job}."));
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == exact || name.starts_with(&prefix) {
+            let _ = remove_any(&entry.path());
+        }
+    }
 }
 
 /// Splits a file name into stem and extension (`a.b.jpg` → `a.b`, `jpg`).

@@ -25,6 +25,8 @@ pub struct HookContext {
     pub outputs: Vec<PathBuf>,
     /// Why it failed.
     pub reason: Option<String>,
+    /// Why no finished photo was made (the layers were delivered).
+    pub render_error: Option<String>,
 }
 
 /// Runs `argv` with the job's details in `RETOUCHD_*` variables, killing it after `timeout`.
@@ -42,6 +44,7 @@ pub async fn run(argv: &[String], timeout: Duration, ctx: &HookContext) -> bool 
         .env("RETOUCHD_OUTPUTS", outputs.join("\n"))
         .env("RETOUCHD_OUTPUT", outputs.first().map(String::as_str).unwrap_or(""))
         .env("RETOUCHD_REASON", ctx.reason.as_deref().unwrap_or(""))
+        .env("RETOUCHD_RENDER_ERROR", ctx.render_error.as_deref().unwrap_or(""))
         .env_remove("RETOUCHD_TOKEN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -88,6 +91,7 @@ mod tests {
             source_now: Some("/done/a b.jpg".into()),
             outputs: vec!["/out/a b".into()],
             reason: None,
+            render_error: Some("a CMYK JPEG".into()),
         }
     }
 
@@ -98,10 +102,13 @@ mod tests {
         let argv: Vec<String> = vec![
             "sh".into(),
             "-c".into(),
-            format!("echo \"$RETOUCHD_EVENT|$RETOUCHD_JOB|$RETOUCHD_SOURCE|$RETOUCHD_OUTPUT\" > '{}'", out.display()),
+            format!(
+                "echo \"$RETOUCHD_EVENT|$RETOUCHD_JOB|$RETOUCHD_SOURCE|$RETOUCHD_OUTPUT|$RETOUCHD_RENDER_ERROR\" > '{}'",
+                out.display()
+            ),
         ];
         assert!(run(&argv, Duration::from_secs(5), &ctx()).await);
-        assert_eq!(std::fs::read_to_string(out).unwrap(), "delivered|7|/in/a b.jpg|/out/a b\n");
+        assert_eq!(std::fs::read_to_string(out).unwrap(), "delivered|7|/in/a b.jpg|/out/a b|a CMYK JPEG\n");
         // Arguments are passed as they are, not through a shell.
         assert!(run(&["test".into(), "a b".into(), "=".into(), "a b".into()], Duration::from_secs(5), &ctx()).await);
     }

@@ -431,7 +431,9 @@ mod tests {
         let journal = Journal::open(dir.path()).unwrap();
         let a = journal.insert(&source("a.jpg"), &JobState::new("k1".into())).unwrap();
         let b = journal.insert(&source("b.jpg"), &JobState::new("k2".into())).unwrap();
-        journal.update(b, &JobState::Done { outputs: vec!["/out/b.jpg".into()], moved_to: None }).unwrap();
+        journal
+            .update(b, &JobState::Done { outputs: vec!["/out/b.jpg".into()], moved_to: None, render_error: None })
+            .unwrap();
         drop(journal);
 
         let journal = Journal::open(dir.path()).unwrap();
@@ -452,7 +454,9 @@ mod tests {
         let first = journal.insert(&source("a.jpg"), &failed).unwrap();
         journal.insert(&source("b.jpg"), &failed).unwrap();
         assert_eq!(journal.recent_latest(StateName::Failed, 10).unwrap().len(), 2);
-        journal.insert(&source("a.jpg"), &JobState::Done { outputs: vec![], moved_to: None }).unwrap();
+        journal
+            .insert(&source("a.jpg"), &JobState::Done { outputs: vec![], moved_to: None, render_error: None })
+            .unwrap();
         let counts = journal.file_counts().unwrap();
         assert_eq!((counts[&StateName::Done], counts[&StateName::Failed]), (1, 1));
         assert_eq!(journal.counts().unwrap()[&StateName::Failed], 2, "every job stays in the journal");
@@ -480,7 +484,7 @@ mod tests {
     fn a_batch_lands_in_one_transaction_and_reads_back_like_single_inserts() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
-        let done = JobState::Done { outputs: vec!["/out/a.jpg".into()], moved_to: None };
+        let done = JobState::Done { outputs: vec!["/out/a.jpg".into()], moved_to: None, render_error: None };
         let waiting = JobState::new("k".into());
         let rows = [(source("a.jpg"), done.clone()), (source("b.jpg"), waiting.clone())];
         journal.insert_batch(rows.iter().map(|(s, j)| (s, j))).unwrap();

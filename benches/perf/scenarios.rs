@@ -400,7 +400,7 @@ pub fn startup(runtime: &tokio::runtime::Runtime) -> Vec<Row> {
                         stamp: Stamp { size: 8_000_000, mtime_ns: i as i64 },
                     };
                     let outputs = vec![outbox.join(format!("2025/shoot-{:04}/IMG_{i:07}.jpg", i / 1000))];
-                    (source, JobState::Done { outputs, moved_to: None })
+                    (source, JobState::Done { outputs, moved_to: None, render_error: None })
                 })
                 .collect();
             journal.insert_batch(rows.iter().map(|(s, j)| (s, j))).expect("journal rows");

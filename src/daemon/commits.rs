@@ -133,7 +133,11 @@ mod tests {
             let committer = Arc::clone(&committer);
             tasks.spawn(async move {
                 let id = committer.insert(source(&format!("{n}.jpg")), JobState::new(format!("k{n}"))).await.unwrap();
-                let done = JobState::Done { outputs: vec![PathBuf::from(format!("/out/{n}.jpg"))], moved_to: None };
+                let done = JobState::Done {
+                    outputs: vec![PathBuf::from(format!("/out/{n}.jpg"))],
+                    moved_to: None,
+                    render_error: None,
+                };
                 committer.update(id, done).await.unwrap();
                 id
             });

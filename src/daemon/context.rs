@@ -26,6 +26,8 @@ pub(crate) struct Ctx {
     pub(super) commits: Committer,
     pub(super) gate: Gate,
     pub(super) uploads: Semaphore,
+    /// Finished photos being made at once (`render.max_renders`).
+    pub(super) renders: Semaphore,
     client: RwLock<Client>,
     /// Clients for hosts other than the configured one, for jobs started there.
     other_hosts: Mutex<HashMap<String, Client>>,
@@ -51,6 +53,7 @@ impl Ctx {
     ) -> Ctx {
         Ctx {
             uploads: Semaphore::new(config.server.max_uploads),
+            renders: Semaphore::new(config.max_renders),
             config: RwLock::new(Arc::new(config)),
             journal: Arc::clone(&recovered.journal),
             commits,
@@ -154,12 +157,8 @@ impl Ctx {
             }
         }
         self.other_hosts.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        let (old_uploads, new_uploads) = (old.server.max_uploads, new.server.max_uploads);
-        if new_uploads > old_uploads {
-            self.uploads.add_permits(new_uploads - old_uploads);
-        } else if new_uploads < old_uploads {
-            self.uploads.forget_permits(old_uploads - new_uploads);
-        }
+        resize(&self.uploads, old.server.max_uploads, new.server.max_uploads);
+        resize(&self.renders, old.max_renders, new.max_renders);
         for warning in &new.warnings {
             warn!("{warning}");
         }
@@ -169,5 +168,14 @@ impl Ctx {
         self.gate.retry_now();
         info!(watches_changed, "configuration reloaded");
         watches_changed
+    }
+}
+
+/// Changes a semaphore's number of permits from `old` to `new`.
+fn resize(semaphore: &Semaphore, old: usize, new: usize) {
+    if new > old {
+        semaphore.add_permits(new - old);
+    } else if new < old {
+        semaphore.forget_permits(old - new);
     }
 }

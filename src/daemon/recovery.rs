@@ -15,7 +15,6 @@ use super::claims::{ClaimFailure, Claims};
 use crate::api::{Client, Limits};
 use crate::config::Config;
 use crate::deliver::STAGING_DIR;
-use crate::job::JobState;
 use crate::journal::{JobRecord, Journal};
 use crate::lock::StateLock;
 
@@ -87,13 +86,9 @@ async fn probe_limits(client: &Client) -> Limits {
 
 /// Removes staged leftovers that no journaled job will publish.
 fn clean_staging(config: &Config, unfinished: &[JobRecord]) {
-    let keep: HashSet<&Path> = unfinished
-        .iter()
-        .filter_map(|j| match &j.state {
-            JobState::Delivering { staged, .. } => Some(staged.as_path()),
-            _ => None,
-        })
-        .collect();
+    // A staged path, or the work folder an output was made in (`job-N.render/flat.jpg`).
+    let keep: HashSet<&Path> =
+        unfinished.iter().flat_map(|j| j.state.staged_paths()).flat_map(|p| [Some(p), p.parent()]).flatten().collect();
     for w in &config.watches {
         let staging = w.outbox.join(STAGING_DIR);
         let Ok(entries) = std::fs::read_dir(&staging) else { continue };

@@ -23,10 +23,11 @@ use super::poll_plan::{JobClass, Sighting};
 use crate::api::policy::{LOCAL_CAP, NETWORK_CAP, backoff};
 use crate::api::{ErrorKind, PauseReason};
 use crate::config::{OnSuccess, POLL_FLOOR, WatchConfig};
-use crate::deliver::{self, DeliverError, STAGING_DIR, Target};
+use crate::deliver::{self, DeliverError, Placement, STAGING_DIR, Target};
 use crate::formats::FileKind;
 use crate::job::{self, Event, JobState, Next, Resume};
 use crate::journal::{JobRecord, JournalError};
+use crate::render::{self, Failure, RenderInput};
 use crate::source::SourceCheck;
 
 /// Progress figures are journaled at most this often per job (status shows them; losing one
@@ -81,7 +82,8 @@ impl<'a> Runner<'a> {
                 Resume::Submit { key } => self.submit(&key).await,
                 Resume::Poll { task_id, host } => self.poll(&task_id, &host).await,
                 Resume::Fetch { task_id, host } => self.fetch(&task_id, &host).await,
-                Resume::Publish { staged, target } => self.publish(staged, target).await,
+                Resume::Render { staged, target } => self.render(staged, target).await,
+                Resume::Publish { placements } => self.publish(placements).await,
                 Resume::SettleDone => self.settle_done().await,
                 Resume::SettleFailed { reason } => self.settle_failed(&reason).await,
                 Resume::Nothing => return Ok(self.job),
@@ -142,7 +144,9 @@ impl<'a> Runner<'a> {
     /// The watch's hook for how the job ended, if one is configured.
     async fn run_hook(&self) {
         let (event, argv, source_now, outputs) = match &self.job.state {
-            JobState::Done { outputs, moved_to } => ("delivered", &self.watch.on_delivered, moved_to, outputs.clone()),
+            JobState::Done { outputs, moved_to, .. } => {
+                ("delivered", &self.watch.on_delivered, moved_to, outputs.clone())
+            }
             JobState::Failed { moved_to, .. } | JobState::Rejected { moved_to, .. } => {
                 ("failed", &self.watch.on_failed, moved_to, Vec::new())
             }
@@ -158,6 +162,7 @@ impl<'a> Runner<'a> {
             source_now: source_now.clone(),
             outputs,
             reason: self.job.state.reason().map(str::to_string),
+            render_error: self.job.state.render_error().map(str::to_string),
         };
         crate::hooks::run(argv, self.watch.hook_timeout, &context).await;
     }
@@ -386,24 +391,117 @@ impl<'a> Runner<'a> {
         .await
     }
 
-    async fn publish(&mut self, staged: PathBuf, target: Target) -> Event {
+    /// Makes the finished photo (and PSD) from the staged result on a blocking thread, at most
+    /// `render.max_renders` at once. A problem with the inputs never fails the job: the layers
+    /// are delivered with the reason beside them. A problem writing (a full disk) waits.
+    async fn render(&mut self, staged: PathBuf, target: Target) -> Event {
+        let settings = self.watch.output.clone();
+        let layers = Placement { staged: staged.clone(), target: target.clone() };
+        let from_archive = self.job.source.rel_path.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip"));
+        if !settings.renders() || from_archive {
+            return Event::Rendered { main: layers, extras: Vec::new(), render_error: None };
+        }
+        let _permit = self.ctx.renders.acquire().await.expect("render semaphore is never closed");
+        let work_dir = render_dir(&staged);
+        let names = self.output_name(&settings);
         loop {
-            let (from, to) = (staged.clone(), target.clone());
-            // A rename and folder syncs: on a blocking thread.
-            match on_blocking_thread(move || deliver::publish(&from, &to)).await {
-                Ok(Some(final_path)) => {
-                    info!(job = self.job.id, file = %self.job.source.rel_path.display(), output = %final_path.display(), "delivered");
-                    return Event::Published { outputs: vec![final_path] };
+            let outcome = match self.job.source.check(self.ctx.marks_inboxes) {
+                SourceCheck::Same => {
+                    let (source, result, settings, work) =
+                        (self.job.source.path(), staged.clone(), settings.clone(), work_dir.clone());
+                    let started = Instant::now();
+                    let made = tokio::task::spawn_blocking(move || {
+                        render::render(&RenderInput {
+                            source: &source,
+                            result: &result,
+                            settings: &settings,
+                            work_dir: &work,
+                        })
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(Failure::Bad(format!("the renderer stopped unexpectedly ({e})"))));
+                    debug!(job = self.job.id, elapsed = ?started.elapsed(), "rendered");
+                    made
                 }
-                // Published before a restart: the staged copy is gone.
-                Ok(None) => return Event::Published { outputs: vec![target.path()] },
-                Err(e) => {
-                    if let Some(reason) = self.retry_later("publishing the result", &e, None, LOCAL_CAP).await {
-                        return Event::Fail { reason };
+                SourceCheck::Changed(_) | SourceCheck::Gone => Err(Failure::Bad(
+                    "the source changed or left the inbox after it was sent, so its pixels are not the ones retouched"
+                        .into(),
+                )),
+                SourceCheck::Unreadable(e) => Err(Failure::Io(e)),
+            };
+            let (made, render_error) = match outcome {
+                Ok(made) => (made, None),
+                Err(Failure::Bad(reason)) => (Vec::new(), Some(reason)),
+                Err(Failure::Io(e)) => {
+                    self.warn_if_disk_full(e.raw_os_error());
+                    match self.retry_later("making the finished photo", &e, None, LOCAL_CAP).await {
+                        None => continue,
+                        Some(gave_up) => (Vec::new(), Some(gave_up)),
+                    }
+                }
+            };
+            let to_target =
+                |ext: &str| Target { dir: target.dir.clone(), stem: names.clone(), ext: Some(ext.to_string()) };
+            let mut extras: Vec<Placement> =
+                made.into_iter().map(|m| Placement { staged: m.path, target: to_target(m.ext) }).collect();
+            if let Some(reason) = &render_error {
+                warn!(job = self.job.id, file = %self.job.source.rel_path.display(), reason = %reason,
+                    "no finished photo; the layers are delivered with the reason");
+                match deliver::write_render_note(&work_dir, reason) {
+                    Ok(note) => extras.push(Placement { staged: note, target: to_target(deliver::RENDER_NOTE_EXT) }),
+                    Err(e) => warn!(job = self.job.id, error = %e, "cannot write the render-error note"),
+                }
+            }
+            // The layers lead unless they are not wanted and a finished photo replaces them.
+            let main =
+                if settings.layers || render_error.is_some() || extras.is_empty() { layers } else { extras.remove(0) };
+            return Event::Rendered { main, extras, render_error };
+        }
+    }
+
+    /// The file name (without extension) of the finished outputs.
+    fn output_name(&self, settings: &render::OutputSettings) -> String {
+        let file = self.job.source.file_name();
+        let (stem, ext) = deliver::split_name(&file);
+        let watch = self.watch.inbox.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        settings.name.apply(&render::NameParts {
+            stem,
+            ext: ext.unwrap_or(""),
+            watch: &watch,
+            now: std::time::SystemTime::now(),
+        })
+    }
+
+    async fn publish(&mut self, placements: Vec<Placement>) -> Event {
+        let mut outputs = Vec::new();
+        for placement in &placements {
+            loop {
+                let (from, to) = (placement.staged.clone(), placement.target.clone());
+                // A rename and folder syncs: on a blocking thread.
+                match on_blocking_thread(move || deliver::publish(&from, &to)).await {
+                    Ok(Some(final_path)) => {
+                        info!(job = self.job.id, file = %self.job.source.rel_path.display(), output = %final_path.display(), "delivered");
+                        outputs.push(final_path);
+                        break;
+                    }
+                    // Published before a restart: the staged copy is gone.
+                    Ok(None) => {
+                        outputs.push(placement.target.path());
+                        break;
+                    }
+                    Err(e) => {
+                        if let Some(reason) = self.retry_later("publishing the result", &e, None, LOCAL_CAP).await {
+                            return Event::Fail { reason };
+                        }
                     }
                 }
             }
         }
+        // What was staged for this job and not published (layers not kept, the work folder).
+        if let Some(first) = placements.first() {
+            deliver::discard_job_staging(&first.staged, self.job.id);
+        }
+        Event::Published { outputs }
     }
 
     /// Whether the inbox still holds this job's file unchanged; `Err` when that cannot be told
@@ -467,6 +565,13 @@ impl<'a> Runner<'a> {
             }
         }
     }
+}
+
+/// The folder a job's finished outputs are made in: beside its staged result.
+fn render_dir(staged: &std::path::Path) -> PathBuf {
+    let name = staged.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let job = name.split('.').next().unwrap_or("job");
+    staged.with_file_name(format!("{job}.render"))
 }
 
 /// Runs file work (writes, syncs, renames) on a blocking thread, so no async worker waits on

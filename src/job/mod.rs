@@ -5,9 +5,12 @@
 //! about to cost something (the Idempotency-Key is committed before the POST).
 //!
 //! ```text
-//! Submitting{key} ─started─▶ Processing{task,host} ─completed─▶ Fetching ─staged─▶ Delivering
-//!      │ ▲                          │ failed / gave up                                  │ renamed
+//! Submitting{key} ─started─▶ Processing{task,host} ─completed─▶ Fetching ─staged─▶ Rendering
+//!      │ ▲                          │ failed / gave up                                  │ rendered
 //!      │ └────────expired (resubmit)┘                                                   ▼
+//!                                                                                   Delivering
+//!                                                                                       │ renamed
+//!                                                                                       ▼
 //!      │                                                                    Delivered{outputs}
 //!      ▼ refused / failed                                                               │ source moved
 //!   Failing{reason} ─source moved─▶ Failed{reason}                                      ▼
@@ -20,7 +23,11 @@
 //!   key; the server returns the same id and charges nothing.
 //! - `Processing`: the server has the task. Poll it on the host that created it.
 //! - `Fetching`: the result was ready. Download it again (the staging copy is discarded).
-//! - `Delivering`: the result is staged. Publish the staged copy; if it is gone, it was published.
+//! - `Rendering`: the result is staged. Make the finished photo and PSD again from it (outputs
+//!   half made before the crash are discarded). A render problem never fails the job: the
+//!   layers are delivered with the reason.
+//! - `Delivering`: the result and the finished outputs are staged. Publish each staged copy; one
+//!   that is gone was published.
 //! - `Delivered`: the outputs are in place. Finish moving the source.
 //! - `Failing`/`Rejecting`: the verdict is in. Finish moving the source to failed/.
 //! - `Done`, `Failed`, `Rejected`: nothing to do.
@@ -33,7 +40,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::deliver::Target;
+use crate::deliver::{Placement, Target};
 
 /// The name of a state: the journal's `state` column, log fields, status and metrics labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -42,6 +49,7 @@ pub enum StateName {
     Submitting,
     Processing,
     Fetching,
+    Rendering,
     Delivering,
     Delivered,
     Done,
@@ -52,10 +60,11 @@ pub enum StateName {
 }
 
 impl StateName {
-    pub const ALL: [StateName; 10] = [
+    pub const ALL: [StateName; 11] = [
         StateName::Submitting,
         StateName::Processing,
         StateName::Fetching,
+        StateName::Rendering,
         StateName::Delivering,
         StateName::Delivered,
         StateName::Done,
@@ -73,6 +82,7 @@ impl StateName {
             StateName::Submitting => "submitting",
             StateName::Processing => "processing",
             StateName::Fetching => "fetching",
+            StateName::Rendering => "rendering",
             StateName::Delivering => "delivering",
             StateName::Delivered => "delivered",
             StateName::Done => "done",
@@ -119,20 +129,37 @@ pub enum JobState {
         task_id: String,
         host: String,
     },
-    Delivering {
+    /// The server's result is staged; the finished photo is to be made from it.
+    Rendering {
         task_id: String,
         host: String,
         staged: PathBuf,
         target: Target,
     },
+    /// `staged` → `target` is the main result (the layers, or the finished photo alone);
+    /// `extras` the other finished outputs. `render_error`: why no finished photo was made.
+    Delivering {
+        task_id: String,
+        host: String,
+        staged: PathBuf,
+        target: Target,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        extras: Vec<Placement>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        render_error: Option<String>,
+    },
     Delivered {
         outputs: Vec<PathBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        render_error: Option<String>,
     },
     /// `moved_to`: where the source went (done/), if it was moved.
     Done {
         outputs: Vec<PathBuf>,
         #[serde(default)]
         moved_to: Option<PathBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        render_error: Option<String>,
     },
     Failing {
         reason: String,
@@ -162,6 +189,9 @@ pub enum Event {
     Completed,
     /// The result is downloaded (and extracted) into `staged`, to be published as `target`.
     Staged { staged: PathBuf, target: Target },
+    /// The finished outputs are made (or could not be, and why): `main` is what to publish
+    /// first (the layers, or the finished photo when the layers are not kept).
+    Rendered { main: Placement, extras: Vec<Placement>, render_error: Option<String> },
     /// The staged result is in the outbox.
     Published { outputs: Vec<PathBuf> },
     /// The source was moved (to `moved_to`), deleted or kept as configured.
@@ -197,10 +227,14 @@ pub enum Resume {
         task_id: String,
         host: String,
     },
-    /// Rename the staged result into the outbox.
-    Publish {
+    /// Make the finished outputs from the staged result.
+    Render {
         staged: PathBuf,
         target: Target,
+    },
+    /// Rename the staged results into the outbox, the main one first.
+    Publish {
+        placements: Vec<Placement>,
     },
     /// Move the source to done/ (or delete or keep it, as configured).
     SettleDone,
@@ -228,6 +262,7 @@ impl JobState {
             JobState::Submitting { .. } => StateName::Submitting,
             JobState::Processing { .. } => StateName::Processing,
             JobState::Fetching { .. } => StateName::Fetching,
+            JobState::Rendering { .. } => StateName::Rendering,
             JobState::Delivering { .. } => StateName::Delivering,
             JobState::Delivered { .. } => StateName::Delivered,
             JobState::Done { .. } => StateName::Done,
@@ -241,6 +276,27 @@ impl JobState {
     /// Done, failed or rejected: nothing more will happen.
     pub fn is_terminal(&self) -> bool {
         self.name().is_terminal()
+    }
+
+    /// What this job has staged and still needs: the server's result and the finished outputs.
+    pub fn staged_paths(&self) -> Vec<&std::path::Path> {
+        match self {
+            JobState::Rendering { staged, .. } => vec![staged.as_path()],
+            JobState::Delivering { staged, extras, .. } => {
+                std::iter::once(staged.as_path()).chain(extras.iter().map(|p| p.staged.as_path())).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Why no finished photo was made, for a delivered job.
+    pub fn render_error(&self) -> Option<&str> {
+        match self {
+            JobState::Delivering { render_error, .. }
+            | JobState::Delivered { render_error, .. }
+            | JobState::Done { render_error, .. } => render_error.as_deref(),
+            _ => None,
+        }
     }
 
     /// The reason, for failing and failed jobs.
@@ -259,6 +315,7 @@ impl JobState {
         match self {
             JobState::Processing { task_id, host }
             | JobState::Fetching { task_id, host }
+            | JobState::Rendering { task_id, host, .. }
             | JobState::Delivering { task_id, host, .. } => Some((task_id, host)),
             _ => None,
         }
@@ -271,8 +328,12 @@ impl JobState {
             JobState::Submitting { key } => Resume::Submit { key: key.clone() },
             JobState::Processing { task_id, host } => Resume::Poll { task_id: task_id.clone(), host: host.clone() },
             JobState::Fetching { task_id, host } => Resume::Fetch { task_id: task_id.clone(), host: host.clone() },
-            JobState::Delivering { staged, target, .. } => {
-                Resume::Publish { staged: staged.clone(), target: target.clone() }
+            JobState::Rendering { staged, target, .. } => {
+                Resume::Render { staged: staged.clone(), target: target.clone() }
+            }
+            JobState::Delivering { staged, target, extras, .. } => {
+                let main = Placement { staged: staged.clone(), target: target.clone() };
+                Resume::Publish { placements: std::iter::once(main).chain(extras.iter().cloned()).collect() }
             }
             JobState::Delivered { .. } => Resume::SettleDone,
             JobState::Failing { reason } | JobState::Rejecting { reason } => {
@@ -292,10 +353,22 @@ impl JobState {
                 S::Fetching { task_id: task_id.clone(), host: host.clone() }
             }
             (S::Fetching { task_id, host }, E::Staged { staged, target }) => {
-                S::Delivering { task_id: task_id.clone(), host: host.clone(), staged, target }
+                S::Rendering { task_id: task_id.clone(), host: host.clone(), staged, target }
             }
-            (S::Delivering { .. }, E::Published { outputs }) => S::Delivered { outputs },
-            (S::Delivered { outputs }, E::SourceSettled { moved_to }) => S::Done { outputs: outputs.clone(), moved_to },
+            (S::Rendering { task_id, host, .. }, E::Rendered { main, extras, render_error }) => S::Delivering {
+                task_id: task_id.clone(),
+                host: host.clone(),
+                staged: main.staged,
+                target: main.target,
+                extras,
+                render_error,
+            },
+            (S::Delivering { render_error, .. }, E::Published { outputs }) => {
+                S::Delivered { outputs, render_error: render_error.clone() }
+            }
+            (S::Delivered { outputs, render_error }, E::SourceSettled { moved_to }) => {
+                S::Done { outputs: outputs.clone(), moved_to, render_error: render_error.clone() }
+            }
             (S::Processing { .. } | S::Fetching { .. }, E::Resubmit { key }) => S::Submitting { key },
             (S::Submitting { .. } | S::Processing { .. } | S::Fetching { .. }, E::Fail { reason }) => {
                 S::Failing { reason }
@@ -336,11 +409,49 @@ mod tests {
         let s = s.apply(Event::Completed).unwrap();
         assert_eq!(s.name(), StateName::Fetching);
         let s = s.apply(staged()).unwrap();
+        assert_eq!(s.name(), StateName::Rendering);
+        assert_eq!(s.staged_paths(), [std::path::Path::new("/out/.staging/1")]);
+        let flat = Placement {
+            staged: "/out/.staging/1.render/flat.jpg".into(),
+            target: Target { ext: Some("jpg".into()), ..target() },
+        };
+        let layers = Placement { staged: "/out/.staging/1".into(), target: target() };
+        let s =
+            s.apply(Event::Rendered { main: layers.clone(), extras: vec![flat.clone()], render_error: None }).unwrap();
         assert_eq!(s.name(), StateName::Delivering);
-        let s = s.apply(Event::Published { outputs: vec!["/out/a".into()] }).unwrap();
+        assert_eq!(s.on_restart(), Resume::Publish { placements: vec![layers, flat] });
+        let s = s.apply(Event::Published { outputs: vec!["/out/a".into(), "/out/a.jpg".into()] }).unwrap();
         let s = s.apply(Event::SourceSettled { moved_to: Some("/done/a.jpg".into()) }).unwrap();
-        assert_eq!(s, JobState::Done { outputs: vec!["/out/a".into()], moved_to: Some("/done/a.jpg".into()) });
+        assert_eq!(
+            s,
+            JobState::Done {
+                outputs: vec!["/out/a".into(), "/out/a.jpg".into()],
+                moved_to: Some("/done/a.jpg".into()),
+                render_error: None
+            }
+        );
         assert!(s.is_terminal());
+    }
+
+    #[test]
+    fn a_render_problem_is_carried_to_the_end_without_failing_the_job() {
+        let s = JobState::Fetching { task_id: "t".into(), host: "h".into() }.apply(staged()).unwrap();
+        let main = Placement { staged: "/out/.staging/1".into(), target: target() };
+        let why = Some("a CMYK JPEG".to_string());
+        let s = s.apply(Event::Rendered { main, extras: vec![], render_error: why.clone() }).unwrap();
+        let s = s.apply(Event::Published { outputs: vec!["/out/a".into()] }).unwrap();
+        let s = s.apply(Event::SourceSettled { moved_to: None }).unwrap();
+        assert_eq!(s.render_error(), why.as_deref());
+        assert_eq!(s.reason(), None, "not a failure");
+        assert!(
+            JobState::Processing { task_id: "t".into(), host: "h".into() }
+                .apply(Event::Rendered {
+                    main: Placement { staged: "s".into(), target: target() },
+                    extras: vec![],
+                    render_error: None
+                })
+                .is_err()
+        );
     }
 
     #[test]
@@ -374,9 +485,9 @@ mod tests {
         let s = JobState::new("k".into());
         assert!(s.apply(Event::Completed).is_err());
         assert!(s.apply(Event::SourceSettled { moved_to: None }).is_err());
-        let done = JobState::Done { outputs: vec![], moved_to: None };
+        let done = JobState::Done { outputs: vec![], moved_to: None, render_error: None };
         assert!(done.apply(Event::Fail { reason: "x".into() }).is_err());
-        let delivered = JobState::Delivered { outputs: vec![] };
+        let delivered = JobState::Delivered { outputs: vec![], render_error: None };
         assert!(delivered.apply(Event::Fail { reason: "x".into() }).is_err(), "a delivered job cannot fail");
     }
 
@@ -394,13 +505,24 @@ mod tests {
                 Resume::Fetch { task_id: t.clone(), host: h.clone() },
             ),
             (
-                JobState::Delivering { task_id: t.clone(), host: h.clone(), staged: "s".into(), target: target() },
-                Resume::Publish { staged: "s".into(), target: target() },
+                JobState::Rendering { task_id: t.clone(), host: h.clone(), staged: "s".into(), target: target() },
+                Resume::Render { staged: "s".into(), target: target() },
             ),
-            (JobState::Delivered { outputs: vec![] }, Resume::SettleDone),
+            (
+                JobState::Delivering {
+                    task_id: t.clone(),
+                    host: h.clone(),
+                    staged: "s".into(),
+                    target: target(),
+                    extras: vec![],
+                    render_error: None,
+                },
+                Resume::Publish { placements: vec![Placement { staged: "s".into(), target: target() }] },
+            ),
+            (JobState::Delivered { outputs: vec![], render_error: None }, Resume::SettleDone),
             (JobState::Failing { reason: "r".into() }, Resume::SettleFailed { reason: "r".into() }),
             (JobState::Rejecting { reason: "r".into() }, Resume::SettleFailed { reason: "r".into() }),
-            (JobState::Done { outputs: vec![], moved_to: None }, Resume::Nothing),
+            (JobState::Done { outputs: vec![], moved_to: None, render_error: None }, Resume::Nothing),
             (JobState::Failed { reason: "r".into(), moved_to: None }, Resume::Nothing),
             (JobState::Rejected { reason: "r".into(), moved_to: None }, Resume::Nothing),
         ];
@@ -415,7 +537,14 @@ mod tests {
 
     #[test]
     fn states_round_trip_through_json() {
-        let s = JobState::Delivering { task_id: "t".into(), host: "h".into(), staged: "s".into(), target: target() };
+        let s = JobState::Delivering {
+            task_id: "t".into(),
+            host: "h".into(),
+            staged: "s".into(),
+            target: target(),
+            extras: vec![Placement { staged: "s.render/flat.jpg".into(), target: target() }],
+            render_error: Some("why".into()),
+        };
         let text = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<JobState>(&text).unwrap(), s);
     }

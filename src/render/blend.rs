@@ -166,13 +166,45 @@ pub fn composite_pixel(mode: BlendMode, backdrop: [f32; 3], layer: [f32; 3], alp
 /// in place, with the layer's `opacity`. The rows must hold the same number of pixels.
 pub fn composite_row(mode: BlendMode, backdrop: &mut [f32], layer: &[f32], opacity: f32) {
     debug_assert_eq!(backdrop.len() / 3, layer.len() / 4, "rows of different widths");
+    // One loop per mode, so each loop has its formula inlined instead of a match per sample.
+    macro_rules! per_mode {
+        ($($mode:ident),*) => {
+            match mode {
+                $(BlendMode::$mode => apply_row(backdrop, layer, opacity, |cb, cs| BlendMode::$mode.blend(cb, cs)),)*
+            }
+        };
+    }
+    per_mode!(
+        Normal,
+        Multiply,
+        Screen,
+        Overlay,
+        Darken,
+        Lighten,
+        ColorDodge,
+        ColorBurn,
+        HardLight,
+        SoftLight,
+        Difference,
+        Exclusion,
+        LinearBurn,
+        LinearDodge,
+        LinearLight,
+        VividLight,
+        PinLight
+    );
+}
+
+#[inline(always)]
+fn apply_row(backdrop: &mut [f32], layer: &[f32], opacity: f32, blend: impl Fn(f32, f32) -> f32) {
     for (b, l) in backdrop.chunks_exact_mut(3).zip(layer.chunks_exact(4)) {
-        let alpha = l[3] * opacity;
-        if alpha <= 0.0 {
+        let a = (l[3] * opacity).clamp(0.0, 1.0);
+        if a <= 0.0 {
             continue;
         }
-        let out = composite_pixel(mode, [b[0], b[1], b[2]], [l[0], l[1], l[2]], alpha);
-        b.copy_from_slice(&out);
+        for c in 0..3 {
+            b[c] = (1.0 - a) * b[c] + a * blend(b[c], l[c]);
+        }
     }
 }
 

@@ -51,18 +51,26 @@ fn layer_plugins(payload: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The layers and metadata for one image of `width` × `height`.
+/// How the simulator draws a plugin's layer.
+fn look(mode: &str) -> imagegen::LayerLook {
+    match mode {
+        "softLight" | "linearLight" => imagegen::LayerLook::GreyRelief,
+        "darken" => imagegen::LayerLook::Shade,
+        _ => imagegen::LayerLook::Patches,
+    }
+}
+
+/// The layers and metadata for one image of `width` × `height`: full-size layers drawn like
+/// the real plugins' (see [`imagegen::LayerLook`]).
 fn layer_entries(prefix: &str, plugins: &[String], width: u32, height: u32) -> Vec<(String, Vec<u8>)> {
-    // Small layers keep the simulator cheap; they are real PNGs all the same.
-    let scale = (width.max(height) as f64 / 64.0).max(1.0);
-    let (w, h) = (((width as f64 / scale) as u32).max(1), ((height as f64 / scale) as u32).max(1));
     let mut entries: Vec<(String, Vec<u8>)> = plugins
         .iter()
         .enumerate()
         .map(|(index, plugin)| {
-            let tint = [(index * 60 % 256) as u8, 128, 200];
-            let name = format!("{prefix}index={index}&blendmode={}&name={plugin}.png", blend_mode(plugin));
-            (name, imagegen::png_bytes(w, h, tint))
+            let mode = blend_mode(plugin);
+            let name = format!("{prefix}index={index}&blendmode={mode}&name={plugin}.png");
+            let seed = u64::from(width) * 31 + u64::from(height) * 7 + index as u64;
+            (name, imagegen::layer_png(look(mode), width.max(1), height.max(1), seed))
         })
         .collect();
     let meta = json!({

@@ -116,13 +116,22 @@ async fn every_restart_rule_resumes_its_job_and_nothing_is_charged_twice() {
         let staged = outbox.join(STAGING_DIR).join(format!("job-{id}.jpg"));
         write(&outbox.join(STAGING_DIR), &format!("job-{id}.jpg"), &photo(99));
         let target = Target { dir: outbox.clone(), stem: "delivering".into(), ext: Some("jpg".into()) };
-        let d = JobState::Delivering { task_id: "gone-long-ago".into(), host: host.clone(), staged, target };
+        let d = JobState::Delivering {
+            task_id: "gone-long-ago".into(),
+            host: host.clone(),
+            staged,
+            target,
+            extras: vec![],
+            render_error: None,
+        };
         journal.update(id, &d).unwrap();
         let out = write(&outbox, "delivered.jpg", &photo(98));
-        journal.insert(&source("delivered"), &JobState::Delivered { outputs: vec![out] }).unwrap();
+        journal.insert(&source("delivered"), &JobState::Delivered { outputs: vec![out], render_error: None }).unwrap();
         journal.insert(&source("failing"), &JobState::Failing { reason: "the server said no".into() }).unwrap();
         journal.insert(&source("rejecting"), &JobState::Rejecting { reason: "not a photo".into() }).unwrap();
-        journal.insert(&source("done"), &JobState::Done { outputs: vec![], moved_to: None }).unwrap();
+        journal
+            .insert(&source("done"), &JobState::Done { outputs: vec![], moved_to: None, render_error: None })
+            .unwrap();
     }
     assert_eq!(sim.stats().charged_starts, 2);
 

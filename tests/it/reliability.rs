@@ -189,14 +189,14 @@ async fn an_unmounted_inbox_pauses_the_watch_and_nothing_is_treated_as_gone() {
         mtimes.push(std::fs::metadata(ws.path("inbox").join(f)).unwrap().modified().unwrap());
     }
     drop(mount);
-    wait_for("the result delivered", Duration::from_secs(30), async || results(&ws).first().cloned()).await;
     wait_for("the watch paused", Duration::from_secs(30), async || {
         ws.log("daemon").contains("share looks unmounted").then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!ws.path("done/share.jpg").exists(), "the source is not settled while the share is away");
-    assert_eq!(states(&ws).get("delivered"), Some(&1), "{}", ws.log("daemon"));
+    // The finished photo needs the source's pixels: the job waits for the share, result staged.
+    assert_eq!(states(&ws).get("rendering"), Some(&1), "{}", ws.log("daemon"));
     // The share comes back, with the file (same size and time, as a remount shows it).
     let _again = mount_tmpfs(&ws.path("inbox"), "16m");
     for (f, mtime) in ["share.jpg", ".retouchd"].into_iter().zip(mtimes) {
@@ -209,6 +209,7 @@ async fn an_unmounted_inbox_pauses_the_watch_and_nothing_is_treated_as_gone() {
     daemon.kill().unwrap();
     assert_eq!(sim.stats().charged_starts, 1, "not paid twice");
     assert_eq!(results(&ws).len(), 1);
+    assert!(ws.path("outbox/share.jpg").exists(), "the finished photo, made once the source was back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

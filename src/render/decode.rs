@@ -1,0 +1,211 @@
+//! Reading pictures: the source photo (baseline or progressive JPEG, 8- or 16-bit PNG) whole,
+//! with its metadata; and the server's layer PNGs (8 or 16 bits, grey, RGB, RGBA or palette)
+//! row by row, so a stack of full-size layers never has to fit in memory at once.
+//! Every problem is a plain sentence naming the file.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use super::image::{Image, Samples};
+use super::metadata::Metadata;
+use crate::formats::{self, FileKind};
+
+/// The source photo: its pixels as stored and its metadata.
+pub struct Photo {
+    pub image: Image,
+    pub meta: Metadata,
+    pub kind: FileKind,
+}
+
+fn name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Reads a JPEG or PNG photo.
+pub fn read_photo(path: &Path) -> Result<Photo, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    match formats::sniff(&bytes) {
+        FileKind::Jpeg => read_jpeg(&bytes).map_err(|e| format!("{}: {e}", name(path))),
+        FileKind::Png => read_png(&bytes).map_err(|e| format!("{}: {e}", name(path))),
+        _ => Err(format!("{} is neither a JPEG nor a PNG image", name(path))),
+    }
+}
+
+fn read_jpeg(bytes: &[u8]) -> Result<Photo, String> {
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    use zune_jpeg::zune_core::options::DecoderOptions;
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_max_width(1 << 16)
+        .set_max_height(1 << 16);
+    let mut decoder =
+        zune_jpeg::JpegDecoder::new_with_options(zune_jpeg::zune_core::bytestream::ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(|e| format!("not a readable JPEG ({e})"))?;
+    if matches!(decoder.input_colorspace(), Some(ColorSpace::CMYK | ColorSpace::YCCK)) {
+        return Err("a CMYK JPEG (print separations): convert it to RGB to get a finished photo; \
+                    the layers are delivered"
+            .into());
+    }
+    let pixels = decoder.decode().map_err(|e| format!("the JPEG data is damaged ({e})"))?;
+    let info = decoder.info().ok_or("the JPEG has no frame header")?;
+    let image = Image {
+        width: u32::from(info.width),
+        height: u32::from(info.height),
+        channels: 3,
+        samples: Samples::Eight(pixels),
+    };
+    if image.rgb8().len() != image.width as usize * image.height as usize * 3 {
+        return Err("the JPEG decoded to an unexpected size".into());
+    }
+    Ok(Photo { image, meta: Metadata::from_jpeg(bytes), kind: FileKind::Jpeg })
+}
+
+fn read_png(bytes: &[u8]) -> Result<Photo, String> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder.read_info().map_err(|e| format!("not a readable PNG ({e})"))?;
+    let size = reader.output_buffer_size().ok_or("the PNG is too large")?;
+    let mut buf = vec![0; size];
+    let frame = reader.next_frame(&mut buf).map_err(|e| format!("the PNG data is damaged ({e})"))?;
+    buf.truncate(frame.buffer_size());
+    let meta = Metadata::from_png(reader.info());
+    let image = to_rgb_image(frame.width, frame.height, frame.color_type, frame.bit_depth, &buf)?;
+    Ok(Photo { image, meta, kind: FileKind::Png })
+}
+
+/// Decoded PNG samples (after EXPAND: 8 or 16 bits, grey, grey+alpha, RGB or RGBA) as RGB(A).
+fn to_rgb_image(
+    width: u32,
+    height: u32,
+    color: png::ColorType,
+    depth: png::BitDepth,
+    buf: &[u8],
+) -> Result<Image, String> {
+    use png::ColorType::*;
+    let (in_ch, out_ch) = match color {
+        Grayscale => (1, 3),
+        GrayscaleAlpha => (2, 4),
+        Rgb => (3, 3),
+        Rgba => (4, 4),
+        Indexed => return Err("a palette PNG that did not expand".into()),
+    };
+    let expand = |px: &[u16], out: &mut Vec<u16>| match in_ch {
+        1 => out.extend_from_slice(&[px[0]; 3]),
+        2 => out.extend_from_slice(&[px[0], px[0], px[0], px[1]]),
+        _ => out.extend_from_slice(px),
+    };
+    let samples = match depth {
+        png::BitDepth::Sixteen => {
+            let values: Vec<u16> = buf.chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect();
+            let mut out = Vec::with_capacity(width as usize * height as usize * out_ch);
+            values.chunks_exact(in_ch).for_each(|px| expand(px, &mut out));
+            Samples::Sixteen(out)
+        }
+        png::BitDepth::Eight if in_ch == out_ch => Samples::Eight(buf.to_vec()),
+        png::BitDepth::Eight => {
+            let mut out = Vec::with_capacity(width as usize * height as usize * out_ch);
+            for px in buf.chunks_exact(in_ch) {
+                let wide: Vec<u16> = px.iter().map(|&v| u16::from(v)).collect();
+                let mut o = Vec::with_capacity(4);
+                expand(&wide, &mut o);
+                out.extend(o.into_iter().map(|v| v as u8));
+            }
+            Samples::Eight(out)
+        }
+        other => return Err(format!("{other:?}-bit samples that did not expand")),
+    };
+    Ok(Image { width, height, channels: out_ch, samples })
+}
+
+/// A layer PNG read one row at a time, each row as RGBA floats in 0..=1.
+pub struct LayerRows {
+    file: String,
+    width: u32,
+    height: u32,
+    source: RowSource,
+    color: png::ColorType,
+    sixteen: bool,
+}
+
+enum RowSource {
+    /// Rows come off the decoder as they are needed.
+    Stream(Box<png::Reader<BufReader<File>>>),
+    /// An interlaced PNG cannot be read row by row: it is decoded whole.
+    Whole { buf: Vec<u8>, line: usize, next: usize },
+}
+
+impl LayerRows {
+    pub fn open(path: &Path) -> Result<LayerRows, String> {
+        let file = name(path);
+        let bad = |e: &dyn std::fmt::Display| format!("the layer {file} is not a readable PNG ({e})");
+        let handle = File::open(path).map_err(|e| format!("cannot read the layer {file}: {e}"))?;
+        let mut decoder = png::Decoder::new(BufReader::with_capacity(256 * 1024, handle));
+        decoder.set_transformations(png::Transformations::EXPAND);
+        decoder.set_ignore_text_chunk(true);
+        let mut reader = decoder.read_info().map_err(|e| bad(&e))?;
+        let (width, height) = reader.info().size();
+        let (color, depth) = reader.output_color_type();
+        let source = if reader.info().interlaced {
+            let mut buf = vec![0; reader.output_buffer_size().ok_or_else(|| bad(&"too large"))?];
+            let frame = reader.next_frame(&mut buf).map_err(|e| bad(&e))?;
+            RowSource::Whole { buf, line: frame.line_size, next: 0 }
+        } else {
+            RowSource::Stream(Box::new(reader))
+        };
+        Ok(LayerRows { file, width, height, source, color, sixteen: depth == png::BitDepth::Sixteen })
+    }
+
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// The next row as RGBA floats (4 per pixel) into `out`.
+    pub fn next_row(&mut self, out: &mut [f32]) -> Result<(), String> {
+        let raw: &[u8] = match &mut self.source {
+            RowSource::Stream(reader) => match reader.next_row() {
+                Ok(Some(row)) => row.data(),
+                Ok(None) => return Err(format!("the layer {} ends early", self.file)),
+                Err(e) => return Err(format!("the layer {} is damaged ({e})", self.file)),
+            },
+            RowSource::Whole { buf, line, next } => {
+                let row = buf
+                    .get(*next * *line..(*next + 1) * *line)
+                    .ok_or_else(|| format!("the layer {} ends early", self.file))?;
+                *next += 1;
+                row
+            }
+        };
+        to_rgba_floats(raw, self.color, self.sixteen, out);
+        Ok(())
+    }
+}
+
+/// One decoded PNG row (after EXPAND) as RGBA floats.
+fn to_rgba_floats(raw: &[u8], color: png::ColorType, sixteen: bool, out: &mut [f32]) {
+    use png::ColorType::*;
+    let ch = match color {
+        Grayscale => 1,
+        GrayscaleAlpha => 2,
+        Rgb => 3,
+        _ => 4,
+    };
+    let bytes = if sixteen { 2 } else { 1 };
+    let scale = if sixteen { 1.0 / 65535.0 } else { 1.0 / 255.0 };
+    let sample = |px: &[u8], c: usize| -> f32 {
+        if sixteen {
+            f32::from(u16::from_be_bytes([px[2 * c], px[2 * c + 1]])) * scale
+        } else {
+            f32::from(px[c]) * scale
+        }
+    };
+    for (o, px) in out.chunks_exact_mut(4).zip(raw.chunks_exact(ch * bytes)) {
+        let [r, g, b, a] = match ch {
+            1 => [sample(px, 0), sample(px, 0), sample(px, 0), 1.0],
+            2 => [sample(px, 0), sample(px, 0), sample(px, 0), sample(px, 1)],
+            3 => [sample(px, 0), sample(px, 1), sample(px, 2), 1.0],
+            _ => [sample(px, 0), sample(px, 1), sample(px, 2), sample(px, 3)],
+        };
+        o.copy_from_slice(&[r, g, b, a]);
+    }
+}
