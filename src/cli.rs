@@ -113,6 +113,31 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Make new finished photos from delivered layers folders, without the server (spends
+    /// nothing, never overwrites): another plugin strength, a PSD, another format. The photo
+    /// is found through the journal (in done/ or the inbox), or given with --source.
+    Render {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A plugin's strength, PLUGIN=0..1 (e.g. "Dodge Burn=0.5"); repeat for several.
+        #[arg(long, value_name = "PLUGIN=STRENGTH", value_parser = retouchd::commands::render::parse_opacity)]
+        opacity: Vec<(String, f32)>,
+        /// The finished photo's format: same, jpeg, png or none (default: the watch's).
+        #[arg(long, value_name = "FORMAT", value_parser = parse_flat)]
+        flat: Option<retouchd::render::FlatFormat>,
+        /// Also write a layered PSD.
+        #[arg(long)]
+        psd: bool,
+        /// Write here instead of beside each folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+        /// The source photo (else found through the journal).
+        #[arg(long, value_name = "FILE")]
+        source: Option<std::path::PathBuf>,
+        /// Delivered layers folders (outbox/<name>/).
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+    },
     /// Try retouchd end to end against a built-in simulator: no token, network or config needed.
     Demo {
         /// Where to make the demo workspace.
@@ -191,4 +216,8 @@ pub struct SimArgs {
     /// Answer 460/461/462 as HTTP 200 with the code in the body.
     #[arg(long)]
     pub codes_in_body: bool,
+}
+
+fn parse_flat(text: &str) -> Result<retouchd::render::FlatFormat, String> {
+    retouchd::render::FlatFormat::parse(text).ok_or_else(|| format!("`{text}` is not one of: same, jpeg, png, none"))
 }

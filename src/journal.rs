@@ -381,6 +381,30 @@ impl Journal {
             .collect())
     }
 
+    /// The newest delivered jobs that came without a finished photo (a render problem).
+    pub fn recent_render_errors(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        self.query(
+            &format!(
+                "{SELECT} WHERE state = ?1 AND instr(data, '\"render_error\"') > 0 ORDER BY updated_at DESC LIMIT ?2"
+            ),
+            params![StateName::Done.as_str(), limit as i64],
+        )
+    }
+
+    /// The newest delivered job with `output` among its outputs (a scan: for commands, not the
+    /// daemon's hot path).
+    pub fn job_with_output(&self, output: &Path) -> Result<Option<JobRecord>> {
+        let needle =
+            serde_json::to_string(output).map_err(|e| JournalError::BadRow { id: 0, detail: e.to_string() })?;
+        let jobs = self.query(
+            &format!("{SELECT} WHERE state = ?1 AND instr(data, ?2) > 0 ORDER BY id DESC"),
+            params![StateName::Done.as_str(), needle],
+        )?;
+        Ok(jobs
+            .into_iter()
+            .find(|j| matches!(&j.state, JobState::Done { outputs, .. } if outputs.iter().any(|o| o == output))))
+    }
+
     /// How many jobs are in each state.
     pub fn counts(&self) -> Result<BTreeMap<StateName, u64>> {
         self.count_states("SELECT state, count(*) FROM jobs GROUP BY state")

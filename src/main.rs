@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Status { .. }
             | Command::Retry { .. }
+            | Command::Render { .. }
             | Command::Check { .. }
             | Command::Completions { .. }
             | Command::Man
@@ -108,6 +109,10 @@ fn main() -> ExitCode {
                 let request = retouchd::commands::process::Request { paths: &paths, out: out.as_deref(), watch, again };
                 let summary = retouchd::commands::process::run(config, request).await.map_err(process_failure)?;
                 outcome(&summary)
+            }
+            Command::Render { config, opacity, flat, psd, out, source, paths } => {
+                retouchd::logging::init(log_format, "warn");
+                render(config, opacity, flat, psd, out, source, paths)
             }
             Command::Demo { dir } => {
                 retouchd::logging::init(log_format, "error");
@@ -274,6 +279,43 @@ fn retry(arg: ConfigArg, job: Option<i64>, failed: bool, refused: bool) -> Resul
         return Err(Failure::new(exit::FAILURE, format!("#{id} not retried: {why}")));
     }
     write_out(retry::report(&outcomes).as_bytes())
+}
+
+fn render(
+    arg: ConfigArg,
+    opacity: Vec<(String, f32)>,
+    flat: Option<retouchd::render::FlatFormat>,
+    psd: bool,
+    out: Option<PathBuf>,
+    source: Option<PathBuf>,
+    paths: Vec<PathBuf>,
+) -> Result<(), Failure> {
+    use retouchd::commands::render::{self, Request};
+    // The config tells the journal and the watch's settings; with --source it may be absent.
+    let config = match (load_config_for(&arg, config::Purpose::Inspect), &source) {
+        (Ok(config), _) => Some(config),
+        (Err(_), Some(_)) => None,
+        (Err(e), None) => return Err(e),
+    };
+    let request =
+        Request { paths: &paths, source: source.as_deref(), opacity: &opacity, flat, psd, out: out.as_deref() };
+    let mut failed = 0;
+    for done in render::run(config.as_ref(), &request) {
+        match done.outcome {
+            Ok(outputs) => {
+                let list: Vec<String> = outputs.iter().map(|p| p.display().to_string()).collect();
+                println!("{}: wrote {}", done.folder.display(), list.join(", "));
+            }
+            Err(why) => {
+                failed += 1;
+                eprintln!("{}: {why}", done.folder.display());
+            }
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        n => Err(Failure::new(exit::FAILURE, format!("{n} of {} folder(s) could not be rendered", paths.len()))),
+    }
 }
 
 async fn check(arg: ConfigArg) -> Result<(), Failure> {

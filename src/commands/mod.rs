@@ -1,4 +1,5 @@
 //! The commands a person runs besides the daemon itself: [`demo`], [`process`] (one-shot runs),
+//! [`render`] (finished photos again, without the server),
 //! [`status`], [`retry`], [`check`], [`init`] (first setup) and the manual page ([`man`]). Each is a thin layer over the daemon, the journal and
 //! the API client; `main.rs` only parses arguments and maps their errors to exit codes.
 
@@ -13,6 +14,7 @@ pub mod demo;
 pub mod init;
 pub mod man;
 pub mod process;
+pub mod render;
 pub mod retry;
 pub mod status;
 

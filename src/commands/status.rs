@@ -26,6 +26,8 @@ pub struct JobView {
     pub age_secs: u64,
     pub progress: Option<f64>,
     pub reason: Option<String>,
+    /// Delivered without a finished photo: why.
+    pub render_error: Option<String>,
     pub task_id: Option<String>,
 }
 
@@ -39,6 +41,8 @@ pub struct Report {
     pub counts: BTreeMap<StateName, u64>,
     pub in_flight: Vec<JobView>,
     pub recent_failures: Vec<JobView>,
+    /// Recent deliveries whose finished photo could not be made (the layers were delivered).
+    pub recent_render_errors: Vec<JobView>,
     /// Inboxes that cannot be read now (an unmounted share), with why.
     pub unavailable_inboxes: Vec<String>,
 }
@@ -58,6 +62,7 @@ fn view(job: &JobRecord, now_ms: i64) -> JobView {
         age_secs: ((now_ms - job.created_at).max(0) / 1000) as u64,
         progress: job.progress,
         reason: job.state.reason().map(str::to_string),
+        render_error: job.state.render_error().map(str::to_string),
         task_id: job.state.task().map(|(t, _)| t.to_string()),
     }
 }
@@ -75,6 +80,7 @@ pub fn report(journal: &Journal, config: &Config) -> Result<Report, JournalError
         counts: journal.file_counts()?,
         in_flight: journal.unfinished()?.iter().map(|j| view(j, now)).collect(),
         recent_failures: failures.iter().map(|j| view(j, now)).collect(),
+        recent_render_errors: journal.recent_render_errors(10)?.iter().map(|j| view(j, now)).collect(),
         unavailable_inboxes: config.unavailable_inboxes.clone(),
     })
 }
@@ -130,6 +136,12 @@ pub fn render(report: &Report) -> String {
         out.push_str("recent failures:\n");
         for j in &report.recent_failures {
             out.push_str(&format!("  #{} {} — {}\n", j.id, j.file, j.reason.as_deref().unwrap_or("")));
+        }
+    }
+    if !report.recent_render_errors.is_empty() {
+        out.push_str("delivered without a finished photo (layers only; `retouchd render` retries locally):\n");
+        for j in &report.recent_render_errors {
+            out.push_str(&format!("  #{} {} — {}\n", j.id, j.file, j.render_error.as_deref().unwrap_or("")));
         }
     }
     out

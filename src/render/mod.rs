@@ -340,3 +340,203 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub fn can_render(source: &Path) -> bool {
     formats::sniff_file(source).is_ok_and(FileKind::is_image)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::metadata::Metadata;
+
+    /// A PNG of the given samples (8-bit unless `sixteen`), RGB or RGBA by `channels`.
+    fn png_file(path: &Path, width: u32, height: u32, channels: usize, samples: &[u16], sixteen: bool) {
+        let mut encoder = png::Encoder::new(std::fs::File::create(path).unwrap(), width, height);
+        encoder.set_color(if channels == 4 { png::ColorType::Rgba } else { png::ColorType::Rgb });
+        encoder.set_depth(if sixteen { png::BitDepth::Sixteen } else { png::BitDepth::Eight });
+        let mut writer = encoder.write_header().unwrap();
+        let bytes: Vec<u8> = if sixteen {
+            samples.iter().flat_map(|v| v.to_be_bytes()).collect()
+        } else {
+            samples.iter().map(|&v| v as u8).collect()
+        };
+        writer.write_image_data(&bytes).unwrap();
+    }
+
+    /// A JPEG of `width` × `height` (a smooth gradient), with the given metadata.
+    fn jpeg_file(path: &Path, width: u16, height: u16, meta: &Metadata) {
+        let pixels: Vec<u8> =
+            (0..height).flat_map(|y| (0..width).flat_map(move |x| [(x * 20) as u8, (y * 20) as u8, 90])).collect();
+        let mut bytes = Vec::new();
+        let mut encoder = jpeg_encoder::Encoder::new(&mut bytes, 100);
+        for (n, segment) in meta.jpeg_app_segments() {
+            encoder.add_app_segment(n, segment).unwrap();
+        }
+        if let Some(icc) = &meta.icc {
+            encoder.add_icc_profile(icc).unwrap();
+        }
+        encoder.encode(&pixels, width, height, jpeg_encoder::ColorType::Rgb).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    fn layer_name(index: u32, mode: &str, plugin: &str) -> String {
+        format!("index={index}&blendmode={mode}&name={plugin}.png")
+    }
+
+    struct Case {
+        dir: tempfile::TempDir,
+        settings: OutputSettings,
+    }
+
+    impl Case {
+        fn new() -> Case {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("layers")).unwrap();
+            Case { dir, settings: OutputSettings::default() }
+        }
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+        fn render(&self, source: &str) -> Result<Vec<Made>, Failure> {
+            let (source, result, work) = (self.path(source), self.path("layers"), self.path("work"));
+            render(&RenderInput { source: &source, result: &result, settings: &self.settings, work_dir: &work })
+        }
+    }
+
+    fn decode_png(path: &Path) -> (png::OutputInfo, Vec<u8>, Metadata) {
+        let mut reader =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        let meta = Metadata::from_png(reader.info());
+        (info, buf, meta)
+    }
+
+    #[test]
+    fn neutral_soft_light_changes_nothing_and_a_full_normal_layer_replaces() {
+        let case = Case::new();
+        let source: Vec<u16> = (0..4 * 3 * 3).map(|i| (i * 7 % 256) as u16).collect();
+        png_file(&case.path("photo.png"), 4, 3, 3, &source, false);
+        let grey = [128u16, 128, 128, 255].repeat(12);
+        png_file(&case.path("layers").join(layer_name(1, "softLight", "Dodge Burn")), 4, 3, 4, &grey, false);
+        // Transparent but for pixel 5, an opaque red.
+        let mut heal = vec![0u16; 12 * 4];
+        heal[20..24].copy_from_slice(&[255, 0, 0, 255]);
+        png_file(&case.path("layers").join(layer_name(0, "normal", "Heal")), 4, 3, 4, &heal, false);
+        let made = case.render("photo.png").unwrap();
+        assert_eq!(made, [Made { path: case.path("work/flat.png"), ext: "png" }]);
+        let (info, pixels, _) = decode_png(&made[0].path);
+        assert_eq!((info.width, info.height, info.bit_depth), (4, 3, png::BitDepth::Eight));
+        let mut expected: Vec<u8> = source.iter().map(|&v| v as u8).collect();
+        expected[15..18].copy_from_slice(&[255, 0, 0]);
+        assert_eq!(pixels, expected);
+    }
+
+    #[test]
+    fn sixteen_bit_sources_stay_sixteen_bit_with_their_profile() {
+        let case = Case::new();
+        let source: Vec<u16> = (0..2 * 2 * 3).map(|i| 1000 + i * 5003).collect();
+        let path = case.path("deep.png");
+        {
+            let mut info = png::Info::with_size(2, 2);
+            info.color_type = png::ColorType::Rgb;
+            info.bit_depth = png::BitDepth::Sixteen;
+            info.icc_profile = Some(b"fake icc profile".to_vec().into());
+            let mut writer =
+                png::Encoder::with_info(std::fs::File::create(&path).unwrap(), info).unwrap().write_header().unwrap();
+            writer.write_image_data(&source.iter().flat_map(|v| v.to_be_bytes()).collect::<Vec<u8>>()).unwrap();
+        }
+        let grey16 = [32768u16, 32768, 32768, 65535].repeat(4);
+        png_file(&case.path("layers").join(layer_name(0, "softLight", "Portrait Volumes")), 2, 2, 4, &grey16, true);
+        let made = case.render("deep.png").unwrap();
+        let (info, bytes, meta) = decode_png(&made[0].path);
+        assert_eq!(info.bit_depth, png::BitDepth::Sixteen);
+        let out: Vec<u16> = bytes.chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect();
+        for (o, s) in out.iter().zip(&source) {
+            assert!(o.abs_diff(*s) <= 1, "{out:?} vs {source:?}");
+        }
+        assert_eq!(meta.icc.as_deref(), Some(&b"fake icc profile"[..]));
+    }
+
+    #[test]
+    fn a_rotated_camera_photo_is_turned_upright_and_keeps_its_metadata() {
+        let mut case = Case::new();
+        let meta = Metadata {
+            icc: Some(vec![7u8; 70_000]), // more than one APP2 segment
+            exif: Some(exif::tests::sample(true, 6)),
+            xmp: Some(
+                br#"<x:xmpmeta><rdf:Description exif:GPSLatitude="1,2N" dc:format="image/jpeg"/></x:xmpmeta>"#.to_vec(),
+            ),
+            iptc: Some(b"8BIM\x04\x04\0\0\0\0\0\0".to_vec()),
+        };
+        jpeg_file(&case.path("camera.jpg"), 6, 4, &meta);
+        // The layers come upright: 4 wide, 6 tall. A neutral linear-light layer.
+        let grey = [128u16, 128, 128, 255].repeat(24);
+        png_file(&case.path("layers").join(layer_name(0, "linearLight", "Eye Brilliance")), 4, 6, 4, &grey, false);
+        case.settings.metadata = MetadataPolicy::NoGps;
+        let made = case.render("camera.jpg").unwrap();
+        assert_eq!(made[0].ext, "jpg");
+        let bytes = std::fs::read(&made[0].path).unwrap();
+        let out = Metadata::from_jpeg(&bytes);
+        assert_eq!(out.orientation(), 1, "turned, so shown as stored");
+        assert_eq!(out.icc, meta.icc);
+        assert_eq!(out.iptc, meta.iptc);
+        let xmp = String::from_utf8(out.xmp.clone().unwrap()).unwrap();
+        assert!(!xmp.contains("GPS") && xmp.contains("dc:format"), "{xmp}");
+        let mut decoder = zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(&bytes));
+        let pixels = decoder.decode().unwrap();
+        let info = decoder.info().unwrap();
+        assert_eq!((info.width, info.height), (4, 6));
+        // 4:4:4: every component's sampling factors are 1×1 (the SOF0 segment).
+        let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        let components = &bytes[sof + 10..sof + 10 + 9];
+        assert!(components.chunks(3).all(|c| c[1] == 0x11), "{components:?}");
+        // Upright pixel (x, y) is stored pixel (y, 3 - x) of the 6×4 source: red = 20·y, green =
+        // 20·(3 - x); neighbours differ by 20, two JPEG generations by a few levels.
+        let at = |x: usize, y: usize| &pixels[(y * 4 + x) * 3..(y * 4 + x) * 3 + 3];
+        for (x, y) in [(0, 0), (3, 5), (1, 2)] {
+            let [r, g, _] = [at(x, y)[0], at(x, y)[1], at(x, y)[2]];
+            assert!(
+                r.abs_diff((20 * y) as u8) <= 6 && g.abs_diff((20 * (3 - x)) as u8) <= 6,
+                "({x}, {y}) = {:?}",
+                at(x, y)
+            );
+        }
+    }
+
+    #[test]
+    fn bad_layers_and_sources_are_reasons_that_name_the_problem() {
+        let case = Case::new();
+        png_file(&case.path("photo.png"), 4, 4, 3, &[10; 48], false);
+        let layers = case.path("layers");
+        png_file(&layers.join(layer_name(0, "normal", "Heal")), 3, 5, 4, &[0; 60], false);
+        let reason = |r: Result<Vec<Made>, Failure>| match r {
+            Err(Failure::Bad(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(reason(case.render("photo.png")).contains("the layers are 3×5 but the photo is 4×4"));
+        std::fs::remove_file(layers.join(layer_name(0, "normal", "Heal"))).unwrap();
+        png_file(&layers.join(layer_name(0, "dissolve", "Heal")), 4, 4, 4, &[0; 64], false);
+        assert!(reason(case.render("photo.png")).contains("blend mode `dissolve`"));
+        std::fs::remove_file(layers.join(layer_name(0, "dissolve", "Heal"))).unwrap();
+        std::fs::write(layers.join(layer_name(0, "normal", "Heal")), b"\x89PNG\r\n\x1a\nbroken").unwrap();
+        assert!(reason(case.render("photo.png")).contains("Heal.png is not a readable PNG"));
+        let mut cmyk = Vec::new();
+        jpeg_encoder::Encoder::new(&mut cmyk, 90).encode(&[0u8; 4 * 16], 4, 4, jpeg_encoder::ColorType::Cmyk).unwrap();
+        std::fs::write(case.path("print.jpg"), cmyk).unwrap();
+        assert!(reason(case.render("print.jpg")).contains("CMYK"));
+    }
+
+    #[test]
+    fn the_name_template_takes_its_tokens_and_refuses_others() {
+        let parts = NameParts {
+            stem: "IMG_1",
+            ext: "jpg",
+            watch: "inbox",
+            now: std::time::UNIX_EPOCH + std::time::Duration::from_secs(86_400 + 3_723),
+        };
+        let name = NameTemplate::parse("{watch}-{stem}-{date}-{time}.{ext}").unwrap();
+        assert_eq!(name.apply(&parts), "inbox-IMG_1-1970-01-02-010203.jpg");
+        assert!(NameTemplate::parse("{stme}").unwrap_err().contains("`{stme}` is not a token"));
+        assert!(NameTemplate::parse("a/{stem}").is_err());
+        assert!(NameTemplate::parse("  ").is_err());
+        assert!(NameTemplate::parse("{stem").is_err());
+    }
+}

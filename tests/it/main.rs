@@ -4,6 +4,7 @@
 mod api_client;
 mod bad_input;
 mod daemon_e2e;
+mod finished_photos;
 mod hostile;
 mod in_process;
 mod operations;

@@ -1,0 +1,150 @@
+//! `retouchd render`: makes new finished outputs from a delivered layers folder without the
+//! server (another plugin strength, a PSD after all, another format). The source is found
+//! through the journal (in done/, or still in its inbox) or given with `--source`; the watch's
+//! `[watch.output]` settings are the starting point, the flags change them. Nothing is
+//! overwritten: a taken name gets " (2)".
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::deliver;
+use crate::job::JobState;
+use crate::journal::Journal;
+use crate::render::{self, Failure, FlatFormat, OutputSettings, RenderInput};
+
+/// What to render.
+pub struct Request<'a> {
+    /// Delivered layers folders.
+    pub paths: &'a [PathBuf],
+    /// The source photo, when the journal cannot tell (or should not be asked).
+    pub source: Option<&'a Path>,
+    /// Per plugin, 0..=1, over the watch's.
+    pub opacity: &'a [(String, f32)],
+    pub flat: Option<FlatFormat>,
+    pub psd: bool,
+    /// Where to write (default: beside each folder).
+    pub out: Option<&'a Path>,
+}
+
+/// Reads `Plugin=0.5` (the `--opacity` flag).
+pub fn parse_opacity(text: &str) -> Result<(String, f32), String> {
+    let (plugin, value) =
+        text.rsplit_once('=').ok_or_else(|| format!("`{text}` is not PLUGIN=STRENGTH, e.g. \"Dodge Burn=0.5\""))?;
+    let value: f32 = value.trim().parse().map_err(|_| format!("`{value}` is not a number from 0 to 1"))?;
+    if !(0.0..=1.0).contains(&value) {
+        return Err(format!("{value} is out of range; use 0 (off) to 1 (full strength)"));
+    }
+    Ok((plugin.trim().to_string(), value))
+}
+
+/// One folder's outcome.
+pub struct Rendered {
+    pub folder: PathBuf,
+    pub outcome: Result<Vec<PathBuf>, String>,
+}
+
+/// Renders every folder; a problem with one does not stop the others.
+pub fn run(config: Option<&Config>, request: &Request) -> Vec<Rendered> {
+    let journal = config.and_then(|c| Journal::open_read_only(&c.state_dir).ok());
+    request
+        .paths
+        .iter()
+        .map(|folder| Rendered {
+            folder: folder.clone(),
+            outcome: render_one(config, journal.as_ref(), request, folder),
+        })
+        .collect()
+}
+
+fn render_one(
+    config: Option<&Config>,
+    journal: Option<&Journal>,
+    request: &Request,
+    folder: &Path,
+) -> Result<Vec<PathBuf>, String> {
+    let folder = std::fs::canonicalize(folder).map_err(|e| format!("cannot open {}: {e}", folder.display()))?;
+    if !folder.is_dir() {
+        return Err(format!(
+            "{} is not a layers folder (give the folder the layers were delivered in)",
+            folder.display()
+        ));
+    }
+    let (source, mut settings) = find_source(config, journal, request.source, &folder)?;
+    if let Some(flat) = request.flat {
+        settings.flat = flat;
+    }
+    settings.psd |= request.psd;
+    for (plugin, value) in request.opacity {
+        settings.opacity.retain(|name, _| !name.eq_ignore_ascii_case(plugin));
+        settings.opacity.insert(plugin.clone(), *value);
+    }
+    if !settings.renders() {
+        return Err("nothing to make: flat = \"none\" and no --psd".into());
+    }
+    let out_dir = match request.out {
+        Some(dir) => dir.to_path_buf(),
+        None => folder.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    // Made beside the outputs, so placing them is a rename.
+    let work = tempfile::Builder::new()
+        .prefix(".retouchd-render-")
+        .tempdir_in(&out_dir)
+        .map_err(|e| format!("cannot write in {}: {e}", out_dir.display()))?;
+    let input = RenderInput { source: &source, result: &folder, settings: &settings, work_dir: work.path() };
+    let made = render::render(&input).map_err(|e| match e {
+        Failure::Bad(reason) => reason,
+        Failure::Io(e) => format!("cannot write into {}: {e}", out_dir.display()),
+    })?;
+    let stem = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "render".into());
+    made.iter()
+        .map(|m| {
+            deliver::place(&m.path, &out_dir, &stem, Some(m.ext)).map_err(|e| format!("cannot place the output: {e}"))
+        })
+        .collect()
+}
+
+/// The source photo for a layers folder, and the output settings of its watch.
+fn find_source(
+    config: Option<&Config>,
+    journal: Option<&Journal>,
+    given: Option<&Path>,
+    folder: &Path,
+) -> Result<(PathBuf, OutputSettings), String> {
+    let job = journal.and_then(|j| j.job_with_output(folder).ok().flatten());
+    let settings = job
+        .as_ref()
+        .and_then(|job| config?.watches.iter().find(|w| w.inbox == job.source.inbox))
+        .map(|w| w.output.clone())
+        .unwrap_or_default();
+    if let Some(source) = given {
+        return Ok((source.to_path_buf(), settings));
+    }
+    let Some(job) = job else {
+        return Err(format!(
+            "the journal has no delivery into {}; give its photo with --source FILE",
+            folder.display()
+        ));
+    };
+    let candidates = match &job.state {
+        JobState::Done { moved_to, .. } => [moved_to.clone(), Some(job.source.path())],
+        _ => [None, Some(job.source.path())],
+    };
+    candidates.into_iter().flatten().find(|p| p.is_file()).map(|p| (p, settings)).ok_or_else(|| {
+        format!("its photo ({}) is no longer in done/ or the inbox; give it with --source FILE", job.source.file_name())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opacity_flags_name_a_plugin_and_a_strength() {
+        assert_eq!(parse_opacity("Dodge Burn=0.5"), Ok(("Dodge Burn".into(), 0.5)));
+        assert_eq!(parse_opacity("A=B=1"), Ok(("A=B".into(), 1.0)));
+        assert!(parse_opacity("Dodge Burn").unwrap_err().contains("PLUGIN=STRENGTH"));
+        assert!(parse_opacity("Heal=2").unwrap_err().contains("out of range"));
+        assert!(parse_opacity("Heal=x").unwrap_err().contains("not a number"));
+    }
+}

@@ -1,0 +1,203 @@
+//! Finished photos as a user gets them: the real daemon against the simulator, the outputs
+//! read back by independent readers (psd-tools from PyPI for the PSD, the png crate for the
+//! flat photo), a render problem delivered with its reason, and `retouchd render` tuning a
+//! plugin without the server.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::*;
+
+/// The Python that has psd-tools: `RETOUCHD_TEST_PYTHON` (CI sets it to its venv), else python3.
+fn python() -> String {
+    std::env::var("RETOUCHD_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Runs tests/psd_check.py; panics with its output unless the PSD passes.
+fn check_psd(psd: &Path, flat: &Path, expected: serde_json::Value) {
+    let spec = psd.with_extension("expected.json");
+    std::fs::write(&spec, expected.to_string()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/psd_check.py");
+    let out = std::process::Command::new(python())
+        .arg(script)
+        .args([psd, flat, &spec])
+        .output()
+        .expect("python3 runs (set RETOUCHD_TEST_PYTHON to a Python with psd-tools)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success(), "psd-tools does not accept {}:\n{text}", psd.display());
+}
+
+/// A workspace whose watch sends four plugins (normal, soft light, darken, linear light), with
+/// `output` as its `[watch.output]` table.
+fn four_plugin_workspace(sim: &retouchd::sim::Simulator, output: &str) -> Workspace {
+    let ws = Workspace::new(sim, "", &format!("[watch.output]\n{output}\n"));
+    let config = std::fs::read_to_string(&ws.config).unwrap();
+    let tasks = r#"tasks = [ { Plugin = "Heal", Alpha1 = 1, Layer = 1 }, { Plugin = "Dodge Burn", Alpha1 = 1, Alpha2 = 0, Layer = 1 }, { Plugin = "Mattifier", Alpha1 = 1, Layer = 1 }, { Plugin = "Eye Brilliance", Alpha1 = 1, Layer = 1 } ]"#;
+    let start = config.find("tasks = [").unwrap();
+    let end = start + config[start..].find('\n').unwrap();
+    std::fs::write(&ws.config, format!("{}{tasks}{}", &config[..start], &config[end..])).unwrap();
+    ws
+}
+
+fn layer_specs(opacity: &[(&str, u8)]) -> serde_json::Value {
+    let modes =
+        [("Heal", "normal"), ("Dodge Burn", "softLight"), ("Mattifier", "darken"), ("Eye Brilliance", "linearLight")];
+    serde_json::Value::Array(
+        modes
+            .iter()
+            .map(|(name, mode)| {
+                let o = opacity.iter().find(|(n, _)| n == name).map_or(255, |(_, o)| *o);
+                serde_json::json!({ "name": name, "mode": mode, "opacity": o })
+            })
+            .collect(),
+    )
+}
+
+fn decode_png(path: &Path) -> (u32, u32, Vec<u8>) {
+    let mut reader =
+        png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_photo_comes_back_finished_with_its_layers_and_a_psd_that_psd_tools_reads() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = four_plugin_workspace(&sim, "flat = \"png\"\npsd = true\n[watch.output.opacity]\n\"Dodge Burn\" = 0.6");
+    ws.drop_file("portrait.jpg", &retouchd::imagegen::jpeg_bytes(160, 120, [200, 150, 120]));
+    let out = ws.run_once(Duration::from_secs(60)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let files = ws.files("outbox");
+    for expected in
+        ["portrait.png", "portrait.psd", "portrait/index=0&blendmode=normal&name=Heal.png", "portrait/result.json"]
+    {
+        assert!(files.contains(&expected.to_string()), "{expected} missing from {files:?}");
+    }
+    assert!(
+        !files.iter().any(|f| f.starts_with(".retouchd-staging") && !f.ends_with('/')),
+        "staging emptied: {files:?}"
+    );
+    let (w, h, pixels) = decode_png(&ws.path("outbox/portrait.png"));
+    assert_eq!((w, h), (160, 120));
+    // The layers changed the photo (the simulator's layers have real content).
+    let source = zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(
+        std::fs::read(ws.path("done/portrait.jpg")).unwrap(),
+    ))
+    .decode()
+    .unwrap();
+    let changed = pixels.iter().zip(&source).filter(|(a, b)| a.abs_diff(**b) > 2).count();
+    assert!(changed > 100, "only {changed} samples changed");
+    check_psd(
+        &ws.path("outbox/portrait.psd"),
+        &ws.path("outbox/portrait.png"),
+        serde_json::json!({ "depth": 8, "layers": layer_specs(&[("Dodge Burn", 153)]) }),
+    );
+
+    // `render` tunes a plugin without the server: Dodge Burn off, another PSD, never overwriting.
+    let starts = sim.stats().charged_starts;
+    let out = ws.command(&["render", "--opacity", "Dodge Burn=0", "--psd", "outbox/portrait"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("portrait (2).png") && text.contains("portrait (2).psd"), "{text}");
+    assert_eq!(sim.stats().charged_starts, starts, "no credit spent");
+    let (_, _, tuned) = decode_png(&ws.path("outbox/portrait (2).png"));
+    assert_ne!(tuned, pixels, "a different strength, a different photo");
+    check_psd(
+        &ws.path("outbox/portrait (2).psd"),
+        &ws.path("outbox/portrait (2).png"),
+        serde_json::json!({ "depth": 8, "layers": layer_specs(&[("Dodge Burn", 0)]) }),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sixteen_bit_png_gives_a_sixteen_bit_finished_photo_and_psd() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, h) = (48u32, 32u32);
+    let source = dir.path().join("deep.png");
+    {
+        let mut encoder = png::Encoder::new(std::fs::File::create(&source).unwrap(), w, h);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Sixteen);
+        let samples: Vec<u8> = (0..w * h * 3).flat_map(|i| ((i * 97 % 65536) as u16).to_be_bytes()).collect();
+        encoder.write_header().unwrap().write_image_data(&samples).unwrap();
+    }
+    let layers = dir.path().join("deep");
+    std::fs::create_dir(&layers).unwrap();
+    let looks = [
+        ("index=0&blendmode=normal&name=Heal.png", retouchd::imagegen::LayerLook::Patches),
+        ("index=1&blendmode=softLight&name=Portrait Volumes.png", retouchd::imagegen::LayerLook::GreyRelief),
+    ];
+    for (i, (name, look)) in looks.into_iter().enumerate() {
+        std::fs::write(layers.join(name), retouchd::imagegen::layer_png(look, w, h, i as u64)).unwrap();
+    }
+    let out = bin().args(["render", "--psd", "--source"]).arg(&source).arg(&layers).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(dir.path().join("deep.png")).unwrap()));
+    assert_eq!(decoder.read_info().unwrap().info().bit_depth, png::BitDepth::Sixteen);
+    let flat = dir.path().join("deep (2).png");
+    let reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&flat).unwrap())).read_info().unwrap();
+    assert_eq!(reader.info().bit_depth, png::BitDepth::Sixteen, "the finished photo keeps 16 bits");
+    let expected = serde_json::json!({ "depth": 16, "layers": [
+        { "name": "Heal", "mode": "normal", "opacity": 255 },
+        { "name": "Portrait Volumes", "mode": "softLight", "opacity": 255 },
+    ]});
+    check_psd(&dir.path().join("deep.psd"), &flat, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cmyk_photo_gets_its_layers_with_the_reason_in_a_note_the_status_and_the_hook() {
+    let sim = start_sim(fast_sim()).await;
+    let hook_out = tempfile::NamedTempFile::new().unwrap();
+    let hook = format!(
+        "on_delivered = [\"sh\", \"-c\", \"echo \\\"$RETOUCHD_RENDER_ERROR\\\" > {}\"]",
+        hook_out.path().display()
+    );
+    let ws = Workspace::new(&sim, "", &hook);
+    let mut cmyk = Vec::new();
+    jpeg_encoder::Encoder::new(&mut cmyk, 90)
+        .encode(&[90u8; 4 * 64 * 48], 64, 48, jpeg_encoder::ColorType::Cmyk)
+        .unwrap();
+    ws.drop_file("print.jpg", &cmyk);
+    let out = ws.run_once(Duration::from_secs(60)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let files = ws.files("outbox");
+    assert!(files.contains(&"print/result.json".to_string()), "the layers are delivered: {files:?}");
+    assert!(!files.contains(&"print.jpg".to_string()), "no finished photo: {files:?}");
+    let note = std::fs::read_to_string(ws.path("outbox/print.render-error.txt")).unwrap();
+    assert!(note.contains("CMYK") && note.contains("retouchd render"), "{note}");
+    assert!(ws.path("done/print.jpg").exists(), "the job itself succeeded");
+    assert_eq!(sim.stats().charged_starts, 1, "one credit, none spent again");
+    let status = ws.command(&["status"]).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("delivered without a finished photo") && status.contains("CMYK"), "{status}");
+    let hooked = std::fs::read_to_string(hook_out.path()).unwrap();
+    assert!(hooked.contains("CMYK"), "hook saw: {hooked:?}");
+}
+
+/// Where `render` looks for a layers folder's photo when the journal has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_finds_the_photo_through_the_journal_or_says_to_give_it() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    ws.drop_file("a.png", &png());
+    assert!(ws.run_once(Duration::from_secs(60)).await.status.success());
+    let out = ws.command(&["render", "--flat", "jpeg", "--out", "again", "outbox/a"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ws.path("again/a.jpg").exists(), "{:?}", ws.files("again"));
+    std::fs::remove_file(ws.path("done/a.png")).unwrap();
+    let out = ws.command(&["render", "outbox/a"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no longer in done/") && err.contains("--source"), "{err}");
+    let stray: PathBuf = ws.path("stray");
+    std::fs::create_dir(&stray).unwrap();
+    let out = ws.command(&["render", "stray"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no delivery into"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
