@@ -1,8 +1,9 @@
 //! The performance benchmark: runs the real `retouchd` (release build) against the simulator and
 //! prints one table. `cargo bench --bench perf` runs every scenario; name some to run only
 //! those: `cargo bench --bench perf -- latency idle`. Scenarios: throughput, latency,
-//! politeness, memory, startup, idle.
+//! politeness, memory, startup, idle, render.
 
+mod compositing;
 mod rig;
 mod scenarios;
 
@@ -36,13 +37,14 @@ impl Row {
 
 type Scenario = fn(&tokio::runtime::Runtime) -> Vec<Row>;
 
-const SCENARIOS: [(&str, Scenario); 6] = [
+const SCENARIOS: [(&str, Scenario); 7] = [
     ("throughput", scenarios::throughput),
     ("latency", scenarios::latency),
     ("politeness", scenarios::politeness),
     ("memory", scenarios::memory),
     ("startup", scenarios::startup),
     ("idle", scenarios::idle),
+    ("render", compositing::render),
 ];
 
 fn main() {

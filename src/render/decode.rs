@@ -32,6 +32,26 @@ pub fn read_photo(path: &Path) -> Result<Photo, String> {
     }
 }
 
+/// A photo's metadata, kind and stored size, without decoding its pixels.
+pub fn read_metadata(path: &Path) -> Result<(Metadata, FileKind, (u32, u32)), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let kind = formats::sniff(&bytes);
+    let size = formats::image_dimensions(&mut std::io::Cursor::new(&bytes), kind)
+        .ok()
+        .flatten()
+        .ok_or_else(|| format!("{} is neither a readable JPEG nor PNG image", name(path)))?;
+    let meta = match kind {
+        FileKind::Jpeg => Metadata::from_jpeg(&bytes),
+        _ => {
+            let reader = png::Decoder::new(std::io::Cursor::new(&bytes))
+                .read_info()
+                .map_err(|e| format!("{}: not a readable PNG ({e})", name(path)))?;
+            Metadata::from_png(reader.info())
+        }
+    };
+    Ok((meta, kind, size))
+}
+
 fn read_jpeg(bytes: &[u8]) -> Result<Photo, String> {
     use zune_jpeg::zune_core::colorspace::ColorSpace;
     use zune_jpeg::zune_core::options::DecoderOptions;

@@ -129,6 +129,41 @@ impl Metadata {
     }
 }
 
+impl Metadata {
+    /// Whether there is nothing to carry.
+    pub fn is_empty(&self) -> bool {
+        self.icc.is_none() && self.exif.is_none() && self.xmp.is_none() && self.iptc.is_none()
+    }
+
+    /// A JPEG with these metadata segments added after its SOI (and JFIF) marker, the image
+    /// data untouched: for a JPEG whose metadata was dropped, without decoding it again.
+    pub fn insert_into_jpeg(&self, jpeg: &[u8]) -> Vec<u8> {
+        let mut at = 2;
+        if let Some((0xE0, data)) = jpeg_segments(jpeg).first() {
+            at += 4 + data.len();
+        }
+        let mut out = Vec::with_capacity(jpeg.len() + 1024);
+        out.extend_from_slice(&jpeg[..at.min(jpeg.len())]);
+        let mut segments = self.jpeg_app_segments();
+        if let Some(icc) = &self.icc {
+            const CHUNK: usize = 65519 - ICC_HEADER.len();
+            let count = icc.len().div_ceil(CHUNK);
+            if count < 256 {
+                for (i, chunk) in icc.chunks(CHUNK).enumerate() {
+                    segments.push((2, [ICC_HEADER, &[i as u8 + 1, count as u8], chunk].concat()));
+                }
+            }
+        }
+        for (number, payload) in segments {
+            out.extend_from_slice(&[0xFF, 0xE0 + number]);
+            out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+            out.extend_from_slice(&payload);
+        }
+        out.extend_from_slice(&jpeg[at.min(jpeg.len())..]);
+        out
+    }
+}
+
 /// The segments before the first scan of a JPEG: (marker, payload), stopping at anything
 /// malformed.
 fn jpeg_segments(bytes: &[u8]) -> Vec<(u8, &[u8])> {
@@ -231,6 +266,22 @@ mod tests {
         assert_eq!(segments.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 1, 13]);
         assert!(segments[0].1.starts_with(EXIF_HEADER));
         assert_eq!(Metadata::from_jpeg(b"\xFF\xD8\xFF\xE1\x00"), Metadata::default(), "truncated");
+    }
+
+    #[test]
+    fn metadata_inserted_into_a_bare_jpeg_reads_back_and_the_picture_is_untouched() {
+        let bare = crate::imagegen::jpeg_bytes(16, 8, [10, 20, 30]);
+        let meta = Metadata {
+            icc: Some((0..150_000u32).map(|i| i as u8).collect()),
+            exif: Some(exif::tests::sample(false, 6)),
+            xmp: Some(b"<x:xmpmeta/>".to_vec()),
+            iptc: Some(b"8BIM".to_vec()),
+        };
+        let with = meta.insert_into_jpeg(&bare);
+        assert_eq!(Metadata::from_jpeg(&with), meta);
+        let decode =
+            |b: &[u8]| zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(b)).decode().unwrap();
+        assert_eq!(decode(&with), decode(&bare));
     }
 
     #[test]

@@ -191,14 +191,17 @@ pub struct RenderInput<'a> {
 /// Makes the finished outputs (nothing when the settings ask for none): the flat photo, then
 /// the PSD.
 pub fn render(input: &RenderInput) -> Result<Vec<Made>, Failure> {
-    let settings = input.settings;
-    if !settings.renders() {
+    if !input.settings.renders() {
         return Ok(Vec::new());
     }
     let _ = std::fs::remove_dir_all(input.work_dir);
     std::fs::create_dir_all(input.work_dir).map_err(Failure::Io)?;
-    let photo = decode::read_photo(input.source).map_err(Failure::Bad)?;
-    if input.result.is_dir() { render_layers(input, photo) } else { render_flattened(input, photo) }
+    if input.result.is_dir() {
+        let photo = decode::read_photo(input.source).map_err(Failure::Bad)?;
+        render_layers(input, photo)
+    } else {
+        render_flattened(input)
+    }
 }
 
 /// The layer files of a result folder, in stacking order, with their paths.
@@ -290,17 +293,46 @@ fn render_layers(input: &RenderInput, photo: Photo) -> Result<Vec<Made>, Failure
 }
 
 /// The server flattened the result: its image is the finished photo, in the asked format,
-/// with the source's metadata when the server dropped it.
-fn render_flattened(input: &RenderInput, source: Photo) -> Result<Vec<Made>, Failure> {
+/// with the source's metadata when the server dropped it. Kept as it is (linked, never decoded)
+/// when nothing needs changing; a JPEG that only lacks metadata gets it spliced in.
+fn render_flattened(input: &RenderInput) -> Result<Vec<Made>, Failure> {
+    let settings = input.settings;
+    let (source_meta, source_kind, source_size) = decode::read_metadata(input.source).map_err(Failure::Bad)?;
+    let (result_meta, result_kind, result_size) = decode::read_metadata(input.result).map_err(Failure::Bad)?;
+    let wanted_kind = match settings.flat {
+        FlatFormat::None => return Ok(Vec::new()),
+        FlatFormat::Same => source_kind,
+        FlatFormat::Jpeg => FileKind::Jpeg,
+        FlatFormat::Png => FileKind::Png,
+    };
+    let ext = wanted_kind.extension();
+    let path = input.work_dir.join(format!("flat.{ext}"));
+    let made = Made { path: path.clone(), ext };
+    let server_kept = !result_meta.is_empty();
+    // Metadata for the output: the server's if it kept any, else the source's; pixels shown
+    // upright by the server record orientation 1.
+    let source_orientation = source_meta.orientation();
+    let turned = result_size != source_size && source_orientation >= 5 && result_size == (source_size.1, source_size.0);
+    let mut meta = if server_kept { result_meta } else { source_meta };
+    let orientation = if turned { 1 } else { meta.orientation() };
+    meta = meta.filtered(settings.metadata);
+    meta.describe_pixels(orientation, result_size.0, result_size.1);
+    if result_kind == wanted_kind
+        && !turned
+        && (server_kept && settings.metadata == MetadataPolicy::All || meta.is_empty())
+    {
+        std::fs::hard_link(input.result, &path)
+            .or_else(|_| std::fs::copy(input.result, &path).map(drop))
+            .map_err(Failure::Io)?;
+        return Ok(vec![made]);
+    }
+    if result_kind == FileKind::Jpeg && wanted_kind == FileKind::Jpeg && !server_kept {
+        let bytes = std::fs::read(input.result).map_err(Failure::Io)?;
+        write_synced(&path, &meta.insert_into_jpeg(&bytes)).map_err(Failure::Io)?;
+        return Ok(vec![made]);
+    }
     let result = decode::read_photo(input.result).map_err(Failure::Bad)?;
-    let server_kept_metadata = result.meta.exif.is_some() || result.meta.icc.is_some() || result.meta.xmp.is_some();
-    let mut meta = if server_kept_metadata { result.meta } else { source.meta.clone() };
-    let shown_upright = (result.image.width, result.image.height) != (source.image.width, source.image.height)
-        && (result.image.width, result.image.height) == source.image.oriented_size(source.meta.orientation());
-    let orientation = if shown_upright { 1 } else { meta.orientation() };
-    meta = meta.filtered(input.settings.metadata);
-    meta.describe_pixels(orientation, result.image.width, result.image.height);
-    Ok(write_flat(input, &result.image, &meta, source.kind)?.into_iter().collect())
+    Ok(write_flat(input, &result.image, &meta, source_kind)?.into_iter().collect())
 }
 
 /// Writes the flat photo in the configured format (`kind`: the source's).
@@ -522,6 +554,38 @@ mod tests {
         jpeg_encoder::Encoder::new(&mut cmyk, 90).encode(&[0u8; 4 * 16], 4, 4, jpeg_encoder::ColorType::Cmyk).unwrap();
         std::fs::write(case.path("print.jpg"), cmyk).unwrap();
         assert!(reason(case.render("print.jpg")).contains("CMYK"));
+    }
+
+    #[test]
+    fn a_result_the_server_flattened_gets_the_sources_metadata_back_without_a_new_generation() {
+        let mut case = Case::new();
+        let meta = Metadata {
+            icc: Some(b"profile".to_vec()),
+            exif: Some(exif::tests::sample(true, 1)),
+            xmp: None,
+            iptc: None,
+        };
+        jpeg_file(&case.path("photo.jpg"), 8, 8, &meta);
+        // The server's image: same size, no metadata.
+        let server = crate::imagegen::jpeg_bytes(8, 8, [1, 2, 3]);
+        std::fs::write(case.path("server.jpg"), &server).unwrap();
+        let flatten = |case: &Case| {
+            let (source, result, work) = (case.path("photo.jpg"), case.path("server.jpg"), case.path("work"));
+            render(&RenderInput { source: &source, result: &result, settings: &case.settings, work_dir: &work })
+                .unwrap()
+        };
+        let made = flatten(&case);
+        let out = std::fs::read(&made[0].path).unwrap();
+        assert_eq!(Metadata::from_jpeg(&out).icc.as_deref(), Some(&b"profile"[..]));
+        let decode =
+            |b: &[u8]| zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(b)).decode().unwrap();
+        assert_eq!(decode(&out), decode(&server), "the image data is the server's, not re-encoded");
+        case.settings.flat = FlatFormat::Png;
+        let made = flatten(&case);
+        assert_eq!(made[0].ext, "png");
+        assert_eq!(decode_png(&made[0].path).2.icc.as_deref(), Some(&b"profile"[..]));
+        case.settings.flat = FlatFormat::None;
+        assert!(flatten(&case).is_empty());
     }
 
     #[test]
