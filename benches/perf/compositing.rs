@@ -16,10 +16,11 @@ const WIDTH: u32 = 6000;
 const HEIGHT: u32 = 4000;
 
 /// A child's wall time, peak RSS (MB) and success, from wait4.
+#[expect(clippy::zombie_processes, reason = "reaped by wait4, which also gives the peak RSS")]
 fn measured(command: &mut Command) -> (Duration, f64, bool) {
     let started = Instant::now();
     let child =
-        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("start");
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit()).spawn().expect("start");
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

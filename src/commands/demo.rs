@@ -23,8 +23,8 @@ tasks = [ { Plugin = "Heal", Alpha1 = 1, Scale = 0, Layer = 1 },
 /// The sample files, relative to the inbox.
 fn samples() -> Vec<(&'static str, Vec<u8>)> {
     vec![
-        ("portrait-1.jpg", imagegen::jpeg_bytes(640, 800, [220, 170, 140])),
-        ("portrait-2.JPG", imagegen::jpeg_bytes(800, 640, [180, 140, 120])),
+        ("portrait-1.jpg", imagegen::portrait_jpeg(640, 800, [220, 170, 140])),
+        ("portrait-2.JPG", imagegen::portrait_jpeg(800, 640, [180, 140, 120])),
         ("studio/headshot.png", imagegen::png_bytes(400, 500, [200, 160, 150])),
         (
             "studio/session.zip",
@@ -60,6 +60,12 @@ done_dir = "done"
 failed_dir = "failed"
 settle = "300ms"
 
+# The layers, the finished photo (composited here, metadata kept) and a layered PSD.
+[watch.output]
+layers = true
+flat = "same"
+psd = true
+
 [watch.payload]
 {PAYLOAD}
 "#,
@@ -83,6 +89,26 @@ fn show(update: &JobUpdate) {
     };
     say!("  {:<24} {what}", update.file.display());
     let _ = std::io::stdout().flush();
+}
+
+/// Puts the first portrait and its finished photo side by side in `before-after.png`.
+fn before_after(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let (before, after) = (dir.join("done/portrait-1.jpg"), dir.join("outbox/portrait-1.jpg"));
+    if !before.exists() || !after.exists() {
+        return Ok(None);
+    }
+    let decode = |path: &Path| -> anyhow::Result<(Vec<u8>, u32, u32)> {
+        let bytes = std::fs::read(path)?;
+        let mut decoder = zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(&bytes));
+        let pixels = decoder.decode().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let info = decoder.info().context("no JPEG header")?;
+        Ok((pixels, u32::from(info.width), u32::from(info.height)))
+    };
+    let ((b, w, h), (a, aw, ah)) = (decode(&before)?, decode(&after)?);
+    anyhow::ensure!((w, h) == (aw, ah), "the photos differ in size");
+    let path = dir.join("before-after.png");
+    std::fs::write(&path, imagegen::side_by_side_png(&b, &a, w, h))?;
+    Ok(Some(path))
 }
 
 /// Runs the demo in `dir` (made if missing) and returns what the daemon did.
@@ -127,6 +153,12 @@ pub async fn run(dir: &Path) -> anyhow::Result<Summary> {
     say!();
     say!("{} delivered, {} failed, {} refused before sending.", summary.done, summary.failed, summary.rejected);
     say!("  results:        {}", dir.join("outbox").display());
+    say!("                  (<name>/ the server's layers, <name>.jpg the finished photo, <name>.psd to refine)");
+    match before_after(&dir) {
+        Ok(Some(path)) => say!("  before | after:  {}", path.display()),
+        Ok(None) => {}
+        Err(e) => say!("  (no before/after picture: {e})"),
+    }
     say!("  originals:      {}", dir.join("done").display());
     say!("  failed + why:   {}", dir.join("failed").display());
     say!("  config used:    {}", config_path.display());

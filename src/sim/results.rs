@@ -62,7 +62,13 @@ fn look(mode: &str) -> imagegen::LayerLook {
 
 /// The layers and metadata for one image of `width` × `height`: full-size layers drawn like
 /// the real plugins' (see [`imagegen::LayerLook`]).
-fn layer_entries(prefix: &str, plugins: &[String], width: u32, height: u32) -> Vec<(String, Vec<u8>)> {
+fn layer_entries(
+    prefix: &str,
+    plugins: &[String],
+    width: u32,
+    height: u32,
+    photo: Option<&[u8]>,
+) -> Vec<(String, Vec<u8>)> {
     let mut entries: Vec<(String, Vec<u8>)> = plugins
         .iter()
         .enumerate()
@@ -70,7 +76,11 @@ fn layer_entries(prefix: &str, plugins: &[String], width: u32, height: u32) -> V
             let mode = blend_mode(plugin);
             let name = format!("{prefix}index={index}&blendmode={mode}&name={plugin}.png");
             let seed = u64::from(width) * 31 + u64::from(height) * 7 + index as u64;
-            (name, imagegen::layer_png(look(mode), width.max(1), height.max(1), seed))
+            let layer = match photo {
+                Some(rgb) if plugin == "Heal" => imagegen::heal_layer_png(rgb, width, height, seed),
+                _ => imagegen::layer_png(look(mode), width.max(1), height.max(1), seed),
+            };
+            (name, layer)
         })
         .collect();
     let meta = json!({
@@ -105,7 +115,10 @@ fn render_zip(input: &Path, kind: FileKind, plugins: &[String]) -> std::io::Resu
     if kind.is_image() {
         let mut file = std::fs::File::open(input)?;
         let dims = formats::image_dimensions(&mut file, kind)?.unwrap_or((64, 64));
-        return Ok(imagegen::zip_of(&layer_entries("", plugins, dims.0, dims.1)));
+        // Heal patches follow the photo when it decodes (as the real plugin's would).
+        let photo = crate::render::decode::read_photo(input).ok().filter(|p| (p.image.width, p.image.height) == dims);
+        let rgb = photo.as_ref().map(|p| p.image.rgb8());
+        return Ok(imagegen::zip_of(&layer_entries("", plugins, dims.0, dims.1, rgb.as_deref())));
     }
     let mut archive = zip::ZipArchive::new(std::fs::File::open(input)?).map_err(std::io::Error::other)?;
     let mut entries = Vec::new();
@@ -124,7 +137,7 @@ fn render_zip(input: &Path, kind: FileKind, plugins: &[String]) -> std::io::Resu
         } else {
             let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s).to_string();
             let (w, h) = dimensions(&bytes, entry_kind);
-            entries.extend(layer_entries(&format!("{stem}/"), plugins, w, h));
+            entries.extend(layer_entries(&format!("{stem}/"), plugins, w, h, None));
         }
     }
     Ok(imagegen::zip_of(&entries))
