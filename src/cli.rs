@@ -98,6 +98,9 @@ pub enum Command {
         /// The payload: portrait, portrait-flat, light, eyes-teeth or studio-backdrop.
         #[arg(long, value_name = "NAME")]
         preset: Option<String>,
+        /// What to deliver: layers+photo (default), photo, photo+psd, all, or layers.
+        #[arg(long, value_name = "NAME")]
+        outputs: Option<String>,
         /// The API base, with /api/v1 (default: the service's main host).
         #[arg(long, value_name = "URL")]
         server_url: Option<String>,

@@ -261,10 +261,16 @@ impl Environment {
 }
 
 /// The config file used when none is given: `$CONFIGURATION_DIRECTORY/config.toml` under
-/// systemd, else the platform's config folder (e.g. `~/.config/retouchd/config.toml`).
+/// systemd; for root where the system service is installed (`/etc/retouchd`, as the Debian
+/// package makes it), its config; else the platform's config folder (e.g.
+/// `~/.config/retouchd/config.toml`).
 pub fn default_path() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("CONFIGURATION_DIRECTORY").and_then(|v| std::env::split_paths(&v).next()) {
         return Some(dir.join("config.toml"));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 && Path::new("/etc/retouchd").is_dir() {
+        return Some(PathBuf::from("/etc/retouchd/config.toml"));
     }
     directories::ProjectDirs::from("", "", "retouchd").map(|d| d.config_dir().join("config.toml"))
 }
@@ -340,7 +346,10 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
         purpose,
         unavailable_inboxes: Vec::new(),
     };
-    let server = v.server(raw.server, env);
+    // A config that watches nothing (the Debian package's default) is valid: the daemon idles
+    // until one is added, and needs no token for that.
+    let watches_nothing = raw.watch.is_empty();
+    let server = v.server(raw.server, env, watches_nothing);
     let state_dir = v.state_dir(raw.state, env);
     let log_level = raw.log.level.unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
@@ -358,8 +367,12 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
             None
         }
     });
-    if raw.watch.is_empty() {
-        v.problem("watch", "no [[watch]] section; add one with inbox, outbox, done_dir, failed_dir and payload");
+    if watches_nothing {
+        v.warnings.push(
+            "no [[watch]] section: retouchd watches nothing until one is added (`retouchd init` writes one; \
+             config.example.toml shows inbox, outbox, done_dir, failed_dir and payload)"
+                .into(),
+        );
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let max_renders = v.count("render.max_renders", raw.render.max_renders, cores);
@@ -442,7 +455,7 @@ impl Validator {
         if p.is_absolute() { p } else { self.base.join(p) }
     }
 
-    fn server(&mut self, raw: RawServer, env: &Environment) -> Option<ServerConfig> {
+    fn server(&mut self, raw: RawServer, env: &Environment, watches_nothing: bool) -> Option<ServerConfig> {
         let url = raw.url.unwrap_or_else(|| api::DEFAULT_BASE_URL.to_string());
         let allow_plain_http = raw.allow_plain_http.unwrap_or(false);
         if let Err(e) = api::check_url(&url, allow_plain_http) {
@@ -478,7 +491,15 @@ impl Validator {
                 4096
             }
         };
-        let token = self.token(raw.token, raw.token_file, env);
+        let before = self.problems.len();
+        let mut token = self.token(raw.token, raw.token_file, env);
+        if watches_nothing && token.is_none() {
+            // Nothing will be sent: a token problem waits until a watch is added.
+            for p in self.problems.drain(before..).collect::<Vec<_>>() {
+                self.warnings.push(format!("{}: {} (needed once a watch is added)", p.key, p.message));
+            }
+            token = Some((Token::new(""), "none yet (nothing is watched)".into()));
+        }
         let server = ServerConfig {
             url: url.trim_end_matches('/').to_string(),
             balance_url,

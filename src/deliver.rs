@@ -216,21 +216,14 @@ pub fn write_render_note(dir: &Path, reason: &str) -> io::Result<PathBuf> {
     Ok(path)
 }
 
-/// Removes whatever is still staged for job `job` beside `staged` (`job-N`, `job-N.<ext>`,
-/// `job-N.render`): layers that were not to be kept, the emptied work folder.
-pub fn discard_job_staging(staged: &Path, job: i64) {
-    let Some(mut staging) = staged.parent() else { return };
-    // An output made in the work folder: the staging folder is one up.
-    if staging.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".render")) {
-        staging = staging.parent().unwrap_or(staging);
-    }
-    let Ok(entries) = fs::read_dir(staging) else { return };
-    let (exact, prefix) = (format!("job-{job}"), format!("job-{job}."));
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == exact || name.starts_with(&prefix) {
-            let _ = remove_any(&entry.path());
-        }
+/// Removes what may still be staged for job `job` in `staging` once its outputs are published:
+/// its result (`job-N`, or `job-N.jpg|png` for one image) when the finished photo replaced it,
+/// and its work folder `job-N.render`. Named, not searched: the staging folder may hold
+/// thousands of other jobs.
+pub fn discard_job_staging(staging: &Path, job: i64) {
+    let names = ["", ".render", ".jpg", ".png"].map(|suffix| format!("job-{job}{suffix}"));
+    for name in names {
+        let _ = remove_any(&staging.join(name));
     }
 }
 

@@ -15,10 +15,10 @@
 //! - [`api`]: the HTTP client, its classified error type, and the retry policy table beside it.
 //! - [`config`]: TOML validated into a ready [`config::Config`], every problem at once;
 //!   [`plugins`]: the plugin table and the payload check against it.
-//! - [`commands`]: `demo`, `process`, `status`, `retry`, `check`, the man page; [`exit`]: exit
+//! - [`commands`]: `demo`, `process`, `render`, `status`, `retry`, `check`, `init`, the man page; [`exit`]: exit
 //!   codes; [`hooks`], [`systemd`] (sd_notify) and [`logging`] for operations.
-//! - [`render`]: compositing the server's layers onto the photo (so far the pure blend modes
-//!   and the layer file names; not yet used by the daemon).
+//! - [`render`]: the finished photo (and PSD) composited from the source and the server's
+//!   layers, with the source's metadata; the daemon's Rendering step and `retouchd render`.
 //! - [`sim`]: a faithful local simulator of the server, with fault-injection knobs.
 //! - [`formats`]: what a file really is, by its bytes; [`imagegen`]: small real images.
 //!
@@ -28,7 +28,7 @@
 //!                                   │ admits a job, spawns its runner
 //!                                   ▼
 //!   runner: submit ─POST start─▶ server ◀─GET status─ poll ─completed─▶ fetch ─GET getFile─▶
-//!           staging ─rename─▶ outbox ; source ─▶ done/ | failed/
+//!           staging ─render (finished photo, PSD)─▶ staging ─rename─▶ outbox ; source ─▶ done/ | failed/
 //! ```
 //! Each runner step's answer goes through [`job`]'s decisions; the resulting event is committed
 //! to the journal before the next step's side effect.

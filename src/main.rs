@@ -79,7 +79,19 @@ fn main() -> ExitCode {
             Command::Status { config, json } => status(config, json),
             Command::Retry { config, job, failed, refused } => retry(config, job, failed, refused),
             Command::Check { config } => check(config).await,
-            Command::Init { config, inbox, outbox, done, failed, token_file, preset, server_url, force, no_check } => {
+            Command::Init {
+                config,
+                inbox,
+                outbox,
+                done,
+                failed,
+                token_file,
+                preset,
+                outputs,
+                server_url,
+                force,
+                no_check,
+            } => {
                 use retouchd::commands::init::{self, InitError, Request};
                 let Some(path) = config.config.or_else(config::default_path) else {
                     return Err(Failure::new(exit::CONFIG, "no default config location; pass --config FILE"));
@@ -92,6 +104,7 @@ fn main() -> ExitCode {
                     failed,
                     token_file,
                     preset,
+                    outputs,
                     server_url,
                     force,
                     no_check,

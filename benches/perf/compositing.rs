@@ -15,20 +15,29 @@ use crate::rig::bench_root;
 const WIDTH: u32 = 6000;
 const HEIGHT: u32 = 4000;
 
-/// A child's wall time, peak RSS (MB) and success, from wait4.
-#[expect(clippy::zombie_processes, reason = "reaped by wait4, which also gives the peak RSS")]
+/// A child's wall time, peak RSS (MB, its `VmHWM`, read every few milliseconds until it exits:
+/// wait4's `ru_maxrss` would also count this process's own peak, which Linux carries over to a
+/// child started with vfork) and success.
 fn measured(command: &mut Command) -> (Duration, f64, bool) {
     let started = Instant::now();
-    let child =
+    let mut child =
         command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit()).spawn().expect("start");
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for our own child, with valid pointers.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    let elapsed = started.elapsed();
-    let ok = pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    (elapsed, usage.ru_maxrss as f64 * 1024.0 / 1e6, ok)
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0.0f64;
+    let status = loop {
+        if let Some(kb) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        }) {
+            peak_kb = peak_kb.max(kb);
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    };
+    (started.elapsed(), peak_kb * 1024.0 / 1e6, status.success())
 }
 
 /// A photo-like 24 MP JPEG: gradients with fine noise (quality 90).

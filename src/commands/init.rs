@@ -3,7 +3,10 @@
 //! terminal; stored in a `token` file of mode 0600 beside the config, never in the config) and a
 //! payload preset; validates the result as `check` does (spending no credit); and writes the
 //! config atomically with mode 0600. With `--inbox` it asks nothing (for scripts). It never
-//! replaces an existing config without `--force`.
+//! replaces an existing config without `--force`, except the Debian package's untouched default.
+//! Run as root for the system service (`/etc/retouchd/config.toml`), it also gives the config,
+//! token and new folders to the service's user and lists the folders in the unit's
+//! ReadWritePaths drop-in.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -58,6 +61,45 @@ pub const PRESETS: &[Preset] = &[
     },
 ];
 
+/// What a watch delivers, as offered by `init` (`[watch.output]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outputs {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// The `[watch.output]` lines.
+    pub toml: &'static str,
+}
+
+pub const OUTPUTS: &[Outputs] = &[
+    Outputs {
+        name: "layers+photo",
+        about: "the server's layers and the finished photo (JPEG or PNG, as the source)",
+        toml: "layers = true\nflat = \"same\"\npsd = false",
+    },
+    Outputs { name: "photo", about: "the finished photo only", toml: "layers = false\nflat = \"same\"\npsd = false" },
+    Outputs {
+        name: "photo+psd",
+        about: "the finished photo and a layered PSD to refine",
+        toml: "layers = false\nflat = \"same\"\npsd = true",
+    },
+    Outputs {
+        name: "all",
+        about: "the layers, the finished photo and a layered PSD",
+        toml: "layers = true\nflat = \"same\"\npsd = true",
+    },
+    Outputs { name: "layers", about: "the server's layers only", toml: "layers = true\nflat = \"none\"\npsd = false" },
+];
+
+/// The config the Debian package installs; `init` may replace it while it carries this line.
+pub const PACKAGED_DEFAULT_MARK: &str = "# retouchd: packaged default, watches nothing";
+/// The system service's config, and its state folder.
+pub const SYSTEM_CONFIG: &str = "/etc/retouchd/config.toml";
+const SYSTEM_STATE_DIR: &str = "/var/lib/retouchd";
+/// The drop-in listing the folders the hardened service may write.
+pub const SYSTEM_DROP_IN: &str = "/etc/systemd/system/retouchd.service.d/retouchd-init.conf";
+/// The service's user.
+const SERVICE_USER: &str = "retouchd";
+
 pub fn preset(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.name == name)
 }
@@ -74,6 +116,8 @@ pub struct Request {
     /// A token file that exists already (used as it is).
     pub token_file: Option<PathBuf>,
     pub preset: Option<String>,
+    /// The outputs by name (see [`OUTPUTS`]).
+    pub outputs: Option<String>,
     /// The API base; the default is the service's main host.
     pub server_url: Option<String>,
     pub force: bool,
@@ -112,7 +156,10 @@ pub struct Answers {
     /// The token file, as the config names it (relative to the config's folder, or absolute).
     pub token_file: PathBuf,
     pub preset: &'static Preset,
+    pub outputs: &'static Outputs,
     pub server_url: String,
+    /// For the system service: its state folder (the service's own is used otherwise).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The config file for `answers`.
@@ -126,18 +173,26 @@ pub fn config_text(a: &Answers) -> String {
 url = {url}
 # The token is in its own file (mode 0600), never here.
 token_file = {token}
-
+{state}
 [[watch]]
 inbox = {inbox}
 outbox = {outbox}
 done_dir = {done}
 failed_dir = {failed}
 
+# Outputs "{outputs}": {outputs_about}.
+[watch.output]
+{outputs_toml}
+
 # Preset "{name}": {about}.
 [watch.payload]
 mode = "professional"
 tasks = {tasks}
 "#,
+        state = a.state_dir.as_deref().map(|d| format!("\n[state]\ndir = {}\n", q(d))).unwrap_or_default(),
+        outputs = a.outputs.name,
+        outputs_about = a.outputs.about,
+        outputs_toml = a.outputs.toml,
         url = toml::Value::String(a.server_url.clone()),
         token = q(&a.token_file),
         inbox = q(&a.inbox),
@@ -184,9 +239,12 @@ fn beside(inbox: &Path, name: &str) -> PathBuf {
 /// terminal. Returns the config's path.
 pub async fn run(request: Request, input: &mut dyn BufRead) -> Result<PathBuf, InitError> {
     let path = request.config.clone();
-    if path.exists() && !request.force {
+    // The Debian package's untouched default may be replaced; anything else only with --force.
+    let replace = request.force || is_packaged_default(&path);
+    if path.exists() && !replace {
         return Err(InitError::Exists(path));
     }
+    let system = system_service(&path);
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -229,6 +287,20 @@ pub async fn run(request: Request, input: &mut dyn BufRead) -> Result<PathBuf, I
         }
         (None, false) => &PRESETS[0],
     };
+    let outputs = match (&request.outputs, interactive) {
+        (Some(name), _) => outputs_named(name)?,
+        (None, true) => {
+            for (n, o) in OUTPUTS.iter().enumerate() {
+                println!("  {}. {}: {}", n + 1, o.name, o.about);
+            }
+            let answer = asker.ask("What to deliver (number or name)", Some("1"))?;
+            match answer.parse::<usize>().ok().and_then(|n| OUTPUTS.get(n.wrapping_sub(1))) {
+                Some(o) => o,
+                None => outputs_named(&answer)?,
+            }
+        }
+        (None, false) => &OUTPUTS[0],
+    };
     // The token: a file given, or asked for and stored beside the config.
     let token = match &request.token_file {
         Some(file) => {
@@ -258,23 +330,31 @@ pub async fn run(request: Request, input: &mut dyn BufRead) -> Result<PathBuf, I
         failed,
         token_file: token_file.clone(),
         preset,
+        outputs,
         server_url: request.server_url.unwrap_or_else(|| crate::api::DEFAULT_BASE_URL.to_string()),
+        state_dir: system.is_some().then(|| PathBuf::from(SYSTEM_STATE_DIR)),
     };
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let mut created = Vec::new();
     for folder in [&answers.inbox, &answers.outbox, &answers.done, &answers.failed] {
+        if !folder.exists() {
+            created.push(folder.clone());
+        }
         std::fs::create_dir_all(folder).map_err(io(folder))?;
     }
     let token_path = dir.join(&token_file);
-    if token.is_some() && token_path.exists() && !request.force {
+    let token_file_empty = std::fs::metadata(&token_path).is_ok_and(|m| m.len() == 0);
+    if token.is_some() && token_path.exists() && !request.force && !token_file_empty {
         return Err(InitError::Exists(token_path));
     }
     if let Some(token) = &token {
         write_private(&token_path, format!("{token}\n").as_bytes(), true).map_err(io(&token_path))?;
     }
-    let written = validate_and_write(&path, &dir, &answers, request.no_check, request.force).await;
+    let written = validate_and_write(&path, &dir, &answers, request.no_check, replace).await;
     if written.is_err() && token.is_some() {
-        // The config was not written: neither is the token it would have named.
-        let _ = std::fs::remove_file(&token_path);
+        // The config was not written: neither is the token it would have named (an empty token
+        // file that was there, the package's, stays as it was).
+        let _ = if token_file_empty { std::fs::write(&token_path, "") } else { std::fs::remove_file(&token_path) };
     }
     written?;
     println!(
@@ -282,7 +362,95 @@ pub async fn run(request: Request, input: &mut dyn BufRead) -> Result<PathBuf, I
         path.display(),
         if token.is_some() { format!(" and the token in {}", token_path.display()) } else { String::new() }
     );
+    if let Some(user) = system {
+        set_up_service(user, &path, &token_path, &answers, &created)?;
+    }
     Ok(path)
+}
+
+fn outputs_named(name: &str) -> Result<&'static Outputs, InitError> {
+    OUTPUTS.iter().find(|o| o.name == name).ok_or_else(|| {
+        let names: Vec<&str> = OUTPUTS.iter().map(|o| o.name).collect();
+        InitError::Input(format!("no outputs `{name}`; choose from {}", names.join(", ")))
+    })
+}
+
+/// Whether `path` is the Debian package's untouched default config.
+fn is_packaged_default(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| text.lines().any(|l| l.trim() == PACKAGED_DEFAULT_MARK))
+}
+
+/// The service user's ids, when `init` writes the system service's config as root.
+#[derive(Debug, Clone, Copy)]
+struct ServiceUser {
+    uid: u32,
+    gid: u32,
+}
+
+fn system_service(config: &Path) -> Option<ServiceUser> {
+    // SAFETY: geteuid has no preconditions.
+    if config != Path::new(SYSTEM_CONFIG) || unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let name = std::ffi::CString::new(SERVICE_USER).ok()?;
+    // SAFETY: a valid NUL-terminated name; the result is read at once, before any other call.
+    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
+    if entry.is_null() {
+        return None;
+    }
+    // SAFETY: checked non-null just above.
+    let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
+    Some(ServiceUser { uid, gid })
+}
+
+/// For the system service: the config, the token and the folders `init` made belong to the
+/// service's user, and the hardened unit may write the folders (a drop-in with ReadWritePaths).
+fn set_up_service(
+    user: ServiceUser,
+    config: &Path,
+    token: &Path,
+    answers: &Answers,
+    created: &[PathBuf],
+) -> Result<(), InitError> {
+    let own = |path: &Path| {
+        std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
+            .map_err(|source| InitError::Io { path: path.to_path_buf(), source })
+    };
+    own(config)?;
+    if token.exists() {
+        own(token)?;
+    }
+    for folder in created {
+        own(folder)?;
+    }
+    let folders = [&answers.inbox, &answers.outbox, &answers.done, &answers.failed];
+    for folder in folders {
+        if !created.contains(folder) {
+            println!(
+                "note: {} existed already; make sure the user {SERVICE_USER} may write it (e.g. chgrp {SERVICE_USER} and chmod g+rwx)",
+                folder.display()
+            );
+        }
+    }
+    let quoted: Vec<String> = folders.iter().map(|f| format!("\"{}\"", f.display())).collect();
+    let drop_in = format!(
+        "# Written by `retouchd init`: the folders the service may write (it runs with\n\
+         # ProtectSystem=strict). Run `retouchd init` again, or edit this, when they change.\n\
+         [Service]\nReadWritePaths={}\n",
+        quoted.join(" ")
+    );
+    let drop_in_path = Path::new(SYSTEM_DROP_IN);
+    if let Some(parent) = drop_in_path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| InitError::Io { path: parent.to_path_buf(), source })?;
+    }
+    // Not secret: readable like any unit file.
+    std::fs::write(drop_in_path, drop_in.as_bytes())
+        .map_err(|source| InitError::Io { path: drop_in_path.to_path_buf(), source })?;
+    println!("wrote {SYSTEM_DROP_IN} (the folders the service may write)");
+    if Path::new("/run/systemd/system").exists() {
+        let _ = std::process::Command::new("systemctl").arg("daemon-reload").status();
+    }
+    Ok(())
 }
 
 /// Validates the config for `answers` (as `check` does, unless told not to) and writes it.
@@ -329,7 +497,7 @@ fn write_private(path: &Path, bytes: &[u8], replace: bool) -> std::io::Result<()
 
 /// What to run next, for a config at `path`.
 pub fn next_step(path: &Path) -> String {
-    if path == Path::new("/etc/retouchd/config.toml") {
+    if path == Path::new(SYSTEM_CONFIG) {
         "next: `systemctl enable --now retouchd` starts the service".into()
     } else {
         format!("next: `retouchd run --config {}` (or `retouchd demo` to see it work first)", path.display())
@@ -359,11 +527,29 @@ mod tests {
             failed: "/srv/p/failed".into(),
             token_file: "token".into(),
             preset: &PRESETS[0],
+            outputs: &OUTPUTS[2],
             server_url: "https://example/api/v1".into(),
+            state_dir: Some("/var/lib/retouchd".into()),
         };
         let text = config_text(&answers);
+        assert!(text.contains("[state]\ndir = \"/var/lib/retouchd\""), "{text}");
         assert!(text.contains("token_file = \"token\"") && !text.contains("\ntoken ="), "{text}");
         let parsed: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(parsed["watch"][0]["inbox"].as_str(), Some("/srv/p \"x\"/inbox"), "paths are quoted safely");
+        assert_eq!(parsed["watch"][0]["output"]["psd"].as_bool(), Some(true));
+    }
+
+    #[test]
+    fn every_outputs_choice_is_a_valid_output_table_and_the_packaged_config_may_be_replaced() {
+        for o in OUTPUTS {
+            let table: toml::Table = toml::from_str(o.toml).unwrap();
+            assert!(table.contains_key("layers") && table.contains_key("flat"), "{}", o.name);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let packaged = dir.path().join("config.toml");
+        std::fs::write(&packaged, include_str!("../../packaging/deb/config.toml")).unwrap();
+        assert!(is_packaged_default(&packaged));
+        std::fs::write(&packaged, "[server]\ntoken_file = \"token\"\n").unwrap();
+        assert!(!is_packaged_default(&packaged), "an edited config is the user's");
     }
 }

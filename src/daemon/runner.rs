@@ -381,12 +381,13 @@ impl<'a> Runner<'a> {
     async fn stage(&self, download: PathBuf, kind: FileKind) -> Result<Event, DeliverError> {
         let target = Target::for_result(&self.watch.outbox, &self.job.source.rel_path, kind);
         let (id, max_bytes) = (self.job.id, self.ctx.config().server.max_result_bytes);
+        let render = self.renders();
         on_blocking_thread(move || {
             let staged = deliver::stage_download(&download, kind, &target, id, max_bytes);
             if staged.is_err() {
                 let _ = std::fs::remove_file(&download);
             }
-            staged.map(|staged| Event::Staged { staged, target })
+            staged.map(|staged| Event::Staged { staged, target, render })
         })
         .await
     }
@@ -397,8 +398,7 @@ impl<'a> Runner<'a> {
     async fn render(&mut self, staged: PathBuf, target: Target) -> Event {
         let settings = self.watch.output.clone();
         let layers = Placement { staged: staged.clone(), target: target.clone() };
-        let from_archive = self.job.source.rel_path.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip"));
-        if !settings.renders() || from_archive {
+        if !self.renders() {
             return Event::Rendered { main: layers, extras: Vec::new(), render_error: None };
         }
         let _permit = self.ctx.renders.acquire().await.expect("render semaphore is never closed");
@@ -459,6 +459,13 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Whether this job's result gets a finished photo: the watch asks for one, and the source
+    /// is a photo (an archive's results are delivered as the server sent them).
+    fn renders(&self) -> bool {
+        let from_archive = self.job.source.rel_path.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip"));
+        self.watch.output.renders() && !from_archive
+    }
+
     /// The file name (without extension) of the finished outputs.
     fn output_name(&self, settings: &render::OutputSettings) -> String {
         let file = self.job.source.file_name();
@@ -498,9 +505,7 @@ impl<'a> Runner<'a> {
             }
         }
         // What was staged for this job and not published (layers not kept, the work folder).
-        if let Some(first) = placements.first() {
-            deliver::discard_job_staging(&first.staged, self.job.id);
-        }
+        deliver::discard_job_staging(&self.watch.outbox.join(STAGING_DIR), self.job.id);
         Event::Published { outputs }
     }
 

@@ -187,8 +187,9 @@ pub enum Event {
     Started { task_id: String, host: String },
     /// The server says `completed`.
     Completed,
-    /// The result is downloaded (and extracted) into `staged`, to be published as `target`.
-    Staged { staged: PathBuf, target: Target },
+    /// The result is downloaded (and extracted) into `staged`, to be published as `target`;
+    /// `render`: whether a finished photo is to be made from it (else it is delivered as it is).
+    Staged { staged: PathBuf, target: Target, render: bool },
     /// The finished outputs are made (or could not be, and why): `main` is what to publish
     /// first (the layers, or the finished photo when the layers are not kept).
     Rendered { main: Placement, extras: Vec<Placement>, render_error: Option<String> },
@@ -352,9 +353,17 @@ impl JobState {
             (S::Processing { task_id, host }, E::Completed) => {
                 S::Fetching { task_id: task_id.clone(), host: host.clone() }
             }
-            (S::Fetching { task_id, host }, E::Staged { staged, target }) => {
+            (S::Fetching { task_id, host }, E::Staged { staged, target, render: true }) => {
                 S::Rendering { task_id: task_id.clone(), host: host.clone(), staged, target }
             }
+            (S::Fetching { task_id, host }, E::Staged { staged, target, render: false }) => S::Delivering {
+                task_id: task_id.clone(),
+                host: host.clone(),
+                staged,
+                target,
+                extras: Vec::new(),
+                render_error: None,
+            },
             (S::Rendering { task_id, host, .. }, E::Rendered { main, extras, render_error }) => S::Delivering {
                 task_id: task_id.clone(),
                 host: host.clone(),
@@ -398,7 +407,7 @@ mod tests {
     }
 
     fn staged() -> Event {
-        Event::Staged { staged: "/out/.staging/1".into(), target: target() }
+        Event::Staged { staged: "/out/.staging/1".into(), target: target(), render: true }
     }
 
     #[test]
@@ -451,6 +460,16 @@ mod tests {
                     render_error: None
                 })
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn a_result_with_nothing_to_render_goes_straight_to_delivering() {
+        let fetching = JobState::Fetching { task_id: "t".into(), host: "h".into() };
+        let s = fetching.apply(Event::Staged { staged: "/s/job-1".into(), target: target(), render: false }).unwrap();
+        assert_eq!(
+            s.on_restart(),
+            Resume::Publish { placements: vec![Placement { staged: "/s/job-1".into(), target: target() }] }
         );
     }
 

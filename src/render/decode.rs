@@ -32,24 +32,43 @@ pub fn read_photo(path: &Path) -> Result<Photo, String> {
     }
 }
 
-/// A photo's metadata, kind and stored size, without decoding its pixels.
+/// A photo's metadata, kind and stored size, reading only its headers (a 100 MB PNG costs a
+/// few kilobytes of memory here).
 pub fn read_metadata(path: &Path) -> Result<(Metadata, FileKind, (u32, u32)), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let kind = formats::sniff(&bytes);
-    let size = formats::image_dimensions(&mut std::io::Cursor::new(&bytes), kind)
-        .ok()
-        .flatten()
-        .ok_or_else(|| format!("{} is neither a readable JPEG nor PNG image", name(path)))?;
-    let meta = match kind {
-        FileKind::Jpeg => Metadata::from_jpeg(&bytes),
-        _ => {
-            let reader = png::Decoder::new(std::io::Cursor::new(&bytes))
-                .read_info()
-                .map_err(|e| format!("{}: not a readable PNG ({e})", name(path)))?;
-            Metadata::from_png(reader.info())
+    use std::io::{Read, Seek};
+    let fail = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", path.display());
+    let mut file = BufReader::new(File::open(path).map_err(|e| fail(&e))?);
+    let kind = formats::sniff(std::io::BufRead::fill_buf(&mut file).map_err(|e| fail(&e))?);
+    let unreadable = || format!("{} is neither a readable JPEG nor PNG image", name(path));
+    match kind {
+        FileKind::Jpeg => {
+            let size = formats::image_dimensions(&mut file, kind).ok().flatten().ok_or_else(unreadable)?;
+            file.rewind().map_err(|e| fail(&e))?;
+            // The segments before the first scan, whatever their number.
+            let mut head = vec![0u8; 2];
+            file.read_exact(&mut head).map_err(|e| fail(&e))?;
+            loop {
+                let mut marker = [0u8; 4];
+                if file.read_exact(&mut marker).is_err() || marker[0] != 0xFF || marker[1] == 0xDA {
+                    break;
+                }
+                let len = usize::from(u16::from_be_bytes([marker[2], marker[3]])).saturating_sub(2);
+                head.extend_from_slice(&marker);
+                let at = head.len();
+                head.resize(at + len, 0);
+                if file.read_exact(&mut head[at..]).is_err() {
+                    break;
+                }
+            }
+            Ok((Metadata::from_jpeg(&head), kind, size))
         }
-    };
-    Ok((meta, kind, size))
+        FileKind::Png => {
+            let reader =
+                png::Decoder::new(file).read_info().map_err(|e| format!("{}: not a readable PNG ({e})", name(path)))?;
+            Ok((Metadata::from_png(reader.info()), kind, reader.info().size()))
+        }
+        _ => Err(unreadable()),
+    }
 }
 
 fn read_jpeg(bytes: &[u8]) -> Result<Photo, String> {

@@ -377,14 +377,25 @@ async fn init_sets_up_a_checked_private_config_by_flags_or_by_answers() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     assert_eq!(std::fs::read_to_string(&config).unwrap(), text, "unchanged");
 
-    // Asked: the inbox, the defaults taken for the other folders, preset 2, the token.
+    // Asked: the inbox, the defaults taken for the other folders, preset 2, the outputs by
+    // name, the token.
     let asked = dir.path().join("asked/config.toml");
-    let answers = format!("{}\n\n\n\n2\n{TOKEN}\n", dir.path().join("shoot/inbox").display());
+    let answers = format!("{}\n\n\n\n2\nphoto+psd\n{TOKEN}\n", dir.path().join("shoot/inbox").display());
     let out = init(&asked, &["--server-url", &url], &answers);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(&asked).unwrap();
     assert!(text.contains("portrait-flat") && text.contains("Layer = 0"), "{text}");
+    assert!(text.contains("layers = false") && text.contains("psd = true"), "{text}");
     assert!(text.contains(&dir.path().join("shoot/outbox").display().to_string()), "{text}");
+
+    // The Debian package's default config (and its empty token file) are replaced without --force.
+    let packaged = dir.path().join("packaged/config.toml");
+    std::fs::create_dir_all(packaged.parent().unwrap()).unwrap();
+    std::fs::write(&packaged, include_str!("../../packaging/deb/config.toml")).unwrap();
+    std::fs::write(dir.path().join("packaged/token"), "").unwrap();
+    let out = init(&packaged, &flags, &format!("{TOKEN}\n"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read_to_string(&packaged).unwrap().contains("[[watch]]"));
 
     // A token the server refuses: nothing is written.
     let refused = dir.path().join("refused/config.toml");
