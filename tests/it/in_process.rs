@@ -162,6 +162,58 @@ async fn every_restart_rule_resumes_its_job_and_nothing_is_charged_twice() {
     assert!(!stats.polls_by_job.contains_key(&fetching_id), "fetching resumes by downloading");
 }
 
+/// A crash while rendering: the job resumes from the staged layers, outputs half made before
+/// are discarded, the finished photo is made again, and the server is not asked.
+#[tokio::test(start_paused = true)]
+async fn a_crash_while_rendering_renders_again_from_the_staged_layers() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "[watch.output]\npsd = true");
+    let (inbox, outbox) = (ws.path("inbox"), ws.path("outbox"));
+    std::fs::write(inbox.join(retouchd::watch::MARKER), b"").unwrap();
+    ws.drop_file("portrait.jpg", &imagegen::portrait_jpeg(120, 160, [220, 170, 140]));
+    let source =
+        Source { inbox: inbox.clone(), stamp: stamp_of(&inbox.join("portrait.jpg")), rel_path: "portrait.jpg".into() };
+    {
+        let journal = Journal::open(&ws.path("state")).unwrap();
+        journal.mark(&inbox).unwrap();
+        let id = journal.insert(&source, &JobState::Submitting { key: "k".into() }).unwrap();
+        let staging = outbox.join(STAGING_DIR);
+        let staged = staging.join(format!("job-{id}"));
+        std::fs::create_dir_all(&staged).unwrap();
+        let layers = [
+            ("index=0&blendmode=normal&name=Heal.png", imagegen::LayerLook::Patches),
+            ("index=1&blendmode=softLight&name=Dodge Burn.png", imagegen::LayerLook::GreyRelief),
+        ];
+        for (i, (name, look)) in layers.into_iter().enumerate() {
+            std::fs::write(staged.join(name), imagegen::layer_png(look, 120, 160, i as u64)).unwrap();
+        }
+        // Half made when the process died.
+        write(&staging.join(format!("job-{id}.render")), "flat.jpg", b"\xFF\xD8 truncated");
+        let target = Target { dir: outbox.clone(), stem: "portrait".into(), ext: None };
+        let rendering = JobState::Rendering { task_id: "gone".into(), host: sim.base_url(), staged, target };
+        journal.update(id, &rendering).unwrap();
+    }
+    let summary = run_once(&ws).await;
+    assert_eq!(summary.done, 1);
+    let files = ws.files("outbox");
+    assert_eq!(
+        files,
+        [
+            "portrait.jpg",
+            "portrait.psd",
+            "portrait/index=0&blendmode=normal&name=Heal.png",
+            "portrait/index=1&blendmode=softLight&name=Dodge Burn.png"
+        ],
+        "layers, finished photo and PSD; nothing left in staging"
+    );
+    let flat = std::fs::read(ws.path("outbox/portrait.jpg")).unwrap();
+    let mut decoder = zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(&flat));
+    decoder.decode().expect("a whole JPEG, made again");
+    assert_eq!(decoder.info().map(|i| (i.width, i.height)), Some((120, 160)));
+    assert_eq!(sim.stats().charged_starts, 0, "the server is not asked again");
+    assert!(ws.path("done/portrait.jpg").exists());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_bad_token_pauses_uploads_until_it_works_and_status_says_so() {
     let sim = start_sim(SimConfig { token: "the-right-one".into(), ..fast_sim() }).await;
