@@ -654,6 +654,14 @@ impl Validator {
             payload: payload.unwrap_or_default(),
             output: self.output(&key("output"), raw.output.unwrap_or_default()),
         };
+        let payload_json = serde_json::from_str(&watch.payload).unwrap_or_default();
+        if watch.output.psd && !watch.payload.is_empty() && !crate::plugins::asks_for_layers(&payload_json) {
+            self.warnings.push(format!(
+                "{}: psd = true, but no task has Layer = 1: the server sends one flattened image, so there \
+                 are no layers for a PSD (only the finished photo is delivered)",
+                key("output.psd")
+            ));
+        }
         (self.problems.len() == before).then_some(watch)
     }
 
@@ -837,6 +845,51 @@ tasks = [{{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}]
 "#,
             d = dir.display()
         )
+    }
+
+    #[test]
+    fn output_settings_are_read_and_every_mistake_named_by_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = base_config(dir.path())
+            + "[watch.output]\nflat = \"jpeg\"\npsd = true\njpeg_quality = 90\nmetadata = \"no-gps\"\n\
+               name = \"{stem}-{date}\"\n[watch.output.opacity]\n\"Dodge Burn\" = 0.5\nHeal = 1\n[render]\nmax_renders = 3\n";
+        let config = parse(&good, dir.path(), &env()).unwrap();
+        let output = &config.watches[0].output;
+        assert_eq!((output.flat, output.psd, output.jpeg_quality), (crate::render::FlatFormat::Jpeg, true, 90));
+        assert_eq!(output.metadata, crate::render::MetadataPolicy::NoGps);
+        assert_eq!(
+            (output.opacity_for("dodge burn"), output.opacity_for("Heal"), output.opacity_for("Other")),
+            (0.5, 1.0, 1.0)
+        );
+        assert_eq!(config.max_renders, 3);
+        let bad = base_config(dir.path())
+            + "[watch.output]\nlayers = false\nflat = \"none\"\njpeg_quality = 0\nmetadata = \"some\"\n\
+               name = \"{stme}\"\n[watch.output.opacity]\n\"Dodge Burn\" = 2\n";
+        let problems = parse(&bad, dir.path(), &env()).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "watch[0].output",
+            "watch[0].output.jpeg_quality",
+            "watch[0].output.metadata",
+            "watch[0].output.name",
+            "watch[0].output.opacity.\"Dodge Burn\"",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {problems:?}");
+        }
+        let flat_psd = base_config(dir.path()).replace("Layer = 1", "Layer = 0") + "[watch.output]\npsd = true\n";
+        let config = parse(&flat_psd, dir.path(), &env()).unwrap();
+        assert!(config.warnings.iter().any(|w| w.contains("no task has Layer = 1")), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn a_config_that_watches_nothing_is_valid_and_needs_no_token_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("[server]\ntoken_file = \"token\"\n[state]\ndir = \"{}/state\"\n", dir.path().display());
+        std::fs::write(dir.path().join("token"), "").unwrap();
+        let config = parse(&text, dir.path(), &env()).unwrap();
+        assert!(config.watches.is_empty());
+        assert!(config.warnings.iter().any(|w| w.contains("watches nothing")), "{:?}", config.warnings);
+        assert!(config.warnings.iter().any(|w| w.contains("token is empty")), "{:?}", config.warnings);
     }
 
     #[test]

@@ -219,6 +219,20 @@ fn check_task(f: &mut Findings, plugin: &Plugin, task: &serde_json::Map<String, 
     }
 }
 
+/// Whether a task asks for a layer of its own (`Layer = 1`, or `true` as some clients send).
+pub fn wants_layer(task: &Value) -> bool {
+    match task.get("Layer") {
+        Some(Value::Number(n)) => n.as_f64() == Some(1.0),
+        Some(Value::Bool(b)) => *b,
+        _ => false,
+    }
+}
+
+/// Whether a payload has a task asking for a layer: the server then answers with layers.
+pub fn asks_for_layers(payload: &Value) -> bool {
+    payload.get("tasks").and_then(Value::as_array).is_some_and(|tasks| tasks.iter().any(wants_layer))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,11 +42,7 @@ fn layer_plugins(payload: &Value) -> Vec<String> {
     let tasks = payload.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
     tasks
         .iter()
-        .filter(|t| match t.get("Layer") {
-            Some(Value::Number(n)) => n.as_f64() == Some(1.0),
-            Some(Value::Bool(b)) => *b,
-            _ => false,
-        })
+        .filter(|t| crate::plugins::wants_layer(t))
         .map(|t| t.get("Plugin").and_then(Value::as_str).unwrap_or("Unknown").to_string())
         .collect()
 }
