@@ -19,7 +19,9 @@ pub use crate::source::Source;
 use crate::source::Stamp;
 
 pub const FILE_NAME: &str = "journal.sqlite";
-const SCHEMA_VERSION: i64 = 1;
+/// 1: jobs. 2: `latest` marks each file's newest job, and `file_counts` (kept by triggers)
+/// counts files by the state of their newest job, so counting needs no scan.
+const SCHEMA_VERSION: i64 = 2;
 
 /// A job's row id.
 pub type JobId = i64;
@@ -71,6 +73,8 @@ pub struct Journal {
     path: PathBuf,
     conn: Mutex<Connection>,
     reader: Option<Mutex<Connection>>,
+    /// The schema of the file (a read-only journal may be older than this version).
+    schema: i64,
 }
 
 /// Now, in Unix milliseconds (the journal's timestamps).
@@ -129,8 +133,8 @@ impl Journal {
         let path = state_dir.join(FILE_NAME);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
-        let mut journal = Journal { path: path.clone(), conn: Mutex::new(conn), reader: None };
-        journal.prepare(true)?;
+        let mut journal = Journal { path: path.clone(), conn: Mutex::new(conn), reader: None, schema: 0 };
+        journal.schema = journal.prepare(true)?;
         // A second connection for reads: with WAL they see every committed write and need not
         // wait for a commit's sync to disk.
         let read_flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -145,8 +149,8 @@ impl Journal {
         let path = state_dir.join(FILE_NAME);
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
-        let journal = Journal { path, conn: Mutex::new(conn), reader: None };
-        journal.prepare(false)?;
+        let mut journal = Journal { path, conn: Mutex::new(conn), reader: None, schema: 0 };
+        journal.schema = journal.prepare(false)?;
         Ok(journal)
     }
 
@@ -167,15 +171,29 @@ impl Journal {
         classify(&self.path, e)
     }
 
-    fn prepare(&self, writable: bool) -> Result<()> {
-        let conn = self.lock();
+    /// Checks the file, and (when writable) creates or migrates its schema. Returns the schema.
+    fn prepare(&self, writable: bool) -> Result<i64> {
+        let mut conn = self.lock();
         // Reading the schema is where a file that is not a database shows itself.
         let _: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
             .map_err(|e| classify(&self.path, e))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| classify(&self.path, e))?;
+        let read_version = |conn: &Connection| -> Result<Option<i64>> {
+            let has_meta: bool = conn
+                .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| {
+                    r.get::<_, i64>(0).map(|n| n > 0)
+                })
+                .map_err(|e| classify(&self.path, e))?;
+            if !has_meta {
+                return Ok(None);
+            }
+            conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+                .optional()
+                .map_err(|e| classify(&self.path, e))
+        };
         if !writable {
-            return Ok(());
+            return Ok(read_version(&conn)?.unwrap_or(1));
         }
         let terminal = StateName::terminal_sql_list();
         conn.execute_batch(&format!(
@@ -199,19 +217,51 @@ impl Journal {
              CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, updated_at);"
         ))
         .map_err(|e| classify(&self.path, e))?;
-        let version: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
-            .optional()
-            .map_err(|e| classify(&self.path, e))?;
-        match version {
+        match read_version(&conn)? {
             None => {
-                conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])
+                conn.execute("INSERT INTO meta (key, value) VALUES ('schema', 1)", [])
                     .map_err(|e| classify(&self.path, e))?;
+                self.migrate_to_2(&mut conn)?;
             }
+            Some(1) => self.migrate_to_2(&mut conn)?,
             Some(v) if v > SCHEMA_VERSION => return Err(JournalError::TooNew { path: self.path.clone(), found: v }),
             Some(_) => {}
         }
-        Ok(())
+        Ok(SCHEMA_VERSION)
+    }
+
+    /// Schema 1 → 2, in one transaction: mark each file's newest job, count files by its state,
+    /// and keep both up to date with triggers from now on. Reads the whole journal once (about
+    /// a second per million jobs).
+    fn migrate_to_2(&self, conn: &mut Connection) -> Result<()> {
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute_batch(
+            "ALTER TABLE jobs ADD COLUMN latest INTEGER NOT NULL DEFAULT 1;
+             UPDATE jobs SET latest = 0 WHERE id NOT IN (SELECT max(id) FROM jobs GROUP BY inbox, rel_path);
+             CREATE TABLE file_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
+             INSERT INTO file_counts (state, n) SELECT state, count(*) FROM jobs WHERE latest = 1 GROUP BY state;
+             CREATE INDEX jobs_latest ON jobs(state, updated_at) WHERE latest = 1;
+             -- A new job supersedes its file's earlier ones and counts in its state.
+             CREATE TRIGGER jobs_counted_on_insert AFTER INSERT ON jobs BEGIN
+                 UPDATE jobs SET latest = 0
+                  WHERE inbox = NEW.inbox AND rel_path = NEW.rel_path AND latest = 1 AND id <> NEW.id;
+                 INSERT INTO file_counts (state, n) VALUES (NEW.state, 1)
+                     ON CONFLICT (state) DO UPDATE SET n = n + 1;
+             END;
+             CREATE TRIGGER jobs_uncounted_when_superseded AFTER UPDATE OF latest ON jobs
+             WHEN OLD.latest = 1 AND NEW.latest = 0 BEGIN
+                 UPDATE file_counts SET n = n - 1 WHERE state = OLD.state;
+             END;
+             CREATE TRIGGER jobs_recounted_on_state AFTER UPDATE OF state ON jobs
+             WHEN OLD.latest = 1 AND NEW.latest = 1 AND OLD.state <> NEW.state BEGIN
+                 UPDATE file_counts SET n = n - 1 WHERE state = OLD.state;
+                 INSERT INTO file_counts (state, n) VALUES (NEW.state, 1)
+                     ON CONFLICT (state) DO UPDATE SET n = n + 1;
+             END;
+             UPDATE meta SET value = 2 WHERE key = 'schema';",
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
     }
 
     /// Records a new job; the state is committed before this returns.
@@ -327,19 +377,24 @@ impl Journal {
     /// The newest jobs in one state that are also the newest job of their file (a failure whose
     /// file was retried and delivered since is not listed).
     pub fn recent_latest(&self, state: StateName, limit: usize) -> Result<Vec<JobRecord>> {
+        let newest = if self.schema >= 2 {
+            "latest = 1"
+        } else {
+            "id = (SELECT max(id) FROM jobs WHERE inbox = j.inbox AND rel_path = j.rel_path)"
+        };
         self.query(
-            &format!(
-                "{SELECT} AS j WHERE state = ?1
-                   AND id = (SELECT max(id) FROM jobs WHERE inbox = j.inbox AND rel_path = j.rel_path)
-                 ORDER BY updated_at DESC LIMIT ?2"
-            ),
+            &format!("{SELECT} AS j WHERE state = ?1 AND {newest} ORDER BY updated_at DESC LIMIT ?2"),
             params![state.as_str(), limit as i64],
         )
     }
 
     /// How many files are in each state, by their newest job (a file that failed, was retried
-    /// and was delivered counts once, as done).
+    /// and was delivered counts once, as done). Read from the counts the journal keeps.
     pub fn file_counts(&self) -> Result<BTreeMap<StateName, u64>> {
+        if self.schema >= 2 {
+            return self.count_states("SELECT state, n FROM file_counts WHERE n > 0");
+        }
+        // A journal of schema 1, read by a newer `status`: count the hard way.
         self.count_states(
             "SELECT state, count(*) FROM jobs
              WHERE id IN (SELECT max(id) FROM jobs GROUP BY inbox, rel_path) GROUP BY state",
@@ -381,11 +436,13 @@ impl Journal {
             .collect())
     }
 
-    /// The newest delivered jobs that came without a finished photo (a render problem).
+    /// The newest delivered jobs that came without a finished photo (a render problem), among
+    /// the last 10,000 deliveries (so a journal of millions is not read whole).
     pub fn recent_render_errors(&self, limit: usize) -> Result<Vec<JobRecord>> {
         self.query(
             &format!(
-                "{SELECT} WHERE state = ?1 AND instr(data, '\"render_error\"') > 0 ORDER BY updated_at DESC LIMIT ?2"
+                "SELECT * FROM ({SELECT} WHERE state = ?1 ORDER BY updated_at DESC LIMIT 10000)
+                 WHERE instr(data, '\"render_error\"') > 0 LIMIT ?2"
             ),
             params![StateName::Done.as_str(), limit as i64],
         )
@@ -447,6 +504,100 @@ mod tests {
 
     fn source(name: &str) -> Source {
         Source { inbox: "/in".into(), rel_path: name.into(), stamp: Stamp { size: 10, mtime_ns: 5 } }
+    }
+
+    /// The counts as the schema-1 query computes them from the jobs themselves.
+    fn counted_the_hard_way(journal: &Journal) -> BTreeMap<StateName, u64> {
+        journal
+            .count_states(
+                "SELECT state, count(*) FROM jobs
+                 WHERE id IN (SELECT max(id) FROM jobs GROUP BY inbox, rel_path) GROUP BY state",
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn kept_counts_match_the_jobs_through_random_inserts_retries_and_state_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut ids: Vec<JobId> = Vec::new();
+        let states = [
+            JobState::Submitting { key: "k".into() },
+            JobState::Processing { task_id: "t".into(), host: "h".into() },
+            JobState::Failed { reason: "r".into(), moved_to: None },
+            JobState::Done { outputs: vec![], moved_to: None, render_error: None },
+        ];
+        for round in 0..400 {
+            match rng.u8(..3) {
+                // A new file, or a file sent again (a new job supersedes the old one).
+                0 | 1 => {
+                    let name = format!("f{}.jpg", rng.usize(..40));
+                    let state = &states[rng.usize(..states.len())];
+                    if rng.bool() {
+                        ids.push(journal.insert(&source(&name), state).unwrap());
+                    } else {
+                        let ids_now = journal.write_batch(&[Write::Insert(&source(&name), state)]).unwrap();
+                        ids.extend(ids_now);
+                    }
+                }
+                // Any job, newest or superseded, moves on.
+                _ if !ids.is_empty() => {
+                    let id = ids[rng.usize(..ids.len())];
+                    journal.update(id, &states[rng.usize(..states.len())]).unwrap();
+                }
+                _ => {}
+            }
+            if round % 50 == 0 {
+                assert_eq!(journal.file_counts().unwrap(), counted_the_hard_way(&journal), "round {round}");
+            }
+        }
+        assert_eq!(journal.file_counts().unwrap(), counted_the_hard_way(&journal));
+        let failed: Vec<JobRecord> = journal.recent_latest(StateName::Failed, 1000).unwrap();
+        assert_eq!(failed.len() as u64, counted_the_hard_way(&journal).get(&StateName::Failed).copied().unwrap_or(0));
+    }
+
+    #[test]
+    fn a_schema_1_journal_is_migrated_once_and_read_as_it_was_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 INSERT INTO meta VALUES ('schema', 1);
+                 CREATE TABLE jobs (id INTEGER PRIMARY KEY, inbox BLOB NOT NULL, rel_path BLOB NOT NULL,
+                     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, state TEXT NOT NULL, data TEXT NOT NULL,
+                     created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, progress REAL);",
+            )
+            .unwrap();
+            let failed = r#"{"state":"failed","reason":"no face"}"#;
+            let done = r#"{"state":"done","outputs":[]}"#;
+            for (id, file, state, data) in
+                [(1, "a.jpg", "failed", failed), (2, "a.jpg", "done", done), (3, "b.jpg", "failed", failed)]
+            {
+                conn.execute(
+                    "INSERT INTO jobs VALUES (?1, CAST('/in' AS BLOB), CAST(?2 AS BLOB), 1, 1, ?3, ?4, 0, ?1, NULL)",
+                    params![id, file, state, data],
+                )
+                .unwrap();
+            }
+        }
+        // A newer `status` reads the old journal as it is, without changing it.
+        let old = Journal::open_read_only(dir.path()).unwrap();
+        let expected: BTreeMap<StateName, u64> = [(StateName::Done, 1), (StateName::Failed, 1)].into();
+        assert_eq!(old.file_counts().unwrap(), expected);
+        assert_eq!(old.recent_latest(StateName::Failed, 10).unwrap().len(), 1);
+        drop(old);
+        // The daemon migrates it.
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.schema, 2);
+        assert_eq!(journal.file_counts().unwrap(), expected);
+        journal.insert(&source("b.jpg"), &JobState::Submitting { key: "k".into() }).unwrap();
+        let after: BTreeMap<StateName, u64> = [(StateName::Done, 1), (StateName::Submitting, 1)].into();
+        assert_eq!(journal.file_counts().unwrap(), after);
+        drop(journal);
+        assert_eq!(Journal::open(dir.path()).unwrap().file_counts().unwrap(), after, "migrated once");
     }
 
     #[test]
