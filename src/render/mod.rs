@@ -461,6 +461,83 @@ mod tests {
         assert_eq!(pixels, expected);
     }
 
+    /// Writes one layer in a given PNG colour type and depth.
+    fn layer_file(path: &Path, color: png::ColorType, depth: png::BitDepth, palette: Option<Vec<u8>>, data: &[u8]) {
+        let mut encoder = png::Encoder::new(std::fs::File::create(path).unwrap(), 2, 2);
+        encoder.set_color(color);
+        encoder.set_depth(depth);
+        if let Some(p) = palette {
+            encoder.set_palette(p);
+            encoder.set_trns(vec![255, 0]);
+        }
+        encoder.write_header().unwrap().write_image_data(data).unwrap();
+    }
+
+    /// A layer written one way: name, colour type, depth, palette, samples.
+    type LayerCase = (&'static str, png::ColorType, png::BitDepth, Option<Vec<u8>>, Vec<u8>);
+
+    #[test]
+    fn grey_palette_and_sixteen_bit_layers_composite_like_their_rgba_equivalent() {
+        // The same multiply layer, mid grey over pixels 0 and 3, transparent elsewhere, written
+        // five ways; each must give the photo the RGBA 8-bit one gives.
+        let cases: Vec<LayerCase> = vec![
+            (
+                "rgba8",
+                png::ColorType::Rgba,
+                png::BitDepth::Eight,
+                None,
+                [[128, 128, 128, 255], [0, 0, 0, 0], [0, 0, 0, 0], [128, 128, 128, 255]].concat(),
+            ),
+            (
+                "rgba16",
+                png::ColorType::Rgba,
+                png::BitDepth::Sixteen,
+                None,
+                [[128, 128, 128, 128, 128, 128, 255, 255], [0; 8], [0; 8], [128, 128, 128, 128, 128, 128, 255, 255]]
+                    .concat(),
+            ),
+            (
+                "grey-alpha8",
+                png::ColorType::GrayscaleAlpha,
+                png::BitDepth::Eight,
+                None,
+                vec![128, 255, 0, 0, 0, 0, 128, 255],
+            ),
+            (
+                "palette",
+                png::ColorType::Indexed,
+                png::BitDepth::Eight,
+                Some(vec![128, 128, 128, 0, 0, 0]),
+                vec![0, 1, 1, 0],
+            ),
+        ];
+        let mut results = Vec::new();
+        for (name, color, depth, palette, data) in cases {
+            let case = Case::new();
+            png_file(&case.path("photo.png"), 2, 2, 3, &[200, 100, 50, 10, 20, 30, 40, 50, 60, 250, 250, 250], false);
+            layer_file(&case.path("layers").join(layer_name(0, "multiply", "Shade")), color, depth, palette, &data);
+            let made = case.render("photo.png").unwrap_or_else(|e| panic!("{name}: {e}"));
+            results.push((name, decode_png(&made[0].path).1));
+        }
+        let expected: Vec<u8> = vec![100, 50, 25, 10, 20, 30, 40, 50, 60, 125, 125, 125];
+        for (name, pixels) in results {
+            let close = pixels.iter().zip(&expected).all(|(a, b)| a.abs_diff(*b) <= 1);
+            assert!(close, "{name}: {pixels:?}, expected {expected:?}");
+        }
+        // A grey layer without alpha is opaque everywhere.
+        let case = Case::new();
+        png_file(&case.path("photo.png"), 2, 2, 3, &[200; 12], false);
+        layer_file(
+            &case.path("layers").join(layer_name(0, "multiply", "Shade")),
+            png::ColorType::Grayscale,
+            png::BitDepth::Eight,
+            None,
+            &[128; 4],
+        );
+        let made = case.render("photo.png").unwrap();
+        assert!(decode_png(&made[0].path).1.iter().all(|&v| v.abs_diff(100) <= 1));
+    }
+
     #[test]
     fn sixteen_bit_sources_stay_sixteen_bit_with_their_profile() {
         let case = Case::new();
