@@ -702,12 +702,12 @@ impl Validator {
                 toml::Value::Integer(i) => Some(i as f64),
                 _ => None,
             };
-            match number {
-                Some(o) if (0.0..=1.0).contains(&o) => _ = out.opacity.insert(plugin, o as f32),
-                _ => self.problem(
-                    at(&format!("opacity.\"{plugin}\"")),
-                    format!("{value} is not an opacity; use a number from 0 (off) to 1 (full strength)"),
-                ),
+            let key = at(&format!("opacity.\"{plugin}\""));
+            match number.map(crate::render::opacity) {
+                Some(Ok(o)) => _ = out.opacity.insert(plugin, o),
+                Some(Err(why)) => self.problem(key, why),
+                None => self
+                    .problem(key, format!("{value} is not an opacity; use a number from 0 (off) to 1 (full strength)")),
             }
         }
         if !out.layers && !out.renders() {

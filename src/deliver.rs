@@ -155,7 +155,7 @@ pub fn stage_download(
 ) -> Result<PathBuf, DeliverError> {
     let staging = download.parent().map(Path::to_path_buf).unwrap_or_default();
     let staged =
-        staging.join(format!("job-{job}{}", target.ext.as_deref().map(|e| format!(".{e}")).unwrap_or_default()));
+        staging.join(staged_name(job, target.ext.as_deref().map(|e| format!(".{e}")).as_deref().unwrap_or("")));
     remove_any(&staged)?;
     match kind {
         FileKind::Zip => {
@@ -216,13 +216,26 @@ pub fn write_render_note(dir: &Path, reason: &str) -> io::Result<PathBuf> {
     Ok(path)
 }
 
+/// Where a job's finished outputs are made: `job-N.render`, beside its staged result.
+const RENDER_SUFFIX: &str = ".render";
+
+/// The name of something staged for job `job`: `job-N` followed by `suffix`.
+fn staged_name(job: i64, suffix: &str) -> String {
+    format!("job-{job}{suffix}")
+}
+
+/// The folder job `job`'s finished outputs are made in, beside its staged result.
+pub fn render_dir(staged: &Path, job: i64) -> PathBuf {
+    staged.with_file_name(staged_name(job, RENDER_SUFFIX))
+}
+
 /// Removes what may still be staged for job `job` in `staging` once its outputs are published:
 /// its result (`job-N`, or `job-N.jpg|png` for one image) when the finished photo replaced it,
 /// and its work folder `job-N.render`. Named, not searched: the staging folder may hold
 /// thousands of other jobs.
 pub fn discard_job_staging(staging: &Path, job: i64) {
-    let names = ["", ".render", ".jpg", ".png"].map(|suffix| format!("job-{job}{suffix}"));
-    for name in names {
+    for suffix in ["", RENDER_SUFFIX, ".jpg", ".png"] {
+        let name = staged_name(job, suffix);
         let _ = remove_any(&staging.join(name));
     }
 }

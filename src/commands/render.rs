@@ -30,11 +30,8 @@ pub struct Request<'a> {
 pub fn parse_opacity(text: &str) -> Result<(String, f32), String> {
     let (plugin, value) =
         text.rsplit_once('=').ok_or_else(|| format!("`{text}` is not PLUGIN=STRENGTH, e.g. \"Dodge Burn=0.5\""))?;
-    let value: f32 = value.trim().parse().map_err(|_| format!("`{value}` is not a number from 0 to 1"))?;
-    if !(0.0..=1.0).contains(&value) {
-        return Err(format!("{value} is out of range; use 0 (off) to 1 (full strength)"));
-    }
-    Ok((plugin.trim().to_string(), value))
+    let value: f64 = value.trim().parse().map_err(|_| format!("`{value}` is not a number from 0 to 1"))?;
+    Ok((plugin.trim().to_string(), render::opacity(value)?))
 }
 
 /// One folder's outcome.

@@ -402,7 +402,7 @@ impl<'a> Runner<'a> {
             return Event::Rendered { main: layers, extras: Vec::new(), render_error: None };
         }
         let _permit = self.ctx.renders.acquire().await.expect("render semaphore is never closed");
-        let work_dir = render_dir(&staged);
+        let work_dir = deliver::render_dir(&staged, self.job.id);
         let names = self.output_name(&settings);
         loop {
             let outcome = match self.job.source.check(self.ctx.marks_inboxes) {
@@ -570,13 +570,6 @@ impl<'a> Runner<'a> {
             }
         }
     }
-}
-
-/// The folder a job's finished outputs are made in: beside its staged result.
-fn render_dir(staged: &std::path::Path) -> PathBuf {
-    let name = staged.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let job = name.split('.').next().unwrap_or("job");
-    staged.with_file_name(format!("{job}.render"))
 }
 
 /// Runs file work (writes, syncs, renames) on a blocking thread, so no async worker waits on

@@ -158,8 +158,18 @@ fn soft_light(cb: f32, cs: f32) -> f32 {
 /// One layer pixel over an opaque backdrop pixel: `alpha` is the layer pixel's alpha times the
 /// layer's opacity, in 0..=1.
 pub fn composite_pixel(mode: BlendMode, backdrop: [f32; 3], layer: [f32; 3], alpha: f32) -> [f32; 3] {
+    let mut out = backdrop;
+    over(&mut out, &layer, alpha, |cb, cs| mode.blend(cb, cs));
+    out
+}
+
+/// `co = (1 - αs)·cb + αs·B(cb, cs)` for one pixel, in place (the module's formula).
+#[inline(always)]
+fn over(backdrop: &mut [f32], layer: &[f32], alpha: f32, blend: impl Fn(f32, f32) -> f32) {
     let a = alpha.clamp(0.0, 1.0);
-    std::array::from_fn(|c| (1.0 - a) * backdrop[c] + a * mode.blend(backdrop[c], layer[c]))
+    for c in 0..3 {
+        backdrop[c] = (1.0 - a) * backdrop[c] + a * blend(backdrop[c], layer[c]);
+    }
 }
 
 /// Composites a row of layer pixels (RGBA, 0..=1) onto a row of backdrop pixels (RGB, 0..=1)
@@ -198,12 +208,9 @@ pub fn composite_row(mode: BlendMode, backdrop: &mut [f32], layer: &[f32], opaci
 #[inline(always)]
 fn apply_row(backdrop: &mut [f32], layer: &[f32], opacity: f32, blend: impl Fn(f32, f32) -> f32) {
     for (b, l) in backdrop.chunks_exact_mut(3).zip(layer.chunks_exact(4)) {
-        let a = (l[3] * opacity).clamp(0.0, 1.0);
-        if a <= 0.0 {
-            continue;
-        }
-        for c in 0..3 {
-            b[c] = (1.0 - a) * b[c] + a * blend(b[c], l[c]);
+        let a = l[3] * opacity;
+        if a > 0.0 {
+            over(b, l, a, &blend);
         }
     }
 }

@@ -129,32 +129,32 @@ fn to_rgb_image(
         Rgba => (4, 4),
         Indexed => return Err("a palette PNG that did not expand".into()),
     };
-    let expand = |px: &[u16], out: &mut Vec<u16>| match in_ch {
-        1 => out.extend_from_slice(&[px[0]; 3]),
-        2 => out.extend_from_slice(&[px[0], px[0], px[0], px[1]]),
-        _ => out.extend_from_slice(px),
-    };
+    let pixels = width as usize * height as usize;
     let samples = match depth {
         png::BitDepth::Sixteen => {
             let values: Vec<u16> = buf.chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect();
-            let mut out = Vec::with_capacity(width as usize * height as usize * out_ch);
-            values.chunks_exact(in_ch).for_each(|px| expand(px, &mut out));
-            Samples::Sixteen(out)
+            Samples::Sixteen(grey_to_rgb(&values, in_ch, out_ch, pixels))
         }
-        png::BitDepth::Eight if in_ch == out_ch => Samples::Eight(buf.to_vec()),
-        png::BitDepth::Eight => {
-            let mut out = Vec::with_capacity(width as usize * height as usize * out_ch);
-            for px in buf.chunks_exact(in_ch) {
-                let wide: Vec<u16> = px.iter().map(|&v| u16::from(v)).collect();
-                let mut o = Vec::with_capacity(4);
-                expand(&wide, &mut o);
-                out.extend(o.into_iter().map(|v| v as u8));
-            }
-            Samples::Eight(out)
-        }
+        png::BitDepth::Eight => Samples::Eight(grey_to_rgb(buf, in_ch, out_ch, pixels)),
         other => return Err(format!("{other:?}-bit samples that did not expand")),
     };
     Ok(Image { width, height, channels: out_ch, samples })
+}
+
+/// Samples of `in_ch` channels per pixel as RGB(A): grey is repeated into red, green and blue
+/// (its alpha kept); RGB and RGBA are taken as they are.
+fn grey_to_rgb<T: Copy>(samples: &[T], in_ch: usize, out_ch: usize, pixels: usize) -> Vec<T> {
+    if in_ch == out_ch {
+        return samples.to_vec();
+    }
+    let mut out = Vec::with_capacity(pixels * out_ch);
+    for px in samples.chunks_exact(in_ch) {
+        out.extend_from_slice(&[px[0]; 3]);
+        if in_ch == 2 {
+            out.push(px[1]);
+        }
+    }
+    out
 }
 
 /// A layer PNG read one row at a time, each row as RGBA floats in 0..=1.

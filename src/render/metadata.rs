@@ -127,9 +127,7 @@ impl Metadata {
         }
         segments
     }
-}
 
-impl Metadata {
     /// Whether there is nothing to carry.
     pub fn is_empty(&self) -> bool {
         self.icc.is_none() && self.exif.is_none() && self.xmp.is_none() && self.iptc.is_none()

@@ -91,6 +91,16 @@ impl OutputSettings {
     }
 }
 
+/// A plugin's strength as given in the config or to `retouchd render --opacity`: 0 (off) to 1
+/// (as the server made it).
+pub fn opacity(value: f64) -> Result<f32, String> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(value as f32)
+    } else {
+        Err(format!("{value} is out of range; use a number from 0 (off) to 1 (full strength)"))
+    }
+}
+
 /// The name of the finished outputs: text with `{stem}`, `{ext}`, `{watch}`, `{date}` and
 /// `{time}` (UTC, `2026-11-29` and `193005`).
 #[derive(Debug, Clone, PartialEq, Eq)]

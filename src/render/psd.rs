@@ -52,9 +52,7 @@ pub fn mode_key(mode: BlendMode) -> &'static [u8; 4] {
 }
 
 /// One channel, compressed: its compression code and bytes (row counts included).
-struct Channel {
-    data: Vec<u8>,
-}
+type Channel = Vec<u8>;
 
 /// What a layer record says, besides its channels' lengths.
 struct RecordHead {
@@ -168,15 +166,15 @@ pub fn write_psd(
 
     // The composite image: planar, all rows' counts first, then the rows.
     let flat_planes = planes(flat, sixteen);
-    let packable = flat_planes.iter().all(|c| c.data.first() == Some(&0) && c.data.get(1) == Some(&1));
+    let packable = flat_planes.iter().all(|c| c.first() == Some(&0) && c.get(1) == Some(&1));
     if packable {
         put_u16(&mut out, 1)?;
         let rows = height as usize * 2;
         for c in &flat_planes {
-            out.write_all(&c.data[2..2 + rows]).map_err(io)?;
+            out.write_all(&c[2..2 + rows]).map_err(io)?;
         }
         for c in &flat_planes {
-            out.write_all(&c.data[2 + rows..]).map_err(io)?;
+            out.write_all(&c[2 + rows..]).map_err(io)?;
         }
     } else {
         put_u16(&mut out, 0)?;
@@ -245,11 +243,11 @@ fn tagged_block(out: &mut Vec<u8>, key: &[u8; 4], data: &[u8]) {
     out.extend_from_slice(data);
 }
 
-fn write_channels(out: &mut (impl Write + Seek), channels: &[Channel]) -> Result<Vec<u32>, Failure> {
+fn write_channels(out: &mut impl Write, channels: &[Channel]) -> Result<Vec<u32>, Failure> {
     let mut lengths = Vec::new();
     for c in channels {
-        out.write_all(&c.data).map_err(Failure::Io)?;
-        lengths.push(c.data.len() as u32);
+        out.write_all(c).map_err(Failure::Io)?;
+        lengths.push(c.len() as u32);
     }
     Ok(lengths)
 }
@@ -271,7 +269,7 @@ fn raw_planes(image: &Image, sixteen: bool) -> Vec<Vec<u8>> {
 /// An image's colour channels, compressed, with ids 0, 1, 2.
 fn planes(image: &Image, sixteen: bool) -> Vec<Channel> {
     let row = image.width as usize * if sixteen { 2 } else { 1 };
-    raw_planes(image, sixteen).into_iter().map(|plane| Channel { data: compress(&plane, row) }).collect()
+    raw_planes(image, sixteen).into_iter().map(|plane| compress(&plane, row)).collect()
 }
 
 /// A layer's alpha and colour channels (ids -1, 0, 1, 2), decoded row by row.
@@ -296,7 +294,7 @@ fn layer_channels(rows: &mut LayerRows, width: u32, height: u32, sixteen: bool) 
             }
         }
     }
-    Ok(planes.into_iter().map(|plane| Channel { data: compress(&plane, row_len) }).collect())
+    Ok(planes.into_iter().map(|plane| compress(&plane, row_len)).collect())
 }
 
 /// A plane as PSD channel data: PackBits (code 1, then a u16 count per row, then the rows)
