@@ -20,8 +20,10 @@ use crate::source::Stamp;
 
 pub const FILE_NAME: &str = "journal.sqlite";
 /// 1: jobs. 2: `latest` marks each file's newest job, and `file_counts` (kept by triggers)
-/// counts files by the state of their newest job, so counting needs no scan.
-const SCHEMA_VERSION: i64 = 2;
+/// counts files by the state of their newest job, so counting needs no scan. 3: each job's
+/// `history` (its states with their times), files counted per inbox, and the newest jobs of
+/// each state indexed by id (the dashboard's pages).
+const SCHEMA_VERSION: i64 = 3;
 
 /// A job's row id.
 pub type JobId = i64;
@@ -90,8 +92,9 @@ fn path_of(bytes: Vec<u8>) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(bytes))
 }
 
-const INSERT: &str = "INSERT INTO jobs (inbox, rel_path, size, mtime_ns, state, data, created_at, updated_at)
-                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)";
+/// A new job's history starts with its first state at offset 0 (see [`Step`]).
+const INSERT: &str = "INSERT INTO jobs (inbox, rel_path, size, mtime_ns, state, data, created_at, updated_at, history)
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8 || '0;')";
 
 fn insert_row(
     stmt: &mut rusqlite::CachedStatement<'_>,
@@ -102,16 +105,69 @@ fn insert_row(
     let data = serde_json::to_string(state).expect("job states serialize");
     let name = state.name().as_str();
     let size = source.stamp.size as i64;
-    stmt.execute(params![bytes(&source.inbox), bytes(&source.rel_path), size, source.stamp.mtime_ns, name, data, now])
-        .map(drop)
+    let code = step_code(state.name());
+    stmt.execute(params![
+        bytes(&source.inbox),
+        bytes(&source.rel_path),
+        size,
+        source.stamp.mtime_ns,
+        name,
+        data,
+        now,
+        code
+    ])
+    .map(drop)
 }
 
-/// A new state clears the progress figure: it belongs to one stay at the server.
-const UPDATE: &str = "UPDATE jobs SET state = ?2, data = ?3, updated_at = ?4, progress = NULL WHERE id = ?1";
+/// A new state clears the progress figure (it belongs to one stay at the server) and is added
+/// to the job's history with its offset from the job's creation.
+const UPDATE: &str = "UPDATE jobs SET state = ?2, data = ?3, updated_at = ?4, progress = NULL,
+                      history = history || ?5 || (?4 - created_at) || ';' WHERE id = ?1";
 
 fn update_row(stmt: &mut rusqlite::CachedStatement<'_>, id: JobId, state: &JobState, now: i64) -> rusqlite::Result<()> {
     let data = serde_json::to_string(state).expect("job states serialize");
-    stmt.execute(params![id, state.name().as_str(), data, now]).map(drop)
+    stmt.execute(params![id, state.name().as_str(), data, now, step_code(state.name())]).map(drop)
+}
+
+/// One entry of a job's history: a state it entered, and when (Unix milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Step {
+    pub state: StateName,
+    pub at: i64,
+}
+
+/// A state's one-letter code in the `history` column (`a` for the first of [`StateName::ALL`]).
+/// The column is a list of `<code><milliseconds since creation>;`, about 7 bytes a step.
+fn step_code(state: StateName) -> String {
+    let index = StateName::ALL.iter().position(|s| *s == state).unwrap_or(0);
+    char::from(b'a' + index as u8).to_string()
+}
+
+/// Reads a `history` column back; an entry this version cannot read is skipped.
+fn parse_history(history: &str, created_at: i64) -> Vec<Step> {
+    history
+        .split(';')
+        .filter_map(|entry| {
+            let mut chars = entry.chars();
+            let code = chars.next()?;
+            let index = (code as u32).checked_sub(u32::from(b'a'))? as usize;
+            let state = *StateName::ALL.get(index)?;
+            let offset: i64 = chars.as_str().parse().ok()?;
+            Some(Step { state, at: created_at + offset })
+        })
+        .collect()
+}
+
+/// Which jobs a page of the dashboard lists (see [`Journal::page`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobQuery {
+    /// Only jobs in these states (all when empty).
+    pub states: Vec<StateName>,
+    /// Only files whose path below the inbox contains this (ASCII letters in either case).
+    pub name: Option<String>,
+    /// Only jobs older than this one (the previous page's last id).
+    pub before: Option<JobId>,
+    pub limit: usize,
 }
 
 const PROGRESS: &str = "UPDATE jobs SET progress = ?2 WHERE id = ?1";
@@ -213,8 +269,7 @@ impl Journal {
                  progress REAL
              );
              CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs(state) WHERE state NOT IN ({terminal});
-             CREATE INDEX IF NOT EXISTS jobs_by_source ON jobs(inbox, rel_path);
-             CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, updated_at);"
+             CREATE INDEX IF NOT EXISTS jobs_by_source ON jobs(inbox, rel_path);"
         ))
         .map_err(|e| classify(&self.path, e))?;
         match read_version(&conn)? {
@@ -222,8 +277,13 @@ impl Journal {
                 conn.execute("INSERT INTO meta (key, value) VALUES ('schema', 1)", [])
                     .map_err(|e| classify(&self.path, e))?;
                 self.migrate_to_2(&mut conn)?;
+                self.migrate_to_3(&mut conn)?;
             }
-            Some(1) => self.migrate_to_2(&mut conn)?,
+            Some(1) => {
+                self.migrate_to_2(&mut conn)?;
+                self.migrate_to_3(&mut conn)?;
+            }
+            Some(2) => self.migrate_to_3(&mut conn)?,
             Some(v) if v > SCHEMA_VERSION => return Err(JournalError::TooNew { path: self.path.clone(), found: v }),
             Some(_) => {}
         }
@@ -259,6 +319,46 @@ impl Journal {
                      ON CONFLICT (state) DO UPDATE SET n = n + 1;
              END;
              UPDATE meta SET value = 2 WHERE key = 'schema';",
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Schema 2 → 3, in one transaction: a `history` column (empty for older jobs: their
+    /// timeline is their creation and last change), files counted per inbox and state (the
+    /// counts rebuilt from the jobs once), and the newest jobs indexed by state and id in place
+    /// of all jobs by state and time.
+    fn migrate_to_3(&self, conn: &mut Connection) -> Result<()> {
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute_batch(
+            "ALTER TABLE jobs ADD COLUMN history TEXT NOT NULL DEFAULT '';
+             DROP TRIGGER jobs_counted_on_insert;
+             DROP TRIGGER jobs_uncounted_when_superseded;
+             DROP TRIGGER jobs_recounted_on_state;
+             DROP TABLE file_counts;
+             DROP INDEX IF EXISTS jobs_by_state;
+             CREATE INDEX jobs_latest_by_id ON jobs(state) WHERE latest = 1;
+             CREATE TABLE file_counts (inbox BLOB NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL,
+                                       PRIMARY KEY (inbox, state));
+             INSERT INTO file_counts (inbox, state, n)
+                 SELECT inbox, state, count(*) FROM jobs WHERE latest = 1 GROUP BY inbox, state;
+             CREATE TRIGGER jobs_counted_on_insert AFTER INSERT ON jobs BEGIN
+                 UPDATE jobs SET latest = 0
+                  WHERE inbox = NEW.inbox AND rel_path = NEW.rel_path AND latest = 1 AND id <> NEW.id;
+                 INSERT INTO file_counts (inbox, state, n) VALUES (NEW.inbox, NEW.state, 1)
+                     ON CONFLICT (inbox, state) DO UPDATE SET n = n + 1;
+             END;
+             CREATE TRIGGER jobs_uncounted_when_superseded AFTER UPDATE OF latest ON jobs
+             WHEN OLD.latest = 1 AND NEW.latest = 0 BEGIN
+                 UPDATE file_counts SET n = n - 1 WHERE inbox = OLD.inbox AND state = OLD.state;
+             END;
+             CREATE TRIGGER jobs_recounted_on_state AFTER UPDATE OF state ON jobs
+             WHEN OLD.latest = 1 AND NEW.latest = 1 AND OLD.state <> NEW.state BEGIN
+                 UPDATE file_counts SET n = n - 1 WHERE inbox = OLD.inbox AND state = OLD.state;
+                 INSERT INTO file_counts (inbox, state, n) VALUES (NEW.inbox, NEW.state, 1)
+                     ON CONFLICT (inbox, state) DO UPDATE SET n = n + 1;
+             END;
+             UPDATE meta SET value = 3 WHERE key = 'schema';",
         )
         .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
@@ -392,7 +492,7 @@ impl Journal {
     /// and was delivered counts once, as done). Read from the counts the journal keeps.
     pub fn file_counts(&self) -> Result<BTreeMap<StateName, u64>> {
         if self.schema >= 2 {
-            return self.count_states("SELECT state, n FROM file_counts WHERE n > 0");
+            return self.count_states("SELECT state, sum(n) FROM file_counts GROUP BY state HAVING sum(n) > 0");
         }
         // A journal of schema 1, read by a newer `status`: count the hard way.
         self.count_states(
@@ -439,13 +539,102 @@ impl Journal {
     /// The newest delivered jobs that came without a finished photo (a render problem), among
     /// the last 10,000 deliveries (so a journal of millions is not read whole).
     pub fn recent_render_errors(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        let newest = if self.schema >= 3 { "AND latest = 1 ORDER BY id DESC" } else { "ORDER BY updated_at DESC" };
         self.query(
             &format!(
-                "SELECT * FROM ({SELECT} WHERE state = ?1 ORDER BY updated_at DESC LIMIT 10000)
+                "SELECT * FROM ({SELECT} WHERE state = ?1 {newest} LIMIT 10000)
                  WHERE instr(data, '\"render_error\"') > 0 LIMIT ?2"
             ),
             params![StateName::Done.as_str(), limit as i64],
         )
+    }
+
+    /// How many files each inbox has in each state, by their newest job (read from the kept
+    /// counts; counted from the jobs in a journal older than schema 3).
+    pub fn file_counts_by_inbox(&self) -> Result<BTreeMap<PathBuf, BTreeMap<StateName, u64>>> {
+        let sql = if self.schema >= 3 {
+            "SELECT inbox, state, n FROM file_counts WHERE n > 0"
+        } else {
+            "SELECT inbox, state, count(*) FROM jobs
+             WHERE id IN (SELECT max(id) FROM jobs GROUP BY inbox, rel_path) GROUP BY inbox, state"
+        };
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+            .map_err(|e| self.err(e))?;
+        let mut counts: BTreeMap<PathBuf, BTreeMap<StateName, u64>> = BTreeMap::new();
+        for row in rows {
+            let (inbox, name, n) = row.map_err(|e| self.err(e))?;
+            let state = StateName::parse(&name)
+                .ok_or_else(|| JournalError::BadRow { id: 0, detail: format!("unknown state `{name}`") })?;
+            counts.entry(path_of(inbox)).or_default().insert(state, n.max(0) as u64);
+        }
+        Ok(counts)
+    }
+
+    /// A page of files by their newest job, newest job first: at most `query.limit` jobs. With
+    /// states, each state is read through its index and the pages merged; a name filter reads
+    /// jobs newest first until the page is full (so a name that matches nothing reads them all).
+    pub fn page(&self, query: &JobQuery) -> Result<Vec<JobRecord>> {
+        let newest = if self.schema >= 2 { "latest = 1" } else { "1" };
+        let before = query.before.unwrap_or(JobId::MAX);
+        let pattern = query.name.as_deref().map(like_pattern).unwrap_or_else(|| "%".into());
+        let limit = query.limit as i64;
+        let sql_for = |state: bool| {
+            format!(
+                "{SELECT} WHERE {newest} AND id < ?1 {} AND CAST(rel_path AS TEXT) LIKE ?2 ESCAPE '\\'
+                 ORDER BY id DESC LIMIT ?3",
+                if state { "AND state = ?4" } else { "" }
+            )
+        };
+        if query.states.is_empty() {
+            return self.query(&sql_for(false), params![before, pattern, limit]);
+        }
+        let mut jobs = Vec::new();
+        for state in &query.states {
+            jobs.extend(self.query(&sql_for(true), params![before, pattern, limit, state.as_str()])?);
+        }
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.id));
+        jobs.truncate(query.limit);
+        Ok(jobs)
+    }
+
+    /// The states a job went through, with their times (for a job of schema 3 or later; an
+    /// older one shows its creation and its last change).
+    pub fn timeline(&self, id: JobId) -> Result<Vec<Step>> {
+        let conn = self.read();
+        let column = if self.schema >= 3 { "history" } else { "''" };
+        let row: Option<(String, String, i64, i64)> = conn
+            .query_row(&format!("SELECT {column}, state, created_at, updated_at FROM jobs WHERE id = ?1"), [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((history, state, created_at, updated_at)) = row else { return Ok(Vec::new()) };
+        let steps = parse_history(&history, created_at);
+        if !steps.is_empty() {
+            return Ok(steps);
+        }
+        let state = StateName::parse(&state).unwrap_or(StateName::Submitting);
+        let mut steps = vec![Step { state: StateName::Submitting, at: created_at }];
+        if state != StateName::Submitting {
+            steps.push(Step { state, at: updated_at });
+        }
+        Ok(steps)
+    }
+
+    /// How many files were delivered since `since_ms` (Unix milliseconds), by their newest job.
+    pub fn delivered_since(&self, since_ms: i64) -> Result<u64> {
+        let newest = if self.schema >= 2 { "AND latest = 1" } else { "" };
+        self.read()
+            .query_row(
+                &format!("SELECT count(*) FROM jobs WHERE state = ?1 {newest} AND updated_at >= ?2"),
+                params![StateName::Done.as_str(), since_ms],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
     }
 
     /// The newest delivered job with `output` among its outputs (a scan: for commands, not the
@@ -482,6 +671,19 @@ impl Journal {
         }
         Ok(counts)
     }
+}
+
+/// `text` as a LIKE pattern that matches it anywhere, with `%`, `_` and `\` taken literally.
+fn like_pattern(text: &str) -> String {
+    let mut pattern = String::from("%");
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 fn classify(path: &Path, e: rusqlite::Error) -> JournalError {
@@ -534,10 +736,12 @@ mod tests {
                 0 | 1 => {
                     let name = format!("f{}.jpg", rng.usize(..40));
                     let state = &states[rng.usize(..states.len())];
+                    // Two inboxes with the same names: each is counted on its own.
+                    let src = Source { inbox: if rng.bool() { "/in".into() } else { "/in2".into() }, ..source(&name) };
                     if rng.bool() {
-                        ids.push(journal.insert(&source(&name), state).unwrap());
+                        ids.push(journal.insert(&src, state).unwrap());
                     } else {
-                        let ids_now = journal.write_batch(&[Write::Insert(&source(&name), state)]).unwrap();
+                        let ids_now = journal.write_batch(&[Write::Insert(&src, state)]).unwrap();
                         ids.extend(ids_now);
                     }
                 }
@@ -553,6 +757,16 @@ mod tests {
             }
         }
         assert_eq!(journal.file_counts().unwrap(), counted_the_hard_way(&journal));
+        let per_inbox = journal.file_counts_by_inbox().unwrap();
+        let summed = per_inbox.values().flatten().fold(BTreeMap::new(), |mut all: BTreeMap<StateName, u64>, (s, n)| {
+            *all.entry(*s).or_default() += n;
+            all
+        });
+        assert_eq!(
+            summed.into_iter().filter(|(_, n)| *n > 0).collect::<BTreeMap<_, _>>(),
+            counted_the_hard_way(&journal)
+        );
+        assert_eq!(per_inbox.len(), 2);
         let failed: Vec<JobRecord> = journal.recent_latest(StateName::Failed, 1000).unwrap();
         assert_eq!(failed.len() as u64, counted_the_hard_way(&journal).get(&StateName::Failed).copied().unwrap_or(0));
     }
@@ -591,7 +805,7 @@ mod tests {
         drop(old);
         // The daemon migrates it.
         let journal = Journal::open(dir.path()).unwrap();
-        assert_eq!(journal.schema, 2);
+        assert_eq!(journal.schema, 3);
         assert_eq!(journal.file_counts().unwrap(), expected);
         journal.insert(&source("b.jpg"), &JobState::Submitting { key: "k".into() }).unwrap();
         let after: BTreeMap<StateName, u64> = [(StateName::Done, 1), (StateName::Submitting, 1)].into();
@@ -667,6 +881,65 @@ mod tests {
         let unfinished = journal.unfinished().unwrap();
         assert_eq!(unfinished.len(), 1);
         assert_eq!((unfinished[0].source.clone(), unfinished[0].state.clone()), (source("b.jpg"), waiting));
+    }
+
+    #[test]
+    fn each_state_change_is_kept_in_the_jobs_timeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let id = journal.insert(&source("a.jpg"), &JobState::new("k".into())).unwrap();
+        journal.update(id, &JobState::Processing { task_id: "t".into(), host: "h".into() }).unwrap();
+        journal.update(id, &JobState::Failed { reason: "no face".into(), moved_to: None }).unwrap();
+        let steps = journal.timeline(id).unwrap();
+        let states: Vec<StateName> = steps.iter().map(|s| s.state).collect();
+        assert_eq!(states, [StateName::Submitting, StateName::Processing, StateName::Failed]);
+        let job = journal.get(id).unwrap().unwrap();
+        assert_eq!(steps[0].at, job.created_at);
+        assert_eq!(steps[2].at, job.updated_at);
+        assert!(steps.windows(2).all(|w| w[0].at <= w[1].at));
+        assert_eq!(journal.timeline(id + 1).unwrap(), vec![], "no such job");
+        assert_eq!(
+            parse_history("a0;z5;b7;c;", 100),
+            vec![Step { state: StateName::Submitting, at: 100 }, Step { state: StateName::Processing, at: 107 }]
+        );
+    }
+
+    #[test]
+    fn pages_list_newest_jobs_of_files_by_state_and_name_without_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let failed = JobState::Failed { reason: "r".into(), moved_to: None };
+        let done = JobState::Done { outputs: vec![], moved_to: None, render_error: None };
+        let mut ids = Vec::new();
+        for i in 0..25 {
+            let state = if i % 5 == 0 { &failed } else { &done };
+            ids.push(journal.insert(&source(&format!("Shoot_{i:02}.jpg")), state).unwrap());
+        }
+        // A file that failed and was then delivered is listed once, as delivered.
+        journal.insert(&source("Shoot_00.jpg"), &done).unwrap();
+        let page = |states: Vec<StateName>, name: Option<&str>, before, limit| {
+            let q = JobQuery { states, name: name.map(str::to_string), before, limit };
+            journal.page(&q).unwrap().iter().map(|j| j.source.rel_path.display().to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            page(vec![StateName::Failed], None, None, 10),
+            ["Shoot_20.jpg", "Shoot_15.jpg", "Shoot_10.jpg", "Shoot_05.jpg"]
+        );
+        let first = page(vec![], None, None, 10);
+        assert_eq!(first[0], "Shoot_00.jpg", "the newest job first");
+        let last_id = journal.page(&JobQuery { limit: 10, ..JobQuery::default() }).unwrap()[9].id;
+        let second = page(vec![], None, Some(last_id), 100);
+        assert_eq!(first.len() + second.len(), 25, "every file once: {first:?} {second:?}");
+        assert!(second.iter().all(|n| !first.contains(n)));
+        assert_eq!(page(vec![], Some("shoot_1"), None, 100).len(), 10, "case-insensitive part of the name");
+        assert_eq!(page(vec![], Some("%"), None, 100).len(), 0, "% is a character, not a wildcard");
+        let both = page(vec![StateName::Failed, StateName::Done], None, None, 3);
+        assert_eq!(both, ["Shoot_00.jpg", "Shoot_24.jpg", "Shoot_23.jpg"]);
+        assert_eq!(journal.delivered_since(0).unwrap(), 21);
+        assert_eq!(journal.delivered_since(now_ms() + 60_000).unwrap(), 0);
+        let by_inbox = journal.file_counts_by_inbox().unwrap();
+        assert_eq!(by_inbox[Path::new("/in")][&StateName::Failed], 4);
+        assert_eq!(by_inbox[Path::new("/in")][&StateName::Done], 21);
     }
 
     #[test]
