@@ -158,7 +158,7 @@ pub enum Command {
     Man,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ConfigArg {
     /// Config file; default: $CONFIGURATION_DIRECTORY/config.toml or ~/.config/retouchd/config.toml.
     #[arg(long, short = 'c', value_name = "FILE")]

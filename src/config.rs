@@ -116,11 +116,26 @@ pub struct Config {
     /// in memory).
     pub max_renders: usize,
     pub watches: Vec<WatchConfig>,
+    /// The web dashboard, when `[web]` is present.
+    pub web: Option<WebConfig>,
     /// Things worth telling the user that do not stop the daemon.
     pub warnings: Vec<String>,
     /// Loaded with [`Purpose::Inspect`]: why some inboxes cannot be read now.
     pub unavailable_inboxes: Vec<String>,
 }
+
+/// The `[web]` section, validated: where the dashboard listens and its password.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebConfig {
+    pub listen: std::net::SocketAddr,
+    /// `None` only on a loopback address: the page and API need no login there.
+    pub password: Option<Token>,
+    /// Where the password came from, for the config view (never the password itself).
+    pub password_source: Option<String>,
+}
+
+/// The dashboard's address when `[web]` gives none.
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8642";
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,8 +173,16 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     render: RawRender,
+    web: Option<RawWeb>,
     #[serde(default)]
     watch: Vec<RawWatch>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawWeb {
+    listen: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,6 +319,12 @@ pub fn load_for(path: &Path, env: &Environment, purpose: Purpose) -> Result<Conf
     })?;
     let mut config = parse_for(&text, path.parent().unwrap_or(Path::new(".")), env, purpose)
         .map_err(|problems| ConfigError { file: file.clone(), problems })?;
+    if config_is_readable_by_others(path) && text.lines().any(|l| l.trim_start().starts_with("password ")) {
+        config.warnings.push(format!(
+            "{file} holds the dashboard's password and others can read it; run `chmod 600 {file}`, or move \
+             it to web.password_file or a systemd credential"
+        ));
+    }
     if config_is_readable_by_others(path) && text.lines().any(|l| l.trim_start().starts_with("token ")) {
         config.warnings.push(format!(
             "{file} holds the token and others can read it; run `chmod 600 {file}`, or move the token to \
@@ -374,6 +403,7 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
                 .into(),
         );
     }
+    let web = raw.web.and_then(|w| v.web(w, env));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let max_renders = v.count("render.max_renders", raw.render.max_renders, cores);
     let watches: Vec<WatchConfig> = raw.watch.into_iter().enumerate().filter_map(|(i, w)| v.watch(i, w)).collect();
@@ -388,6 +418,7 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
                 metrics_listen,
                 max_renders,
                 watches,
+                web,
                 warnings: v.warnings,
                 unavailable_inboxes,
             })
@@ -569,6 +600,72 @@ impl Validator {
                 None
             }
         }
+    }
+
+    /// `[web]`: the address, and the password from (in order) `web.password`,
+    /// `web.password_file` or the systemd credential `web-password`. Any address but loopback
+    /// needs one.
+    fn web(&mut self, raw: RawWeb, env: &Environment) -> Option<WebConfig> {
+        let text = raw.listen.unwrap_or_else(|| DEFAULT_WEB_LISTEN.to_string());
+        let listen = match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) => addr,
+            Err(e) => {
+                self.problem("web.listen", format!("`{text}` is not an address like {DEFAULT_WEB_LISTEN} ({e})"));
+                return None;
+            }
+        };
+        let found = match (raw.password, raw.password_file) {
+            (Some(_), Some(_)) => {
+                self.problem("web.password", "both password and password_file are set; keep one");
+                return None;
+            }
+            (Some(p), None) => Some((Token::new(p), "web.password".to_string())),
+            (None, Some(f)) => {
+                let f = self.path(f);
+                match std::fs::read_to_string(&f) {
+                    Ok(p) => Some((Token::new(p), format!("web.password_file ({})", f.display()))),
+                    Err(e) => {
+                        self.problem(
+                            "web.password_file",
+                            format!(
+                                "cannot read {}: {e}; check the path and that retouchd's user may read it",
+                                f.display()
+                            ),
+                        );
+                        return None;
+                    }
+                }
+            }
+            (None, None) => env
+                .credentials_directory
+                .as_ref()
+                .and_then(|d| std::fs::read_to_string(d.join("web-password")).ok())
+                .map(|p| (Token::new(p), "systemd credential `web-password`".to_string())),
+        };
+        if let Some((password, source)) = &found {
+            if password.is_empty() {
+                self.problem("web.password", format!("the password from {source} is empty; set one"));
+                return None;
+            }
+            if password.expose().chars().count() < 10 {
+                self.warnings.push(format!(
+                    "the dashboard's password ({source}) is shorter than 10 characters; a longer one is safer"
+                ));
+            }
+        }
+        if found.is_none() && !listen.ip().is_loopback() {
+            self.problem(
+                "web.password",
+                format!(
+                    "web.listen = {listen} can be reached from other machines, so the dashboard needs a password: \
+                     set web.password_file (or web.password, or a systemd credential named web-password), or \
+                     listen on 127.0.0.1 and reach it through an SSH tunnel"
+                ),
+            );
+            return None;
+        }
+        let (password, password_source) = found.map_or((None, None), |(p, s)| (Some(p), Some(s)));
+        Some(WebConfig { listen, password, password_source })
     }
 
     fn state_dir(&mut self, raw: RawState, env: &Environment) -> Option<PathBuf> {
@@ -783,10 +880,11 @@ impl Validator {
     }
 }
 
-/// `watch.0.what` (serde_ignored's form) as `watch[0].what` (the form users read).
+/// `watch.0.what` (serde_ignored's form) as `watch[0].what` (the form users read); the `?`
+/// serde_ignored puts in for an optional section is left out.
 fn bracket_indexes(path: &str) -> String {
     let mut out = String::new();
-    for part in path.split('.') {
+    for part in path.split('.').filter(|p| *p != "?") {
         if part.chars().all(|c| c.is_ascii_digit()) && !out.is_empty() {
             out.push_str(&format!("[{part}]"));
         } else {
@@ -845,6 +943,63 @@ tasks = [{{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}]
 "#,
             d = dir.display()
         )
+    }
+
+    #[test]
+    fn the_dashboard_needs_a_password_beyond_loopback_and_takes_it_from_a_file_or_a_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = parse(
+            &(base_config(dir.path())
+                + "[web]
+"),
+            dir.path(),
+            &env(),
+        )
+        .unwrap();
+        let web = local.web.unwrap();
+        assert_eq!((web.listen.to_string(), web.password), (DEFAULT_WEB_LISTEN.to_string(), None));
+        assert!(parse(&base_config(dir.path()), dir.path(), &env()).unwrap().web.is_none(), "off without [web]");
+
+        let open = base_config(dir.path())
+            + "[web]
+listen = \"0.0.0.0:8642\"
+";
+        let problems = parse(&open, dir.path(), &env()).unwrap_err();
+        assert_eq!(problems[0].key, "web.password");
+        assert!(problems[0].message.contains("SSH tunnel"), "{problems:?}");
+
+        std::fs::write(dir.path().join("pw"), "correct horse battery\n").unwrap();
+        let with_file = base_config(dir.path())
+            + "[web]
+listen = \"[::]:8642\"
+password_file = \"pw\"
+";
+        let web = parse(&with_file, dir.path(), &env()).unwrap().web.unwrap();
+        assert_eq!(web.password.unwrap().expose(), "correct horse battery");
+        assert!(web.password_source.unwrap().starts_with("web.password_file"));
+
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        std::fs::write(creds.join("web-password"), "from-credential").unwrap();
+        let with_credential = Environment { credentials_directory: Some(creds), ..env() };
+        let web = parse(&open, dir.path(), &with_credential).unwrap().web.unwrap();
+        assert_eq!(web.password.unwrap().expose(), "from-credential");
+
+        let short = base_config(dir.path())
+            + "[web]
+password = \"abc\"
+";
+        assert!(parse(&short, dir.path(), &env()).unwrap().warnings.iter().any(|w| w.contains("shorter")));
+        for (bad, key) in [
+            ("[web]\nlisten = \"localhost\"\n", "web.listen"),
+            ("[web]\npassword = \" \"\n", "web.password"),
+            ("[web]\npassword = \"a\"\npassword_file = \"pw\"\n", "web.password"),
+            ("[web]\npassword_file = \"missing\"\n", "web.password_file"),
+            ("[web]\npasword = \"x\"\n", "web.pasword"),
+        ] {
+            let problems = parse(&(base_config(dir.path()) + bad), dir.path(), &env()).unwrap_err();
+            assert!(problems.iter().any(|p| p.key == key), "{bad}: {problems:?}");
+        }
     }
 
     #[test]

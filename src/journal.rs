@@ -521,6 +521,23 @@ impl Journal {
         Ok(())
     }
 
+    /// Whether a person paused uploads (kept across restarts).
+    pub fn held(&self) -> Result<bool> {
+        let found: Option<i64> = self
+            .read()
+            .query_row("SELECT value FROM meta WHERE key = 'held'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(found.is_some_and(|v| v != 0))
+    }
+
+    pub fn set_held(&self, held: bool) -> Result<()> {
+        self.lock()
+            .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('held', ?1)", [i64::from(held)])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Everything delivered for sources in `inbox` (result files and folders).
     pub fn outputs_in(&self, inbox: &Path) -> Result<Vec<PathBuf>> {
         let done = self.query(

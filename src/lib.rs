@@ -55,3 +55,4 @@ pub mod sim;
 pub mod source;
 pub mod systemd;
 pub mod watch;
+pub mod web;

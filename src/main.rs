@@ -42,6 +42,7 @@ impl From<DaemonError> for Failure {
             DaemonError::Journal(_) => exit::JOURNAL,
             DaemonError::Client(_) => exit::CONFIG,
             DaemonError::InboxOwned(_) => exit::LOCKED,
+            DaemonError::Web { .. } => exit::CONFIG,
         };
         Failure::new(code, e)
     }
@@ -191,6 +192,11 @@ async fn run(arg: ConfigArg, once: bool, log_format: retouchd::logging::LogForma
         }
     };
     let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+    let config_file = arg.config.clone().or_else(config::default_path);
+    let reload_source: daemon::control::ReloadSource = {
+        let arg = arg.clone();
+        std::sync::Arc::new(move || load_config(&arg).map_err(|f| f.message))
+    };
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
@@ -206,7 +212,13 @@ async fn run(arg: ConfigArg, once: bool, log_format: retouchd::logging::LogForma
             }
         }
     });
-    let options = RunOptions { once, reloads: Some(reloads), ..RunOptions::default() };
+    let options = RunOptions {
+        once,
+        reloads: Some(reloads),
+        reload_source: Some(reload_source),
+        config_file,
+        ..RunOptions::default()
+    };
     let summary = daemon::run(config, options, shutdown).await?;
     if once {
         return outcome(&summary);

@@ -15,7 +15,7 @@ use crate::job::{JobState, StateName};
 use crate::journal::{JobRecord, Journal, JournalError};
 
 /// One job, as shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobView {
     pub id: i64,
     /// Where the file is now (failed/ or done/ once moved there; else where it was found).
@@ -47,7 +47,8 @@ pub struct Report {
     pub unavailable_inboxes: Vec<String>,
 }
 
-fn view(job: &JobRecord, now_ms: i64) -> JobView {
+/// A job as `status` shows it.
+pub fn view(job: &JobRecord, now_ms: i64) -> JobView {
     let moved_to = match &job.state {
         JobState::Failed { moved_to, .. } | JobState::Rejected { moved_to, .. } | JobState::Done { moved_to, .. } => {
             moved_to.as_ref()
@@ -69,13 +70,18 @@ fn view(job: &JobRecord, now_ms: i64) -> JobView {
 
 /// The report for the journal and live status in `config`'s state folder.
 pub fn report(journal: &Journal, config: &Config) -> Result<Report, JournalError> {
+    report_with(journal, config, LiveStatus::read(&config.state_dir))
+}
+
+/// The report with the running daemon's own view `daemon` (the dashboard asks it directly).
+pub fn report_with(journal: &Journal, config: &Config, daemon: Option<LiveStatus>) -> Result<Report, JournalError> {
     let now = crate::journal::now_ms();
     let mut failures: Vec<JobRecord> = journal.recent_latest(StateName::Failed, 10)?;
     failures.extend(journal.recent_latest(StateName::Rejected, 10)?);
     failures.sort_by_key(|j| std::cmp::Reverse(j.updated_at));
     failures.truncate(10);
     Ok(Report {
-        daemon: LiveStatus::read(&config.state_dir),
+        daemon,
         journal: journal.path().display().to_string(),
         counts: journal.file_counts()?,
         in_flight: journal.unfinished()?.iter().map(|j| view(j, now)).collect(),

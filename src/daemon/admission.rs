@@ -26,6 +26,8 @@ pub(super) struct Queued {
     pub stamp: Stamp,
     /// Set when the watcher already knows the file cannot be sent.
     pub reject: Option<String>,
+    /// A person cancelled it while it waited: it goes to failed/ unsent.
+    pub cancelled: bool,
 }
 
 impl Queued {
@@ -52,6 +54,10 @@ pub(super) fn incomplete_reason(stamp: Stamp, waited: std::time::Duration) -> St
         )
     }
 }
+
+/// Why a file a person cancelled before it was sent is in failed/.
+pub(crate) const CANCELLED: &str =
+    "cancelled from the dashboard before it was sent (nothing was charged); Retry sends it again";
 
 /// A fresh Idempotency-Key.
 pub(super) fn new_key() -> String {
@@ -89,24 +95,17 @@ pub(super) async fn admit(ctx: &Ctx, item: Queued, again: bool) -> Result<Admiss
         },
         _ => {}
     }
-    let verdict = match item.reject {
-        Some(reason) => Err(reason),
-        None => {
-            let path = source.path();
-            let limits = ctx.limits.clone();
-            match tokio::task::spawn_blocking(move || crate::inspect::inspect(&path, &limits)).await {
-                Ok(Ok(verdict)) => verdict.map(drop),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Admission::Nothing),
-                Ok(Err(e)) => Err(format!("the file cannot be read: {e}; check its permissions")),
-                Err(e) => Err(format!("internal error while checking the file: {e}")),
+    let state = if item.cancelled {
+        info!(file = %source.rel_path.display(), "cancelled before sending");
+        JobState::Failing { reason: CANCELLED.to_string() }
+    } else {
+        match verdict(ctx, &source, item.reject).await {
+            Some(Ok(())) => JobState::new(new_key()),
+            Some(Err(reason)) => {
+                info!(file = %source.rel_path.display(), reason, "refused before sending");
+                JobState::rejected(reason)
             }
-        }
-    };
-    let state = match verdict {
-        Ok(()) => JobState::new(new_key()),
-        Err(reason) => {
-            info!(file = %source.rel_path.display(), reason, "refused before sending");
-            JobState::rejected(reason)
+            None => return Ok(Admission::Nothing),
         }
     };
     let id = ctx.commits.insert(source.clone(), state.clone()).await?;
@@ -114,4 +113,20 @@ pub(super) async fn admit(ctx: &Ctx, item: Queued, again: bool) -> Result<Admiss
     let record = JobRecord { id, source, state, created_at: now, updated_at: now, progress: None };
     ctx.announce(&record);
     Ok(Admission::Job(record, watch))
+}
+
+/// Whether `source` may be sent: checked against the server's limits unless the watcher already
+/// refused it; `None` when it vanished meanwhile.
+async fn verdict(ctx: &Ctx, source: &Source, reject: Option<String>) -> Option<Result<(), String>> {
+    if let Some(reason) = reject {
+        return Some(Err(reason));
+    }
+    let path = source.path();
+    let limits = ctx.limits.clone();
+    match tokio::task::spawn_blocking(move || crate::inspect::inspect(&path, &limits)).await {
+        Ok(Ok(verdict)) => Some(verdict.map(drop)),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Ok(Err(e)) => Some(Err(format!("the file cannot be read: {e}; check its permissions"))),
+        Err(e) => Some(Err(format!("internal error while checking the file: {e}"))),
+    }
 }

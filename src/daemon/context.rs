@@ -1,9 +1,13 @@
 //! What every job task shares ([`Ctx`]): the configuration in force, the journal and its group
 //! commit, the pause gate, the upload slots, server clients (one per host a job was started on),
-//! counters, the learned poll plan, and where job news goes.
+//! counters, the learned poll plan, where job news goes, the jobs a person may still cancel
+//! and whether an outbox's disk is full.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
+
+use tokio_util::sync::CancellationToken;
 
 use tokio::sync::{Semaphore, broadcast};
 use tokio::time::Instant;
@@ -17,7 +21,7 @@ use super::{JobUpdate, Recovered};
 use crate::api::{Client, Limits};
 use crate::config::Config;
 use crate::job::{Event, JobState};
-use crate::journal::{JobRecord, Journal, JournalError};
+use crate::journal::{JobId, JobRecord, Journal, JournalError};
 
 pub(crate) struct Ctx {
     config: RwLock<Arc<Config>>,
@@ -40,6 +44,10 @@ pub(crate) struct Ctx {
     pub(super) poll_plan: PollPlan,
     /// When the server last answered a job's request properly (see the runner's backoff).
     last_server_success: Mutex<Option<Instant>>,
+    /// Jobs of this run waiting for their first upload: a person may still cancel them.
+    cancellable: Mutex<HashMap<JobId, CancellationToken>>,
+    /// An outbox whose disk was found full, until a delivery succeeds.
+    disk_full: Mutex<Option<PathBuf>>,
 }
 
 impl Ctx {
@@ -66,6 +74,8 @@ impl Ctx {
             marks_inboxes,
             poll_plan: PollPlan::default(),
             last_server_success: Mutex::new(None),
+            cancellable: Mutex::new(HashMap::new()),
+            disk_full: Mutex::new(None),
         }
     }
 
@@ -111,6 +121,9 @@ impl Ctx {
             }
         };
         self.commits.update(job.id, next.clone()).await?;
+        if matches!(next, JobState::Delivered { .. }) {
+            self.set_disk_full(None);
+        }
         info!(job = job.id, file = %job.source.rel_path.display(), state = %next.name(), "job state");
         job.state = next;
         job.progress = None;
@@ -141,19 +154,66 @@ impl Ctx {
         self.last_server_success.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|at| at > since)
     }
 
+    /// A job about to wait for its first upload: the token a cancel fires.
+    pub(super) fn waiting_to_send(&self, id: JobId) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.cancellable.lock().unwrap_or_else(|p| p.into_inner()).insert(id, token.clone());
+        token
+    }
+
+    /// The job is about to upload: no cancel from now on. False if it was cancelled first.
+    pub(super) fn sending(&self, id: JobId) -> bool {
+        let token = self.cancellable.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        token.is_some_and(|t| !t.is_cancelled())
+    }
+
+    pub(super) fn is_cancellable(&self, id: JobId) -> bool {
+        self.cancellable.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id)
+    }
+
+    /// Every job's news from now on (when anyone listens).
+    pub(super) fn subscribe(&self) -> Option<broadcast::Receiver<JobUpdate>> {
+        self.updates.as_ref().map(|tx| tx.subscribe())
+    }
+
+    /// Cancels a job that waits for its first upload; false if it is not waiting (any more).
+    pub(super) fn cancel_waiting(&self, id: JobId) -> bool {
+        match self.cancellable.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Notes that an outbox's disk is full (`Some`), or that deliveries work again (`None`).
+    pub(super) fn set_disk_full(&self, outbox: Option<PathBuf>) {
+        *self.disk_full.lock().unwrap_or_else(|p| p.into_inner()) = outbox;
+    }
+
+    pub(super) fn disk_full(&self) -> Option<PathBuf> {
+        self.disk_full.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Switches to a new configuration; returns whether the watches changed. The state folder
-    /// cannot change while running; new server settings that do not work keep the old config.
-    pub(super) fn reload(&self, mut new: Config) -> bool {
+    /// and the dashboard's settings cannot change while running; new server settings that do not
+    /// work keep the old config (the error says why).
+    pub(super) fn reload(&self, mut new: Config) -> Result<bool, String> {
         let old = self.config();
         if new.state_dir != old.state_dir {
             warn!(old = %old.state_dir.display(), new = %new.state_dir.display(), "state.dir changes need a restart; keeping the old one");
             new.state_dir = old.state_dir.clone();
         }
+        if new.web != old.web {
+            warn!("[web] changes need a restart; the dashboard keeps its address and password");
+            new.web = old.web.clone();
+        }
         match Client::new(new.server.client_options()) {
             Ok(client) => *self.client.write().unwrap_or_else(|p| p.into_inner()) = client,
             Err(e) => {
                 error!(error = %e, "the new server settings do not work; keeping the old configuration");
-                return false;
+                return Err(format!("the new server settings do not work ({e}); the old configuration keeps running"));
             }
         }
         self.other_hosts.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -167,7 +227,7 @@ impl Ctx {
         // A token or URL problem may be fixed now: try at once.
         self.gate.retry_now();
         info!(watches_changed, "configuration reloaded");
-        watches_changed
+        Ok(watches_changed)
     }
 }
 

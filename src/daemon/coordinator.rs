@@ -15,7 +15,8 @@ use tracing::{error, info, warn};
 use super::admission::{self, Admission, Queued};
 use super::claims::Claims;
 use super::context::Ctx;
-use super::live_status::LiveStatus;
+use super::control::{Request, WaitingFile, WaitingPage};
+use super::live_status::{LiveStatus, USER_PAUSE};
 use super::runner::Runner;
 use super::{Before, DaemonError, Summary};
 use crate::config::Config;
@@ -128,7 +129,7 @@ impl Coordinator {
         for (inbox, rel) in files {
             match std::fs::symlink_metadata(inbox.join(&rel)) {
                 Ok(meta) if meta.is_file() => {
-                    self.queue.push_back(Queued { inbox, rel, stamp: Stamp::of(&meta), reject: None })
+                    self.queue.push_back(Queued { inbox, rel, stamp: Stamp::of(&meta), reject: None, cancelled: false })
                 }
                 _ => warn!(file = %inbox.join(&rel).display(), "not a regular file; skipped"),
             }
@@ -140,22 +141,29 @@ impl Coordinator {
         while self.jobs.len() < self.ctx.config().server.max_in_flight
             && let Some(item) = self.queue.pop_front()
         {
-            let key = item.key();
-            if !self.active.insert(key.clone()) {
-                self.deferred.insert(key, item);
-                continue;
-            }
-            let (ctx, again) = (self.ctx.clone(), self.again);
-            self.jobs.spawn(async move {
-                let outcome = match admission::admit(&ctx, item, again).await {
-                    Ok(Admission::Job(job, watch)) => Runner::new(&ctx, job, watch).run().await.map(Ended::Ran),
-                    Ok(Admission::Before(job)) => Ok(Ended::Before(job)),
-                    Ok(Admission::Nothing) => Ok(Ended::Nothing),
-                    Err(e) => Err(e),
-                };
-                (key, outcome)
-            });
+            self.admit_now(item);
         }
+    }
+
+    /// Starts the job for `item` now (deferred if its file's job still runs).
+    fn admit_now(&mut self, item: Queued) {
+        let key = item.key();
+        if !self.active.insert(key.clone()) {
+            self.deferred.insert(key, item);
+            return;
+        }
+        let (ctx, again) = (self.ctx.clone(), self.again);
+        self.jobs.spawn(async move {
+            let outcome = match admission::admit(&ctx, item, again).await {
+                Ok(Admission::Job(job, watch)) => {
+                    Runner::new(&ctx, job, watch).cancellable().run().await.map(Ended::Ran)
+                }
+                Ok(Admission::Before(job)) => Ok(Ended::Before(job)),
+                Ok(Admission::Nothing) => Ok(Ended::Nothing),
+                Err(e) => Err(e),
+            };
+            (key, outcome)
+        });
     }
 
     /// True once, when every watcher has made its first scan: time to tell systemd we are ready.
@@ -183,10 +191,12 @@ impl Coordinator {
 
     pub(super) fn on_watch_event(&mut self, event: WatchEvent) {
         match event {
-            WatchEvent::Ready { inbox, rel, stamp } => self.enqueue(Queued { inbox, rel, stamp, reject: None }),
+            WatchEvent::Ready { inbox, rel, stamp } => {
+                self.enqueue(Queued { inbox, rel, stamp, reject: None, cancelled: false })
+            }
             WatchEvent::Incomplete { inbox, rel, stamp, waited } => {
                 let reject = Some(admission::incomplete_reason(stamp, waited));
-                self.enqueue(Queued { inbox, rel, stamp, reject });
+                self.enqueue(Queued { inbox, rel, stamp, reject, cancelled: false });
             }
             WatchEvent::Scanned { .. } => self.watchers.scanned += 1,
             WatchEvent::Drained { .. } => self.watchers.drained += 1,
@@ -259,22 +269,76 @@ impl Coordinator {
 
     /// Switches to `new`; restarts the watchers when the watches changed (files already queued
     /// are dropped: the new watchers find them again). A new inbox that another daemon owns
-    /// keeps the old configuration.
-    pub(super) fn on_reload(&mut self, new: Config, tx: &mpsc::Sender<WatchEvent>, parent: &CancellationToken) {
+    /// keeps the old configuration. Says what happened, or why the new one was refused.
+    pub(super) fn on_reload(
+        &mut self,
+        new: Config,
+        tx: &mpsc::Sender<WatchEvent>,
+        parent: &CancellationToken,
+    ) -> Result<String, String> {
         if let Some(claims) = self.claims.as_mut() {
             let old = self.ctx.config();
             for w in new.watches.iter().filter(|w| !old.watches.iter().any(|o| o.inbox == w.inbox)) {
                 if let Err(owned) = claims.claim(&w.inbox, &self.ctx.journal) {
                     error!("the new configuration is refused; the old one keeps running. {owned}");
-                    return;
+                    return Err(format!("the new configuration is refused; the old one keeps running. {owned}"));
                 }
             }
         }
-        if self.ctx.reload(new) {
-            self.start_watchers(tx, parent);
-            self.unavailable.clear();
-            self.queue.clear();
-            self.deferred.clear();
+        match self.ctx.reload(new) {
+            Ok(true) => {
+                self.start_watchers(tx, parent);
+                self.unavailable.clear();
+                self.queue.clear();
+                self.deferred.clear();
+                Ok("configuration reloaded; the watches changed and their folders are scanned again".into())
+            }
+            Ok(false) => Ok("configuration reloaded; the watches are unchanged".into()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Answers a request from outside (the dashboard).
+    pub(super) fn on_request(&mut self, request: Request, tx: &mpsc::Sender<WatchEvent>, parent: &CancellationToken) {
+        match request {
+            Request::Status(reply) => {
+                let _ = reply.send(self.live_status());
+            }
+            Request::Waiting { offset, limit, name, reply } => {
+                let name = name.map(|n| n.to_lowercase());
+                let matching: Vec<&admission::Queued> = self
+                    .queue
+                    .iter()
+                    .filter(|q| name.as_ref().is_none_or(|n| q.rel.to_string_lossy().to_lowercase().contains(n)))
+                    .collect();
+                let now = crate::journal::now_ms() as i128 * 1_000_000;
+                let files = matching
+                    .iter()
+                    .skip(offset)
+                    .take(limit)
+                    .map(|q| WaitingFile {
+                        file: q.inbox.join(&q.rel),
+                        inbox: q.inbox.clone(),
+                        changed_secs_ago: ((now - q.stamp.mtime_ns as i128).max(0) / 1_000_000_000) as u64,
+                    })
+                    .collect();
+                let _ = reply.send(WaitingPage { total: matching.len(), files });
+            }
+            Request::CancelWaiting { file, reply } => {
+                let found = self.queue.iter().position(|q| q.inbox.join(&q.rel) == file);
+                let answer = match found.and_then(|i| self.queue.remove(i)) {
+                    Some(mut item) => {
+                        item.cancelled = true;
+                        self.admit_now(item);
+                        Ok(format!("{} will not be sent; it goes to the failed folder", file.display()))
+                    }
+                    None => Err(format!("{} is not waiting for a slot (any more)", file.display())),
+                };
+                let _ = reply.send(answer);
+            }
+            Request::Reload { config, reply } => {
+                let _ = reply.send(self.on_reload(*config, tx, parent));
+            }
         }
     }
 
@@ -300,11 +364,14 @@ impl Coordinator {
     }
 
     pub(super) fn live_status(&self) -> LiveStatus {
-        let paused = self.ctx.gate.paused();
+        let paused = match self.ctx.gate.is_held() {
+            true => Some((USER_PAUSE.to_string(), "paused from the dashboard".to_string())),
+            false => self.ctx.gate.paused().map(|(r, m)| (r.as_str().to_string(), m)),
+        };
         LiveStatus {
             pid: std::process::id(),
             updated_at: (crate::journal::now_ms() / 1000).max(0) as u64,
-            paused: paused.as_ref().map(|(r, _)| r.as_str().to_string()),
+            paused: paused.as_ref().map(|(r, _)| r.clone()),
             pause_detail: paused.map(|(_, m)| m),
             uploading: self.ctx.metrics.uploading(),
             in_flight: self.jobs.len(),
@@ -314,6 +381,7 @@ impl Coordinator {
             refused: self.summary.rejected,
             quota_left: self.ctx.metrics.quota_left(),
             inboxes_unavailable: self.unavailable.iter().map(|p| p.display().to_string()).collect(),
+            disk_full: self.ctx.disk_full().map(|p| p.display().to_string()),
             log_command: LiveStatus::log_command_of_this_process(),
         }
     }

@@ -1,9 +1,11 @@
 //! The submission gate: account and setup problems (bad token, quota reached, no start route)
 //! pause every upload instead of failing files. While paused, one "probe" upload is let through
 //! every retry interval; the first success reopens the gate for all. A config reload reopens it
-//! at once.
+//! at once. A person may also hold it (Pause on the dashboard): nothing passes, not even a
+//! probe, until they release it.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -24,6 +26,8 @@ struct Paused {
 #[derive(Debug, Default)]
 pub struct Gate {
     paused: Mutex<Option<Paused>>,
+    /// Held by a person: no upload starts.
+    held: AtomicBool,
     changed: Notify,
     /// Wakes whoever shows the pause (the live status) when it starts, changes or ends.
     shown: Notify,
@@ -47,6 +51,10 @@ impl Gate {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if self.held.load(Ordering::SeqCst) {
+                notified.await;
+                continue;
+            }
             let wait = {
                 let mut guard = self.lock();
                 match guard.as_mut() {
@@ -115,6 +123,22 @@ impl Gate {
         self.changed.notify_waiters();
     }
 
+    /// Holds (true) or releases (false) every upload not yet started; returns whether that
+    /// changed anything.
+    pub fn hold(&self, held: bool) -> bool {
+        let changed = self.held.swap(held, Ordering::SeqCst) != held;
+        if changed {
+            info!(held, "uploads {} by a person", if held { "paused" } else { "resumed" });
+            self.changed.notify_waiters();
+            self.shown.notify_one();
+        }
+        changed
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::SeqCst)
+    }
+
     /// Waits until a pause starts, changes its reason, or ends.
     pub async fn pause_changed(&self) {
         self.shown.notified().await;
@@ -155,6 +179,21 @@ mod tests {
         gate.report_ok();
         assert_eq!(second.await.unwrap(), Pass::Open);
         assert_eq!(gate.paused(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_gate_lets_nothing_through_until_released() {
+        let gate = std::sync::Arc::new(Gate::default());
+        assert!(gate.hold(true));
+        assert!(!gate.hold(true), "holding twice changes nothing");
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.pass().await }
+        });
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!waiter.is_finished(), "nothing passes while held");
+        assert!(gate.hold(false));
+        assert_eq!(waiter.await.unwrap(), Pass::Open);
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,11 +23,17 @@ pub struct LiveStatus {
     pub refused: u64,
     pub quota_left: Option<i64>,
     pub inboxes_unavailable: Vec<String>,
+    /// An outbox whose disk is full (jobs wait, sources stay), until a delivery succeeds again.
+    #[serde(default)]
+    pub disk_full: Option<String>,
     /// How to read the daemon's log, when systemd runs it (its journal); `None` when it logs to
     /// a terminal or a file of its own.
     #[serde(default)]
     pub log_command: Option<String>,
 }
+
+/// [`LiveStatus::paused`] while a person holds uploads (Pause on the dashboard).
+pub const USER_PAUSE: &str = "user";
 
 /// Its file name in the state folder.
 pub const LIVE_STATUS_FILE: &str = "daemon.json";
@@ -103,6 +109,7 @@ mod tests {
             refused: 7,
             quota_left: Some(8),
             inboxes_unavailable: vec![],
+            disk_full: None,
             log_command: None,
         }
     }

@@ -7,7 +7,7 @@
 //!   `admission`: a ready file becomes a job; `runner`: one job's steps; `gate`: pauses
 //!   for account and setup problems; `poll_plan`: when to poll; `commits`: group commit of
 //!   journal writes; `metrics`: counters and the Prometheus endpoint; [`live_status`]: what
-//!   `retouchd status` reads of a running daemon.
+//!   `retouchd status` reads of a running daemon; [`control`]: what the dashboard may ask and do.
 //!
 //! `run` takes its shutdown signal as a future, so tests and the demo run it in-process and stop
 //! it. A new config sent through [`RunOptions::reloads`] (SIGHUP) takes effect without dropping
@@ -18,6 +18,7 @@ mod admission;
 mod claims;
 mod commits;
 mod context;
+pub mod control;
 mod coordinator;
 mod gate;
 pub mod live_status;
@@ -26,8 +27,9 @@ mod poll_plan;
 mod recovery;
 mod runner;
 
+pub use control::Handle;
 pub use gate::{Gate, PauseReason};
-pub use live_status::{LIVE_STATUS_FILE, LiveStatus};
+pub use live_status::{LIVE_STATUS_FILE, LiveStatus, USER_PAUSE};
 pub use metrics::Metrics;
 
 use std::future::Future;
@@ -60,6 +62,10 @@ pub enum DaemonError {
     Client(#[from] ApiError),
     #[error(transparent)]
     InboxOwned(#[from] crate::inbox::InboxOwned),
+    #[error(
+        "cannot open the dashboard on web.listen = {addr}: {error}; pick another address or port, or stop what uses it"
+    )]
+    Web { addr: std::net::SocketAddr, error: std::io::Error },
 }
 
 /// A job's news, for progress displays.
@@ -73,7 +79,7 @@ pub struct JobUpdate {
 }
 
 /// How the daemon runs.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RunOptions {
     /// Process what is in the inboxes (and the journal) to the end, then return.
     pub once: bool,
@@ -86,6 +92,10 @@ pub struct RunOptions {
     pub files: Option<Vec<(PathBuf, PathBuf)>>,
     /// Send files delivered (or refused) before again, each for a new credit (`process --again`).
     pub again: bool,
+    /// How to read the configuration again (the dashboard's Reload).
+    pub reload_source: Option<control::ReloadSource>,
+    /// The config file (the dashboard shows it, secrets redacted).
+    pub config_file: Option<PathBuf>,
 }
 
 /// What a run did.
@@ -120,9 +130,26 @@ pub async fn run(
     // 1. Recover: lock, journal, folders, inbox claims, staged leftovers, the server's limits.
     let recovered = recovery::recover(&config, &client, marks_inboxes).await?;
 
-    // 2. The context every job shares.
+    // 2. The context every job shares. The dashboard needs job news, and its listener opens
+    //    before any job runs (a port in use stops the start with a clear error).
+    let web = config.web.clone().filter(|_| marks_inboxes);
+    let web_listener = match &web {
+        Some(w) => Some(
+            tokio::net::TcpListener::bind(w.listen)
+                .await
+                .map_err(|error| DaemonError::Web { addr: w.listen, error })?,
+        ),
+        None => None,
+    };
+    let updates = match options.updates.take() {
+        Some(tx) => Some(tx),
+        None => web.as_ref().map(|_| broadcast::channel(1024).0),
+    };
     let commits = commits::Committer::start(Arc::clone(&recovered.journal));
-    let ctx = Arc::new(context::Ctx::new(config, &recovered, commits, client, options.updates.take(), marks_inboxes));
+    let ctx = Arc::new(context::Ctx::new(config, &recovered, commits, client, updates, marks_inboxes));
+    if recovered.journal.held()? {
+        ctx.gate.hold(true);
+    }
 
     // 3. Resume unfinished jobs by their restart rules.
     let mut coordinator = Coordinator::new(ctx.clone(), options.once, options.again, recovered.claims);
@@ -132,6 +159,11 @@ pub async fn run(
     let cancel = CancellationToken::new();
     if let Some(listen) = ctx.config().metrics_listen {
         tokio::spawn(metrics::serve(ctx.clone(), listen, cancel.child_token()));
+    }
+    let (requests_tx, mut requests) = mpsc::channel::<control::Request>(64);
+    if let (Some(web), Some(listener)) = (web, web_listener) {
+        let handle = Handle::new(ctx.clone(), requests_tx.clone(), options.reload_source.take());
+        tokio::spawn(crate::web::serve(handle, web, options.config_file.take(), listener, cancel.child_token()));
     }
     let (events_tx, mut events) = mpsc::channel::<WatchEvent>(1024);
     match options.files.take() {
@@ -163,9 +195,10 @@ pub async fn run(
             }
             Some(new) = async { match reloads.as_mut() { Some(r) => r.recv().await, None => None } } => {
                 systemd.reloading();
-                coordinator.on_reload(new, &events_tx, &cancel);
+                let _ = coordinator.on_reload(new, &events_tx, &cancel);
                 systemd.ready(&coordinator.live_status().line());
             }
+            Some(request) = requests.recv() => coordinator.on_request(request, &events_tx, &cancel),
             Some(event) = events.recv() => coordinator.on_watch_event(event),
             // `status` shows a pause as soon as it starts, not at the next pulse.
             _ = ctx.gate.pause_changed() => {

@@ -53,6 +53,8 @@ pub(super) struct Runner<'a> {
     started: Instant,
     /// The last progress figure journaled, and when.
     progress_written: Option<(Instant, f64)>,
+    /// A job of this run not yet uploaded: a person may cancel it while it waits.
+    cancellable: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -68,7 +70,15 @@ impl<'a> Runner<'a> {
             age_at_start,
             started: Instant::now(),
             progress_written: None,
+            cancellable: false,
         }
+    }
+
+    /// Lets a person cancel the job while it waits for its first upload (only for jobs this
+    /// run created: a job resumed in `Submitting` may have reached the server before).
+    pub(super) fn cancellable(mut self) -> Self {
+        self.cancellable = matches!(self.job.state, JobState::Submitting { .. });
+        self
     }
 
     fn age(&self) -> Duration {
@@ -137,6 +147,7 @@ impl<'a> Runner<'a> {
 
     fn warn_if_disk_full(&self, os_error: Option<i32>) {
         if deliver::is_disk_full_code(os_error) {
+            self.ctx.set_disk_full(Some(self.watch.outbox.clone()));
             warn!(outbox = %self.watch.outbox.display(), "the outbox's disk is full; the job waits and the source stays");
         }
     }
@@ -169,14 +180,40 @@ impl<'a> Runner<'a> {
 
     async fn submit(&mut self, key: &str) -> Event {
         let (path, name) = (self.job.source.path(), self.job.source.file_name());
+        let cancelled = || Event::Fail { reason: super::admission::CANCELLED.to_string() };
         loop {
-            let pass = self.ctx.gate.pass().await;
+            // Until its first upload, a job of this run waits where a person may cancel it.
+            let cancel = self.cancellable.then(|| self.ctx.waiting_to_send(self.job.id));
+            let cancelled_now = async {
+                match &cancel {
+                    Some(token) => token.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(cancelled_now);
+            let pass = tokio::select! {
+                pass = self.ctx.gate.pass() => pass,
+                () = &mut cancelled_now => return cancelled(),
+            };
             let release_probe = |ctx: &Ctx| {
                 if pass == Pass::Probe {
                     ctx.gate.release_probe();
                 }
             };
-            let permit = self.ctx.uploads.acquire().await.expect("upload semaphore is never closed");
+            let permit = tokio::select! {
+                permit = self.ctx.uploads.acquire() => permit.expect("upload semaphore is never closed"),
+                () = &mut cancelled_now => {
+                    release_probe(self.ctx);
+                    return cancelled();
+                }
+            };
+            if self.cancellable {
+                self.cancellable = false;
+                if !self.ctx.sending(self.job.id) {
+                    release_probe(self.ctx);
+                    return cancelled();
+                }
+            }
             // Checked at the last moment: the file must still be the one that was inspected.
             match self.job.source.check(self.ctx.marks_inboxes) {
                 SourceCheck::Same => {}

@@ -1,0 +1,163 @@
+//! Before/after thumbnails for the job page: made by the daemon from the two pictures a job
+//! knows (its source photo where it is now, and the finished photo among its outputs), never
+//! from a path a request names, and cached as small JPEGs in `<state>/thumbnails/`. A cached
+//! thumbnail is used while it is newer than its picture.
+
+use std::path::{Path, PathBuf};
+
+use tokio::sync::Semaphore;
+
+use crate::journal::JobRecord;
+use crate::render::decode::read_photo;
+use crate::render::image::Image;
+use crate::render::metadata::Metadata;
+
+/// The longer side of a thumbnail, in pixels.
+pub const SIZE: u32 = 480;
+/// The cache's folder in the state folder.
+pub const DIR: &str = "thumbnails";
+
+/// Which picture of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Before,
+    After,
+}
+
+impl Which {
+    pub fn parse(text: &str) -> Option<Which> {
+        match text {
+            "before" => Some(Which::Before),
+            "after" => Some(Which::After),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Which::Before => "before",
+            Which::After => "after",
+        }
+    }
+}
+
+/// Thumbnails are made one at a time (each decodes a whole photo).
+pub struct Thumbnails {
+    dir: PathBuf,
+    making: Semaphore,
+}
+
+impl Thumbnails {
+    pub fn new(state_dir: &Path) -> Thumbnails {
+        Thumbnails { dir: state_dir.join(DIR), making: Semaphore::new(1) }
+    }
+
+    /// The thumbnail's JPEG bytes, or `None` when the job has no such picture (any more).
+    pub async fn get(&self, job: &JobRecord, which: Which) -> Result<Option<Vec<u8>>, String> {
+        let picture = match which {
+            Which::Before => super::views::source_photo(job),
+            Which::After => super::views::finished_photo(&job.state).map(Path::to_path_buf),
+        };
+        let Some(picture) = picture else { return Ok(None) };
+        let cached = self.dir.join(format!("{}-{}.jpg", job.id, which.as_str()));
+        if let Some(bytes) = fresh(&cached, &picture) {
+            return Ok(Some(bytes));
+        }
+        let _permit = self.making.acquire().await.map_err(|e| e.to_string())?;
+        if let Some(bytes) = fresh(&cached, &picture) {
+            return Ok(Some(bytes));
+        }
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let bytes = make(&picture)?;
+            // The cache is a help: a thumbnail that cannot be kept is still shown.
+            let _ = std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(cached.with_extension("tmp"), &bytes))
+                .and_then(|()| std::fs::rename(cached.with_extension("tmp"), &cached));
+            Ok(Some(bytes))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+/// The cached thumbnail, if it is newer than its picture.
+fn fresh(cached: &Path, picture: &Path) -> Option<Vec<u8>> {
+    let made = std::fs::metadata(cached).and_then(|m| m.modified()).ok()?;
+    let changed = std::fs::metadata(picture).and_then(|m| m.modified()).ok()?;
+    (made >= changed).then(|| std::fs::read(cached).ok()).flatten()
+}
+
+/// Decodes `picture`, turns it upright, shrinks it to [`SIZE`] and encodes it as a JPEG.
+pub fn make(picture: &Path) -> Result<Vec<u8>, String> {
+    let photo = read_photo(picture)?;
+    let image = photo.image.oriented(photo.meta.orientation());
+    let small = shrink(&image, SIZE);
+    let mut out = Vec::new();
+    crate::render::encode::write_jpeg(&small, &Metadata::default(), 80, &mut out)?;
+    Ok(out)
+}
+
+/// `image` shrunk (never enlarged) so its longer side is at most `size`, each pixel the mean of
+/// the pixels it covers; 8-bit RGB.
+fn shrink(image: &Image, size: u32) -> Image {
+    let (w, h) = (image.width as usize, image.height as usize);
+    let scale = (w.max(h) as f64 / f64::from(size)).max(1.0);
+    let (tw, th) = (((w as f64 / scale).round() as usize).max(1), ((h as f64 / scale).round() as usize).max(1));
+    let rgb = image.rgb8();
+    let mut out = vec![0u8; tw * th * 3];
+    for ty in 0..th {
+        let (y0, y1) = (ty * h / th, ((ty + 1) * h / th).max(ty * h / th + 1));
+        for tx in 0..tw {
+            let (x0, x1) = (tx * w / tw, ((tx + 1) * w / tw).max(tx * w / tw + 1));
+            let mut sum = [0u64; 3];
+            for y in y0..y1 {
+                for px in rgb[(y * w + x0) * 3..(y * w + x1) * 3].chunks_exact(3) {
+                    for c in 0..3 {
+                        sum[c] += u64::from(px[c]);
+                    }
+                }
+            }
+            let n = ((y1 - y0) * (x1 - x0)) as u64;
+            for c in 0..3 {
+                out[(ty * tw + tx) * 3 + c] = ((sum[c] + n / 2) / n) as u8;
+            }
+        }
+    }
+    Image { width: tw as u32, height: th as u32, channels: 3, samples: crate::render::image::Samples::Eight(out) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::image::Samples;
+
+    #[test]
+    fn shrinking_keeps_the_shape_and_averages_the_pixels_it_covers() {
+        // 4×2: left half black, right half white → 2×1: one black, one white pixel.
+        let mut px = Vec::new();
+        for _ in 0..2 {
+            px.extend([0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 255, 255]);
+        }
+        let image = Image { width: 4, height: 2, channels: 3, samples: Samples::Eight(px) };
+        let small = shrink(&image, 2);
+        assert_eq!((small.width, small.height), (2, 1));
+        assert_eq!(small.samples, Samples::Eight(vec![0, 0, 0, 255, 255, 255]));
+        assert_eq!(shrink(&image, 100).width, 4, "never enlarged");
+        let tall = Image { width: 10, height: 1000, channels: 3, samples: Samples::Eight(vec![9; 30_000]) };
+        let small = shrink(&tall, SIZE);
+        assert_eq!((small.width, small.height), (5, 480));
+    }
+
+    #[test]
+    fn a_thumbnail_is_a_small_upright_jpeg_of_the_photo() {
+        let dir = tempfile::tempdir().unwrap();
+        let photo = dir.path().join("p.jpg");
+        std::fs::write(&photo, crate::imagegen::portrait_jpeg(1200, 800, [200, 160, 140])).unwrap();
+        let bytes = make(&photo).unwrap();
+        std::fs::write(dir.path().join("t.jpg"), &bytes).unwrap();
+        let thumb = read_photo(&dir.path().join("t.jpg")).unwrap();
+        assert_eq!((thumb.image.width, thumb.image.height), (480, 320));
+        assert!(make(&dir.path().join("missing.jpg")).unwrap_err().contains("missing.jpg"));
+    }
+}

@@ -1,0 +1,267 @@
+//! What the dashboard shows, as data: one home for the pages (HTML) and the API (JSON), so both
+//! always say the same thing. Everything here is read from the running daemon's handle and its
+//! journal; nothing is written.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::commands::status::JobView;
+use crate::daemon::control::{Refused, WaitingPage};
+use crate::daemon::{Handle, LiveStatus, USER_PAUSE};
+use crate::job::{JobState, StateName};
+use crate::journal::{JobId, JobQuery, JobRecord, Step};
+
+/// Jobs on one page, unless asked for fewer.
+pub const PAGE: usize = 50;
+/// The most jobs one page may ask for.
+pub const MAX_PAGE: usize = 500;
+
+/// One watch on the overview.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WatchView {
+    pub inbox: String,
+    pub outbox: String,
+    /// Why its inbox cannot be read now (an unmounted share), if so.
+    pub unavailable: Option<String>,
+    /// Files by the state of their newest job.
+    pub counts: BTreeMap<StateName, u64>,
+}
+
+/// The overview: the daemon's state, its watches and the journal's counts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Overview {
+    pub daemon: LiveStatus,
+    /// `running`, or `paused` (see `daemon.paused` for why), `disk full`, `inbox unavailable`.
+    pub state: String,
+    /// What to do about it, in plain words (empty while running).
+    pub advice: String,
+    pub counts: BTreeMap<StateName, u64>,
+    pub watches: Vec<WatchView>,
+    pub delivered_last_hour: u64,
+}
+
+/// A job in a list (the JSON API's and the pages' rows).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRow {
+    #[serde(flatten)]
+    pub view: JobView,
+    pub inbox: String,
+    /// The file's path below its inbox.
+    pub name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// A person may cancel it now (it waits for its first upload).
+    pub cancellable: bool,
+    /// Retry would send its file again (failed or refused, its file in the failed folder).
+    pub retryable: bool,
+}
+
+/// A page of jobs, newest first; `next_before` asks for the next page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobPage {
+    pub jobs: Vec<JobRow>,
+    pub next_before: Option<JobId>,
+    /// With `state=waiting`: the files waiting for a slot (they have no job yet).
+    pub waiting: Option<WaitingPage>,
+}
+
+/// One job, whole.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub row: JobRow,
+    pub timeline: Vec<Step>,
+    pub outputs: Vec<String>,
+    /// Thumbnail addresses, when there is a picture to show.
+    pub before_thumbnail: Option<String>,
+    pub after_thumbnail: Option<String>,
+}
+
+/// Which jobs a list asks for, as the page's and the API's `state` parameter says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFilter {
+    All,
+    /// Every unfinished job.
+    Active,
+    /// Files waiting for a slot (not jobs yet).
+    Waiting,
+    One(StateName),
+}
+
+impl StateFilter {
+    pub fn parse(text: Option<&str>) -> Result<StateFilter, String> {
+        match text.unwrap_or("") {
+            "" | "all" => Ok(StateFilter::All),
+            "active" => Ok(StateFilter::Active),
+            "waiting" => Ok(StateFilter::Waiting),
+            other => StateName::parse(other).map(StateFilter::One).ok_or_else(|| {
+                format!("unknown state `{other}`; use all, active, waiting or a job state such as failed")
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateFilter::All => "all",
+            StateFilter::Active => "active",
+            StateFilter::Waiting => "waiting",
+            StateFilter::One(s) => s.as_str(),
+        }
+    }
+
+    fn states(self) -> Vec<StateName> {
+        match self {
+            StateFilter::All | StateFilter::Waiting => Vec::new(),
+            StateFilter::Active => StateName::ALL.into_iter().filter(|s| !s.is_terminal()).collect(),
+            StateFilter::One(s) => vec![s],
+        }
+    }
+}
+
+fn journal_error(e: impl std::fmt::Display) -> Refused {
+    Refused::Unavailable(format!("the journal cannot be read: {e}"))
+}
+
+/// The overview, as of now.
+pub async fn overview(handle: &Handle) -> Result<Overview, Refused> {
+    let daemon = handle.status().await?;
+    let journal = handle.journal();
+    let counts = journal.file_counts().map_err(journal_error)?;
+    let by_inbox = journal.file_counts_by_inbox().map_err(journal_error)?;
+    let hour_ago = crate::journal::now_ms() - 3_600_000;
+    let delivered_last_hour = journal.delivered_since(hour_ago).map_err(journal_error)?;
+    let config = handle.config();
+    let watches = config
+        .watches
+        .iter()
+        .map(|w| {
+            let inbox = w.inbox.display().to_string();
+            WatchView {
+                unavailable: daemon
+                    .inboxes_unavailable
+                    .contains(&inbox)
+                    .then(|| "it cannot be read now (an unmounted share?)".to_string()),
+                counts: by_inbox.get(&w.inbox).cloned().unwrap_or_default(),
+                outbox: w.outbox.display().to_string(),
+                inbox,
+            }
+        })
+        .collect();
+    let (state, advice) = describe(&daemon);
+    Ok(Overview { daemon, state, advice, counts, watches, delivered_last_hour })
+}
+
+/// The daemon's state in a word or two, and what to do about it.
+fn describe(daemon: &LiveStatus) -> (String, String) {
+    if let Some(reason) = &daemon.paused {
+        let advice = match crate::api::PauseReason::ALL.into_iter().find(|r| r.as_str() == reason) {
+            Some(r) => r.advice().to_string(),
+            None if reason == USER_PAUSE => "uploads are paused from this dashboard; press Resume to go on".into(),
+            None => "see the daemon's log".into(),
+        };
+        return (format!("paused: {reason}"), advice);
+    }
+    if let Some(outbox) = &daemon.disk_full {
+        return (
+            "disk full".into(),
+            format!("the disk of {outbox} is full: jobs wait and sources stay; free some space and they go on"),
+        );
+    }
+    if !daemon.inboxes_unavailable.is_empty() {
+        return (
+            "inbox unavailable".into(),
+            format!(
+                "cannot read {}: mount the share again; it is watched again by itself",
+                daemon.inboxes_unavailable.join(", ")
+            ),
+        );
+    }
+    ("running".into(), String::new())
+}
+
+/// A job as a list row.
+pub fn row(handle: &Handle, job: &JobRecord, now_ms: i64) -> JobRow {
+    let retryable = match &job.state {
+        JobState::Failed { moved_to, .. } | JobState::Rejected { moved_to, .. } => {
+            moved_to.as_ref().is_some_and(|p| p.exists())
+        }
+        _ => false,
+    };
+    JobRow {
+        view: crate::commands::status::view(job, now_ms),
+        inbox: job.source.inbox.display().to_string(),
+        name: job.source.rel_path.display().to_string(),
+        created_at: job.created_at,
+        updated_at: job.updated_at,
+        cancellable: handle.is_waiting(job.id, &job.state),
+        retryable,
+    }
+}
+
+/// A page of jobs (or, with [`StateFilter::Waiting`], of waiting files from `offset`).
+pub async fn jobs(
+    handle: &Handle,
+    filter: StateFilter,
+    name: Option<String>,
+    before: Option<JobId>,
+    limit: usize,
+    offset: usize,
+) -> Result<JobPage, Refused> {
+    let name = name.filter(|n| !n.is_empty());
+    let limit = limit.clamp(1, MAX_PAGE);
+    if filter == StateFilter::Waiting {
+        let waiting = handle.waiting(offset, limit, name).await?;
+        return Ok(JobPage { jobs: Vec::new(), next_before: None, waiting: Some(waiting) });
+    }
+    let query = JobQuery { states: filter.states(), name, before, limit: limit + 1 };
+    let mut found = handle.journal().page(&query).map_err(journal_error)?;
+    let more = found.len() > limit;
+    found.truncate(limit);
+    let now = crate::journal::now_ms();
+    let next_before = if more { found.last().map(|j| j.id) } else { None };
+    Ok(JobPage { jobs: found.iter().map(|j| row(handle, j, now)).collect(), next_before, waiting: None })
+}
+
+/// The outputs of a delivered job.
+fn outputs(state: &JobState) -> &[PathBuf] {
+    match state {
+        JobState::Done { outputs, .. } | JobState::Delivered { outputs, .. } => outputs,
+        _ => &[],
+    }
+}
+
+/// The finished photo among a job's outputs (a JPEG or PNG file), for the "after" preview.
+pub fn finished_photo(state: &JobState) -> Option<&Path> {
+    outputs(state).iter().map(PathBuf::as_path).find(|p| {
+        let ext = p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+        matches!(ext.as_str(), "jpg" | "jpeg" | "png") && p.is_file()
+    })
+}
+
+/// Where the job's source photo is now (done/, failed/, or still the inbox), if it is a photo.
+pub fn source_photo(job: &JobRecord) -> Option<PathBuf> {
+    let moved = match &job.state {
+        JobState::Done { moved_to, .. } | JobState::Failed { moved_to, .. } | JobState::Rejected { moved_to, .. } => {
+            moved_to.clone()
+        }
+        _ => None,
+    };
+    let path = moved.unwrap_or_else(|| job.source.path());
+    crate::render::can_render(&path).then_some(path).filter(|p| p.is_file())
+}
+
+/// One job, whole; `None` if there is no such job.
+pub fn job(handle: &Handle, id: JobId) -> Result<Option<JobDetail>, Refused> {
+    let Some(job) = handle.job(id).map_err(journal_error)? else { return Ok(None) };
+    let timeline = handle.journal().timeline(id).map_err(journal_error)?;
+    let now = crate::journal::now_ms();
+    Ok(Some(JobDetail {
+        before_thumbnail: source_photo(&job).map(|_| format!("/jobs/{id}/thumbnail/before")),
+        after_thumbnail: finished_photo(&job.state).map(|_| format!("/jobs/{id}/thumbnail/after")),
+        outputs: outputs(&job.state).iter().map(|p| p.display().to_string()).collect(),
+        row: row(handle, &job, now),
+        timeline,
+    }))
+}
