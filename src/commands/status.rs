@@ -100,7 +100,13 @@ pub fn render(report: &Report) -> String {
                 d.pid, d.uploading, d.in_flight, d.waiting, d.done, d.failed, d.refused
             );
             if let Some(reason) = &d.paused {
-                let advice = PauseReason::ALL.into_iter().find(|r| r.as_str() == reason).map(PauseReason::advice);
+                let advice = match PauseReason::ALL.into_iter().find(|r| r.as_str() == reason) {
+                    Some(r) => Some(r.advice()),
+                    None if reason == crate::daemon::USER_PAUSE => {
+                        Some("uploads were paused on the dashboard; press Resume there (jobs at the server go on)")
+                    }
+                    None => None,
+                };
                 text.push_str(&format!(
                     "PAUSED ({reason}): {} — {}\n",
                     d.pause_detail.as_deref().unwrap_or(""),
@@ -109,6 +115,12 @@ pub fn render(report: &Report) -> String {
                 if let Some(log) = &d.log_command {
                     text.push_str(&format!("  its log: `{log}`\n"));
                 }
+            }
+            if let Some(url) = &d.dashboard {
+                text.push_str(&format!("dashboard: {url}\n"));
+            }
+            if let Some(outbox) = &d.disk_full {
+                text.push_str(&format!("DISK FULL: {outbox} — jobs wait and sources stay; free some space\n"));
             }
             if let Some(q) = d.quota_left {
                 text.push_str(&format!("credits left: {q} (as the server said at the last upload)\n"));

@@ -48,6 +48,8 @@ pub(crate) struct Ctx {
     cancellable: Mutex<HashMap<JobId, CancellationToken>>,
     /// An outbox whose disk was found full, until a delivery succeeds.
     disk_full: Mutex<Option<PathBuf>>,
+    /// The dashboard's address (`http://…/`), once it listens.
+    pub(super) dashboard: std::sync::OnceLock<String>,
 }
 
 impl Ctx {
@@ -76,6 +78,7 @@ impl Ctx {
             last_server_success: Mutex::new(None),
             cancellable: Mutex::new(HashMap::new()),
             disk_full: Mutex::new(None),
+            dashboard: std::sync::OnceLock::new(),
         }
     }
 

@@ -365,14 +365,14 @@ impl Coordinator {
 
     pub(super) fn live_status(&self) -> LiveStatus {
         let paused = match self.ctx.gate.is_held() {
-            true => Some((USER_PAUSE.to_string(), "paused from the dashboard".to_string())),
+            true => Some((USER_PAUSE.to_string(), String::new())),
             false => self.ctx.gate.paused().map(|(r, m)| (r.as_str().to_string(), m)),
         };
         LiveStatus {
             pid: std::process::id(),
             updated_at: (crate::journal::now_ms() / 1000).max(0) as u64,
             paused: paused.as_ref().map(|(r, _)| r.clone()),
-            pause_detail: paused.map(|(_, m)| m),
+            pause_detail: paused.map(|(_, m)| m).filter(|m| !m.is_empty()),
             uploading: self.ctx.metrics.uploading(),
             in_flight: self.jobs.len(),
             waiting: self.queue.len(),
@@ -382,6 +382,7 @@ impl Coordinator {
             quota_left: self.ctx.metrics.quota_left(),
             inboxes_unavailable: self.unavailable.iter().map(|p| p.display().to_string()).collect(),
             disk_full: self.ctx.disk_full().map(|p| p.display().to_string()),
+            dashboard: self.ctx.dashboard.get().cloned(),
             log_command: LiveStatus::log_command_of_this_process(),
         }
     }

@@ -26,6 +26,9 @@ pub struct LiveStatus {
     /// An outbox whose disk is full (jobs wait, sources stay), until a delivery succeeds again.
     #[serde(default)]
     pub disk_full: Option<String>,
+    /// The dashboard's address, when `[web]` is on.
+    #[serde(default)]
+    pub dashboard: Option<String>,
     /// How to read the daemon's log, when systemd runs it (its journal); `None` when it logs to
     /// a terminal or a file of its own.
     #[serde(default)]
@@ -110,6 +113,7 @@ mod tests {
             quota_left: Some(8),
             inboxes_unavailable: vec![],
             disk_full: None,
+            dashboard: None,
             log_command: None,
         }
     }

@@ -162,6 +162,9 @@ pub async fn run(
     }
     let (requests_tx, mut requests) = mpsc::channel::<control::Request>(64);
     if let (Some(web), Some(listener)) = (web, web_listener) {
+        if let Ok(addr) = listener.local_addr() {
+            let _ = ctx.dashboard.set(format!("http://{addr}/"));
+        }
         let handle = Handle::new(ctx.clone(), requests_tx.clone(), options.reload_source.take());
         tokio::spawn(crate::web::serve(handle, web, options.config_file.take(), listener, cancel.child_token()));
     }

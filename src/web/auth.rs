@@ -7,8 +7,9 @@
 //!   and holds an HttpOnly, SameSite=Strict session cookie.
 //! - Every POST from a browser also carries the session's CSRF token (`X-CSRF-Token`, or the
 //!   `csrf` form field), and an `Origin`, when sent, must be this host.
-//! - Failed logins (and wrong bearer passwords) are slowed per client address: each failure
-//!   locks that address out for twice as long as the one before, up to a minute.
+//! - Wrong passwords (at login, or as a bearer) are slowed: each is answered only after
+//!   [`FAILURE_DELAY`], and failures wait for each other, so all clients together get at most
+//!   one guess a second. The right password is never held up by someone else's guessing.
 //!
 //! Secrets are compared through their SHA-256 digests in constant time; session ids and CSRF
 //! tokens are 256 random bits from the operating system.
@@ -29,22 +30,14 @@ pub const COOKIE: &str = "retouchd_session";
 pub const SESSION_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Sessions kept at most (the oldest is dropped first).
 const MAX_SESSIONS: usize = 1000;
-/// Client addresses whose failures are remembered at most.
-const MAX_TRACKED: usize = 10_000;
-/// The longest lock-out after failed logins.
-const MAX_LOCKOUT: Duration = Duration::from_secs(60);
+/// How long a wrong password waits for its answer (one at a time, for all clients).
+pub const FAILURE_DELAY: Duration = Duration::from_secs(1);
 
 /// A browser's login.
 #[derive(Debug, Clone)]
 struct Session {
     csrf: String,
     last_used: Instant,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    locked_until: Instant,
 }
 
 /// Who the request is.
@@ -63,8 +56,8 @@ pub enum Caller {
 pub enum Denied {
     /// Not logged in.
     Login,
-    /// Too many failures from this address: try again after this long.
-    Slowed(Duration),
+    /// A wrong password: answered after [`Auth::slow_down`].
+    WrongPassword,
     /// A wrong `Host`, `Origin` or CSRF token.
     Forbidden(&'static str),
 }
@@ -74,7 +67,8 @@ pub struct Auth {
     /// With no password: the one CSRF token every page carries.
     open_csrf: String,
     sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// Held by a wrong password while it waits: failures come one at a time.
+    failing: tokio::sync::Mutex<()>,
 }
 
 /// 256 random bits from the operating system, as hex.
@@ -102,7 +96,7 @@ impl Auth {
             password: password.map(|p| digest(p.expose())),
             open_csrf: random_token(),
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            failing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -123,19 +117,13 @@ impl Auth {
     }
 
     /// Who sent a request with these headers (`cookie`: the session cookie's value;
-    /// `bearer`: the `Authorization: Bearer` value), from `ip`.
-    pub fn identify(&self, cookie: Option<&str>, bearer: Option<&str>, ip: IpAddr) -> Result<Caller, Denied> {
+    /// `bearer`: the `Authorization: Bearer` value).
+    pub fn identify(&self, cookie: Option<&str>, bearer: Option<&str>) -> Result<Caller, Denied> {
         let Some(password) = &self.password else {
             return Ok(Caller::Browser { csrf: self.open_csrf.clone() });
         };
         if let Some(given) = bearer {
-            self.check_not_locked(ip)?;
-            return if same(&digest(given), password) {
-                self.forget_failures(ip);
-                Ok(Caller::Script)
-            } else {
-                Err(Denied::Slowed(self.note_failure(ip)))
-            };
+            return if same(&digest(given), password) { Ok(Caller::Script) } else { Err(Denied::WrongPassword) };
         }
         let Some(id) = cookie else { return Ok(Caller::Anonymous) };
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -178,14 +166,12 @@ impl Auth {
         }
     }
 
-    /// Logs in with `password` from `ip`: a new session id, or why not.
-    pub fn login(&self, password: &str, ip: IpAddr) -> Result<String, Denied> {
-        self.check_not_locked(ip)?;
+    /// Logs in with `password`: a new session id, or why not.
+    pub fn login(&self, password: &str) -> Result<String, Denied> {
         let Some(expected) = &self.password else { return Err(Denied::Forbidden("this dashboard has no password")) };
         if !same(&digest(password), expected) {
-            return Err(Denied::Slowed(self.note_failure(ip)));
+            return Err(Denied::WrongPassword);
         }
-        self.forget_failures(ip);
         let id = random_token();
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions.retain(|_, s| s.last_used.elapsed() < SESSION_IDLE);
@@ -198,35 +184,16 @@ impl Auth {
         Ok(id)
     }
 
+    /// Waits before a wrong password from `ip` is answered: [`FAILURE_DELAY`], after every
+    /// other failure before it.
+    pub async fn slow_down(&self, ip: IpAddr) {
+        let _turn = self.failing.lock().await;
+        tracing::warn!(client = %ip, "dashboard: wrong password");
+        tokio::time::sleep(FAILURE_DELAY).await;
+    }
+
     pub fn logout(&self, session: &str) {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(session);
-    }
-
-    fn check_not_locked(&self, ip: IpAddr) -> Result<(), Denied> {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        match failures.get(&ip) {
-            Some(f) if f.locked_until > Instant::now() => Err(Denied::Slowed(f.locked_until - Instant::now())),
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a failure from `ip`; returns how long it is locked out now (1 s, 2 s, 4 s, …, 60 s).
-    fn note_failure(&self, ip: IpAddr) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if failures.len() >= MAX_TRACKED {
-            let now = Instant::now();
-            failures.retain(|_, f| f.locked_until > now);
-        }
-        let entry = failures.entry(ip).or_insert(Failures { count: 0, locked_until: Instant::now() });
-        entry.count = entry.count.saturating_add(1);
-        let wait = Duration::from_secs(1u64 << (entry.count - 1).min(6)).min(MAX_LOCKOUT);
-        entry.locked_until = Instant::now() + wait;
-        tracing::warn!(client = %ip, failures = entry.count, locked_for = ?wait, "dashboard: wrong password");
-        wait
-    }
-
-    fn forget_failures(&self, ip: IpAddr) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&ip);
     }
 }
 
@@ -257,48 +224,38 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_login_gives_a_session_with_its_own_csrf_token_and_logout_ends_it() {
         let auth = with_password();
-        assert_eq!(auth.identify(None, None, IP), Ok(Caller::Anonymous));
-        assert_eq!(auth.identify(Some("made-up"), None, IP), Ok(Caller::Anonymous));
-        let session = auth.login("correct horse", IP).unwrap();
+        assert_eq!(auth.identify(None, None), Ok(Caller::Anonymous));
+        assert_eq!(auth.identify(Some("made-up"), None), Ok(Caller::Anonymous));
+        assert_eq!(auth.login("guess"), Err(Denied::WrongPassword));
+        let session = auth.login("correct horse").unwrap();
         assert_eq!(session.len(), 64);
-        let Ok(Caller::Browser { csrf }) = auth.identify(Some(&session), None, IP) else { panic!("no session") };
-        let other = auth.login("correct horse", IP).unwrap();
-        let Ok(Caller::Browser { csrf: other_csrf }) = auth.identify(Some(&other), None, IP) else { panic!() };
+        let Ok(Caller::Browser { csrf }) = auth.identify(Some(&session), None) else { panic!("no session") };
+        let other = auth.login("correct horse").unwrap();
+        let Ok(Caller::Browser { csrf: other_csrf }) = auth.identify(Some(&other), None) else { panic!() };
         assert_ne!((&session, &csrf), (&other, &other_csrf), "each login is its own");
         auth.logout(&session);
-        assert_eq!(auth.identify(Some(&session), None, IP), Ok(Caller::Anonymous));
+        assert_eq!(auth.identify(Some(&session), None), Ok(Caller::Anonymous));
         tokio::time::advance(SESSION_IDLE + Duration::from_secs(1)).await;
-        assert_eq!(auth.identify(Some(&other), None, IP), Ok(Caller::Anonymous), "idle sessions expire");
+        assert_eq!(auth.identify(Some(&other), None), Ok(Caller::Anonymous), "idle sessions expire");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn failed_logins_lock_the_address_out_for_longer_each_time() {
-        let auth = with_password();
-        assert_eq!(auth.login("guess", IP), Err(Denied::Slowed(Duration::from_secs(1))));
-        // Even the right password is not checked while locked out.
-        assert!(matches!(auth.login("correct horse", IP), Err(Denied::Slowed(_))));
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(auth.login("guess", IP), Err(Denied::Slowed(Duration::from_secs(2))));
-        tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(auth.login("guess", IP), Err(Denied::Slowed(Duration::from_secs(4))));
-        assert!(auth.login("correct horse", OTHER).is_ok(), "another address is not slowed");
-        for _ in 0..10 {
-            tokio::time::advance(MAX_LOCKOUT).await;
-            let _ = auth.login("guess", IP);
+    async fn wrong_passwords_are_answered_one_a_second_for_all_clients_together() {
+        let auth = std::sync::Arc::new(with_password());
+        let started = Instant::now();
+        let guesses: Vec<_> = (0..5)
+            .map(|i| {
+                let auth = auth.clone();
+                tokio::spawn(async move { auth.slow_down(if i % 2 == 0 { IP } else { OTHER }).await })
+            })
+            .collect();
+        for g in guesses {
+            g.await.unwrap();
         }
-        assert!(matches!(auth.login("x", IP), Err(Denied::Slowed(d)) if d <= MAX_LOCKOUT));
-        tokio::time::advance(MAX_LOCKOUT).await;
-        assert!(auth.login("correct horse", IP).is_ok());
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(auth.login("guess", IP), Err(Denied::Slowed(Duration::from_secs(1))), "a success resets the count");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn scripts_use_the_bearer_password_and_a_wrong_one_is_slowed_too() {
-        let auth = with_password();
-        assert_eq!(auth.identify(None, Some("correct horse"), IP), Ok(Caller::Script));
-        assert_eq!(auth.identify(None, Some("wrong"), IP), Err(Denied::Slowed(Duration::from_secs(1))));
-        assert!(matches!(auth.identify(None, Some("correct horse"), IP), Err(Denied::Slowed(_))));
+        assert_eq!(started.elapsed(), FAILURE_DELAY * 5, "five guesses from two addresses take five seconds");
+        // Meanwhile the right password is checked at once.
+        assert_eq!(auth.identify(None, Some("correct horse")), Ok(Caller::Script));
+        assert_eq!(auth.identify(None, Some("wrong")), Err(Denied::WrongPassword));
     }
 
     #[test]
@@ -320,8 +277,8 @@ mod tests {
     #[test]
     fn without_a_password_every_page_shares_one_csrf_token() {
         let auth = Auth::new(None);
-        let Ok(Caller::Browser { csrf }) = auth.identify(None, None, IP) else { panic!() };
-        assert_eq!(auth.identify(Some("anything"), None, IP), Ok(Caller::Browser { csrf }));
+        let Ok(Caller::Browser { csrf }) = auth.identify(None, None) else { panic!() };
+        assert_eq!(auth.identify(Some("anything"), None), Ok(Caller::Browser { csrf }));
         assert!(!auth.needs_login());
     }
 }

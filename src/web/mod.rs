@@ -185,10 +185,16 @@ async fn guard(
     next: Next,
 ) -> Response {
     let started = std::time::Instant::now();
-    let mut response = match admit(&app, peer, &mut request) {
+    let mut response = match admit(&app, &mut request) {
         Ok(()) => next.run(request).await,
-        Err(denied) => *denied,
+        Err(denied) => {
+            if denied.status() == StatusCode::UNAUTHORIZED && denied.headers().contains_key(WRONG_PASSWORD) {
+                app.auth.slow_down(peer.ip()).await;
+            }
+            *denied
+        }
     };
+    response.headers_mut().remove(WRONG_PASSWORD);
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
@@ -216,7 +222,10 @@ const SECURITY_HEADERS: [(header::HeaderName, &str); 7] = [
 ];
 
 /// Lets a request in (with its [`Caller`] attached), or answers it.
-fn admit(app: &App, peer: SocketAddr, request: &mut Request) -> Result<(), Box<Response>> {
+/// Marks (internally) an answer to a wrong password, which [`guard`] slows down.
+const WRONG_PASSWORD: &str = "x-retouchd-wrong-password";
+
+fn admit(app: &App, request: &mut Request) -> Result<(), Box<Response>> {
     let path = request.uri().path().to_string();
     let is_api = path.starts_with("/api/");
     let headers = request.headers();
@@ -230,12 +239,13 @@ fn admit(app: &App, peer: SocketAddr, request: &mut Request) -> Result<(), Box<R
         )));
     }
     let bearer = header_text(headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
-    let caller = match app.auth.identify(session_cookie(headers), bearer, peer.ip()) {
+    let caller = match app.auth.identify(session_cookie(headers), bearer) {
         Ok(caller) => caller,
         Err(denied) => return Err(Box::new(refusal(is_api, &path, denied))),
     };
     if caller == Caller::Anonymous && !is_public(&path) {
-        return Err(Box::new(refusal(is_api, &path, Denied::Login)));
+        let wanted = request.uri().path_and_query().map_or(path.as_str(), |p| p.as_str());
+        return Err(Box::new(refusal(is_api, wanted, Denied::Login)));
     }
     if request.method() == Method::POST && path != "/login" && path != "/logout" {
         let csrf = header_text(headers, header::HeaderName::from_static("x-csrf-token"));
@@ -254,6 +264,7 @@ fn deny(is_api: bool, status: StatusCode, message: &str) -> Response {
     }
 }
 
+/// The answer to a request turned away; `path`: what it asked for (a login leads back there).
 fn refusal(is_api: bool, path: &str, denied: Denied) -> Response {
     match denied {
         Denied::Login if is_api => {
@@ -268,16 +279,9 @@ fn refusal(is_api: bool, path: &str, denied: Denied) -> Response {
             let next: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
             Redirect::to(&format!("/login?next={next}")).into_response()
         }
-        Denied::Slowed(wait) => {
-            let secs = wait.as_secs().max(1);
-            let mut r = deny(
-                is_api,
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!("too many wrong passwords from this address; try again in {secs} s"),
-            );
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        Denied::WrongPassword => {
+            let mut r = deny(is_api, StatusCode::UNAUTHORIZED, "wrong password");
+            r.headers_mut().insert(WRONG_PASSWORD, HeaderValue::from_static("1"));
             r
         }
         Denied::Forbidden(why) => deny(is_api, StatusCode::FORBIDDEN, why),

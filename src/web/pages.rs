@@ -369,7 +369,7 @@ pub fn job(d: &JobDetail) -> String {
             if let Some(src) = src {
                 let _ = write!(
                     html,
-                    "<figure><img src=\"{}\" alt=\"{label}\" loading=\"lazy\"><figcaption>{label}</figcaption></figure>",
+                    "<figure><img src=\"{}\" alt=\"{label}\"><figcaption>{label}</figcaption></figure>",
                     escape(src)
                 );
             }

@@ -167,7 +167,8 @@ pub async fn login_page(State(app): State<Arc<App>>, Query(params): Params) -> R
     if !app.auth.needs_login() {
         return Redirect::to("/").into_response();
     }
-    Html(pages::login(&next_page(&params), None)).into_response()
+    let failed = params.contains_key("failed").then_some("Wrong password.");
+    Html(pages::login(&next_page(&params), failed)).into_response()
 }
 
 pub async fn login(
@@ -177,7 +178,7 @@ pub async fn login(
 ) -> Response {
     let next = next_page(&form);
     let password = form.get("password").map(String::as_str).unwrap_or("");
-    match app.auth.login(password, peer.ip()) {
+    match app.auth.login(password) {
         Ok(session) => {
             let cookie = format!(
                 "{}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
@@ -190,9 +191,11 @@ pub async fn login(
             }
             response
         }
-        Err(Denied::Slowed(wait)) => {
-            let message = format!("Wrong password. Try again in {} s.", wait.as_secs().max(1));
-            (StatusCode::UNAUTHORIZED, Html(pages::login(&next, Some(&message)))).into_response()
+        Err(Denied::WrongPassword) => {
+            app.auth.slow_down(peer.ip()).await;
+            // Back to the form (so reloading it sends nothing again), which says why.
+            let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+            Redirect::to(&format!("/login?failed=1&next={next}")).into_response()
         }
         Err(_) => Redirect::to("/").into_response(),
     }

@@ -33,7 +33,8 @@ pub struct WatchView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Overview {
     pub daemon: LiveStatus,
-    /// `running`, or `paused` (see `daemon.paused` for why), `disk full`, `inbox unavailable`.
+    /// `running`, `paused…` (in words; `daemon.paused` has the reason code), `disk full` or
+    /// `inbox unavailable`.
     pub state: String,
     /// What to do about it, in plain words (empty while running).
     pub advice: String,
@@ -156,12 +157,15 @@ pub async fn overview(handle: &Handle) -> Result<Overview, Refused> {
 /// The daemon's state in a word or two, and what to do about it.
 fn describe(daemon: &LiveStatus) -> (String, String) {
     if let Some(reason) = &daemon.paused {
-        let advice = match crate::api::PauseReason::ALL.into_iter().find(|r| r.as_str() == reason) {
-            Some(r) => r.advice().to_string(),
-            None if reason == USER_PAUSE => "uploads are paused from this dashboard; press Resume to go on".into(),
-            None => "see the daemon's log".into(),
+        let known = crate::api::PauseReason::ALL.into_iter().find(|r| r.as_str() == reason);
+        let (state, advice) = match known {
+            Some(r) => (format!("paused: {}", pause_words(r)), r.advice().to_string()),
+            None if reason == USER_PAUSE => {
+                ("paused from the dashboard".into(), "jobs at the server go on; press Resume to upload again".into())
+            }
+            None => (format!("paused: {reason}"), "see the daemon's log".into()),
         };
-        return (format!("paused: {reason}"), advice);
+        return (state, advice);
     }
     if let Some(outbox) = &daemon.disk_full {
         return (
@@ -179,6 +183,16 @@ fn describe(daemon: &LiveStatus) -> (String, String) {
         );
     }
     ("running".into(), String::new())
+}
+
+/// A pause reason in a few words, for the overview's heading.
+fn pause_words(reason: crate::api::PauseReason) -> &'static str {
+    use crate::api::PauseReason;
+    match reason {
+        PauseReason::Token => "the server refuses the token",
+        PauseReason::Quota => "the processing limit is reached",
+        PauseReason::Route => "wrong server address",
+    }
 }
 
 /// A job as a list row.

@@ -3,7 +3,9 @@
 
 mod api_client;
 mod bad_input;
+mod browser;
 mod daemon_e2e;
+mod dashboard;
 mod finished_photos;
 mod hostile;
 mod in_process;
