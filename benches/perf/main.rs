@@ -1,9 +1,10 @@
 //! The performance benchmark: runs the real `retouchd` (release build) against the simulator and
 //! prints one table. `cargo bench --bench perf` runs every scenario; name some to run only
 //! those: `cargo bench --bench perf -- latency idle`. Scenarios: throughput, latency,
-//! politeness, memory, startup, idle, render.
+//! politeness, memory, startup, idle, render, dashboard.
 
 mod compositing;
+mod dashboard;
 mod rig;
 mod scenarios;
 
@@ -37,7 +38,7 @@ impl Row {
 
 type Scenario = fn(&tokio::runtime::Runtime) -> Vec<Row>;
 
-const SCENARIOS: [(&str, Scenario); 7] = [
+const SCENARIOS: [(&str, Scenario); 8] = [
     ("throughput", scenarios::throughput),
     ("latency", scenarios::latency),
     ("politeness", scenarios::politeness),
@@ -45,6 +46,7 @@ const SCENARIOS: [(&str, Scenario); 7] = [
     ("startup", scenarios::startup),
     ("idle", scenarios::idle),
     ("render", compositing::render),
+    ("dashboard", dashboard::dashboard),
 ];
 
 fn main() {

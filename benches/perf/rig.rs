@@ -103,6 +103,45 @@ impl Rig {
         path
     }
 
+    /// Fills the journal in `state/` with `jobs` delivered jobs of `inbox`, one a minute up to
+    /// now (so about 60 in the last hour), every 50th one failed instead.
+    pub fn million_jobs(&self, jobs: usize, inbox: &Path, outbox: &Path) {
+        use retouchd::job::JobState;
+        use retouchd::journal::{Journal, Source};
+        let journal = Journal::open(&self.path("state")).expect("journal");
+        for chunk in 0..jobs.div_ceil(100_000) {
+            let rows: Vec<(Source, JobState)> = (chunk * 100_000..((chunk + 1) * 100_000).min(jobs))
+                .map(|i| {
+                    let rel = PathBuf::from(format!("2025/shoot-{:04}/IMG_{i:07}.jpg", i / 1000));
+                    let source = Source {
+                        inbox: inbox.to_path_buf(),
+                        rel_path: rel,
+                        stamp: retouchd::source::Stamp { size: 8_000_000, mtime_ns: i as i64 },
+                    };
+                    let state = if i % 50 == 49 {
+                        JobState::Failed {
+                            reason: "the server could not retouch it: no face found".into(),
+                            moved_to: None,
+                        }
+                    } else {
+                        let outputs = vec![outbox.join(format!("2025/shoot-{:04}/IMG_{i:07}.jpg", i / 1000))];
+                        JobState::Done { outputs, moved_to: None, render_error: None }
+                    };
+                    (source, state)
+                })
+                .collect();
+            journal.insert_batch(rows.iter().map(|(s, j)| (s, j))).expect("journal rows");
+        }
+        drop(journal);
+        let conn = rusqlite::Connection::open(self.path("state/journal.sqlite")).expect("journal file");
+        let now = retouchd::journal::now_ms();
+        conn.execute(
+            "UPDATE jobs SET created_at = ?1 - (?2 - id) * 60000 - 30000, updated_at = ?1 - (?2 - id) * 60000",
+            [now, jobs as i64],
+        )
+        .expect("job times spread");
+    }
+
     /// Starts `retouchd run` and waits for READY; returns it and the time READY took.
     pub fn start_daemon(&self, config: &Path) -> (Daemon, Duration) {
         let socket_path = self.path("notify.sock");

@@ -5,10 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use retouchd::job::JobState;
-use retouchd::journal::{Journal, Source};
 use retouchd::sim::SimConfig;
-use retouchd::source::Stamp;
 
 use crate::Row;
 use crate::rig::{self, Inbox, Rig, TOKEN, instant_sim, mean, memory_root, quantile, sized_png, small_png};
@@ -411,24 +408,7 @@ pub fn startup(runtime: &tokio::runtime::Runtime) -> Vec<Row> {
     let inbox = rig.path("a/inbox");
     let outbox = rig.path("a/outbox");
     let building = Instant::now();
-    {
-        let journal = Journal::open(&rig.path("state")).expect("journal");
-        for chunk in 0..JOBS / 100_000 {
-            let rows: Vec<(Source, JobState)> = (chunk * 100_000..(chunk + 1) * 100_000)
-                .map(|i| {
-                    let rel = PathBuf::from(format!("2025/shoot-{:04}/IMG_{i:07}.jpg", i / 1000));
-                    let source = Source {
-                        inbox: inbox.clone(),
-                        rel_path: rel,
-                        stamp: Stamp { size: 8_000_000, mtime_ns: i as i64 },
-                    };
-                    let outputs = vec![outbox.join(format!("2025/shoot-{:04}/IMG_{i:07}.jpg", i / 1000))];
-                    (source, JobState::Done { outputs, moved_to: None, render_error: None })
-                })
-                .collect();
-            journal.insert_batch(rows.iter().map(|(s, j)| (s, j))).expect("journal rows");
-        }
-    }
+    rig.million_jobs(JOBS, &inbox, &outbox);
     let journal_mb = std::fs::metadata(rig.path("state/journal.sqlite")).map_or(0, |m| m.len()) as f64 / MB;
     eprintln!("   journal of {JOBS} jobs built in {:.0} s", building.elapsed().as_secs_f64());
     let bytes = small_png(3);

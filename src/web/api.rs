@@ -70,13 +70,14 @@ pub fn job_id(text: &str) -> Result<JobId, Problem> {
     })
 }
 
-/// A count from the query string.
+/// A count from the query string (one too large to hold means "as many as there are").
 fn count(params: &BTreeMap<String, String>, key: &str, default: usize) -> Result<usize, Problem> {
     match params.get(key).map(String::as_str) {
         None | Some("") => Ok(default),
-        Some(text) => text
-            .parse::<usize>()
-            .map_err(|_| Problem::new(StatusCode::BAD_REQUEST, format!("{key} must be a whole number, not `{text}`"))),
+        Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(text.parse().unwrap_or(usize::MAX))
+        }
+        Some(text) => Err(Problem::new(StatusCode::BAD_REQUEST, format!("{key} must be a whole number, not `{text}`"))),
     }
 }
 

@@ -366,6 +366,7 @@ async fn bad_parameters_get_a_json_error_that_says_what_to_send() {
         ("/api/jobs?limit=0", "limit must be between"),
         ("/api/jobs?limit=x", "limit must be a whole number"),
         ("/api/jobs?before=x", "before must be a job id"),
+        ("/api/jobs?offset=-1", "offset must be a whole number"),
     ] {
         let answer = dash.get(path).bearer_auth(PASSWORD).send().await.unwrap();
         assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{path}");

@@ -9,6 +9,7 @@ mod dashboard;
 mod finished_photos;
 mod hostile;
 mod in_process;
+mod openapi;
 mod operations;
 mod reliability;
 mod security;
