@@ -553,38 +553,53 @@ impl Validator {
         Some(ServerConfig { token, token_source, ..server })
     }
 
-    /// The token, from (in order) `server.token`, `server.token_file`, the systemd credential
-    /// `token`, or `RETOUCHD_TOKEN`.
-    fn token(&mut self, token: Option<String>, file: Option<PathBuf>, env: &Environment) -> Option<(Token, String)> {
-        let found = match (token, file) {
+    /// A secret from (in order) `<section>.<name>`, `<section>.<name>_file` or the systemd
+    /// credential `credential`, with where it came from; `Err` when a problem was recorded.
+    fn secret(
+        &mut self,
+        (section, name): (&str, &str),
+        value: Option<String>,
+        file: Option<PathBuf>,
+        credential: &str,
+        env: &Environment,
+    ) -> Result<Option<(Token, String)>, ()> {
+        match (value, file) {
             (Some(_), Some(_)) => {
-                self.problem("server.token", "both token and token_file are set; keep one");
-                return None;
+                self.problem(format!("{section}.{name}"), format!("both {name} and {name}_file are set; keep one"));
+                Err(())
             }
-            (Some(t), None) => Some((Token::new(t), "server.token".to_string())),
+            (Some(t), None) => Ok(Some((Token::new(t), format!("{section}.{name}")))),
             (None, Some(f)) => {
                 let f = self.path(f);
                 match std::fs::read_to_string(&f) {
-                    Ok(t) => Some((Token::new(t), format!("server.token_file ({})", f.display()))),
+                    Ok(t) => Ok(Some((Token::new(t), format!("{section}.{name}_file ({})", f.display())))),
                     Err(e) => {
                         self.problem(
-                            "server.token_file",
+                            format!("{section}.{name}_file"),
                             format!(
                                 "cannot read {}: {e}; check the path and that retouchd's user may read it",
                                 f.display()
                             ),
                         );
-                        return None;
+                        Err(())
                     }
                 }
             }
-            (None, None) => {
-                let credential = env.credentials_directory.as_ref().map(|d| d.join("token"));
-                match credential.as_ref().and_then(|c| std::fs::read_to_string(c).ok()) {
-                    Some(t) => Some((Token::new(t), "systemd credential `token`".to_string())),
-                    None => env.token_var.clone().map(|t| (Token::new(t), "RETOUCHD_TOKEN".to_string())),
-                }
-            }
+            (None, None) => Ok(env
+                .credentials_directory
+                .as_ref()
+                .and_then(|d| std::fs::read_to_string(d.join(credential)).ok())
+                .map(|t| (Token::new(t), format!("systemd credential `{credential}`")))),
+        }
+    }
+
+    /// The token, from (in order) `server.token`, `server.token_file`, the systemd credential
+    /// `token`, or `RETOUCHD_TOKEN`.
+    fn token(&mut self, token: Option<String>, file: Option<PathBuf>, env: &Environment) -> Option<(Token, String)> {
+        let found = match self.secret(("server", "token"), token, file, "token", env) {
+            Err(()) => return None,
+            Ok(Some(found)) => Some(found),
+            Ok(None) => env.token_var.clone().map(|t| (Token::new(t), "RETOUCHD_TOKEN".to_string())),
         };
         match found {
             Some((token, _)) if token.is_empty() => {
@@ -614,33 +629,8 @@ impl Validator {
                 return None;
             }
         };
-        let found = match (raw.password, raw.password_file) {
-            (Some(_), Some(_)) => {
-                self.problem("web.password", "both password and password_file are set; keep one");
-                return None;
-            }
-            (Some(p), None) => Some((Token::new(p), "web.password".to_string())),
-            (None, Some(f)) => {
-                let f = self.path(f);
-                match std::fs::read_to_string(&f) {
-                    Ok(p) => Some((Token::new(p), format!("web.password_file ({})", f.display()))),
-                    Err(e) => {
-                        self.problem(
-                            "web.password_file",
-                            format!(
-                                "cannot read {}: {e}; check the path and that retouchd's user may read it",
-                                f.display()
-                            ),
-                        );
-                        return None;
-                    }
-                }
-            }
-            (None, None) => env
-                .credentials_directory
-                .as_ref()
-                .and_then(|d| std::fs::read_to_string(d.join("web-password")).ok())
-                .map(|p| (Token::new(p), "systemd credential `web-password`".to_string())),
+        let Ok(found) = self.secret(("web", "password"), raw.password, raw.password_file, "web-password", env) else {
+            return None;
         };
         if let Some((password, source)) = &found {
             if password.is_empty() {

@@ -53,13 +53,15 @@ impl From<JobUpdate> for JobNews {
 /// Where pages subscribe.
 pub struct Hub {
     tx: broadcast::Sender<Frame>,
+    /// The daemon stops: every stream ends (so the server can close its connections).
+    stopping: CancellationToken,
 }
 
 impl Hub {
     /// Starts the gathering task (stopped by `cancel`).
     pub fn start(handle: Handle, cancel: CancellationToken) -> Arc<Hub> {
         let (tx, _) = broadcast::channel(64);
-        let hub = Arc::new(Hub { tx });
+        let hub = Arc::new(Hub { tx, stopping: cancel.clone() });
         tokio::spawn(gather(handle, hub.clone(), cancel));
         hub
     }
@@ -78,13 +80,17 @@ impl Hub {
     /// A page's stream of events.
     pub fn stream(&self) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
         let rx = self.tx.subscribe();
-        let events = futures_util::stream::unfold(rx, |mut rx| async move {
-            let event = match rx.recv().await {
+        let events = futures_util::stream::unfold((rx, self.stopping.clone()), |(mut rx, stopping)| async move {
+            let received = tokio::select! {
+                () = stopping.cancelled() => return None,
+                received = rx.recv() => received,
+            };
+            let event = match received {
                 Ok(frame) => Event::default().event(frame.event).data(&*frame.data),
                 Err(broadcast::error::RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
-            Some((Ok(event), rx))
+            Some((Ok(event), (rx, stopping)))
         });
         Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
     }
