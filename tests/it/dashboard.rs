@@ -4,6 +4,7 @@
 //! does what it says (pause, resume, cancel, retry, retry all, reload) and the live events
 //! carry the news. The browser test (`browser.rs`) clicks through the same pages in Chromium.
 
+use std::process::Command;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -35,7 +36,8 @@ impl Dash {
         let sim = start_sim(fast_sim()).await;
         let ws = Workspace::new(&sim, server, watch);
         let text = std::fs::read_to_string(&ws.config).unwrap();
-        std::fs::write(&ws.config, format!("[web]\nlisten = \"127.0.0.1:0\"\n{web}\n{text}")).unwrap();
+        let listen = if web.contains("listen") { "" } else { "listen = \"127.0.0.1:0\"\n" };
+        std::fs::write(&ws.config, format!("[web]\n{listen}{web}\n{text}")).unwrap();
         let config = config::load(&ws.config, &Environment::default()).expect("the test config is valid");
         let (stop, stopped) = oneshot::channel::<()>();
         let path = ws.config.clone();
@@ -55,6 +57,7 @@ impl Dash {
         })
         .await;
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let url = url.replace("0.0.0.0", "127.0.0.1");
         Dash { ws, sim, url: url.trim_end_matches('/').to_string(), stop: Some(stop), task, http }
     }
 
@@ -138,6 +141,12 @@ async fn without_a_password_only_local_names_get_in_and_posts_still_need_the_csr
     assert_eq!(paused.status(), StatusCode::OK);
     let status: Value = dash.get("/api/status").send().await.unwrap().json().await.unwrap();
     assert_eq!(status["daemon"]["paused"], "user");
+    // `retouchd status` names the dashboard and the pause.
+    let config = config::load(&dash.ws.config, &Environment::default()).unwrap();
+    let journal = retouchd::journal::Journal::open_read_only(&config.state_dir).unwrap();
+    let text = retouchd::commands::status::render(&retouchd::commands::status::report(&journal, &config).unwrap());
+    assert!(text.contains(&format!("dashboard: {}/", dash.url)), "{text}");
+    assert!(text.contains("PAUSED (user)") && text.contains("press Resume"), "{text}");
     dash.stop().await;
 }
 
@@ -393,4 +402,91 @@ async fn a_port_in_use_stops_the_start_with_the_key_to_change() {
     let config = config::load(&ws.config, &Environment::default()).unwrap();
     let err = daemon::run(config, RunOptions::default(), std::future::pending()).await.unwrap_err();
     assert!(err.to_string().contains(&format!("web.listen = 127.0.0.1:{port}")), "{err}");
+}
+
+/// A second host on a private network: a network namespace joined to this one by a veth pair
+/// (10.77.N.1 here, 10.77.N.2 there); removed when dropped.
+struct LanHost {
+    ns: String,
+    here: String,
+}
+
+impl LanHost {
+    fn new() -> LanHost {
+        let n = std::process::id() % 200 + 20;
+        let (ns, host_end, ns_end) = (format!("rtd-lan-{n}"), format!("rtdh{n}"), format!("rtdn{n}"));
+        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        let here = format!("10.77.{n}.1");
+        for args in [
+            vec!["netns", "add", &ns],
+            vec!["link", "add", &host_end, "type", "veth", "peer", "name", &ns_end],
+            vec!["link", "set", &ns_end, "netns", &ns],
+            vec!["addr", "add", &format!("{here}/24"), "dev", &host_end],
+            vec!["link", "set", &host_end, "up"],
+            vec!["netns", "exec", &ns, "ip", "addr", "add", &format!("10.77.{n}.2/24"), "dev", &ns_end],
+            vec!["netns", "exec", &ns, "ip", "link", "set", &ns_end, "up"],
+            vec!["netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
+        ] {
+            let status = Command::new("ip").args(&args).status().expect("ip runs (iproute2)");
+            assert!(status.success(), "ip {args:?}");
+        }
+        LanHost { ns, here }
+    }
+
+    /// `curl` from the other host: (HTTP status, body); status 0 when it cannot connect.
+    fn curl(&self, args: &[&str]) -> (u16, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "curl", "-s", "-m", "10", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+}
+
+impl Drop for LanHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: makes a network namespace as a second host on a LAN (CI runs it as root)"]
+async fn from_another_host_on_the_lan_only_the_password_opens_it() {
+    assert!(is_root(), "run as root (a network namespace is the second host)");
+    let lan = LanHost::new();
+    // A dashboard on loopback cannot be reached from the LAN at all.
+    let local = Dash::start("", "", "").await;
+    let port = local.url.rsplit(':').next().unwrap().to_string();
+    let (code, _) = lan.curl(&[&format!("http://{}:{port}/api/status", lan.here)]);
+    assert_eq!(code, 0, "a loopback dashboard is not reachable from another host");
+    local.stop().await;
+
+    let dash = Dash::start(&format!("listen = \"0.0.0.0:0\"\npassword = \"{PASSWORD}\""), "", "").await;
+    let port = dash.url.rsplit(':').next().unwrap().to_string();
+    let base = format!("http://{}:{port}", lan.here);
+    let status = format!("{base}/api/status");
+    let (code, body) = lan.curl(&[&status]);
+    assert_eq!(code, 401, "no password: {body}");
+    let (code, _) = lan.curl(&["-H", "Authorization: Bearer guess", &status]);
+    assert_eq!(code, 401, "a wrong password");
+    let (code, _) = lan.curl(&["-X", "POST", &format!("{base}/api/pause")]);
+    assert_eq!(code, 401, "no action without the password");
+    let (code, _) = lan.curl(&[&format!("{base}/queue")]);
+    assert_eq!(code, 303, "pages lead to the login");
+    let (code, body) = lan.curl(&["-H", &format!("Authorization: Bearer {PASSWORD}"), &status]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"counts\""), "{body}");
+    // A browser there logs in and gets its session.
+    let jar = dash.ws.path("cookies.txt");
+    let jar = jar.to_str().unwrap();
+    let login = format!("{base}/login");
+    let (code, _) = lan.curl(&["-c", jar, "--data-urlencode", &format!("password={PASSWORD}"), "-d", "next=/", &login]);
+    assert_eq!(code, 303);
+    let (code, page) = lan.curl(&["-b", jar, &format!("{base}/")]);
+    assert_eq!(code, 200);
+    assert!(page.contains("daemon-state"), "{page}");
+    dash.stop().await;
 }

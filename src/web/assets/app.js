@@ -18,17 +18,21 @@
     toastTimer = setTimeout(() => { toast.className = ""; }, 6000);
   }
 
-  // Fetches the live part again, at most every 300 ms.
+  // Fetches the live part again: at most every 300 ms, and never more than a tenth of the
+  // time (a slow page, such as a name search on a huge journal, is fetched less often).
+  let gap = 300;
   function refresh() {
     if (!main || !main.dataset.refresh || refreshTimer) return;
     refreshTimer = setTimeout(async () => {
-      refreshTimer = null;
+      const started = performance.now();
       try {
         const answer = await fetch(main.dataset.refresh, { credentials: "same-origin" });
         if (answer.redirected || answer.status === 401) { location.reload(); return; }
         if (answer.ok) main.innerHTML = await answer.text();
       } catch (e) { /* the connection comes back by itself; the next event refreshes */ }
-    }, 300);
+      gap = Math.max(300, (performance.now() - started) * 10);
+      refreshTimer = null;
+    }, gap);
   }
 
   // Which news this page shows.
