@@ -16,7 +16,7 @@ use super::live_status::LiveStatus;
 use crate::commands::retry::{self, Retried, Which};
 use crate::config::Config;
 use crate::job::{JobState, StateName};
-use crate::journal::{JobId, Journal, JournalError};
+use crate::journal::{JobId, JournalError};
 
 /// Reads the configuration file again (the same loader SIGHUP uses).
 pub type ReloadSource = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
@@ -73,10 +73,6 @@ impl Handle {
         Handle { ctx, requests, reload_source }
     }
 
-    pub fn journal(&self) -> &Journal {
-        &self.ctx.journal
-    }
-
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.ctx.config()
@@ -127,8 +123,12 @@ impl Handle {
 
     /// Pauses (true) or resumes (false) uploads; kept in the journal across restarts. Jobs at
     /// the server go on while paused.
-    pub fn hold(&self, held: bool) -> Result<String, Refused> {
-        self.ctx.journal.set_held(held).map_err(|e| Refused::Unavailable(e.to_string()))?;
+    pub async fn hold(&self, held: bool) -> Result<String, Refused> {
+        let ctx = self.ctx.clone();
+        tokio::task::spawn_blocking(move || ctx.journal.set_held(held))
+            .await
+            .map_err(|e| Refused::Unavailable(e.to_string()))?
+            .map_err(|e| Refused::Unavailable(e.to_string()))?;
         let changed = self.ctx.gate.hold(held);
         Ok(match (held, changed) {
             (true, true) => "uploads paused; jobs already at the server go on".into(),
@@ -158,11 +158,6 @@ impl Handle {
                 Refused::Conflict(format!("the new configuration is refused; the old one keeps running. {e}"))
             })?;
         self.ask(|reply| Request::Reload { config: Box::new(config), reply }).await?.map_err(Refused::Conflict)
-    }
-
-    /// A job's record, if there is one.
-    pub fn job(&self, id: JobId) -> Result<Option<crate::journal::JobRecord>, JournalError> {
-        self.ctx.journal.get(id)
     }
 
     /// Whether a job is waiting for its first upload (and so may be cancelled).

@@ -98,15 +98,17 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
         Err(r) => return refused(r),
     };
     let config = app.handle.config();
-    match crate::commands::status::report_with(app.handle.journal(), &config, Some(daemon)) {
+    let report =
+        app.reader.read(move |journal| crate::commands::status::report_with(journal, &config, Some(daemon))).await;
+    match report {
         Ok(report) => Json(report).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(r) => refused(r),
     }
 }
 
 /// `GET /api/overview`: the overview page's data.
 pub async fn overview(State(app): State<Arc<App>>) -> Response {
-    match views::overview(&app.handle).await {
+    match views::overview(&app.handle, &app.reader).await {
         Ok(o) => Json(o).into_response(),
         Err(r) => refused(r),
     }
@@ -143,7 +145,7 @@ pub async fn jobs(State(app): State<Arc<App>>, Query(params): Query<BTreeMap<Str
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    match views::jobs(&app.handle, p.filter, p.name, p.before, p.limit, p.offset).await {
+    match views::jobs(&app.handle, &app.reader, p.filter, p.name, p.before, p.limit, p.offset).await {
         Ok(page) => Json(page).into_response(),
         Err(r) => refused(r),
     }
@@ -155,7 +157,7 @@ pub async fn job(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respons
         Ok(id) => id,
         Err(r) => return r.into_response(),
     };
-    match views::job(&app.handle, id) {
+    match views::job(&app.handle, &app.reader, id).await {
         Ok(Some(detail)) => Json(detail).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("there is no job #{id}")),
         Err(r) => refused(r),
@@ -229,11 +231,11 @@ pub async fn cancel_waiting(State(app): State<Arc<App>>, body: Bytes) -> Respons
 
 /// `POST /api/pause`, `POST /api/resume`: holds or releases every upload not yet started.
 pub async fn pause(State(app): State<Arc<App>>) -> Response {
-    app.handle.hold(true).map_or_else(refused, done)
+    app.handle.hold(true).await.map_or_else(refused, done)
 }
 
 pub async fn resume(State(app): State<Arc<App>>) -> Response {
-    app.handle.hold(false).map_or_else(refused, done)
+    app.handle.hold(false).await.map_or_else(refused, done)
 }
 
 /// `POST /api/reload`: reads the config file again (as SIGHUP does).

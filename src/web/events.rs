@@ -59,10 +59,10 @@ pub struct Hub {
 
 impl Hub {
     /// Starts the gathering task (stopped by `cancel`).
-    pub fn start(handle: Handle, cancel: CancellationToken) -> Arc<Hub> {
+    pub fn start(handle: Handle, reader: super::views::Reader, cancel: CancellationToken) -> Arc<Hub> {
         let (tx, _) = broadcast::channel(64);
         let hub = Arc::new(Hub { tx, stopping: cancel.clone() });
-        tokio::spawn(gather(handle, hub.clone(), cancel));
+        tokio::spawn(gather(handle, reader, hub.clone(), cancel));
         hub
     }
 
@@ -96,7 +96,7 @@ impl Hub {
     }
 }
 
-async fn gather(handle: Handle, hub: Arc<Hub>, cancel: CancellationToken) {
+async fn gather(handle: Handle, reader: super::views::Reader, hub: Arc<Hub>, cancel: CancellationToken) {
     let mut updates = handle.subscribe();
     let mut changed: BTreeMap<i64, JobNews> = BTreeMap::new();
     let mut lagged = false;
@@ -133,7 +133,7 @@ async fn gather(handle: Handle, hub: Arc<Hub>, cancel: CancellationToken) {
                 if had_news || tokio::time::Instant::now() >= overview_due {
                     overview_due = tokio::time::Instant::now() + OVERVIEW_EVERY;
                     // The status's own timestamp alone is no news.
-                    if let Ok(mut overview) = super::views::overview(&handle).await {
+                    if let Ok(mut overview) = super::views::overview(&handle, &reader).await {
                         let stamp = std::mem::take(&mut overview.daemon.updated_at);
                         if last_overview.as_ref() != Some(&overview) {
                             last_overview = Some(overview.clone());

@@ -41,6 +41,8 @@ use auth::{Auth, Caller, Denied};
 /// What every route shares.
 pub struct App {
     pub handle: Handle,
+    /// The dashboard's own read-only connection to the journal.
+    pub reader: views::Reader,
     pub auth: Auth,
     pub hub: Arc<events::Hub>,
     pub thumbs: thumbs::Thumbnails,
@@ -75,7 +77,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     cancel: CancellationToken,
 ) {
-    let app = App::new(handle, &web, config_file, cancel.clone());
+    let app = match App::new(handle, &web, config_file, cancel.clone()) {
+        Ok(app) => app,
+        Err(e) => {
+            error!(error = %e, "the dashboard cannot read the journal; it is off");
+            return;
+        }
+    };
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     info!(address, password = web.password.is_some(), "dashboard at http://{address}/");
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
@@ -85,15 +93,22 @@ pub async fn serve(
 }
 
 impl App {
-    pub fn new(handle: Handle, web: &WebConfig, config_file: Option<PathBuf>, cancel: CancellationToken) -> Arc<App> {
-        let thumbs = thumbs::Thumbnails::new(&handle.config().state_dir);
-        Arc::new(App {
-            hub: events::Hub::start(handle.clone(), cancel),
+    pub fn new(
+        handle: Handle,
+        web: &WebConfig,
+        config_file: Option<PathBuf>,
+        cancel: CancellationToken,
+    ) -> Result<Arc<App>, crate::journal::JournalError> {
+        let state_dir = handle.config().state_dir.clone();
+        let reader = views::Reader::open(&state_dir)?;
+        Ok(Arc::new(App {
+            hub: events::Hub::start(handle.clone(), reader.clone(), cancel),
             auth: Auth::new(web.password.as_ref()),
+            thumbs: thumbs::Thumbnails::new(&state_dir),
             handle,
-            thumbs,
+            reader,
             config_file,
-        })
+        }))
     }
 }
 

@@ -51,7 +51,7 @@ pub async fn overview(
     Extension(caller): Extension<Caller>,
     Query(params): Params,
 ) -> Response {
-    match views::overview(&app.handle).await {
+    match views::overview(&app.handle, &app.reader).await {
         Ok(o) => respond(&app, &caller, &params, "Overview", "overview", "/?fragment=main", pages::overview(&o)),
         Err(e) => problem(&app, &caller, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
@@ -75,7 +75,8 @@ pub async fn queue(
             );
         }
     };
-    let page = match views::jobs(&app.handle, p.filter, p.name.clone(), p.before, p.limit, p.offset).await {
+    let page = match views::jobs(&app.handle, &app.reader, p.filter, p.name.clone(), p.before, p.limit, p.offset).await
+    {
         Ok(page) => page,
         Err(e) => return problem(&app, &caller, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
@@ -103,7 +104,7 @@ pub async fn job(
     let Ok(id) = super::api::job_id(&id) else {
         return problem(&app, &caller, StatusCode::NOT_FOUND, "there is no such job");
     };
-    match views::job(&app.handle, id) {
+    match views::job(&app.handle, &app.reader, id).await {
         Ok(Some(detail)) => {
             let refresh = format!("/jobs/{id}?fragment=main");
             respond(&app, &caller, &params, &format!("Job #{id}"), "queue", &refresh, pages::job(&detail))
@@ -118,7 +119,7 @@ pub async fn thumbnail(State(app): State<Arc<App>>, Path((id, which)): Path<(Str
     let (Ok(id), Some(which)) = (super::api::job_id(&id), Which::parse(&which)) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let job = match app.handle.job(id) {
+    let job = match app.reader.read(move |journal| journal.get(id)).await {
         Ok(Some(job)) => job,
         Ok(None) => return StatusCode::NOT_FOUND.into_response(),
         Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),

@@ -1,9 +1,12 @@
 //! What the dashboard shows, as data: one home for the pages (HTML) and the API (JSON), so both
-//! always say the same thing. Everything here is read from the running daemon's handle and its
-//! journal; nothing is written.
+//! always say the same thing. Everything here is read from the running daemon's handle and the
+//! dashboard's own read-only connection to the journal ([`Reader`]), on a blocking thread, so a
+//! slow query (a name search on a huge journal) holds up neither the daemon's async workers nor
+//! its own journal reads; nothing is written.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -11,7 +14,29 @@ use crate::commands::status::JobView;
 use crate::daemon::control::{Refused, WaitingPage};
 use crate::daemon::{Handle, LiveStatus, USER_PAUSE};
 use crate::job::{JobState, StateName};
-use crate::journal::{JobId, JobQuery, JobRecord, Step};
+use crate::journal::{JobId, JobQuery, JobRecord, Journal, JournalError, Step};
+
+/// The dashboard's own read-only connection to the journal.
+#[derive(Clone)]
+pub struct Reader(Arc<Journal>);
+
+impl Reader {
+    pub fn open(state_dir: &Path) -> Result<Reader, JournalError> {
+        Journal::open_read_only(state_dir).map(|j| Reader(Arc::new(j)))
+    }
+
+    /// Runs `read` on a blocking thread.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
+    ) -> Result<T, Refused> {
+        let journal = self.0.clone();
+        match tokio::task::spawn_blocking(move || read(&journal)).await {
+            Ok(result) => result.map_err(journal_error),
+            Err(e) => Err(Refused::Unavailable(format!("reading the journal stopped: {e}"))),
+        }
+    }
+}
 
 /// Jobs on one page, unless asked for fewer.
 pub const PAGE: usize = 50;
@@ -126,13 +151,14 @@ fn journal_error(e: impl std::fmt::Display) -> Refused {
 }
 
 /// The overview, as of now.
-pub async fn overview(handle: &Handle) -> Result<Overview, Refused> {
+pub async fn overview(handle: &Handle, reader: &Reader) -> Result<Overview, Refused> {
     let daemon = handle.status().await?;
-    let journal = handle.journal();
-    let counts = journal.file_counts().map_err(journal_error)?;
-    let by_inbox = journal.file_counts_by_inbox().map_err(journal_error)?;
     let hour_ago = crate::journal::now_ms() - 3_600_000;
-    let delivered_last_hour = journal.delivered_since(hour_ago).map_err(journal_error)?;
+    let (counts, by_inbox, delivered_last_hour) = reader
+        .read(move |journal| {
+            Ok((journal.file_counts()?, journal.file_counts_by_inbox()?, journal.delivered_since(hour_ago)?))
+        })
+        .await?;
     let config = handle.config();
     let watches = config
         .watches
@@ -195,8 +221,8 @@ fn pause_words(reason: crate::api::PauseReason) -> &'static str {
     }
 }
 
-/// A job as a list row.
-pub fn row(handle: &Handle, job: &JobRecord, now_ms: i64) -> JobRow {
+/// A job as a list row; `cancellable`: whether the daemon would cancel it now.
+pub fn row(job: &JobRecord, now_ms: i64, cancellable: bool) -> JobRow {
     let retryable = match &job.state {
         JobState::Failed { moved_to, .. } | JobState::Rejected { moved_to, .. } => {
             moved_to.as_ref().is_some_and(|p| p.exists())
@@ -209,7 +235,7 @@ pub fn row(handle: &Handle, job: &JobRecord, now_ms: i64) -> JobRow {
         name: job.source.rel_path.display().to_string(),
         created_at: job.created_at,
         updated_at: job.updated_at,
-        cancellable: handle.is_waiting(job.id, &job.state),
+        cancellable,
         retryable,
     }
 }
@@ -217,6 +243,7 @@ pub fn row(handle: &Handle, job: &JobRecord, now_ms: i64) -> JobRow {
 /// A page of jobs (or, with [`StateFilter::Waiting`], of waiting files from `offset`).
 pub async fn jobs(
     handle: &Handle,
+    reader: &Reader,
     filter: StateFilter,
     name: Option<String>,
     before: Option<JobId>,
@@ -230,12 +257,13 @@ pub async fn jobs(
         return Ok(JobPage { jobs: Vec::new(), next_before: None, waiting: Some(waiting) });
     }
     let query = JobQuery { states: filter.states(), name, before, limit: limit + 1 };
-    let mut found = handle.journal().page(&query).map_err(journal_error)?;
+    let mut found = reader.read(move |journal| journal.page(&query)).await?;
     let more = found.len() > limit;
     found.truncate(limit);
     let now = crate::journal::now_ms();
     let next_before = if more { found.last().map(|j| j.id) } else { None };
-    Ok(JobPage { jobs: found.iter().map(|j| row(handle, j, now)).collect(), next_before, waiting: None })
+    let jobs = found.iter().map(|j| row(j, now, handle.is_waiting(j.id, &j.state))).collect();
+    Ok(JobPage { jobs, next_before, waiting: None })
 }
 
 /// The outputs of a delivered job.
@@ -267,15 +295,20 @@ pub fn source_photo(job: &JobRecord) -> Option<PathBuf> {
 }
 
 /// One job, whole; `None` if there is no such job.
-pub fn job(handle: &Handle, id: JobId) -> Result<Option<JobDetail>, Refused> {
-    let Some(job) = handle.job(id).map_err(journal_error)? else { return Ok(None) };
-    let timeline = handle.journal().timeline(id).map_err(journal_error)?;
+pub async fn job(handle: &Handle, reader: &Reader, id: JobId) -> Result<Option<JobDetail>, Refused> {
+    let found = reader
+        .read(move |journal| match journal.get(id)? {
+            Some(job) => Ok(Some((journal.timeline(id)?, source_photo(&job), job))),
+            None => Ok(None),
+        })
+        .await?;
+    let Some((timeline, source, job)) = found else { return Ok(None) };
     let now = crate::journal::now_ms();
     Ok(Some(JobDetail {
-        before_thumbnail: source_photo(&job).map(|_| format!("/jobs/{id}/thumbnail/before")),
+        before_thumbnail: source.map(|_| format!("/jobs/{id}/thumbnail/before")),
         after_thumbnail: finished_photo(&job.state).map(|_| format!("/jobs/{id}/thumbnail/after")),
         outputs: outputs(&job.state).iter().map(|p| p.display().to_string()).collect(),
-        row: row(handle, &job, now),
+        row: row(&job, now, handle.is_waiting(id, &job.state)),
         timeline,
     }))
 }

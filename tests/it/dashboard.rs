@@ -415,7 +415,8 @@ impl LanHost {
     fn new() -> LanHost {
         let n = std::process::id() % 200 + 20;
         let (ns, host_end, ns_end) = (format!("rtd-lan-{n}"), format!("rtdh{n}"), format!("rtdn{n}"));
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        // A namespace left by a killed run of this test.
+        let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(std::process::Stdio::null()).status();
         let here = format!("10.77.{n}.1");
         for args in [
             vec!["netns", "add", &ns],
