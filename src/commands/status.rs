@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::api::PauseReason;
 use crate::config::Config;
 use crate::daemon::LiveStatus;
 use crate::job::{JobState, StateName};
@@ -100,17 +99,10 @@ pub fn render(report: &Report) -> String {
                 d.pid, d.uploading, d.in_flight, d.waiting, d.done, d.failed, d.refused
             );
             if let Some(reason) = &d.paused {
-                let advice = match PauseReason::ALL.into_iter().find(|r| r.as_str() == reason) {
-                    Some(r) => Some(r.advice()),
-                    None if reason == crate::daemon::USER_PAUSE => {
-                        Some("uploads were paused on the dashboard; press Resume there (jobs at the server go on)")
-                    }
-                    None => None,
-                };
                 text.push_str(&format!(
                     "PAUSED ({reason}): {} — {}\n",
                     d.pause_detail.as_deref().unwrap_or(""),
-                    advice.unwrap_or("see the daemon's log")
+                    d.pause_advice().unwrap_or_default()
                 ));
                 if let Some(log) = &d.log_command {
                     text.push_str(&format!("  its log: `{log}`\n"));

@@ -76,6 +76,18 @@ impl LiveStatus {
         let _ = std::fs::remove_file(state_dir.join(LIVE_STATUS_FILE));
     }
 
+    /// What a person should do about the pause, if uploads are paused.
+    pub fn pause_advice(&self) -> Option<&'static str> {
+        let reason = self.paused.as_deref()?;
+        Some(match crate::api::PauseReason::ALL.into_iter().find(|r| r.as_str() == reason) {
+            Some(r) => r.advice(),
+            None if reason == USER_PAUSE => {
+                "uploads were paused on the dashboard; press Resume there (jobs already at the server go on)"
+            }
+            None => "see the daemon's log",
+        })
+    }
+
     /// The one-line status for systemd's STATUS= and logs.
     pub fn line(&self) -> String {
         let mut line = format!(

@@ -182,16 +182,13 @@ pub async fn overview(handle: &Handle, reader: &Reader) -> Result<Overview, Refu
 
 /// The daemon's state in a word or two, and what to do about it.
 fn describe(daemon: &LiveStatus) -> (String, String) {
-    if let Some(reason) = &daemon.paused {
-        let known = crate::api::PauseReason::ALL.into_iter().find(|r| r.as_str() == reason);
-        let (state, advice) = match known {
-            Some(r) => (format!("paused: {}", pause_words(r)), r.advice().to_string()),
-            None if reason == USER_PAUSE => {
-                ("paused from the dashboard".into(), "jobs at the server go on; press Resume to upload again".into())
-            }
-            None => (format!("paused: {reason}"), "see the daemon's log".into()),
+    if let (Some(reason), Some(advice)) = (&daemon.paused, daemon.pause_advice()) {
+        let state = match crate::api::PauseReason::ALL.into_iter().find(|r| r.as_str() == reason) {
+            Some(r) => format!("paused: {}", pause_words(r)),
+            None if reason == USER_PAUSE => "paused from the dashboard".into(),
+            None => format!("paused: {reason}"),
         };
-        return (state, advice);
+        return (state, advice.to_string());
     }
     if let Some(outbox) = &daemon.disk_full {
         return (
