@@ -7,9 +7,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use retouchd::daemon::LiveStatus;
-
-use crate::dashboard::PASSWORD;
+use crate::dashboard::{PASSWORD, spawn_with_dashboard};
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,15 +20,7 @@ async fn a_user_logs_in_watches_a_file_go_through_live_and_retries_a_failure_in_
     assert!(std::path::Path::new(&modules).is_dir(), "run `npm ci --prefix tests/browser` first");
 
     let sim = start_sim(fast_sim()).await;
-    let ws = Workspace::new(&sim, "", "[watch.output]\nflat = \"jpeg\"");
-    let text = std::fs::read_to_string(&ws.config).unwrap();
-    std::fs::write(&ws.config, format!("[web]\nlisten = \"127.0.0.1:0\"\npassword = \"{PASSWORD}\"\n{text}")).unwrap();
-    let _daemon = ws.spawn(&[], "daemon");
-    let state = ws.path("state");
-    let url = wait_for("the dashboard's address", Duration::from_secs(30), async || {
-        LiveStatus::read(&state).and_then(|s| s.dashboard)
-    })
-    .await;
+    let (ws, _daemon, url) = spawn_with_dashboard(&sim).await;
 
     // One job fails at the server first; the server works again before the user retries it.
     sim.update(|c| c.fail_rate = 1.0);

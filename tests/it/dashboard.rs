@@ -89,6 +89,21 @@ impl Dash {
     }
 }
 
+/// The real binary with the finished photo on and `[web]` on a free loopback port with
+/// [`PASSWORD`]: its workspace, the process, and the dashboard's address.
+pub async fn spawn_with_dashboard(sim: &Simulator) -> (Workspace, Daemon, String) {
+    let ws = Workspace::new(sim, "", "[watch.output]\nflat = \"jpeg\"");
+    let text = std::fs::read_to_string(&ws.config).unwrap();
+    std::fs::write(&ws.config, format!("[web]\nlisten = \"127.0.0.1:0\"\npassword = \"{PASSWORD}\"\n{text}")).unwrap();
+    let daemon = ws.spawn(&[], "daemon");
+    let state = ws.path("state");
+    let url = wait_for("the dashboard's address", Duration::from_secs(30), async || {
+        LiveStatus::read(&state).and_then(|s| s.dashboard)
+    })
+    .await;
+    (ws, daemon, url)
+}
+
 /// The newest job of `name`, once the API lists it in `state`.
 async fn job_in(dash: &Dash, name: &str, state: &str) -> Value {
     wait_for(&format!("{name} {state}"), Duration::from_secs(30), async || {

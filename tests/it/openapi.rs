@@ -8,9 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use retouchd::daemon::LiveStatus;
-
-use crate::dashboard::PASSWORD;
+use crate::dashboard::{PASSWORD, spawn_with_dashboard};
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,15 +19,7 @@ async fn every_answer_of_the_running_daemon_matches_the_openapi_document() {
     assert!(schemathesis.exists(), "{} is missing: pip install schemathesis==4.32.5", schemathesis.display());
 
     let sim = start_sim(fast_sim()).await;
-    let ws = Workspace::new(&sim, "", "[watch.output]\nflat = \"jpeg\"");
-    let text = std::fs::read_to_string(&ws.config).unwrap();
-    std::fs::write(&ws.config, format!("[web]\nlisten = \"127.0.0.1:0\"\npassword = \"{PASSWORD}\"\n{text}")).unwrap();
-    let _daemon = ws.spawn(&[], "daemon");
-    let state = ws.path("state");
-    let url = wait_for("the dashboard's address", Duration::from_secs(30), async || {
-        LiveStatus::read(&state).and_then(|s| s.dashboard)
-    })
-    .await;
+    let (ws, _daemon, url) = spawn_with_dashboard(&sim).await;
     // Something to list: a delivered job and a failed one.
     ws.drop_file("kept.jpg", &jpeg());
     wait_for("kept.jpg delivered", Duration::from_secs(30), async || {
