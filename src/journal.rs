@@ -583,8 +583,7 @@ impl Journal {
         let mut counts: BTreeMap<PathBuf, BTreeMap<StateName, u64>> = BTreeMap::new();
         for row in rows {
             let (inbox, name, n) = row.map_err(|e| self.err(e))?;
-            let state = StateName::parse(&name)
-                .ok_or_else(|| JournalError::BadRow { id: 0, detail: format!("unknown state `{name}`") })?;
+            let state = stored_state(&name)?;
             counts.entry(path_of(inbox)).or_default().insert(state, n.max(0) as u64);
         }
         Ok(counts)
@@ -682,12 +681,16 @@ impl Journal {
         let mut counts = BTreeMap::new();
         for row in rows {
             let (name, n) = row.map_err(|e| self.err(e))?;
-            let state = StateName::parse(&name)
-                .ok_or_else(|| JournalError::BadRow { id: 0, detail: format!("unknown state `{name}`") })?;
+            let state = stored_state(&name)?;
             counts.insert(state, n);
         }
         Ok(counts)
     }
+}
+
+/// A state name read from the `state` column; one this version does not know is a bad row.
+fn stored_state(name: &str) -> Result<StateName> {
+    StateName::parse(name).ok_or_else(|| JournalError::BadRow { id: 0, detail: format!("unknown state `{name}`") })
 }
 
 /// `text` as a LIKE pattern that matches it anywhere, with `%`, `_` and `\` taken literally.

@@ -202,14 +202,13 @@ async fn guard(
     let started = std::time::Instant::now();
     let mut response = match admit(&app, &mut request) {
         Ok(()) => next.run(request).await,
-        Err(denied) => {
-            if denied.status() == StatusCode::UNAUTHORIZED && denied.headers().contains_key(WRONG_PASSWORD) {
+        Err(turned_away) => {
+            if turned_away.denied == Denied::WrongPassword {
                 app.auth.slow_down(peer.ip()).await;
             }
-            *denied
+            refusal(turned_away.is_api, &turned_away.path, turned_away.denied)
         }
     };
-    response.headers_mut().remove(WRONG_PASSWORD);
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
@@ -237,35 +236,39 @@ const SECURITY_HEADERS: [(header::HeaderName, &str); 7] = [
 ];
 
 /// Lets a request in (with its [`Caller`] attached), or answers it.
-/// Marks (internally) an answer to a wrong password, which [`guard`] slows down.
-const WRONG_PASSWORD: &str = "x-retouchd-wrong-password";
+/// A request [`admit`] turns away: why, and what it asked for.
+struct TurnedAway {
+    is_api: bool,
+    /// The path (with the query, for a login to lead back there).
+    path: String,
+    denied: Denied,
+}
 
-fn admit(app: &App, request: &mut Request) -> Result<(), Box<Response>> {
+fn admit(app: &App, request: &mut Request) -> Result<(), TurnedAway> {
     let path = request.uri().path().to_string();
     let is_api = path.starts_with("/api/");
+    let away = |path: &str, denied| TurnedAway { is_api, path: path.to_string(), denied };
     let headers = request.headers();
     let host = header_text(headers, header::HOST);
     if !app.auth.needs_login() && !host.is_some_and(Auth::is_local_host) {
-        return Err(Box::new(deny(
-            is_api,
-            StatusCode::FORBIDDEN,
-            "this dashboard has no password, so it answers only to localhost or 127.0.0.1; \
-             set web.password_file to open it to other names",
-        )));
+        return Err(away(
+            &path,
+            Denied::Forbidden(
+                "this dashboard has no password, so it answers only to localhost or 127.0.0.1; \
+                 set web.password_file to open it to other names",
+            ),
+        ));
     }
     let bearer = header_text(headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
-    let caller = match app.auth.identify(session_cookie(headers), bearer) {
-        Ok(caller) => caller,
-        Err(denied) => return Err(Box::new(refusal(is_api, &path, denied))),
-    };
+    let caller = app.auth.identify(session_cookie(headers), bearer).map_err(|denied| away(&path, denied))?;
     if caller == Caller::Anonymous && !is_public(&path) {
         let wanted = request.uri().path_and_query().map_or(path.as_str(), |p| p.as_str());
-        return Err(Box::new(refusal(is_api, wanted, Denied::Login)));
+        return Err(away(wanted, Denied::Login));
     }
     if request.method() == Method::POST && path != "/login" && path != "/logout" {
         let csrf = header_text(headers, header::HeaderName::from_static("x-csrf-token"));
         Auth::check_post(&caller, csrf, header_text(headers, header::ORIGIN), host)
-            .map_err(|denied| Box::new(refusal(is_api, &path, denied)))?;
+            .map_err(|denied| away(&path, denied))?;
     }
     request.extensions_mut().insert(caller);
     Ok(())
@@ -294,11 +297,7 @@ fn refusal(is_api: bool, path: &str, denied: Denied) -> Response {
             let next: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
             Redirect::to(&format!("/login?next={next}")).into_response()
         }
-        Denied::WrongPassword => {
-            let mut r = deny(is_api, StatusCode::UNAUTHORIZED, "wrong password");
-            r.headers_mut().insert(WRONG_PASSWORD, HeaderValue::from_static("1"));
-            r
-        }
+        Denied::WrongPassword => deny(is_api, StatusCode::UNAUTHORIZED, "wrong password"),
         Denied::Forbidden(why) => deny(is_api, StatusCode::FORBIDDEN, why),
     }
 }
