@@ -116,6 +116,16 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Copy this daemon's SQLite journal into the shared PostgreSQL journal that
+    /// `[state] database` names (once, into an empty one), so that its history and its
+    /// unfinished jobs carry over to the cluster. Stop the daemon first.
+    MigrateJournal {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The state folder whose journal to copy (default: the config's state.dir).
+        #[arg(long, value_name = "DIR")]
+        from: Option<std::path::PathBuf>,
+    },
     /// Make new finished photos from delivered layers folders, without the server (spends
     /// nothing, never overwrites): another plugin strength, a PSD, another format. The photo
     /// is found through the journal (in done/ or the inbox), or given with --source.

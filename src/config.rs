@@ -118,6 +118,8 @@ pub struct Config {
     pub watches: Vec<WatchConfig>,
     /// The web dashboard, when `[web]` is present.
     pub web: Option<WebConfig>,
+    /// The shared PostgreSQL journal and this node, when `[state] database` is set.
+    pub cluster: Option<ClusterConfig>,
     /// Things worth telling the user that do not stop the daemon.
     pub warnings: Vec<String>,
     /// Loaded with [`Purpose::Inspect`]: why some inboxes cannot be read now.
@@ -132,6 +134,37 @@ pub struct WebConfig {
     pub password: Option<Token>,
     /// Where the password came from, for the config view (never the password itself).
     pub password_source: Option<String>,
+}
+
+/// `[state] database` and `[cluster]`: the shared journal, and this daemon as one of its nodes.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// How to connect (the password included when one was given; its `Debug` hides it).
+    pub database: postgres::Config,
+    /// The database's address without the password, for messages.
+    pub location: String,
+    /// This daemon's name among the nodes (`cluster.node`; the host name by default).
+    pub node: String,
+    /// A node that stops renewing loses its jobs after this long (`cluster.lease`).
+    pub lease: Duration,
+}
+
+/// A database address with any password in it replaced by `***` (for messages and logs).
+pub fn redact_url(text: &str) -> String {
+    if let Some((scheme, rest)) = text.split_once("://") {
+        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        if let Some((userinfo, host)) = authority.rsplit_once('@')
+            && let Some((user, _)) = userinfo.split_once(':')
+        {
+            return format!("{scheme}://{user}:***@{host}{tail}");
+        }
+        return text.to_string();
+    }
+    // key=value settings: hide the value of `password=`.
+    text.split_whitespace()
+        .map(|kv| if kv.starts_with("password=") { "password=***" } else { kv })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The dashboard's address when `[web]` gives none.
@@ -174,6 +207,7 @@ struct RawConfig {
     #[serde(default)]
     render: RawRender,
     web: Option<RawWeb>,
+    cluster: Option<RawCluster>,
     #[serde(default)]
     watch: Vec<RawWatch>,
 }
@@ -225,6 +259,15 @@ struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 struct RawState {
     dir: Option<PathBuf>,
+    database: Option<String>,
+    database_password: Option<String>,
+    database_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawCluster {
+    node: Option<String>,
+    lease: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +311,8 @@ pub struct Environment {
     pub state_directory: Option<PathBuf>,
     pub credentials_directory: Option<PathBuf>,
     pub token_var: Option<String>,
+    /// PostgreSQL's `PG*` variables that fill what `state.database` leaves out.
+    pub pg_vars: BTreeMap<String, String>,
 }
 
 impl Environment {
@@ -279,6 +324,10 @@ impl Environment {
             state_directory: first_path("STATE_DIRECTORY"),
             credentials_directory: first_path("CREDENTIALS_DIRECTORY"),
             token_var: std::env::var("RETOUCHD_TOKEN").ok().filter(|t| !t.trim().is_empty()),
+            pg_vars: ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD"]
+                .into_iter()
+                .filter_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()).map(|v| (var.to_string(), v)))
+                .collect(),
         }
     }
 }
@@ -379,6 +428,7 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
     // until one is added, and needs no token for that.
     let watches_nothing = raw.watch.is_empty();
     let server = v.server(raw.server, env, watches_nothing);
+    let cluster = v.cluster(&raw.state, raw.cluster, env);
     let state_dir = v.state_dir(raw.state, env);
     let log_level = raw.log.level.unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
@@ -419,6 +469,7 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
                 max_renders,
                 watches,
                 web,
+                cluster,
                 warnings: v.warnings,
                 unavailable_inboxes,
             })
@@ -656,6 +707,85 @@ impl Validator {
         }
         let (password, password_source) = found.map_or((None, None), |(p, s)| (Some(p), Some(s)));
         Some(WebConfig { listen, password, password_source })
+    }
+
+    /// `[state] database` (a PostgreSQL URL or `key=value` settings; the password from the
+    /// URL, `state.database_password(_file)`, the systemd credential `database-password` or
+    /// `PGPASSWORD`; other `PG*` variables fill what the URL leaves out) and `[cluster]`.
+    fn cluster(&mut self, state: &RawState, raw: Option<RawCluster>, env: &Environment) -> Option<ClusterConfig> {
+        let Some(text) = state.database.clone() else {
+            if raw.is_some() {
+                self.problem(
+                    "cluster",
+                    "[cluster] needs a shared journal: set state.database to a PostgreSQL URL \
+                     (postgres://user@host/dbname), or remove [cluster]",
+                );
+            }
+            return None;
+        };
+        let raw = raw.unwrap_or_default();
+        let mut database: postgres::Config = match text.parse() {
+            Ok(config) => config,
+            Err(e) => {
+                self.problem(
+                    "state.database",
+                    format!(
+                        "`{}` is not a PostgreSQL address ({e}); write it like postgres://retouchd@db.lan/retouchd",
+                        redact_url(&text)
+                    ),
+                );
+                return None;
+            }
+        };
+        for (var, missing) in [
+            ("PGHOST", database.get_hosts().is_empty()),
+            ("PGPORT", database.get_ports().is_empty()),
+            ("PGUSER", database.get_user().is_none()),
+            ("PGDATABASE", database.get_dbname().is_none()),
+        ] {
+            let Some(value) = env.pg_vars.get(var).filter(|_| missing) else { continue };
+            match var {
+                "PGHOST" => _ = database.host(value),
+                "PGPORT" => match value.parse() {
+                    Ok(port) => _ = database.port(port),
+                    Err(_) => self.problem("state.database", format!("PGPORT = `{value}` is not a port number")),
+                },
+                "PGUSER" => _ = database.user(value),
+                _ => _ = database.dbname(value),
+            }
+        }
+        let secret = self.secret(
+            ("state", "database_password"),
+            state.database_password.clone(),
+            state.database_password_file.clone(),
+            "database-password",
+            env,
+        );
+        match secret {
+            Err(()) => return None,
+            Ok(Some((password, _))) => _ = database.password(password.expose()),
+            Ok(None) if database.get_password().is_none() => {
+                if let Some(password) = env.pg_vars.get("PGPASSWORD") {
+                    database.password(password.as_str());
+                }
+            }
+            Ok(None) => {}
+        }
+        if database.get_hosts().is_empty() {
+            self.problem("state.database", "names no host; write it like postgres://retouchd@db.lan/retouchd");
+            return None;
+        }
+        let node = raw.node.unwrap_or_else(crate::inbox::host_name);
+        if node.trim().is_empty() || node.len() > 100 {
+            self.problem("cluster.node", "give this daemon a name of 1 to 100 characters, unique among the nodes");
+            return None;
+        }
+        let lease = self.duration("cluster.lease", raw.lease, "30s");
+        if lease < Duration::from_secs(5) {
+            self.problem("cluster.lease", "at least 5s: a shorter lease is lost on any pause of the network");
+            return None;
+        }
+        Some(ClusterConfig { database, location: redact_url(&text), node: node.trim().to_string(), lease })
     }
 
     fn state_dir(&mut self, raw: RawState, env: &Environment) -> Option<PathBuf> {

@@ -143,19 +143,19 @@ impl<'de> serde::Deserialize<'de> for Target {
     }
 }
 
-/// Turns the download of job `job` into a staged result in `staging` (the download's folder,
-/// beside the outbox): a zip is extracted (at most `max_bytes`) into a folder, an image renamed.
-/// Returns the staged path; the download is gone either way.
+/// Turns a job's download into a staged result named after `stem` in `staging` (the download's
+/// folder, beside the outbox): a zip is extracted (at most `max_bytes`) into a folder, an image
+/// renamed. Returns the staged path; the download is gone either way.
 pub fn stage_download(
     download: &Path,
     kind: FileKind,
     target: &Target,
-    job: i64,
+    stem: &str,
     max_bytes: u64,
 ) -> Result<PathBuf, DeliverError> {
     let staging = download.parent().map(Path::to_path_buf).unwrap_or_default();
     let staged =
-        staging.join(staged_name(job, target.ext.as_deref().map(|e| format!(".{e}")).as_deref().unwrap_or("")));
+        staging.join(staged_name(stem, target.ext.as_deref().map(|e| format!(".{e}")).as_deref().unwrap_or("")));
     remove_any(&staged)?;
     match kind {
         FileKind::Zip => {
@@ -219,23 +219,40 @@ pub fn write_render_note(dir: &Path, reason: &str) -> io::Result<PathBuf> {
 /// Where a job's finished outputs are made: `job-N.render`, beside its staged result.
 const RENDER_SUFFIX: &str = ".render";
 
-/// The name of something staged for job `job`: `job-N` followed by `suffix`.
-fn staged_name(job: i64, suffix: &str) -> String {
-    format!("job-{job}{suffix}")
+/// What a job's staged things are named after: `job-N` for its first claim, `job-N.gG` when
+/// node took it over under generation G (so no two nodes ever stage under one name).
+pub fn stage_stem(job: i64, generation: i64) -> String {
+    if generation <= crate::journal::FIRST_GENERATION {
+        format!("job-{job}")
+    } else {
+        format!("job-{job}.g{generation}")
+    }
 }
 
-/// The folder job `job`'s finished outputs are made in, beside its staged result.
-pub fn render_dir(staged: &Path, job: i64) -> PathBuf {
-    staged.with_file_name(staged_name(job, RENDER_SUFFIX))
+/// The job a staged name belongs to (`job-N…`), if it is one.
+pub fn staged_job(name: &std::ffi::OsStr) -> Option<i64> {
+    let rest = name.to_str()?.strip_prefix("job-")?;
+    let digits = rest.find(|c: char| !c.is_ascii_digit()).map_or(rest, |end| &rest[..end]);
+    digits.parse().ok()
 }
 
-/// Removes what may still be staged for job `job` in `staging` once its outputs are published:
+/// The name of something staged under `stem` (see [`stage_stem`]), followed by `suffix`.
+fn staged_name(stem: &str, suffix: &str) -> String {
+    format!("{stem}{suffix}")
+}
+
+/// The folder a job's finished outputs are made in, beside its staged result.
+pub fn render_dir(staged: &Path, stem: &str) -> PathBuf {
+    staged.with_file_name(staged_name(stem, RENDER_SUFFIX))
+}
+
+/// Removes what may still be staged under `stem` in `staging` once its outputs are published:
 /// its result (`job-N`, or `job-N.jpg|png` for one image) when the finished photo replaced it,
 /// and its work folder `job-N.render`. Named, not searched: the staging folder may hold
 /// thousands of other jobs.
-pub fn discard_job_staging(staging: &Path, job: i64) {
+pub fn discard_job_staging(staging: &Path, stem: &str) {
     for suffix in ["", RENDER_SUFFIX, ".jpg", ".png"] {
-        let name = staged_name(job, suffix);
+        let name = staged_name(stem, suffix);
         let _ = remove_any(&staging.join(name));
     }
 }
@@ -443,7 +460,7 @@ mod tests {
         let download = staging.join("download-1");
         fs::write(&download, imagegen::jpeg_bytes(4, 4, [1, 2, 3])).unwrap();
         let target = Target::for_result(&dir.path().join("out"), Path::new("sub/p.jpeg"), FileKind::Jpeg);
-        let staged = stage_download(&download, FileKind::Jpeg, &target, 7, 1 << 20).unwrap();
+        let staged = stage_download(&download, FileKind::Jpeg, &target, &stage_stem(7, 1), 1 << 20).unwrap();
         assert_eq!(staged, staging.join("job-7.jpg"));
         assert!(!download.exists());
         let published = publish(&staged, &target).unwrap();
@@ -451,9 +468,22 @@ mod tests {
         assert_eq!(publish(&staged, &target).unwrap(), None, "after a restart: already published");
 
         fs::write(&download, b"<html>").unwrap();
-        let refused = stage_download(&download, FileKind::Unknown, &target, 8, 1 << 20);
+        let refused = stage_download(&download, FileKind::Unknown, &target, &stage_stem(8, 3), 1 << 20);
         assert!(matches!(refused, Err(DeliverError::Unsafe(_))));
         assert!(!download.exists(), "nothing is left behind");
+    }
+
+    #[test]
+    fn a_node_that_took_a_job_over_stages_under_a_name_of_its_own() {
+        assert_eq!(stage_stem(7, 1), "job-7");
+        assert_eq!(stage_stem(7, 3), "job-7.g3");
+        assert_eq!(render_dir(Path::new("/o/.s/job-7.g3"), &stage_stem(7, 3)), Path::new("/o/.s/job-7.g3.render"));
+        for (name, job) in [("job-7", Some(7)), ("job-7.g3.render", Some(7)), ("job-12.jpg", Some(12))] {
+            assert_eq!(staged_job(std::ffi::OsStr::new(name)), job, "{name}");
+        }
+        for name in [".retouchd-download-5.part", "job-", "jobs-1", "notes"] {
+            assert_eq!(staged_job(std::ffi::OsStr::new(name)), None, "{name}");
+        }
     }
 
     #[test]

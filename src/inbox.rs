@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 
 /// The file retouchd leaves in each inbox it watches.
 pub const MARKER: &str = ".retouchd";
+/// The host an inbox's owner record names when a cluster of nodes owns it (its state folder
+/// is the shared journal's address).
+pub const CLUSTER_HOST: &str = "(the nodes of a shared journal)";
 /// An owner that has not renewed its record for this long is gone.
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
 
@@ -35,6 +38,20 @@ impl Owner {
     /// This process, with `state_dir`, now.
     pub fn me(state_dir: &Path) -> Owner {
         Owner { host: host_name(), pid: std::process::id(), state_dir: state_dir.to_path_buf(), heartbeat: now_secs() }
+    }
+
+    /// The owner this daemon claims inboxes as: itself, or, as a node of a shared journal, the
+    /// whole cluster (every node watches the same inboxes; the journal hands out the files).
+    pub fn for_config(config: &crate::config::Config) -> Owner {
+        match &config.cluster {
+            Some(cluster) => Owner {
+                host: CLUSTER_HOST.into(),
+                pid: 0,
+                state_dir: PathBuf::from(&cluster.location),
+                heartbeat: now_secs(),
+            },
+            None => Owner::me(&config.state_dir),
+        }
     }
 
     /// The same daemon (same host and state folder; the state folder's lock makes that one).

@@ -54,5 +54,6 @@ pub mod render;
 pub mod sim;
 pub mod source;
 pub mod systemd;
+pub mod testkit;
 pub mod watch;
 pub mod web;

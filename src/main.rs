@@ -78,6 +78,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config, once } => run(config, once, log_format).await,
             Command::Status { config, json } => status(config, json),
+            Command::MigrateJournal { config, from } => migrate_journal(config, from),
             Command::Retry { config, job, failed, refused } => retry(config, job, failed, refused),
             Command::Check { config } => check(config).await,
             Command::Init {
@@ -266,12 +267,12 @@ fn outcome(summary: &daemon::Summary) -> Result<(), Failure> {
 }
 
 fn open_journal(config: &Config) -> Result<Journal, Failure> {
-    Journal::open_read_only(&config.state_dir).map_err(|e| Failure::new(exit::JOURNAL, e))
+    Journal::for_config(config, false).map_err(|e| Failure::new(exit::JOURNAL, e))
 }
 
 fn status(arg: ConfigArg, json: bool) -> Result<(), Failure> {
     let config = load_config_for(&arg, config::Purpose::Inspect)?;
-    if !config.state_dir.join(retouchd::journal::FILE_NAME).exists() {
+    if config.cluster.is_none() && !config.state_dir.join(retouchd::journal::FILE_NAME).exists() {
         println!("no journal yet in {}; start `retouchd run` first", config.state_dir.display());
         return Ok(());
     }
@@ -282,6 +283,33 @@ fn status(arg: ConfigArg, json: bool) -> Result<(), Failure> {
     } else {
         print!("{}", retouchd::commands::status::render(&report));
     }
+    Ok(())
+}
+
+fn migrate_journal(arg: ConfigArg, from: Option<PathBuf>) -> Result<(), Failure> {
+    use retouchd::journal::migrate;
+    let config = load_config_for(&arg, config::Purpose::Inspect)?;
+    let Some(cluster) = &config.cluster else {
+        return Err(Failure::new(
+            exit::CONFIG,
+            "the config has no shared journal to copy into: set state.database to a PostgreSQL URL first",
+        ));
+    };
+    let state_dir = from.unwrap_or_else(|| config.state_dir.clone());
+    // The daemon that writes this journal must be stopped: its lock says whether it runs.
+    let _lock = retouchd::lock::StateLock::acquire(&state_dir).map_err(|e| Failure::new(exit::LOCKED, e))?;
+    let source = migrate::source_journal(&state_dir).map_err(|e| Failure::new(exit::JOURNAL, e))?;
+    let target = migrate::target_journal(cluster).map_err(|e| Failure::new(exit::JOURNAL, e))?;
+    let copied = migrate::copy(&source, &target, |n| eprint!("\rcopied {n} jobs"))
+        .map_err(|e| Failure::new(exit::JOURNAL, e))?;
+    eprintln!();
+    println!(
+        "copied {} jobs ({} unfinished: the first node to start takes them over) from {} into {}",
+        copied.jobs,
+        copied.unfinished,
+        source.path().display(),
+        target.path().display()
+    );
     Ok(())
 }
 

@@ -130,7 +130,7 @@ impl Rig {
                     (source, state)
                 })
                 .collect();
-            journal.insert_batch(rows.iter().map(|(s, j)| (s, j))).expect("journal rows");
+            journal.insert_batch(&rows).expect("journal rows");
         }
         drop(journal);
         let conn = rusqlite::Connection::open(self.path("state/journal.sqlite")).expect("journal file");

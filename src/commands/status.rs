@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::daemon::LiveStatus;
 use crate::job::{JobState, StateName};
-use crate::journal::{JobRecord, Journal, JournalError};
+use crate::journal::{JobRecord, Journal, JournalError, NodeInfo};
 
 /// One job, as shown.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,6 +44,19 @@ pub struct Report {
     pub recent_render_errors: Vec<JobView>,
     /// Inboxes that cannot be read now (an unmounted share), with why.
     pub unavailable_inboxes: Vec<String>,
+    /// A shared journal's nodes, each with its last heartbeat and the jobs it holds.
+    pub nodes: Vec<NodeView>,
+}
+
+/// One node of a shared journal, as shown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeView {
+    #[serde(flatten)]
+    pub node: NodeInfo,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_age_secs: u64,
+    /// Whether it renewed within its lease (it may still hold jobs).
+    pub alive: bool,
 }
 
 /// A job as `status` shows it.
@@ -87,7 +100,21 @@ pub fn report_with(journal: &Journal, config: &Config, daemon: Option<LiveStatus
         recent_failures: failures.iter().map(|j| view(j, now)).collect(),
         recent_render_errors: journal.recent_render_errors(10)?.iter().map(|j| view(j, now)).collect(),
         unavailable_inboxes: config.unavailable_inboxes.clone(),
+        nodes: node_views(journal, config, now)?,
     })
+}
+
+/// The nodes of a shared journal (none for a local one), seen at `now`.
+pub fn node_views(journal: &Journal, config: &Config, now: i64) -> Result<Vec<NodeView>, JournalError> {
+    let lease = config.cluster.as_ref().map_or(30_000, |c| c.lease.as_millis() as i64);
+    Ok(journal
+        .nodes()?
+        .into_iter()
+        .map(|node| {
+            let age = (now - node.heartbeat).max(0);
+            NodeView { heartbeat_age_secs: (age / 1000) as u64, alive: age <= lease, node }
+        })
+        .collect())
 }
 
 /// The report as text for a terminal.
@@ -111,6 +138,15 @@ pub fn render(report: &Report) -> String {
             if let Some(url) = &d.dashboard {
                 text.push_str(&format!("dashboard: {url}\n"));
             }
+            if let Some(node) = &d.node {
+                text.push_str(&format!("node: {node} (shared journal)\n"));
+            }
+            if let Some(problem) = &d.database_unreachable {
+                text.push_str(&format!(
+                    "JOURNAL DATABASE UNREACHABLE: {problem} — this node claims nothing new and retries; \
+                     other nodes take its jobs over after the lease\n"
+                ));
+            }
             if let Some(outbox) = &d.disk_full {
                 text.push_str(&format!("DISK FULL: {outbox} — jobs wait and sources stay; free some space\n"));
             }
@@ -128,6 +164,16 @@ pub fn render(report: &Report) -> String {
         out.push_str(&format!("inbox cannot be read: {inbox}\n"));
     }
     out.push_str(&format!("journal: {}\n", report.journal));
+    if !report.nodes.is_empty() {
+        out.push_str(&format!("nodes ({}):\n", report.nodes.len()));
+        for n in &report.nodes {
+            let life = if n.alive { "alive" } else { "silent" };
+            out.push_str(&format!(
+                "  {} on {} (pid {}): {life}, heartbeat {}s ago, {} job(s)\n",
+                n.node.name, n.node.host, n.node.pid, n.heartbeat_age_secs, n.node.jobs
+            ));
+        }
+    }
     if report.counts.is_empty() {
         out.push_str("no jobs yet\n");
     } else {

@@ -84,7 +84,9 @@ pub(super) async fn admit(ctx: &Ctx, item: Queued, again: bool) -> Result<Admiss
     if !matches!(source.check(ctx.marks_inboxes), SourceCheck::Same) {
         return Ok(Admission::Nothing);
     }
-    match ctx.journal.latest_for(&source.inbox, &source.rel_path)? {
+    let (inbox, rel) = (source.inbox.clone(), source.rel_path.clone());
+    let latest = super::cluster::patiently(&ctx.health, &ctx.journal, move |j| j.latest_for(&inbox, &rel)).await?;
+    match latest {
         Some(previous) if !previous.state.is_terminal() => return Ok(Admission::Nothing),
         Some(previous) if previous.source == source && !again => match previous.state {
             // Kept on success: the same file is not paid for twice.
@@ -108,9 +110,22 @@ pub(super) async fn admit(ctx: &Ctx, item: Queued, again: bool) -> Result<Admiss
             None => return Ok(Admission::Nothing),
         }
     };
-    let id = ctx.commits.insert(source.clone(), state.clone()).await?;
+    let id = match ctx.commits.insert(source.clone(), state.clone()).await {
+        Ok(id) => id,
+        // Another node of a shared journal claimed this version of the file first.
+        Err(JournalError::Taken { .. }) => return Ok(Admission::Nothing),
+        Err(e) => return Err(e),
+    };
     let now = crate::journal::now_ms();
-    let record = JobRecord { id, source, state, created_at: now, updated_at: now, progress: None };
+    let record = JobRecord {
+        id,
+        source,
+        state,
+        created_at: now,
+        updated_at: now,
+        progress: None,
+        generation: crate::journal::FIRST_GENERATION,
+    };
     ctx.announce(&record);
     Ok(Admission::Job(record, watch))
 }

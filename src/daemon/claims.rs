@@ -23,8 +23,7 @@ impl Claims {
     /// Claims every inbox of `config` for the daemon of `state_dir`; fails on the first one that
     /// another live daemon owns.
     pub(super) fn claim_all(config: &Config, journal: &Journal) -> Result<Claims, ClaimFailure> {
-        let mut claims =
-            Claims { me: Owner::me(&config.state_dir), marked: HashSet::new(), unwritable: HashSet::new() };
+        let mut claims = Claims { me: Owner::for_config(config), marked: HashSet::new(), unwritable: HashSet::new() };
         for w in &config.watches {
             if journal.is_marked(&w.inbox)? {
                 claims.marked.insert(w.inbox.clone());

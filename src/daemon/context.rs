@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use super::cluster::{Health, Running};
 use super::commits::Committer;
 use super::gate::Gate;
 use super::metrics::Metrics;
@@ -50,6 +51,10 @@ pub(crate) struct Ctx {
     disk_full: Mutex<Option<PathBuf>>,
     /// The dashboard's address (`http://…/`), once it listens.
     pub(super) dashboard: std::sync::OnceLock<String>,
+    /// Whether the journal's database answers (a shared journal; see [`super::cluster`]).
+    pub(super) health: Arc<Health>,
+    /// The jobs running here (a node renews their leases).
+    pub(super) running: Arc<Running>,
 }
 
 impl Ctx {
@@ -57,6 +62,7 @@ impl Ctx {
         config: Config,
         recovered: &Recovered,
         commits: Committer,
+        health: Arc<Health>,
         client: Client,
         updates: Option<broadcast::Sender<JobUpdate>>,
         marks_inboxes: bool,
@@ -79,6 +85,8 @@ impl Ctx {
             cancellable: Mutex::new(HashMap::new()),
             disk_full: Mutex::new(None),
             dashboard: std::sync::OnceLock::new(),
+            health,
+            running: Arc::default(),
         }
     }
 
@@ -123,7 +131,7 @@ impl Ctx {
                 }
             }
         };
-        self.commits.update(job.id, next.clone()).await?;
+        self.commits.update(job.id, job.generation, next.clone()).await?;
         if matches!(next, JobState::Delivered { .. }) {
             self.set_disk_full(None);
         }

@@ -94,7 +94,8 @@ impl Coordinator {
         }
     }
 
-    /// Starts a task for each job found unfinished in the journal, by its restart rule.
+    /// Starts a task for each job found unfinished in the journal (or taken over from a node
+    /// that stopped renewing its lease), by its restart rule.
     pub(super) fn resume(&mut self, unfinished: Vec<JobRecord>) {
         let config = self.ctx.config();
         for job in unfinished {
@@ -243,7 +244,14 @@ impl Coordinator {
         if let Some(item) = self.deferred.remove(&key) {
             self.queue.push_back(item);
         }
-        match outcome? {
+        let outcome = match outcome {
+            Err(JournalError::LostLease { id }) => {
+                warn!(job = id, file = %key.1.display(), "another node took this job over (this node's lease on it ran out); leaving it to that node");
+                return Ok(());
+            }
+            other => other?,
+        };
+        match outcome {
             Ended::Ran(job) => match job.state {
                 JobState::Done { .. } => self.summary.done += 1,
                 JobState::Failed { .. } => self.summary.failed += 1,
@@ -384,6 +392,8 @@ impl Coordinator {
             disk_full: self.ctx.disk_full().map(|p| p.display().to_string()),
             dashboard: self.ctx.dashboard.get().cloned(),
             log_command: LiveStatus::log_command_of_this_process(),
+            node: self.ctx.journal.node().map(str::to_string),
+            database_unreachable: self.ctx.health.problem(),
         }
     }
 
@@ -395,5 +405,8 @@ impl Coordinator {
         if let Some(claims) = &self.claims {
             claims.release_all(&self.ctx.config());
         }
+        // A node's jobs in flight need not wait out the lease to be taken over.
+        let journal = Arc::clone(&self.ctx.journal);
+        let _ = tokio::task::spawn_blocking(move || journal.leave()).await;
     }
 }

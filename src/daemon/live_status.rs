@@ -33,6 +33,13 @@ pub struct LiveStatus {
     /// a terminal or a file of its own.
     #[serde(default)]
     pub log_command: Option<String>,
+    /// This daemon's name as a node of a shared journal.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Why the shared journal's database cannot be reached, while it cannot (nothing new is
+    /// claimed meanwhile).
+    #[serde(default)]
+    pub database_unreachable: Option<String>,
 }
 
 /// [`LiveStatus::paused`] while a person holds uploads (Pause on the dashboard).
@@ -102,6 +109,9 @@ impl LiveStatus {
         if let Some(reason) = &self.paused {
             line.push_str(&format!(", paused: {reason}"));
         }
+        if self.database_unreachable.is_some() {
+            line.push_str(", journal database unreachable: claiming nothing, retrying");
+        }
         line
     }
 }
@@ -127,6 +137,8 @@ mod tests {
             disk_full: None,
             dashboard: None,
             log_command: None,
+            node: None,
+            database_unreachable: None,
         }
     }
 
@@ -145,5 +157,7 @@ mod tests {
     #[test]
     fn the_status_line_counts_uploads_apart_from_jobs_at_the_server() {
         assert_eq!(sample().line(), "1 uploading, 2 in flight, 4 waiting, 5 done, 6 failed, 7 refused, paused: token");
+        let cut_off = LiveStatus { paused: None, database_unreachable: Some("refused".into()), ..sample() };
+        assert!(cut_off.line().ends_with("7 refused, journal database unreachable: claiming nothing, retrying"));
     }
 }

@@ -16,6 +16,7 @@
 
 mod admission;
 mod claims;
+mod cluster;
 mod commits;
 mod context;
 pub mod control;
@@ -145,8 +146,9 @@ pub async fn run(
         Some(tx) => Some(tx),
         None => web.as_ref().map(|_| broadcast::channel(1024).0),
     };
-    let commits = commits::Committer::start(Arc::clone(&recovered.journal));
-    let ctx = Arc::new(context::Ctx::new(config, &recovered, commits, client, updates, marks_inboxes));
+    let health = Arc::new(cluster::Health::default());
+    let commits = commits::Committer::start(Arc::clone(&recovered.journal), Arc::clone(&health));
+    let ctx = Arc::new(context::Ctx::new(config, &recovered, commits, health, client, updates, marks_inboxes));
     if recovered.journal.held()? {
         ctx.gate.hold(true);
     }
@@ -167,6 +169,19 @@ pub async fn run(
         }
         let handle = Handle::new(ctx.clone(), requests_tx.clone(), options.reload_source.take());
         tokio::spawn(crate::web::serve(handle, web, options.config_file.take(), listener, cancel.child_token()));
+    }
+    // A node of a shared journal keeps its leases and takes over the jobs of silent nodes.
+    let (taken_tx, mut taken) = mpsc::channel::<Vec<crate::journal::JobRecord>>(4);
+    if let Some(cluster) = ctx.config().cluster.clone().filter(|_| ctx.journal.node().is_some()) {
+        cluster::keep_leases(
+            Arc::clone(&ctx.journal),
+            Arc::clone(&ctx.health),
+            Arc::clone(&ctx.running),
+            cluster.lease,
+            ctx.config().server.max_in_flight,
+            taken_tx,
+            cancel.child_token(),
+        );
     }
     let (events_tx, mut events) = mpsc::channel::<WatchEvent>(1024);
     match options.files.take() {
@@ -202,6 +217,7 @@ pub async fn run(
                 systemd.ready(&coordinator.live_status().line());
             }
             Some(request) = requests.recv() => coordinator.on_request(request, &events_tx, &cancel),
+            Some(jobs) = taken.recv() => coordinator.resume(jobs),
             Some(event) = events.recv() => coordinator.on_watch_event(event),
             // `status` shows a pause as soon as it starts, not at the next pulse.
             _ = ctx.gate.pause_changed() => {

@@ -14,7 +14,7 @@ use super::DaemonError;
 use super::claims::{ClaimFailure, Claims};
 use crate::api::{Client, Limits};
 use crate::config::Config;
-use crate::deliver::STAGING_DIR;
+use crate::deliver::{self, STAGING_DIR};
 use crate::journal::{JobRecord, Journal};
 use crate::lock::StateLock;
 
@@ -34,7 +34,7 @@ pub(crate) struct Recovered {
 /// (not for `retouchd process`).
 pub(crate) async fn recover(config: &Config, client: &Client, marks_inboxes: bool) -> Result<Recovered, DaemonError> {
     let lock = StateLock::acquire(&config.state_dir)?;
-    let journal = Journal::open(&config.state_dir)?;
+    let journal = Journal::for_config(config, true)?;
     create_folders(config);
     let claims = match marks_inboxes.then(|| Claims::claim_all(config, &journal)).transpose() {
         Ok(claims) => claims,
@@ -42,10 +42,13 @@ pub(crate) async fn recover(config: &Config, client: &Client, marks_inboxes: boo
         Err(ClaimFailure::Journal(e)) => return Err(DaemonError::Journal(e)),
     };
     let limits = probe_limits(client).await;
-    let unfinished = journal.unfinished()?;
-    clean_staging(config, &unfinished);
+    let unfinished = journal.resume_mine()?;
+    // In a shared journal other nodes' jobs may be staging in the same outboxes right now.
+    let everyones = if journal.node().is_some() { journal.unfinished()? } else { unfinished.clone() };
+    clean_staging(config, &everyones, journal.node().is_some());
     info!(
         journal = %journal.path().display(),
+        node = journal.node().unwrap_or("-"),
         unfinished = unfinished.len(),
         watches = config.watches.len(),
         "retouchd started"
@@ -84,17 +87,23 @@ async fn probe_limits(client: &Client) -> Limits {
     }
 }
 
-/// Removes staged leftovers that no journaled job will publish.
-fn clean_staging(config: &Config, unfinished: &[JobRecord]) {
+/// Removes staged leftovers that no journaled job will publish. `shared`: other nodes stage in
+/// the same folders, so only what belongs to a job that has ended is removed (downloads under
+/// way and the stages of unfinished jobs stay).
+fn clean_staging(config: &Config, unfinished: &[JobRecord], shared: bool) {
     // A staged path, or the work folder an output was made in (`job-N.render/flat.jpg`).
     let keep: HashSet<&Path> =
         unfinished.iter().flat_map(|j| j.state.staged_paths()).flat_map(|p| [Some(p), p.parent()]).flatten().collect();
+    let unfinished_ids: HashSet<i64> = unfinished.iter().map(|j| j.id).collect();
     for w in &config.watches {
         let staging = w.outbox.join(STAGING_DIR);
         let Ok(entries) = std::fs::read_dir(&staging) else { continue };
         for entry in entries.flatten() {
             let path = entry.path();
             if keep.contains(path.as_path()) {
+                continue;
+            }
+            if shared && deliver::staged_job(&entry.file_name()).is_none_or(|id| unfinished_ids.contains(&id)) {
                 continue;
             }
             let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };

@@ -55,12 +55,16 @@ pub(super) struct Runner<'a> {
     progress_written: Option<(Instant, f64)>,
     /// A job of this run not yet uploaded: a person may cancel it while it waits.
     cancellable: bool,
+    /// Keeps the job among those whose lease this node renews, while the runner lives.
+    _running: super::cluster::RunningGuard,
 }
 
 impl<'a> Runner<'a> {
     pub(super) fn new(ctx: &'a Ctx, job: JobRecord, watch: Arc<WatchConfig>) -> Self {
         let age_at_start = Duration::from_millis((crate::journal::now_ms() - job.created_at).max(0) as u64);
+        let _running = ctx.running.enter(job.id);
         Runner {
+            _running,
             ctx,
             job,
             watch,
@@ -93,7 +97,10 @@ impl<'a> Runner<'a> {
                 Resume::Poll { task_id, host } => self.poll(&task_id, &host).await,
                 Resume::Fetch { task_id, host } => self.fetch(&task_id, &host).await,
                 Resume::Render { staged, target } => self.render(staged, target).await,
-                Resume::Publish { placements } => self.publish(placements).await,
+                Resume::Publish { placements } => {
+                    self.fence().await?;
+                    self.publish(placements).await
+                }
                 Resume::SettleDone => self.settle_done().await,
                 Resume::SettleFailed { reason } => self.settle_failed(&reason).await,
                 Resume::Nothing => return Ok(self.job),
@@ -105,6 +112,22 @@ impl<'a> Runner<'a> {
                 self.run_hook().await;
             }
         }
+    }
+
+    /// What this runner's staged things are named after (unique to the job's claim).
+    fn stage_stem(&self) -> String {
+        deliver::stage_stem(self.job.id, self.job.generation)
+    }
+
+    /// Fencing before publishing: in a shared journal, only while this node still holds the job
+    /// (same generation) with at least half a lease to go, so that no node that lost the job can
+    /// publish it. Waits while the database cannot be reached.
+    async fn fence(&self) -> Result<(), JournalError> {
+        let Some(lease) = self.ctx.config().cluster.as_ref().map(|c| c.lease) else { return Ok(()) };
+        let (job, margin) = (self.job.clone(), (lease.as_millis() / 2) as i64);
+        let holds =
+            super::cluster::patiently(&self.ctx.health, &self.ctx.journal, move |j| j.holds(&job, margin)).await?;
+        if holds { Ok(()) } else { Err(JournalError::LostLease { id: self.job.id }) }
     }
 
     /// Sleeps before retrying a step, or says why the job should give up (`max_job_age`).
@@ -417,10 +440,10 @@ impl<'a> Runner<'a> {
     /// (extraction writes and syncs files).
     async fn stage(&self, download: PathBuf, kind: FileKind) -> Result<Event, DeliverError> {
         let target = Target::for_result(&self.watch.outbox, &self.job.source.rel_path, kind);
-        let (id, max_bytes) = (self.job.id, self.ctx.config().server.max_result_bytes);
+        let (stem, max_bytes) = (self.stage_stem(), self.ctx.config().server.max_result_bytes);
         let render = self.renders();
         on_blocking_thread(move || {
-            let staged = deliver::stage_download(&download, kind, &target, id, max_bytes);
+            let staged = deliver::stage_download(&download, kind, &target, &stem, max_bytes);
             if staged.is_err() {
                 let _ = std::fs::remove_file(&download);
             }
@@ -439,7 +462,7 @@ impl<'a> Runner<'a> {
             return Event::Rendered { main: layers, extras: Vec::new(), render_error: None };
         }
         let _permit = self.ctx.renders.acquire().await.expect("render semaphore is never closed");
-        let work_dir = deliver::render_dir(&staged, self.job.id);
+        let work_dir = deliver::render_dir(&staged, &self.stage_stem());
         let names = self.output_name(&settings);
         loop {
             let outcome = match self.job.source.check(self.ctx.marks_inboxes) {
@@ -542,7 +565,7 @@ impl<'a> Runner<'a> {
             }
         }
         // What was staged for this job and not published (layers not kept, the work folder).
-        deliver::discard_job_staging(&self.watch.outbox.join(STAGING_DIR), self.job.id);
+        deliver::discard_job_staging(&self.watch.outbox.join(STAGING_DIR), &self.stage_stem());
         Event::Published { outputs }
     }
 

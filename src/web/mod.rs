@@ -100,7 +100,7 @@ impl App {
         cancel: CancellationToken,
     ) -> Result<Arc<App>, crate::journal::JournalError> {
         let state_dir = handle.config().state_dir.clone();
-        let reader = views::Reader::open(&state_dir)?;
+        let reader = views::Reader::open(&handle.config())?;
         Ok(Arc::new(App {
             hub: events::Hub::start(handle.clone(), reader.clone(), cancel),
             auth: Auth::new(web.password.as_ref()),

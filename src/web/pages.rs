@@ -131,6 +131,21 @@ pub fn overview(o: &Overview) -> String {
     }
     html.push_str("</div></section>");
 
+    if !o.nodes.is_empty() {
+        html.push_str("<section class=\"card\"><h2>Nodes</h2><ul class=\"nodes\">");
+        for n in &o.nodes {
+            let life = if n.alive { "alive" } else { "silent" };
+            let _ = write!(
+                html,
+                "<li class=\"{life}\"><strong>{}</strong> on {} — {life}, heartbeat {} s ago, {} job(s)</li>",
+                escape(&n.node.name),
+                escape(&n.node.host),
+                n.heartbeat_age_secs,
+                n.node.jobs
+            );
+        }
+        html.push_str("</ul></section>");
+    }
     html.push_str("<section class=\"card\"><h2>Files by state</h2><ul class=\"counts\">");
     if o.counts.is_empty() {
         html.push_str("<li>No jobs yet: drop a photo into an inbox.</li>");

@@ -21,8 +21,9 @@ use crate::journal::{JobId, JobQuery, JobRecord, Journal, JournalError, Step};
 pub struct Reader(Arc<Journal>);
 
 impl Reader {
-    pub fn open(state_dir: &Path) -> Result<Reader, JournalError> {
-        Journal::open_read_only(state_dir).map(|j| Reader(Arc::new(j)))
+    /// The journal `config` names, read only (its own connection).
+    pub fn open(config: &crate::config::Config) -> Result<Reader, JournalError> {
+        Journal::for_config(config, false).map(|j| Reader(Arc::new(j)))
     }
 
     /// Runs `read` on a blocking thread.
@@ -66,6 +67,8 @@ pub struct Overview {
     pub counts: BTreeMap<StateName, u64>,
     pub watches: Vec<WatchView>,
     pub delivered_last_hour: u64,
+    /// The nodes of a shared journal (empty for a daemon on its own).
+    pub nodes: Vec<crate::commands::status::NodeView>,
 }
 
 /// A job in a list (the JSON API's and the pages' rows).
@@ -154,12 +157,19 @@ fn journal_error(e: impl std::fmt::Display) -> Refused {
 pub async fn overview(handle: &Handle, reader: &Reader) -> Result<Overview, Refused> {
     let daemon = handle.status().await?;
     let hour_ago = crate::journal::now_ms() - 3_600_000;
-    let (counts, by_inbox, delivered_last_hour) = reader
+    let config = handle.config();
+    let for_nodes = Arc::clone(&config);
+    let (counts, by_inbox, delivered_last_hour, nodes) = reader
         .read(move |journal| {
-            Ok((journal.file_counts()?, journal.file_counts_by_inbox()?, journal.delivered_since(hour_ago)?))
+            let now = crate::journal::now_ms();
+            Ok((
+                journal.file_counts()?,
+                journal.file_counts_by_inbox()?,
+                journal.delivered_since(hour_ago)?,
+                crate::commands::status::node_views(journal, &for_nodes, now)?,
+            ))
         })
         .await?;
-    let config = handle.config();
     let watches = config
         .watches
         .iter()
@@ -177,7 +187,7 @@ pub async fn overview(handle: &Handle, reader: &Reader) -> Result<Overview, Refu
         })
         .collect();
     let (state, advice) = describe(&daemon);
-    Ok(Overview { daemon, state, advice, counts, watches, delivered_last_hour })
+    Ok(Overview { daemon, state, advice, counts, watches, delivered_last_hour, nodes })
 }
 
 /// The daemon's state in a word or two, and what to do about it.
@@ -189,6 +199,15 @@ fn describe(daemon: &LiveStatus) -> (String, String) {
             None => format!("paused: {reason}"),
         };
         return (state, advice.to_string());
+    }
+    if let Some(problem) = &daemon.database_unreachable {
+        return (
+            "journal database unreachable".into(),
+            format!(
+                "{problem}. This node claims nothing new and publishes nothing until the database answers; \
+                 the other nodes take its jobs over after the lease"
+            ),
+        );
     }
     if let Some(outbox) = &daemon.disk_full {
         return (

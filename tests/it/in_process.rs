@@ -124,7 +124,7 @@ async fn every_restart_rule_resumes_its_job_and_nothing_is_charged_twice() {
             extras: vec![],
             render_error: None,
         };
-        journal.update(id, &d).unwrap();
+        journal.update(&journal.get(id).unwrap().unwrap(), &d).unwrap();
         let out = write(&outbox, "delivered.jpg", &photo(98));
         journal.insert(&source("delivered"), &JobState::Delivered { outputs: vec![out], render_error: None }).unwrap();
         journal.insert(&source("failing"), &JobState::Failing { reason: "the server said no".into() }).unwrap();
@@ -191,7 +191,7 @@ async fn a_crash_while_rendering_renders_again_from_the_staged_layers() {
         write(&staging.join(format!("job-{id}.render")), "flat.jpg", b"\xFF\xD8 truncated");
         let target = Target { dir: outbox.clone(), stem: "portrait".into(), ext: None };
         let rendering = JobState::Rendering { task_id: "gone".into(), host: sim.base_url(), staged, target };
-        journal.update(id, &rendering).unwrap();
+        journal.update(&journal.get(id).unwrap().unwrap(), &rendering).unwrap();
     }
     let summary = run_once(&ws).await;
     assert_eq!(summary.done, 1);

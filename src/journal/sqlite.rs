@@ -1,21 +1,19 @@
-//! The durable job journal: one SQLite file (WAL, fully synced commits) in the state folder.
-//!
-//! Every state change is committed before the side effect that depends on it, so after a crash
-//! the journal says exactly what may have happened (see [`crate::job`] for the restart rules).
-//! Only unfinished jobs are loaded at start, through an index, so a journal with a million
+//! The embedded journal: one SQLite file (WAL, fully synced commits) in the state folder, for
+//! one daemon. Only unfinished jobs are loaded at start, through an index, so a journal with a million
 //! finished jobs opens as fast as an empty one. A journal that SQLite cannot read stops the
 //! daemon with a clear error; it is never replaced.
 
 use std::collections::BTreeMap;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use super::{
+    Exported, JobId, JobQuery, JobRecord, JournalError, Result, Source, Step, Store, Write, WriteOutcome, bytes,
+    like_pattern, now_ms, parse_state, path_of, step_code, stored_state, timeline_of,
+};
 use crate::job::{JobState, StateName};
-pub use crate::source::Source;
 use crate::source::Stamp;
 
 pub const FILE_NAME: &str = "journal.sqlite";
@@ -25,71 +23,14 @@ pub const FILE_NAME: &str = "journal.sqlite";
 /// each state indexed by id (the dashboard's pages).
 const SCHEMA_VERSION: i64 = 3;
 
-/// A job's row id.
-pub type JobId = i64;
-
-/// One job as the journal has it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobRecord {
-    pub id: JobId,
-    pub source: Source,
-    pub state: JobState,
-    /// Unix milliseconds.
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// The server's progress figure (0..100) as last recorded, while the job is at the server.
-    pub progress: Option<f64>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum JournalError {
-    #[error(
-        "the journal {path} is damaged ({detail}). It was left untouched. Move it aside to keep it for \
-         inspection, then start again (jobs in flight will be forgotten and their files processed anew)"
-    )]
-    Corrupt { path: PathBuf, detail: String },
-    #[error(
-        "the journal {path} cannot be written ({detail}); check that the state folder is writable by retouchd's user"
-    )]
-    NotWritable { path: PathBuf, detail: String },
-    #[error("the journal {path} was written by a newer retouchd (schema {found}, this one knows {SCHEMA_VERSION})")]
-    TooNew { path: PathBuf, found: i64 },
-    #[error("journal error on {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("journal entry {id} cannot be read: {detail}")]
-    BadRow { id: JobId, detail: String },
-    /// A batch this write was part of failed (the first write of the batch has the full error).
-    #[error("journal error on {path}: {detail}")]
-    Batch { path: PathBuf, detail: String },
-}
-
-pub type Result<T> = std::result::Result<T, JournalError>;
-
-/// The journal: one connection writes; a second one reads.
+/// The SQLite journal: one connection writes; a second one reads.
 #[derive(Debug)]
-pub struct Journal {
+pub struct Sqlite {
     path: PathBuf,
     conn: Mutex<Connection>,
     reader: Option<Mutex<Connection>>,
     /// The schema of the file (a read-only journal may be older than this version).
     schema: i64,
-}
-
-/// Now, in Unix milliseconds (the journal's timestamps).
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-fn bytes(path: &Path) -> Vec<u8> {
-    path.as_os_str().as_bytes().to_vec()
-}
-
-fn path_of(bytes: Vec<u8>) -> PathBuf {
-    PathBuf::from(std::ffi::OsString::from_vec(bytes))
 }
 
 /// A new job's history starts with its first state at offset 0 (see [`Step`]).
@@ -129,67 +70,17 @@ fn update_row(stmt: &mut rusqlite::CachedStatement<'_>, id: JobId, state: &JobSt
     stmt.execute(params![id, state.name().as_str(), data, now, step_code(state.name())]).map(drop)
 }
 
-/// One entry of a job's history: a state it entered, and when (Unix milliseconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Step {
-    pub state: StateName,
-    pub at: i64,
-}
-
-/// A state's one-letter code in the `history` column (`a` for the first of [`StateName::ALL`]).
-/// The column is a list of `<code><milliseconds since creation>;`, about 7 bytes a step.
-fn step_code(state: StateName) -> String {
-    let index = StateName::ALL.iter().position(|s| *s == state).unwrap_or(0);
-    char::from(b'a' + index as u8).to_string()
-}
-
-/// Reads a `history` column back; an entry this version cannot read is skipped.
-fn parse_history(history: &str, created_at: i64) -> Vec<Step> {
-    history
-        .split(';')
-        .filter_map(|entry| {
-            let mut chars = entry.chars();
-            let code = chars.next()?;
-            let index = (code as u32).checked_sub(u32::from(b'a'))? as usize;
-            let state = *StateName::ALL.get(index)?;
-            let offset: i64 = chars.as_str().parse().ok()?;
-            Some(Step { state, at: created_at + offset })
-        })
-        .collect()
-}
-
-/// Which jobs a page of the dashboard lists (see [`Journal::page`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobQuery {
-    /// Only jobs in these states (all when empty).
-    pub states: Vec<StateName>,
-    /// Only files whose path below the inbox contains this (ASCII letters in either case).
-    pub name: Option<String>,
-    /// Only jobs older than this one (the previous page's last id).
-    pub before: Option<JobId>,
-    pub limit: usize,
-}
-
 const PROGRESS: &str = "UPDATE jobs SET progress = ?2 WHERE id = ?1";
-
-/// One write of a batch (see [`Journal::write_batch`]).
-#[derive(Debug, Clone, Copy)]
-pub enum Write<'a> {
-    Insert(&'a Source, &'a JobState),
-    Update(JobId, &'a JobState),
-    /// The server's progress figure for a job at the server (losing it costs nothing).
-    Progress(JobId, f64),
-}
 
 const SELECT: &str = "SELECT id, inbox, rel_path, size, mtime_ns, data, created_at, updated_at, progress FROM jobs";
 
-impl Journal {
+impl Sqlite {
     /// Opens (creating if needed) the journal in `state_dir`.
-    pub fn open(state_dir: &Path) -> Result<Journal> {
+    pub fn open(state_dir: &Path) -> Result<Sqlite> {
         let path = state_dir.join(FILE_NAME);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
-        let mut journal = Journal { path: path.clone(), conn: Mutex::new(conn), reader: None, schema: 0 };
+        let mut journal = Sqlite { path: path.clone(), conn: Mutex::new(conn), reader: None, schema: 0 };
         journal.schema = journal.prepare(true)?;
         // A second connection for reads: with WAL they see every committed write and need not
         // wait for a commit's sync to disk.
@@ -201,17 +92,13 @@ impl Journal {
     }
 
     /// Opens an existing journal for reading only (for `retouchd status`).
-    pub fn open_read_only(state_dir: &Path) -> Result<Journal> {
+    pub fn open_read_only(state_dir: &Path) -> Result<Sqlite> {
         let path = state_dir.join(FILE_NAME);
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
-        let mut journal = Journal { path, conn: Mutex::new(conn), reader: None, schema: 0 };
+        let mut journal = Sqlite { path, conn: Mutex::new(conn), reader: None, schema: 0 };
         journal.schema = journal.prepare(false)?;
         Ok(journal)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -284,7 +171,9 @@ impl Journal {
                 self.migrate_to_3(&mut conn)?;
             }
             Some(2) => self.migrate_to_3(&mut conn)?,
-            Some(v) if v > SCHEMA_VERSION => return Err(JournalError::TooNew { path: self.path.clone(), found: v }),
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(JournalError::TooNew { path: self.path.clone(), found: v, knows: SCHEMA_VERSION });
+            }
             Some(_) => {}
         }
         Ok(SCHEMA_VERSION)
@@ -364,37 +253,7 @@ impl Journal {
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// Records a new job; the state is committed before this returns.
-    pub fn insert(&self, source: &Source, state: &JobState) -> Result<JobId> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(INSERT).map_err(|e| self.err(e))?;
-        insert_row(&mut stmt, source, state, now_ms()).map_err(|e| self.err(e))?;
-        Ok(conn.last_insert_rowid())
-    }
-
-    /// Records many jobs in one transaction (imports, and benchmarks that need a big journal).
-    pub fn insert_batch<'a>(&self, jobs: impl IntoIterator<Item = (&'a Source, &'a JobState)>) -> Result<()> {
-        let writes: Vec<Write<'a>> = jobs.into_iter().map(|(source, state)| Write::Insert(source, state)).collect();
-        self.write_batch(&writes).map(drop)
-    }
-
-    /// Applies `writes` in order in one transaction: one sync to disk for all of them (none for a
-    /// batch of progress figures only). Returns, for each write, the job's id (new for an insert).
-    pub fn write_batch(&self, writes: &[Write<'_>]) -> Result<Vec<JobId>> {
-        let now = now_ms();
-        let mut conn = self.lock();
-        let progress_only = writes.iter().all(|w| matches!(w, Write::Progress(..)));
-        if progress_only {
-            conn.pragma_update(None, "synchronous", "OFF").map_err(|e| self.err(e))?;
-        }
-        let result = self.write_all(&mut conn, writes, now);
-        if progress_only {
-            conn.pragma_update(None, "synchronous", "FULL").map_err(|e| self.err(e))?;
-        }
-        result
-    }
-
-    fn write_all(&self, conn: &mut Connection, writes: &[Write<'_>], now: i64) -> Result<Vec<JobId>> {
+    fn write_all(&self, conn: &mut Connection, writes: &[Write<'_>], now: i64) -> Result<Vec<WriteOutcome>> {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let mut ids = Vec::with_capacity(writes.len());
         for write in writes {
@@ -402,29 +261,23 @@ impl Journal {
                 Write::Insert(source, state) => {
                     let mut stmt = tx.prepare_cached(INSERT).map_err(|e| self.err(e))?;
                     insert_row(&mut stmt, source, state, now).map_err(|e| self.err(e))?;
-                    ids.push(tx.last_insert_rowid());
+                    ids.push(Ok(tx.last_insert_rowid()));
                 }
-                Write::Update(id, state) => {
+                // One daemon writes a local journal: there is no other claim to fence off.
+                Write::Update { id, state, .. } => {
                     let mut stmt = tx.prepare_cached(UPDATE).map_err(|e| self.err(e))?;
                     update_row(&mut stmt, *id, state, now).map_err(|e| self.err(e))?;
-                    ids.push(*id);
+                    ids.push(Ok(*id));
                 }
                 Write::Progress(id, progress) => {
                     let mut stmt = tx.prepare_cached(PROGRESS).map_err(|e| self.err(e))?;
                     stmt.execute(params![id, progress]).map_err(|e| self.err(e))?;
-                    ids.push(*id);
+                    ids.push(Ok(*id));
                 }
             }
         }
         tx.commit().map_err(|e| self.err(e))?;
         Ok(ids)
-    }
-
-    /// Records a job's new state; committed before this returns.
-    pub fn update(&self, id: JobId, state: &JobState) -> Result<()> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(UPDATE).map_err(|e| self.err(e))?;
-        update_row(&mut stmt, id, state, now_ms()).map_err(|e| self.err(e))
     }
 
     fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(JobId, Source, String, i64, i64, Option<f64>)> {
@@ -449,20 +302,64 @@ impl Journal {
         let mut out = Vec::new();
         for row in rows {
             let (id, source, data, created_at, updated_at, progress) = row.map_err(|e| self.err(e))?;
-            let state = serde_json::from_str(&data)
-                .map_err(|e| JournalError::BadRow { id, detail: format!("state `{data}`: {e}") })?;
-            out.push(JobRecord { id, source, state, created_at, updated_at, progress });
+            let state = parse_state(id, &data)?;
+            out.push(JobRecord {
+                id,
+                source,
+                state,
+                created_at,
+                updated_at,
+                progress,
+                generation: super::FIRST_GENERATION,
+            });
         }
         Ok(out)
     }
 
+    fn count_states(&self, sql: &str) -> Result<BTreeMap<StateName, u64>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(|e| self.err(e))?;
+        let mut counts = BTreeMap::new();
+        for row in rows {
+            let (name, n) = row.map_err(|e| self.err(e))?;
+            let state = stored_state(&name)?;
+            counts.insert(state, n);
+        }
+        Ok(counts)
+    }
+}
+
+impl Store for Sqlite {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Applies `writes` in order in one transaction: one sync to disk for all of them (none for a
+    /// batch of progress figures only). Returns, for each write, the job's id (new for an insert).
+    fn write_batch(&self, writes: &[Write<'_>]) -> Result<Vec<WriteOutcome>> {
+        let now = now_ms();
+        let mut conn = self.lock();
+        let progress_only = writes.iter().all(|w| matches!(w, Write::Progress(..)));
+        if progress_only {
+            conn.pragma_update(None, "synchronous", "OFF").map_err(|e| self.err(e))?;
+        }
+        let result = self.write_all(&mut conn, writes, now);
+        if progress_only {
+            conn.pragma_update(None, "synchronous", "FULL").map_err(|e| self.err(e))?;
+        }
+        result
+    }
+
     /// Jobs not yet done, failed or rejected, oldest first.
-    pub fn unfinished(&self) -> Result<Vec<JobRecord>> {
+    fn unfinished(&self) -> Result<Vec<JobRecord>> {
         self.query(&format!("{SELECT} WHERE state NOT IN ({}) ORDER BY id", StateName::terminal_sql_list()), [])
     }
 
     /// The newest job for a source path, if any.
-    pub fn latest_for(&self, inbox: &Path, rel_path: &Path) -> Result<Option<JobRecord>> {
+    fn latest_for(&self, inbox: &Path, rel_path: &Path) -> Result<Option<JobRecord>> {
         let mut rows = self.query(
             &format!("{SELECT} WHERE inbox = ?1 AND rel_path = ?2 ORDER BY id DESC LIMIT 1"),
             params![bytes(inbox), bytes(rel_path)],
@@ -470,13 +367,13 @@ impl Journal {
         Ok(rows.pop())
     }
 
-    pub fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
+    fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
         Ok(self.query(&format!("{SELECT} WHERE id = ?1"), [id])?.pop())
     }
 
     /// The newest jobs in one state that are also the newest job of their file (a failure whose
     /// file was retried and delivered since is not listed).
-    pub fn recent_latest(&self, state: StateName, limit: usize) -> Result<Vec<JobRecord>> {
+    fn recent_latest(&self, state: StateName, limit: usize) -> Result<Vec<JobRecord>> {
         let newest = if self.schema >= 2 {
             "latest = 1"
         } else {
@@ -490,7 +387,7 @@ impl Journal {
 
     /// How many files are in each state, by their newest job (a file that failed, was retried
     /// and was delivered counts once, as done). Read from the counts the journal keeps.
-    pub fn file_counts(&self) -> Result<BTreeMap<StateName, u64>> {
+    fn file_counts(&self) -> Result<BTreeMap<StateName, u64>> {
         if self.schema >= 2 {
             return self.count_states("SELECT state, sum(n) FROM file_counts GROUP BY state HAVING sum(n) > 0");
         }
@@ -501,8 +398,63 @@ impl Journal {
         )
     }
 
+    fn jobs_after(&self, after: JobId, limit: usize) -> Result<Vec<Exported>> {
+        let history = if self.schema >= 3 { "history" } else { "''" };
+        let ids_and_histories: Vec<(JobId, String)> = {
+            let conn = self.read();
+            let mut stmt = conn
+                .prepare(&format!("SELECT id, {history} FROM jobs WHERE id > ?1 ORDER BY id LIMIT ?2"))
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| self.err(e))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))?
+        };
+        let Some(last) = ids_and_histories.last().map(|(id, _)| *id) else { return Ok(Vec::new()) };
+        let jobs = self.query(&format!("{SELECT} WHERE id > ?1 AND id <= ?2 ORDER BY id"), params![after, last])?;
+        Ok(jobs.into_iter().zip(ids_and_histories).map(|(job, (_, history))| Exported { job, history }).collect())
+    }
+
+    fn import(&self, jobs: &[Exported]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO jobs (inbox, rel_path, size, mtime_ns, state, data, created_at, updated_at, progress, history)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(|e| self.err(e))?;
+            for Exported { job, history } in jobs {
+                let data = serde_json::to_string(&job.state).expect("job states serialize");
+                stmt.execute(params![
+                    bytes(&job.source.inbox),
+                    bytes(&job.source.rel_path),
+                    job.source.stamp.size as i64,
+                    job.source.stamp.mtime_ns,
+                    job.state.name().as_str(),
+                    data,
+                    job.created_at,
+                    job.updated_at,
+                    job.progress,
+                    history
+                ])
+                .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn marked_inboxes(&self) -> Result<Vec<PathBuf>> {
+        let conn = self.read();
+        let mut stmt =
+            conn.prepare("SELECT substr(key, 8) FROM meta WHERE key LIKE 'marker:%'").map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| self.err(e))?;
+        rows.map(|r| r.map(PathBuf::from)).collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
     /// Whether retouchd has put its marker file in this inbox before.
-    pub fn is_marked(&self, inbox: &Path) -> Result<bool> {
+    fn is_marked(&self, inbox: &Path) -> Result<bool> {
         let key = format!("marker:{}", inbox.display());
         let found: Option<i64> = self
             .lock()
@@ -513,7 +465,7 @@ impl Journal {
     }
 
     /// Remembers that this inbox carries retouchd's marker file.
-    pub fn mark(&self, inbox: &Path) -> Result<()> {
+    fn mark(&self, inbox: &Path) -> Result<()> {
         let key = format!("marker:{}", inbox.display());
         self.lock()
             .execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, now_ms()])
@@ -522,7 +474,7 @@ impl Journal {
     }
 
     /// Whether a person paused uploads (kept across restarts).
-    pub fn held(&self) -> Result<bool> {
+    fn held(&self) -> Result<bool> {
         let found: Option<i64> = self
             .read()
             .query_row("SELECT value FROM meta WHERE key = 'held'", [], |r| r.get(0))
@@ -531,7 +483,7 @@ impl Journal {
         Ok(found.is_some_and(|v| v != 0))
     }
 
-    pub fn set_held(&self, held: bool) -> Result<()> {
+    fn set_held(&self, held: bool) -> Result<()> {
         self.lock()
             .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('held', ?1)", [i64::from(held)])
             .map_err(|e| self.err(e))?;
@@ -539,7 +491,7 @@ impl Journal {
     }
 
     /// Everything delivered for sources in `inbox` (result files and folders).
-    pub fn outputs_in(&self, inbox: &Path) -> Result<Vec<PathBuf>> {
+    fn outputs_in(&self, inbox: &Path) -> Result<Vec<PathBuf>> {
         let done = self.query(
             &format!("{SELECT} WHERE inbox = ?1 AND state = ?2"),
             params![bytes(inbox), StateName::Done.as_str()],
@@ -555,7 +507,7 @@ impl Journal {
 
     /// The newest delivered jobs that came without a finished photo (a render problem), among
     /// the last 10,000 deliveries (so a journal of millions is not read whole).
-    pub fn recent_render_errors(&self, limit: usize) -> Result<Vec<JobRecord>> {
+    fn recent_render_errors(&self, limit: usize) -> Result<Vec<JobRecord>> {
         let newest = if self.schema >= 3 { "AND latest = 1 ORDER BY id DESC" } else { "ORDER BY updated_at DESC" };
         self.query(
             &format!(
@@ -568,7 +520,7 @@ impl Journal {
 
     /// How many files each inbox has in each state, by their newest job (read from the kept
     /// counts; counted from the jobs in a journal older than schema 3).
-    pub fn file_counts_by_inbox(&self) -> Result<BTreeMap<PathBuf, BTreeMap<StateName, u64>>> {
+    fn file_counts_by_inbox(&self) -> Result<BTreeMap<PathBuf, BTreeMap<StateName, u64>>> {
         let sql = if self.schema >= 3 {
             "SELECT inbox, state, n FROM file_counts WHERE n > 0"
         } else {
@@ -592,7 +544,7 @@ impl Journal {
     /// A page of files by their newest job, newest job first: at most `query.limit` jobs. With
     /// states, each state is read through its index and the pages merged; a name filter reads
     /// jobs newest first until the page is full (so a name that matches nothing reads them all).
-    pub fn page(&self, query: &JobQuery) -> Result<Vec<JobRecord>> {
+    fn page(&self, query: &JobQuery) -> Result<Vec<JobRecord>> {
         let newest = if self.schema >= 2 { "latest = 1" } else { "1" };
         let before = query.before.unwrap_or(JobId::MAX);
         let pattern = query.name.as_deref().map(like_pattern).unwrap_or_else(|| "%".into());
@@ -618,7 +570,7 @@ impl Journal {
 
     /// The states a job went through, with their times (for a job of schema 3 or later; an
     /// older one shows its creation and its last change).
-    pub fn timeline(&self, id: JobId) -> Result<Vec<Step>> {
+    fn timeline(&self, id: JobId) -> Result<Vec<Step>> {
         let conn = self.read();
         let column = if self.schema >= 3 { "history" } else { "''" };
         let row: Option<(String, String, i64, i64)> = conn
@@ -627,21 +579,13 @@ impl Journal {
             })
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((history, state, created_at, updated_at)) = row else { return Ok(Vec::new()) };
-        let steps = parse_history(&history, created_at);
-        if !steps.is_empty() {
-            return Ok(steps);
-        }
-        let state = StateName::parse(&state).unwrap_or(StateName::Submitting);
-        let mut steps = vec![Step { state: StateName::Submitting, at: created_at }];
-        if state != StateName::Submitting {
-            steps.push(Step { state, at: updated_at });
-        }
-        Ok(steps)
+        Ok(row
+            .map(|(history, state, created_at, updated_at)| timeline_of(&history, &state, created_at, updated_at))
+            .unwrap_or_default())
     }
 
     /// How many files were delivered since `since_ms` (Unix milliseconds), by their newest job.
-    pub fn delivered_since(&self, since_ms: i64) -> Result<u64> {
+    fn delivered_since(&self, since_ms: i64) -> Result<u64> {
         let newest = if self.schema >= 2 { "AND latest = 1" } else { "" };
         self.read()
             .query_row(
@@ -655,7 +599,7 @@ impl Journal {
 
     /// The newest delivered job with `output` among its outputs (a scan: for commands, not the
     /// daemon's hot path).
-    pub fn job_with_output(&self, output: &Path) -> Result<Option<JobRecord>> {
+    fn job_with_output(&self, output: &Path) -> Result<Option<JobRecord>> {
         let needle =
             serde_json::to_string(output).map_err(|e| JournalError::BadRow { id: 0, detail: e.to_string() })?;
         let jobs = self.query(
@@ -668,42 +612,9 @@ impl Journal {
     }
 
     /// How many jobs are in each state.
-    pub fn counts(&self) -> Result<BTreeMap<StateName, u64>> {
+    fn counts(&self) -> Result<BTreeMap<StateName, u64>> {
         self.count_states("SELECT state, count(*) FROM jobs GROUP BY state")
     }
-
-    fn count_states(&self, sql: &str) -> Result<BTreeMap<StateName, u64>> {
-        let conn = self.read();
-        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
-            .map_err(|e| self.err(e))?;
-        let mut counts = BTreeMap::new();
-        for row in rows {
-            let (name, n) = row.map_err(|e| self.err(e))?;
-            let state = stored_state(&name)?;
-            counts.insert(state, n);
-        }
-        Ok(counts)
-    }
-}
-
-/// A state name read from the `state` column; one this version does not know is a bad row.
-fn stored_state(name: &str) -> Result<StateName> {
-    StateName::parse(name).ok_or_else(|| JournalError::BadRow { id: 0, detail: format!("unknown state `{name}`") })
-}
-
-/// `text` as a LIKE pattern that matches it anywhere, with `%`, `_` and `\` taken literally.
-fn like_pattern(text: &str) -> String {
-    let mut pattern = String::from("%");
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
 }
 
 fn classify(path: &Path, e: rusqlite::Error) -> JournalError {
@@ -726,69 +637,6 @@ mod tests {
 
     fn source(name: &str) -> Source {
         Source { inbox: "/in".into(), rel_path: name.into(), stamp: Stamp { size: 10, mtime_ns: 5 } }
-    }
-
-    /// The counts as the schema-1 query computes them from the jobs themselves.
-    fn counted_the_hard_way(journal: &Journal) -> BTreeMap<StateName, u64> {
-        journal
-            .count_states(
-                "SELECT state, count(*) FROM jobs
-                 WHERE id IN (SELECT max(id) FROM jobs GROUP BY inbox, rel_path) GROUP BY state",
-            )
-            .unwrap()
-    }
-
-    #[test]
-    fn kept_counts_match_the_jobs_through_random_inserts_retries_and_state_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let mut rng = fastrand::Rng::with_seed(11);
-        let mut ids: Vec<JobId> = Vec::new();
-        let states = [
-            JobState::Submitting { key: "k".into() },
-            JobState::Processing { task_id: "t".into(), host: "h".into() },
-            JobState::Failed { reason: "r".into(), moved_to: None },
-            JobState::Done { outputs: vec![], moved_to: None, render_error: None },
-        ];
-        for round in 0..400 {
-            match rng.u8(..3) {
-                // A new file, or a file sent again (a new job supersedes the old one).
-                0 | 1 => {
-                    let name = format!("f{}.jpg", rng.usize(..40));
-                    let state = &states[rng.usize(..states.len())];
-                    // Two inboxes with the same names: each is counted on its own.
-                    let src = Source { inbox: if rng.bool() { "/in".into() } else { "/in2".into() }, ..source(&name) };
-                    if rng.bool() {
-                        ids.push(journal.insert(&src, state).unwrap());
-                    } else {
-                        let ids_now = journal.write_batch(&[Write::Insert(&src, state)]).unwrap();
-                        ids.extend(ids_now);
-                    }
-                }
-                // Any job, newest or superseded, moves on.
-                _ if !ids.is_empty() => {
-                    let id = ids[rng.usize(..ids.len())];
-                    journal.update(id, &states[rng.usize(..states.len())]).unwrap();
-                }
-                _ => {}
-            }
-            if round % 50 == 0 {
-                assert_eq!(journal.file_counts().unwrap(), counted_the_hard_way(&journal), "round {round}");
-            }
-        }
-        assert_eq!(journal.file_counts().unwrap(), counted_the_hard_way(&journal));
-        let per_inbox = journal.file_counts_by_inbox().unwrap();
-        let summed = per_inbox.values().flatten().fold(BTreeMap::new(), |mut all: BTreeMap<StateName, u64>, (s, n)| {
-            *all.entry(*s).or_default() += n;
-            all
-        });
-        assert_eq!(
-            summed.into_iter().filter(|(_, n)| *n > 0).collect::<BTreeMap<_, _>>(),
-            counted_the_hard_way(&journal)
-        );
-        assert_eq!(per_inbox.len(), 2);
-        let failed: Vec<JobRecord> = journal.recent_latest(StateName::Failed, 1000).unwrap();
-        assert_eq!(failed.len() as u64, counted_the_hard_way(&journal).get(&StateName::Failed).copied().unwrap_or(0));
     }
 
     #[test]
@@ -818,159 +666,31 @@ mod tests {
             }
         }
         // A newer `status` reads the old journal as it is, without changing it.
-        let old = Journal::open_read_only(dir.path()).unwrap();
+        let old = Sqlite::open_read_only(dir.path()).unwrap();
         let expected: BTreeMap<StateName, u64> = [(StateName::Done, 1), (StateName::Failed, 1)].into();
         assert_eq!(old.file_counts().unwrap(), expected);
         assert_eq!(old.recent_latest(StateName::Failed, 10).unwrap().len(), 1);
         drop(old);
         // The daemon migrates it.
-        let journal = Journal::open(dir.path()).unwrap();
+        let journal = Sqlite::open(dir.path()).unwrap();
         assert_eq!(journal.schema, 3);
         assert_eq!(journal.file_counts().unwrap(), expected);
         journal.insert(&source("b.jpg"), &JobState::Submitting { key: "k".into() }).unwrap();
         let after: BTreeMap<StateName, u64> = [(StateName::Done, 1), (StateName::Submitting, 1)].into();
         assert_eq!(journal.file_counts().unwrap(), after);
         drop(journal);
-        assert_eq!(Journal::open(dir.path()).unwrap().file_counts().unwrap(), after, "migrated once");
+        assert_eq!(Sqlite::open(dir.path()).unwrap().file_counts().unwrap(), after, "migrated once");
     }
 
     #[test]
-    fn jobs_round_trip_and_unfinished_ones_come_back() {
+    fn progress_is_recorded_without_a_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let a = journal.insert(&source("a.jpg"), &JobState::new("k1".into())).unwrap();
-        let b = journal.insert(&source("b.jpg"), &JobState::new("k2".into())).unwrap();
-        journal
-            .update(b, &JobState::Done { outputs: vec!["/out/b.jpg".into()], moved_to: None, render_error: None })
-            .unwrap();
-        drop(journal);
-
-        let journal = Journal::open(dir.path()).unwrap();
-        let unfinished = journal.unfinished().unwrap();
-        assert_eq!(unfinished.len(), 1);
-        assert_eq!(unfinished[0].id, a);
-        assert_eq!(unfinished[0].state, JobState::new("k1".into()));
-        assert_eq!(journal.latest_for(Path::new("/in"), Path::new("b.jpg")).unwrap().unwrap().id, b);
-        let counts = journal.counts().unwrap();
-        assert_eq!((counts[&StateName::Submitting], counts[&StateName::Done]), (1, 1));
-    }
-
-    #[test]
-    fn a_file_retried_and_delivered_counts_once_as_done() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let failed = JobState::Failed { reason: "no face".into(), moved_to: None };
-        let first = journal.insert(&source("a.jpg"), &failed).unwrap();
-        journal.insert(&source("b.jpg"), &failed).unwrap();
-        assert_eq!(journal.recent_latest(StateName::Failed, 10).unwrap().len(), 2);
-        journal
-            .insert(&source("a.jpg"), &JobState::Done { outputs: vec![], moved_to: None, render_error: None })
-            .unwrap();
-        let counts = journal.file_counts().unwrap();
-        assert_eq!((counts[&StateName::Done], counts[&StateName::Failed]), (1, 1));
-        assert_eq!(journal.counts().unwrap()[&StateName::Failed], 2, "every job stays in the journal");
-        let failures: Vec<JobId> = journal.recent_latest(StateName::Failed, 10).unwrap().iter().map(|j| j.id).collect();
-        assert!(!failures.contains(&first), "a failure delivered since is not listed: {failures:?}");
-        assert_eq!(failures.len(), 1);
-    }
-
-    #[test]
-    fn progress_is_recorded_without_a_sync_and_cleared_by_the_next_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
+        let journal = Sqlite::open(dir.path()).unwrap();
         let id = journal.insert(&source("a.jpg"), &JobState::new("k".into())).unwrap();
-        let processing = JobState::Processing { task_id: "t".into(), host: "h".into() };
-        journal.update(id, &processing).unwrap();
         journal.write_batch(&[Write::Progress(id, 42.0)]).unwrap();
         assert_eq!(journal.get(id).unwrap().unwrap().progress, Some(42.0));
         let sync: i64 = journal.lock().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(sync, 2, "full syncs are back on after a progress-only batch");
-        journal.update(id, &JobState::Fetching { task_id: "t".into(), host: "h".into() }).unwrap();
-        assert_eq!(journal.get(id).unwrap().unwrap().progress, None);
-    }
-
-    #[test]
-    fn a_batch_lands_in_one_transaction_and_reads_back_like_single_inserts() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let done = JobState::Done { outputs: vec!["/out/a.jpg".into()], moved_to: None, render_error: None };
-        let waiting = JobState::new("k".into());
-        let rows = [(source("a.jpg"), done.clone()), (source("b.jpg"), waiting.clone())];
-        journal.insert_batch(rows.iter().map(|(s, j)| (s, j))).unwrap();
-        assert_eq!(journal.latest_for(Path::new("/in"), Path::new("a.jpg")).unwrap().unwrap().state, done);
-        let unfinished = journal.unfinished().unwrap();
-        assert_eq!(unfinished.len(), 1);
-        assert_eq!((unfinished[0].source.clone(), unfinished[0].state.clone()), (source("b.jpg"), waiting));
-    }
-
-    #[test]
-    fn each_state_change_is_kept_in_the_jobs_timeline() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let id = journal.insert(&source("a.jpg"), &JobState::new("k".into())).unwrap();
-        journal.update(id, &JobState::Processing { task_id: "t".into(), host: "h".into() }).unwrap();
-        journal.update(id, &JobState::Failed { reason: "no face".into(), moved_to: None }).unwrap();
-        let steps = journal.timeline(id).unwrap();
-        let states: Vec<StateName> = steps.iter().map(|s| s.state).collect();
-        assert_eq!(states, [StateName::Submitting, StateName::Processing, StateName::Failed]);
-        let job = journal.get(id).unwrap().unwrap();
-        assert_eq!(steps[0].at, job.created_at);
-        assert_eq!(steps[2].at, job.updated_at);
-        assert!(steps.windows(2).all(|w| w[0].at <= w[1].at));
-        assert_eq!(journal.timeline(id + 1).unwrap(), vec![], "no such job");
-        assert_eq!(
-            parse_history("a0;z5;b7;c;", 100),
-            vec![Step { state: StateName::Submitting, at: 100 }, Step { state: StateName::Processing, at: 107 }]
-        );
-    }
-
-    #[test]
-    fn pages_list_newest_jobs_of_files_by_state_and_name_without_overlap() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let failed = JobState::Failed { reason: "r".into(), moved_to: None };
-        let done = JobState::Done { outputs: vec![], moved_to: None, render_error: None };
-        let mut ids = Vec::new();
-        for i in 0..25 {
-            let state = if i % 5 == 0 { &failed } else { &done };
-            ids.push(journal.insert(&source(&format!("Shoot_{i:02}.jpg")), state).unwrap());
-        }
-        // A file that failed and was then delivered is listed once, as delivered.
-        journal.insert(&source("Shoot_00.jpg"), &done).unwrap();
-        let page = |states: Vec<StateName>, name: Option<&str>, before, limit| {
-            let q = JobQuery { states, name: name.map(str::to_string), before, limit };
-            journal.page(&q).unwrap().iter().map(|j| j.source.rel_path.display().to_string()).collect::<Vec<_>>()
-        };
-        assert_eq!(
-            page(vec![StateName::Failed], None, None, 10),
-            ["Shoot_20.jpg", "Shoot_15.jpg", "Shoot_10.jpg", "Shoot_05.jpg"]
-        );
-        let first = page(vec![], None, None, 10);
-        assert_eq!(first[0], "Shoot_00.jpg", "the newest job first");
-        let last_id = journal.page(&JobQuery { limit: 10, ..JobQuery::default() }).unwrap()[9].id;
-        let second = page(vec![], None, Some(last_id), 100);
-        assert_eq!(first.len() + second.len(), 25, "every file once: {first:?} {second:?}");
-        assert!(second.iter().all(|n| !first.contains(n)));
-        assert_eq!(page(vec![], Some("shoot_1"), None, 100).len(), 10, "case-insensitive part of the name");
-        assert_eq!(page(vec![], Some("%"), None, 100).len(), 0, "% is a character, not a wildcard");
-        let both = page(vec![StateName::Failed, StateName::Done], None, None, 3);
-        assert_eq!(both, ["Shoot_00.jpg", "Shoot_24.jpg", "Shoot_23.jpg"]);
-        assert_eq!(journal.delivered_since(0).unwrap(), 21);
-        assert_eq!(journal.delivered_since(now_ms() + 60_000).unwrap(), 0);
-        let by_inbox = journal.file_counts_by_inbox().unwrap();
-        assert_eq!(by_inbox[Path::new("/in")][&StateName::Failed], 4);
-        assert_eq!(by_inbox[Path::new("/in")][&StateName::Done], 21);
-    }
-
-    #[test]
-    fn non_utf8_names_survive() {
-        use std::os::unix::ffi::OsStrExt;
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let name = PathBuf::from(std::ffi::OsStr::from_bytes(b"caf\xe9.jpg"));
-        let src = Source { rel_path: name.clone(), ..source("x") };
-        journal.insert(&src, &JobState::new("k".into())).unwrap();
-        assert_eq!(journal.unfinished().unwrap()[0].source.rel_path, name);
     }
 
     #[test]
@@ -978,7 +698,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         std::fs::write(&path, b"this is not sqlite, and it is long enough to have a header........").unwrap();
-        let err = Journal::open(dir.path()).unwrap_err();
+        let err = Sqlite::open(dir.path()).unwrap_err();
         assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("left untouched"));
         assert_eq!(
