@@ -781,9 +781,15 @@ impl Validator {
             return None;
         }
         let lease = self.duration("cluster.lease", raw.lease, "30s");
-        if lease < Duration::from_secs(5) {
-            self.problem("cluster.lease", "at least 5s: a shorter lease is lost on any pause of the network");
+        if lease < Duration::from_secs(1) {
+            self.problem("cluster.lease", "at least 1s (30s is the usual): a node renews three times per lease");
             return None;
+        }
+        if lease < Duration::from_secs(10) {
+            self.warnings.push(format!(
+                "cluster.lease = {} is short: a node whose network pauses that long loses its jobs to the others",
+                humantime::format_duration(lease)
+            ));
         }
         Some(ClusterConfig { database, location: redact_url(&text), node: node.trim().to_string(), lease })
     }

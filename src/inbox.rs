@@ -41,13 +41,17 @@ impl Owner {
     }
 
     /// The owner this daemon claims inboxes as: itself, or, as a node of a shared journal, the
-    /// whole cluster (every node watches the same inboxes; the journal hands out the files).
+    /// whole cluster (every node watches the same inboxes; the journal hands out the files),
+    /// named by its database (nodes may reach it by different addresses).
     pub fn for_config(config: &crate::config::Config) -> Owner {
         match &config.cluster {
             Some(cluster) => Owner {
                 host: CLUSTER_HOST.into(),
                 pid: 0,
-                state_dir: PathBuf::from(&cluster.location),
+                state_dir: PathBuf::from(format!(
+                    "database {}",
+                    cluster.database.get_dbname().or(cluster.database.get_user()).unwrap_or("postgres")
+                )),
                 heartbeat: now_secs(),
             },
             None => Owner::me(&config.state_dir),

@@ -25,6 +25,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub struct Health {
     /// Why it did not, while it does not.
     down: Mutex<Option<String>>,
+    /// Wakes whoever shows the status when an outage starts or ends.
+    changed: tokio::sync::Notify,
 }
 
 impl Health {
@@ -33,6 +35,7 @@ impl Health {
         let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
         if down.is_none() {
             warn!(error = %error, "the journal database cannot be reached; claiming nothing new and waiting for it");
+            self.changed.notify_waiters();
         }
         *down = Some(error.to_string());
     }
@@ -41,7 +44,13 @@ impl Health {
     pub fn answered(&self) {
         if self.down.lock().unwrap_or_else(|p| p.into_inner()).take().is_some() {
             info!("the journal database answers again; carrying on");
+            self.changed.notify_waiters();
         }
+    }
+
+    /// Resolves when an outage starts or ends.
+    pub async fn changed(&self) {
+        self.changed.notified().await
     }
 
     /// Why the database cannot be reached, while it cannot.

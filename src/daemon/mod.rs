@@ -223,6 +223,13 @@ pub async fn run(
             _ = ctx.gate.pause_changed() => {
                 coordinator.write_status();
             }
+            // …and a shared journal's database going away or coming back, with systemd's STATUS=.
+            _ = ctx.health.changed() => {
+                let status = coordinator.write_status();
+                if coordinator.is_ready() {
+                    systemd.alive(&status.line());
+                }
+            }
             joined = coordinator.next_finished() => {
                 if let Err(e) = coordinator.on_job_finished(joined) {
                     break Err(e);

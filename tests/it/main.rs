@@ -4,6 +4,7 @@
 mod api_client;
 mod bad_input;
 mod browser;
+mod cluster;
 mod daemon_e2e;
 mod dashboard;
 mod finished_photos;
