@@ -1250,6 +1250,68 @@ password = \"abc\"
     }
 
     #[test]
+    fn a_shared_journal_takes_its_password_from_the_url_a_file_a_credential_or_pgpassword() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |extra: &str| base_config(dir.path()).replace("[state]\n", &format!("[state]\n{extra}\n"));
+        let cluster = |text: &str, env: &Environment| parse(text, dir.path(), env).map(|c| c.cluster);
+        // Absent: the local journal.
+        assert!(cluster(&base_config(dir.path()), &env()).unwrap().is_none());
+        // In the URL: used, and never shown.
+        let c = cluster(&with("database = \"postgres://rd:s3cret@db.lan:5433/studio\""), &env()).unwrap().unwrap();
+        assert_eq!(c.database.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(c.location, "postgres://rd:***@db.lan:5433/studio");
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+        assert_eq!((c.node.as_str(), c.lease), (crate::inbox::host_name().as_str(), Duration::from_secs(30)));
+        // From a file, the credential or PGPASSWORD; PG* variables fill what the URL leaves out.
+        std::fs::write(dir.path().join("dbpass"), "from-file\n").unwrap();
+        let text = with("database = \"postgres://db.lan/studio\"\ndatabase_password_file = \"dbpass\"");
+        assert_eq!(cluster(&text, &env()).unwrap().unwrap().database.get_password(), Some(&b"from-file"[..]));
+        let creds = dir.path().join("creds");
+        std::fs::create_dir_all(&creds).unwrap();
+        std::fs::write(creds.join("database-password"), "from-credential").unwrap();
+        let pg = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let with_env = Environment {
+            credentials_directory: Some(creds),
+            pg_vars: [pg("PGUSER", "studio-user"), pg("PGPASSWORD", "from-env")].into(),
+            ..env()
+        };
+        let bare = with("database = \"postgres://db.lan/studio\"");
+        let c = cluster(&bare, &with_env).unwrap().unwrap();
+        assert_eq!(c.database.get_password(), Some(&b"from-credential"[..]));
+        assert_eq!(c.database.get_user(), Some("studio-user"));
+        let only_env = Environment { pg_vars: [pg("PGPASSWORD", "from-env")].into(), ..env() };
+        assert_eq!(cluster(&bare, &only_env).unwrap().unwrap().database.get_password(), Some(&b"from-env"[..]));
+        // [cluster] names the node and the lease.
+        let named = format!("{bare}\n[cluster]\nnode = \"nas-2\"\nlease = \"45s\"\n");
+        let c = cluster(&named, &env()).unwrap().unwrap();
+        assert_eq!((c.node.as_str(), c.lease), ("nas-2", Duration::from_secs(45)));
+    }
+
+    #[test]
+    fn a_bad_shared_journal_setting_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |extra: &str| base_config(dir.path()).replace("[state]\n", &format!("[state]\n{extra}\n"));
+        let problems = |text: &str| parse(text, dir.path(), &env()).unwrap_err();
+        let keys = |text: &str| problems(text).iter().map(|p| p.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&with("database = \"postgres://a:b@db.lan:notaport/x\"")), ["state.database"]);
+        let bad = problems(&with("database = \"postgres://a:secret@db.lan:notaport/x\""));
+        assert!(!bad[0].message.contains("secret"), "the password is not repeated: {}", bad[0].message);
+        let orphan = format!("{}\n[cluster]\nnode = \"a\"\n", base_config(dir.path()));
+        assert_eq!(keys(&orphan), ["cluster"]);
+        let short = format!("{}\n[cluster]\nlease = \"100ms\"\n", with("database = \"postgres://db.lan/x\""));
+        assert_eq!(keys(&short), ["cluster.lease"]);
+        let warned = parse(
+            &format!("{}\n[cluster]\nlease = \"3s\"\n", with("database = \"postgres://db.lan/x\"")),
+            dir.path(),
+            &env(),
+        )
+        .unwrap();
+        assert!(warned.warnings.iter().any(|w| w.contains("cluster.lease")), "{:?}", warned.warnings);
+        let missing = with("database_password_file = \"nope\"\ndatabase = \"postgres://db.lan/x\"");
+        assert_eq!(keys(&missing), ["state.database_password_file"]);
+    }
+
+    #[test]
     fn the_token_comes_from_a_file_a_credential_or_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tok"), "from-file\n").unwrap();

@@ -1,8 +1,9 @@
 //! The performance benchmark: runs the real `retouchd` (release build) against the simulator and
 //! prints one table. `cargo bench --bench perf` runs every scenario; name some to run only
 //! those: `cargo bench --bench perf -- latency idle`. Scenarios: throughput, latency,
-//! politeness, memory, startup, idle, render, dashboard.
+//! politeness, memory, startup, idle, render, dashboard, cluster.
 
+mod cluster;
 mod compositing;
 mod dashboard;
 mod rig;
@@ -38,7 +39,7 @@ impl Row {
 
 type Scenario = fn(&tokio::runtime::Runtime) -> Vec<Row>;
 
-const SCENARIOS: [(&str, Scenario); 8] = [
+const SCENARIOS: [(&str, Scenario); 9] = [
     ("throughput", scenarios::throughput),
     ("latency", scenarios::latency),
     ("politeness", scenarios::politeness),
@@ -47,6 +48,7 @@ const SCENARIOS: [(&str, Scenario); 8] = [
     ("idle", scenarios::idle),
     ("render", compositing::render),
     ("dashboard", dashboard::dashboard),
+    ("cluster", cluster::cluster),
 ];
 
 fn main() {

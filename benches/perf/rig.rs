@@ -144,11 +144,17 @@ impl Rig {
 
     /// Starts `retouchd run` and waits for READY; returns it and the time READY took.
     pub fn start_daemon(&self, config: &Path) -> (Daemon, Duration) {
-        let socket_path = self.path("notify.sock");
+        self.start_named(config, "daemon")
+    }
+
+    /// As [`Rig::start_daemon`], with its own notify socket and log `<name>.log` (one of
+    /// several daemons).
+    pub fn start_named(&self, config: &Path, name: &str) -> (Daemon, Duration) {
+        let socket_path = self.path(&format!("{name}.sock"));
         let _ = std::fs::remove_file(&socket_path);
         let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
         socket.set_read_timeout(Some(Duration::from_millis(100))).expect("socket timeout");
-        let log = std::fs::File::create(self.path("daemon.log")).expect("log file");
+        let log = std::fs::File::create(self.path(&format!("{name}.log"))).expect("log file");
         let started = Instant::now();
         let child = Command::new(env!("CARGO_BIN_EXE_retouchd"))
             .args(["run", "--config"])

@@ -64,7 +64,17 @@ CREATE UNIQUE INDEX jobs_claim ON jobs (inbox, rel_path, size, mtime_ns) WHERE s
 CREATE INDEX jobs_unfinished ON jobs (id) WHERE state NOT IN (@TERMINAL@);
 CREATE INDEX jobs_by_source ON jobs (inbox, rel_path, id);
 CREATE INDEX jobs_latest_by_id ON jobs (state, id) WHERE latest;
-CREATE TABLE file_counts (inbox bytea NOT NULL, state text NOT NULL, n bigint NOT NULL, PRIMARY KEY (inbox, state));
+-- Files per inbox and state, kept in one share per writer (a node, or an import) so that nodes
+-- never wait on each other's counts; the count is the sum of the shares (one may go negative).
+CREATE TABLE file_counts (
+    shard text NOT NULL,
+    inbox bytea NOT NULL,
+    state text NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (shard, inbox, state)
+);
+CREATE FUNCTION retouchd_shard() RETURNS text LANGUAGE sql STABLE
+    AS $$ SELECT coalesce(current_setting('retouchd.shard', true), '') $$;
 CREATE TABLE nodes (
     name text PRIMARY KEY,
     host text NOT NULL,
@@ -76,22 +86,24 @@ CREATE TABLE nodes (
 CREATE FUNCTION jobs_counted_on_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
     UPDATE jobs SET latest = false
      WHERE inbox = NEW.inbox AND rel_path = NEW.rel_path AND latest AND id <> NEW.id;
-    INSERT INTO file_counts (inbox, state, n) VALUES (NEW.inbox, NEW.state, 1)
-        ON CONFLICT (inbox, state) DO UPDATE SET n = file_counts.n + 1;
+    INSERT INTO file_counts (shard, inbox, state, n) VALUES (retouchd_shard(), NEW.inbox, NEW.state, 1)
+        ON CONFLICT (shard, inbox, state) DO UPDATE SET n = file_counts.n + 1;
     RETURN NULL;
 END $$;
 CREATE TRIGGER jobs_counted_on_insert AFTER INSERT ON jobs
     FOR EACH ROW EXECUTE FUNCTION jobs_counted_on_insert();
 CREATE FUNCTION jobs_uncounted_when_superseded() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
-    UPDATE file_counts SET n = n - 1 WHERE inbox = OLD.inbox AND state = OLD.state;
+    INSERT INTO file_counts (shard, inbox, state, n) VALUES (retouchd_shard(), OLD.inbox, OLD.state, -1)
+        ON CONFLICT (shard, inbox, state) DO UPDATE SET n = file_counts.n - 1;
     RETURN NULL;
 END $$;
 CREATE TRIGGER jobs_uncounted_when_superseded AFTER UPDATE OF latest ON jobs
     FOR EACH ROW WHEN (OLD.latest AND NOT NEW.latest) EXECUTE FUNCTION jobs_uncounted_when_superseded();
 CREATE FUNCTION jobs_recounted_on_state() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
-    UPDATE file_counts SET n = n - 1 WHERE inbox = OLD.inbox AND state = OLD.state;
-    INSERT INTO file_counts (inbox, state, n) VALUES (NEW.inbox, NEW.state, 1)
-        ON CONFLICT (inbox, state) DO UPDATE SET n = file_counts.n + 1;
+    INSERT INTO file_counts (shard, inbox, state, n) VALUES (retouchd_shard(), OLD.inbox, OLD.state, -1)
+        ON CONFLICT (shard, inbox, state) DO UPDATE SET n = file_counts.n - 1;
+    INSERT INTO file_counts (shard, inbox, state, n) VALUES (retouchd_shard(), NEW.inbox, NEW.state, 1)
+        ON CONFLICT (shard, inbox, state) DO UPDATE SET n = file_counts.n + 1;
     RETURN NULL;
 END $$;
 CREATE TRIGGER jobs_recounted_on_state AFTER UPDATE OF state ON jobs
@@ -146,8 +158,13 @@ impl Postgres {
     pub fn connect(cluster: &ClusterConfig, role: Role) -> Result<Postgres> {
         let writable = role != Role::Reader;
         let location = PathBuf::from(&cluster.location);
-        let writer = Connection::open(cluster.database.clone(), location.clone(), "writer");
-        let reader = Connection::open(cluster.database.clone(), location.clone(), "reader");
+        // Each node counts files in its own share; an import in one of its own.
+        let shard = match role {
+            Role::Node => cluster.node.clone(),
+            _ => format!("import-{}", crate::inbox::host_name()),
+        };
+        let writer = Connection::open(cluster.database.clone(), location.clone(), "writer", &shard);
+        let reader = Connection::open(cluster.database.clone(), location.clone(), "reader", &shard);
         let lease_ms = cluster.lease.as_millis() as i64;
         let node = (role == Role::Node).then(|| cluster.node.clone());
         let journal = Postgres { location, node, lease_ms, writer, reader };
@@ -304,9 +321,21 @@ impl Store for Postgres {
             let mut tx = client.transaction()?;
             let insert = tx.prepare(INSERT)?;
             let update = tx.prepare(UPDATE)?;
-            let mut outcomes = Vec::with_capacity(owned.len());
-            for write in &owned {
-                outcomes.push(match write {
+            // Claims in one order on every node (by file), so that two nodes claiming the same
+            // files in one batch each never wait on each other in a circle.
+            let mut order: Vec<usize> = (0..owned.len()).collect();
+            order.sort_by(|a, b| match (&owned[*a], &owned[*b]) {
+                (Owned::Insert(x, _), Owned::Insert(y, _)) => {
+                    (&x.inbox, &x.rel_path, x.stamp.mtime_ns).cmp(&(&y.inbox, &y.rel_path, y.stamp.mtime_ns))
+                }
+                (Owned::Insert(..), _) => std::cmp::Ordering::Less,
+                (_, Owned::Insert(..)) => std::cmp::Ordering::Greater,
+                _ => a.cmp(b),
+            });
+            let mut outcomes: Vec<Option<WriteOutcome>> = (0..owned.len()).map(|_| None).collect();
+            for index in order {
+                let write = &owned[index];
+                outcomes[index] = Some(match write {
                     Owned::Insert(source, state) => {
                         let data = serde_json::to_string(state).expect("job states serialize");
                         let row = tx.query_opt(
@@ -342,7 +371,7 @@ impl Store for Postgres {
                 });
             }
             tx.commit()?;
-            Ok(outcomes)
+            Ok(outcomes.into_iter().map(|o| o.expect("every write has an outcome")).collect())
         })
     }
 
@@ -369,8 +398,12 @@ impl Store for Postgres {
     }
 
     fn file_counts_by_inbox(&self) -> Result<BTreeMap<PathBuf, BTreeMap<StateName, u64>>> {
-        let rows =
-            self.reader.call(|client| Ok(client.query("SELECT inbox, state, n FROM file_counts WHERE n > 0", &[])?))?;
+        let rows = self.reader.call(|client| {
+            Ok(client.query(
+                "SELECT inbox, state, sum(n)::bigint FROM file_counts GROUP BY inbox, state HAVING sum(n) > 0",
+                &[],
+            )?)
+        })?;
         let mut counts: BTreeMap<PathBuf, BTreeMap<StateName, u64>> = BTreeMap::new();
         for row in rows {
             let (inbox, name, n): (Vec<u8>, String, i64) = (row.get(0), row.get(1), row.get(2));
@@ -677,9 +710,12 @@ struct Session {
 const RACE_RETRIES: usize = 5;
 
 impl Connection {
-    fn open(mut config: postgres::Config, location: PathBuf, role: &str) -> Connection {
+    /// A connection whose writes count files in the share `shard` (see `file_counts`).
+    fn open(mut config: postgres::Config, location: PathBuf, role: &str, shard: &str) -> Connection {
+        let shard: String = shard.chars().filter(|c| c.is_alphanumeric() || "-_.@".contains(*c)).collect();
         config
             .application_name(&format!("retouchd {role}"))
+            .options(&format!("-c retouchd.shard={shard}"))
             .connect_timeout(Duration::from_secs(5))
             .tcp_user_timeout(Duration::from_secs(10))
             .keepalives(true)
