@@ -63,12 +63,13 @@ impl Owner {
         self.host == other.host && self.state_dir == other.state_dir
     }
 
-    /// Whether this owner may still be at work, seen from `me` at `now`.
-    fn is_alive(&self, me: &Owner, now: u64) -> bool {
+    /// Whether this owner may still be at work, seen from this machine at `now`: on another
+    /// host, while it renews; on this one, while its process lives.
+    fn is_alive(&self, now: u64) -> bool {
         if now.saturating_sub(self.heartbeat) > STALE_AFTER.as_secs() {
             return false;
         }
-        if self.host != me.host {
+        if self.host != host_name() {
             return true;
         }
         crate::lock::is_running(self.pid)
@@ -132,7 +133,7 @@ pub fn claim(inbox: &Path, me: &Owner) -> Result<Claimed, ClaimError> {
     let claimed = match owner_of(inbox) {
         None => Claimed::Free,
         Some(owner) if owner.is_same_daemon(me) => Claimed::Ours,
-        Some(owner) if owner.is_alive(me, now) => {
+        Some(owner) if owner.is_alive(now) => {
             let age_secs = now.saturating_sub(owner.heartbeat);
             return Err(ClaimError::Owned(InboxOwned { inbox: inbox.to_path_buf(), owner, age_secs }));
         }
@@ -233,5 +234,26 @@ mod tests {
         assert!(dir.path().join(MARKER).exists(), "the marker stays: it tells an inbox from an empty mount point");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, [MARKER], "no temp files left");
+    }
+
+    #[test]
+    fn the_nodes_of_a_shared_journal_share_an_inbox_that_a_lone_daemon_may_not_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = |name: &str| Owner {
+            host: CLUSTER_HOST.into(),
+            pid: 0,
+            state_dir: format!("database {name}").into(),
+            heartbeat: now_secs(),
+        };
+        // A lone daemon of this host that died: the cluster takes its inbox over (a migration).
+        let dead = Owner { host: host_name(), pid: i32::MAX as u32, ..other("/state/alone", 1) };
+        write_marker(dir.path(), Some(&dead)).unwrap();
+        assert!(matches!(claim(dir.path(), &cluster("studio")).unwrap(), Claimed::TakenOver(_)));
+        // Every node claims as the cluster: the same owner.
+        assert_eq!(claim(dir.path(), &cluster("studio")).unwrap(), Claimed::Ours);
+        // A lone daemon, or another cluster, is refused while the nodes renew.
+        let alone = Owner::me(Path::new("/state/alone"));
+        assert!(matches!(claim(dir.path(), &alone), Err(ClaimError::Owned(_))));
+        assert!(matches!(claim(dir.path(), &cluster("other")), Err(ClaimError::Owned(_))));
     }
 }

@@ -159,7 +159,7 @@ pub async fn overview(handle: &Handle, reader: &Reader) -> Result<Overview, Refu
     let hour_ago = crate::journal::now_ms() - 3_600_000;
     let config = handle.config();
     let for_nodes = Arc::clone(&config);
-    let (counts, by_inbox, delivered_last_hour, nodes) = reader
+    let read = reader
         .read(move |journal| {
             let now = crate::journal::now_ms();
             Ok((
@@ -169,7 +169,12 @@ pub async fn overview(handle: &Handle, reader: &Reader) -> Result<Overview, Refu
                 crate::commands::status::node_views(journal, &for_nodes, now)?,
             ))
         })
-        .await?;
+        .await;
+    // While a shared journal's database is away the page still says what the daemon does.
+    let (counts, by_inbox, delivered_last_hour, nodes) = match read {
+        Err(_) if daemon.database_unreachable.is_some() => Default::default(),
+        other => other?,
+    };
     let watches = config
         .watches
         .iter()

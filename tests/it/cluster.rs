@@ -84,12 +84,15 @@ impl Cluster {
         let ok =
             wait_for_or_show(limit, async || self.ws.files("done").len() >= files && self.ws.files("inbox").is_empty())
                 .await;
+        let last_log = self.ws.log(&format!("{}-0", self.nodes[0]));
+        let tail = &last_log[last_log.len().saturating_sub(3000)..];
         assert!(
             ok,
-            "not every file reached done/ within {limit:?}: done {}, inbox {:?}, failed {:?}",
+            "not every file reached done/ within {limit:?}: done {}, inbox {:?}, failed {:?}; {}'s log ends:\n{tail}",
             self.ws.files("done").len(),
             self.ws.files("inbox"),
-            self.ws.files("failed")
+            self.ws.files("failed"),
+            self.nodes[0]
         );
     }
 
@@ -284,8 +287,24 @@ async fn the_database_restarted_mid_run_pauses_the_nodes_and_loses_nothing() {
     let url = server.new_database().unwrap();
     let sim = start_sim(SimConfig { processing_ms: 1500, processing_jitter_ms: 1500, ..fast_sim() }).await;
     let cluster = Cluster::new(&sim, &[url.clone(), url], "3s");
+    // Node A serves the dashboard: it lists both nodes.
+    let config = std::fs::read_to_string(cluster.config(0)).unwrap();
+    std::fs::write(cluster.config(0), format!("[web]\nlisten = \"127.0.0.1:0\"\n{config}")).unwrap();
     let hashes = cluster.drop_files(FILES);
     let mut daemons: Vec<Daemon> = (0..2).map(|n| cluster.start(n, 0)).collect();
+    let dashboard = wait_for("node-a's dashboard", Duration::from_secs(30), async || {
+        retouchd::daemon::LiveStatus::read(&cluster.ws.path("state-node-a")).and_then(|s| s.dashboard)
+    })
+    .await;
+    let overview = wait_for("both nodes on the dashboard", Duration::from_secs(30), async || {
+        let body = reqwest::get(format!("{dashboard}api/overview")).await.ok()?.text().await.ok()?;
+        let overview: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (overview["nodes"].as_array()?.len() == 2).then_some(overview)
+    })
+    .await;
+    assert_eq!(overview["daemon"]["node"], "node-a");
+    let page = reqwest::get(&dashboard).await.unwrap().text().await.unwrap();
+    assert!(page.contains("<h2>Nodes</h2>") && page.contains("node-b"), "the overview page lists the nodes");
     wait_for("some deliveries", Duration::from_secs(60), async || (cluster.ws.files("done").len() >= 5).then_some(()))
         .await;
     let done_before = cluster.ws.files("done").len();
@@ -296,6 +315,7 @@ async fn the_database_restarted_mid_run_pauses_the_nodes_and_loses_nothing() {
             .is_ok_and(|t| t.contains("\"database_unreachable\": \""))
     });
     let done_while_down = cluster.ws.files("done").len();
+    let down_page = reqwest::get(&dashboard).await.unwrap().text().await.unwrap();
     server.start_again().unwrap();
     cluster.wait_all_done(FILES as usize, Duration::from_secs(180)).await;
     let logs = cluster.ws.log("node-a-0") + &cluster.ws.log("node-b-0");
@@ -307,5 +327,56 @@ async fn the_database_restarted_mid_run_pauses_the_nodes_and_loses_nothing() {
         "database restart: {done_before} done before the stop, {done_while_down} when it came back (5 s later); {figures}"
     );
     assert!(paused, "both nodes said the database was unreachable");
+    assert!(down_page.contains("Journal database unreachable"), "the dashboard says so too");
     assert!(logs.contains("the journal database answers again"), "the nodes carried on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL's server programs (Debian's postgresql); CI installs them"]
+async fn migrate_journal_carries_a_single_daemons_history_and_unfinished_jobs_into_the_cluster() {
+    let server = PgServer::start(false).expect("a PostgreSQL server");
+    let url = server.new_database().unwrap();
+    let sim = start_sim(SimConfig { processing_ms: 4000, ..fast_sim() }).await;
+    let cluster = Cluster::new(&sim, &[url], "3s");
+    // A daemon on its own (the workspace's config: SQLite in state/) delivers two files, and
+    // is killed with a third at the server.
+    let mut own = cluster.ws.spawn(&[], "single");
+    let hashes = cluster.drop_files(2);
+    wait_for("two deliveries", Duration::from_secs(60), async || (cluster.ws.files("done").len() == 2).then_some(()))
+        .await;
+    cluster.ws.drop_file("late.jpg", &distinct_jpeg(500));
+    wait_for("the third at the server", Duration::from_secs(30), async || {
+        (sim.stats().charged_starts == 3).then_some(())
+    })
+    .await;
+    own.kill().unwrap();
+    // Copy its journal into the shared one, then start a node: it resumes the third job.
+    let mut cmd = bin();
+    let out = cmd
+        .args(["migrate-journal", "--config"])
+        .arg(cluster.config(0))
+        .arg("--from")
+        .arg(cluster.ws.path("state"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("copied 3 jobs (1 unfinished"), "{said}");
+    let mut again = bin();
+    let twice = again
+        .args(["migrate-journal", "--config"])
+        .arg(cluster.config(0))
+        .arg("--from")
+        .arg(cluster.ws.path("state"))
+        .output()
+        .unwrap();
+    assert!(!twice.status.success(), "a second copy is refused");
+    let mut node = cluster.start(0, 0);
+    cluster.wait_all_done(3, Duration::from_secs(60)).await;
+    let status = cluster.status(0);
+    stop(&mut node);
+    let mut all = hashes;
+    all.push(sha256(&distinct_jpeg(500)));
+    cluster.check_exactly_once(&sim, &all);
+    assert_eq!(status["counts"]["done"], 3, "{status}");
 }
