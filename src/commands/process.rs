@@ -148,8 +148,8 @@ fn is_result_entry(rel: &Path) -> bool {
 
 /// Leaves out results of earlier runs: outputs the journal knows, files under `--out`, and
 /// anything named like a result layer.
-fn without_results(files: Vec<(PathBuf, PathBuf)>, state_dir: &Path, out: Option<&Path>) -> Vec<(PathBuf, PathBuf)> {
-    let journal = crate::journal::Journal::open_read_only(state_dir).ok();
+fn without_results(files: Vec<(PathBuf, PathBuf)>, config: &Config, out: Option<&Path>) -> Vec<(PathBuf, PathBuf)> {
+    let journal = crate::journal::Journal::for_config(config, false).ok();
     let mut outputs: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
     files
         .into_iter()
@@ -182,7 +182,7 @@ pub struct Request<'a> {
 pub async fn run(base: Config, request: Request<'_>) -> anyhow::Result<Summary> {
     let out_real = request.out.and_then(|o| std::fs::canonicalize(o).ok());
     let (found, passed_over) = collect(request.paths)?;
-    let files = without_results(found, &base.state_dir, out_real.as_deref());
+    let files = without_results(found, &base, out_real.as_deref());
     if let Some(out) = request.out {
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     }

@@ -42,7 +42,7 @@ pub struct Rendered {
 
 /// Renders every folder; a problem with one does not stop the others.
 pub fn run(config: Option<&Config>, request: &Request) -> Vec<Rendered> {
-    let journal = config.and_then(|c| Journal::open_read_only(&c.state_dir).ok());
+    let journal = config.and_then(|c| Journal::for_config(c, false).ok());
     request
         .paths
         .iter()

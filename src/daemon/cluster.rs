@@ -76,9 +76,10 @@ pub async fn patiently<T: Send + 'static>(
     let mut attempt = 0;
     loop {
         let (journal, call) = (Arc::clone(journal), Arc::clone(&f));
-        let outcome = tokio::task::spawn_blocking(move || call(&journal)).await.unwrap_or_else(|e| {
-            Err(JournalError::Unreachable { path: Default::default(), detail: format!("the call failed: {e}") })
-        });
+        let path = journal.path().to_path_buf();
+        let outcome = tokio::task::spawn_blocking(move || call(&journal))
+            .await
+            .unwrap_or_else(|e| Err(JournalError::Database { path, detail: format!("the journal call failed: {e}") }));
         match outcome {
             Err(e) if e.is_transient() => {
                 health.failed(&e);

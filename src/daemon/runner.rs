@@ -97,10 +97,7 @@ impl<'a> Runner<'a> {
                 Resume::Poll { task_id, host } => self.poll(&task_id, &host).await,
                 Resume::Fetch { task_id, host } => self.fetch(&task_id, &host).await,
                 Resume::Render { staged, target } => self.render(staged, target).await,
-                Resume::Publish { placements } => {
-                    self.fence().await?;
-                    self.publish(placements).await
-                }
+                Resume::Publish { placements } => self.publish(placements).await?,
                 Resume::SettleDone => self.settle_done().await,
                 Resume::SettleFailed { reason } => self.settle_failed(&reason).await,
                 Resume::Nothing => return Ok(self.job),
@@ -539,10 +536,13 @@ impl<'a> Runner<'a> {
         })
     }
 
-    async fn publish(&mut self, placements: Vec<Placement>) -> Event {
+    /// Publishes every placement; before each attempt, checks that this node still holds the
+    /// job (a shared journal: a node that lost it publishes nothing).
+    async fn publish(&mut self, placements: Vec<Placement>) -> Result<Event, JournalError> {
         let mut outputs = Vec::new();
         for placement in &placements {
             loop {
+                self.fence().await?;
                 let (from, to) = (placement.staged.clone(), placement.target.clone());
                 // A rename and folder syncs: on a blocking thread.
                 match on_blocking_thread(move || deliver::publish(&from, &to)).await {
@@ -558,7 +558,7 @@ impl<'a> Runner<'a> {
                     }
                     Err(e) => {
                         if let Some(reason) = self.retry_later("publishing the result", &e, None, LOCAL_CAP).await {
-                            return Event::Fail { reason };
+                            return Ok(Event::Fail { reason });
                         }
                     }
                 }
@@ -566,7 +566,7 @@ impl<'a> Runner<'a> {
         }
         // What was staged for this job and not published (layers not kept, the work folder).
         deliver::discard_job_staging(&self.watch.outbox.join(STAGING_DIR), &self.stage_stem());
-        Event::Published { outputs }
+        Ok(Event::Published { outputs })
     }
 
     /// Whether the inbox still holds this job's file unchanged; `Err` when that cannot be told

@@ -212,12 +212,17 @@ impl Postgres {
         self.writer.call(move |client| {
             let mut tx = client.transaction()?;
             let other = tx.query_opt(
-                "SELECT host, retouchd_now_ms() - heartbeat FROM nodes WHERE name = $1 FOR UPDATE",
+                "SELECT host, pid, retouchd_now_ms() - heartbeat FROM nodes WHERE name = $1 FOR UPDATE",
                 &[&node],
             )?;
             if let Some(row) = other {
-                let (other_host, age): (String, i64) = (row.get(0), row.get(1));
-                if other_host != host && age < lease_ms {
+                let (other_host, other_pid, age): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+                // Another host renewing, or another live process of this one (a second daemon
+                // with another state folder and the same default name).
+                let same_host_alive = other_host == host
+                    && other_pid != pid
+                    && u32::try_from(other_pid).is_ok_and(crate::lock::is_running);
+                if (other_host != host || same_host_alive) && age < lease_ms {
                     return Err(Failure::Refused(JournalError::Database {
                         path: location.clone(),
                         detail: format!(
@@ -917,6 +922,17 @@ mod tests {
         std::thread::spawn(move || {
             let mut client = postgres::Client::connect(&url_for_thread, NoTls).unwrap();
             client.execute("UPDATE nodes SET host = 'elsewhere' WHERE name = 'a'", &[]).unwrap();
+        })
+        .join()
+        .unwrap();
+        let err = Journal::for_cluster(&cluster_config(&url, "a", Duration::from_secs(30)), true).unwrap_err();
+        assert!(err.to_string().contains("cluster.node"), "{err}");
+        // Another live process of this host under the same name (pid 1 always lives).
+        let url_for_thread = url.clone();
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url_for_thread, NoTls).unwrap();
+            let host = crate::inbox::host_name();
+            client.execute("UPDATE nodes SET host = $1, pid = 1 WHERE name = 'a'", &[&host]).unwrap();
         })
         .join()
         .unwrap();
