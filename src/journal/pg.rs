@@ -187,6 +187,13 @@ impl Postgres {
                     knows: SCHEMA_VERSION,
                 }));
             }
+            if !writable && found == 0 {
+                return Err(Failure::Refused(JournalError::Database {
+                    path: location.clone(),
+                    detail: "the shared journal has no tables yet; start `retouchd run` on a node first (it makes them)"
+                        .into(),
+                }));
+            }
             if !writable || found == SCHEMA_VERSION {
                 return Ok(());
             }
@@ -948,6 +955,9 @@ mod tests {
         .unwrap();
         let err = Journal::for_cluster(&cluster_config(&url, "b", Duration::from_secs(30)), false).unwrap_err();
         assert!(matches!(err, JournalError::TooNew { found: 99, .. }), "{err}");
+        let empty = database();
+        let err = Journal::for_cluster(&cluster_config(&empty, "b", Duration::from_secs(30)), false).unwrap_err();
+        assert!(err.to_string().contains("start `retouchd run` on a node first"), "{err}");
     }
 
     #[test]
