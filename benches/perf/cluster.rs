@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use retouchd::testkit::PgServer;
 
 use crate::Row;
-use crate::rig::{Daemon, Inbox, Rig, instant_sim, small_png};
+use crate::rig::{self, Daemon, Inbox, Rig, instant_sim, small_png};
 
 pub fn cluster(runtime: &tokio::runtime::Runtime) -> Vec<Row> {
     let server = match PgServer::start(true) {
@@ -121,19 +121,7 @@ fn startup(runtime: &tokio::runtime::Runtime, server: &PgServer) -> Vec<Row> {
     let (daemon, ready) = rig.start_named(&config, "node-0");
     let peak = daemon.peak_rss_mb();
     daemon.stop();
-    let status = (0..3)
-        .map(|_| {
-            let started = Instant::now();
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_retouchd"))
-                .args(["status", "--json", "--config"])
-                .arg(&config)
-                .output()
-                .expect("status runs");
-            assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
-            started.elapsed()
-        })
-        .min()
-        .unwrap_or_default();
+    let status = rig::status_time(&config);
     vec![
         Row::judged(
             "cluster",

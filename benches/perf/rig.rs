@@ -251,6 +251,23 @@ fn tail(text: &str) -> &str {
     &text[start..]
 }
 
+/// The fastest of three whole `retouchd status --json` runs with `config`.
+pub fn status_time(config: &Path) -> Duration {
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let out = Command::new(env!("CARGO_BIN_EXE_retouchd"))
+                .args(["status", "--json", "--config"])
+                .arg(config)
+                .output()
+                .expect("status runs");
+            assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+            started.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
 /// A tmpfs to compare the disk with (`/dev/shm`), if this machine has one.
 pub fn memory_root() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/mounts").ok()?;

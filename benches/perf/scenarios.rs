@@ -420,19 +420,7 @@ pub fn startup(runtime: &tokio::runtime::Runtime) -> Vec<Row> {
     let peak = daemon.peak_rss_mb();
     daemon.stop();
     // `retouchd status` on that journal: the file counts come from the counts the journal keeps.
-    let status = (0..3)
-        .map(|_| {
-            let started = Instant::now();
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_retouchd"))
-                .args(["status", "--json", "--config"])
-                .arg(&config)
-                .output()
-                .expect("status runs");
-            assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
-            started.elapsed()
-        })
-        .min()
-        .unwrap_or_default();
+    let status = rig::status_time(&config);
     vec![
         Row::judged(
             "startup",

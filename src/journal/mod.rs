@@ -212,6 +212,27 @@ fn like_pattern(text: &str) -> String {
     pattern
 }
 
+/// Everything the delivered jobs among `jobs` put out.
+fn delivered_outputs(jobs: Vec<JobRecord>) -> Vec<PathBuf> {
+    jobs.into_iter()
+        .flat_map(|j| match j.state {
+            JobState::Done { outputs, .. } => outputs,
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// How a delivered job's state names `output` in its JSON (to narrow a search before
+/// [`first_with_output`] checks).
+fn output_needle(output: &Path) -> Result<String> {
+    serde_json::to_string(output).map_err(|e| JournalError::BadRow { id: 0, detail: e.to_string() })
+}
+
+/// The first of `jobs` that delivered `output`.
+fn first_with_output(jobs: Vec<JobRecord>, output: &Path) -> Option<JobRecord> {
+    jobs.into_iter().find(|j| matches!(&j.state, JobState::Done { outputs, .. } if outputs.iter().any(|o| o == output)))
+}
+
 /// A job's state as stored (`data`), read back.
 fn parse_state(id: JobId, data: &str) -> Result<JobState> {
     serde_json::from_str(data).map_err(|e| JournalError::BadRow { id, detail: format!("state `{data}`: {e}") })

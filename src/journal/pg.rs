@@ -25,7 +25,8 @@ use postgres::{Client, NoTls, Row};
 
 use super::{
     Exported, JobId, JobQuery, JobRecord, JournalError, NodeInfo, Result, Source, Step, Store, Write, WriteOutcome,
-    bytes, like_pattern, now_ms, parse_state, path_of, step_code, stored_state, timeline_of,
+    bytes, delivered_outputs, first_with_output, like_pattern, now_ms, output_needle, parse_state, path_of, step_code,
+    stored_state, timeline_of,
 };
 use crate::config::ClusterConfig;
 use crate::job::{JobState, StateName};
@@ -190,8 +191,9 @@ impl Postgres {
             if !writable && found == 0 {
                 return Err(Failure::Refused(JournalError::Database {
                     path: location.clone(),
-                    detail: "the shared journal has no tables yet; start `retouchd run` on a node first (it makes them)"
-                        .into(),
+                    detail:
+                        "the shared journal has no tables yet; start `retouchd run` on a node first (it makes them)"
+                            .into(),
                 }));
             }
             if !writable || found == SCHEMA_VERSION {
@@ -509,14 +511,7 @@ impl Store for Postgres {
 
     fn outputs_in(&self, inbox: &Path) -> Result<Vec<PathBuf>> {
         let sql = format!("SELECT {COLUMNS} FROM jobs WHERE inbox = $1 AND state = 'done'");
-        Ok(self
-            .jobs(sql, vec![Box::new(bytes(inbox))])?
-            .into_iter()
-            .flat_map(|j| match j.state {
-                JobState::Done { outputs, .. } => outputs,
-                _ => Vec::new(),
-            })
-            .collect())
+        Ok(delivered_outputs(self.jobs(sql, vec![Box::new(bytes(inbox))])?))
     }
 
     fn recent_render_errors(&self, limit: usize) -> Result<Vec<JobRecord>> {
@@ -578,13 +573,8 @@ impl Store for Postgres {
     }
 
     fn job_with_output(&self, output: &Path) -> Result<Option<JobRecord>> {
-        let needle =
-            serde_json::to_string(output).map_err(|e| JournalError::BadRow { id: 0, detail: e.to_string() })?;
         let sql = format!("SELECT {COLUMNS} FROM jobs WHERE state = 'done' AND strpos(data, $1) > 0 ORDER BY id DESC");
-        Ok(self
-            .jobs(sql, vec![Box::new(needle)])?
-            .into_iter()
-            .find(|j| matches!(&j.state, JobState::Done { outputs, .. } if outputs.iter().any(|o| o == output))))
+        Ok(first_with_output(self.jobs(sql, vec![Box::new(output_needle(output)?)])?, output))
     }
 
     fn node(&self) -> Option<&str> {

@@ -11,7 +11,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
     Exported, JobId, JobQuery, JobRecord, JournalError, Result, Source, Step, Store, Write, WriteOutcome, bytes,
-    like_pattern, now_ms, parse_state, path_of, step_code, stored_state, timeline_of,
+    delivered_outputs, first_with_output, like_pattern, now_ms, output_needle, parse_state, path_of, step_code,
+    stored_state, timeline_of,
 };
 use crate::job::{JobState, StateName};
 use crate::source::Stamp;
@@ -496,13 +497,7 @@ impl Store for Sqlite {
             &format!("{SELECT} WHERE inbox = ?1 AND state = ?2"),
             params![bytes(inbox), StateName::Done.as_str()],
         )?;
-        Ok(done
-            .into_iter()
-            .flat_map(|j| match j.state {
-                JobState::Done { outputs, .. } => outputs,
-                _ => Vec::new(),
-            })
-            .collect())
+        Ok(delivered_outputs(done))
     }
 
     /// The newest delivered jobs that came without a finished photo (a render problem), among
@@ -600,15 +595,11 @@ impl Store for Sqlite {
     /// The newest delivered job with `output` among its outputs (a scan: for commands, not the
     /// daemon's hot path).
     fn job_with_output(&self, output: &Path) -> Result<Option<JobRecord>> {
-        let needle =
-            serde_json::to_string(output).map_err(|e| JournalError::BadRow { id: 0, detail: e.to_string() })?;
         let jobs = self.query(
             &format!("{SELECT} WHERE state = ?1 AND instr(data, ?2) > 0 ORDER BY id DESC"),
-            params![StateName::Done.as_str(), needle],
+            params![StateName::Done.as_str(), output_needle(output)?],
         )?;
-        Ok(jobs
-            .into_iter()
-            .find(|j| matches!(&j.state, JobState::Done { outputs, .. } if outputs.iter().any(|o| o == output))))
+        Ok(first_with_output(jobs, output))
     }
 
     /// How many jobs are in each state.

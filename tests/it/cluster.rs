@@ -351,26 +351,18 @@ async fn migrate_journal_carries_a_single_daemons_history_and_unfinished_jobs_in
     .await;
     own.kill().unwrap();
     // Copy its journal into the shared one, then start a node: it resumes the third job.
-    let mut cmd = bin();
-    let out = cmd
-        .args(["migrate-journal", "--config"])
-        .arg(cluster.config(0))
-        .arg("--from")
-        .arg(cluster.ws.path("state"))
-        .output()
-        .unwrap();
+    let migrate = || {
+        let mut cmd = bin();
+        cmd.args(["migrate-journal", "--config"]).arg(cluster.config(0)).arg("--from").arg(cluster.ws.path("state"));
+        cmd.output().unwrap()
+    };
+    let out = migrate();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
     assert!(said.contains("copied 3 jobs (1 unfinished"), "{said}");
-    let mut again = bin();
-    let twice = again
-        .args(["migrate-journal", "--config"])
-        .arg(cluster.config(0))
-        .arg("--from")
-        .arg(cluster.ws.path("state"))
-        .output()
-        .unwrap();
+    let twice = migrate();
     assert!(!twice.status.success(), "a second copy is refused");
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("empty journal only"), "it says why");
     let mut node = cluster.start(0, 0);
     cluster.wait_all_done(3, Duration::from_secs(60)).await;
     let status = cluster.status(0);
