@@ -376,6 +376,7 @@ async fn check(arg: ConfigArg) -> Result<(), Failure> {
     retouchd::commands::check::run(&config).await.map_err(|e| match e {
         retouchd::commands::check::CheckError::Client(e) => Failure::new(exit::CONFIG, e),
         retouchd::commands::check::CheckError::Server(message) => Failure::new(exit::SERVER, message),
+        retouchd::commands::check::CheckError::Database(message) => Failure::new(exit::JOURNAL, message),
     })
 }
 

@@ -1,5 +1,6 @@
-//! `retouchd check`: the config is valid (it was loaded), the server answers, its start route
-//! exists at the configured URL, and the token is accepted, all without spending a credit.
+//! `retouchd check`: the config is valid (it was loaded), a shared journal's database answers,
+//! the server answers, its start route exists at the configured URL, and the token is
+//! accepted, all without spending a credit.
 
 use crate::api::{Client, ErrorKind};
 use crate::config::Config;
@@ -13,6 +14,9 @@ pub enum CheckError {
     /// The server or the token did not pass.
     #[error("{0}")]
     Server(String),
+    /// The shared journal's database cannot be used.
+    #[error("{0}")]
+    Database(String),
 }
 
 /// Runs the checks, printing one line per finding.
@@ -20,6 +24,24 @@ pub async fn run(config: &Config) -> Result<(), CheckError> {
     println!("config: ok ({} watch(es), token from {})", config.watches.len(), config.server.token_source);
     for w in &config.warnings {
         println!("warning: {w}");
+    }
+    if let Some(cluster) = &config.cluster {
+        let cluster = cluster.clone();
+        let journal = tokio::task::spawn_blocking(move || {
+            crate::journal::Journal::for_cluster(&cluster, false).and_then(|j| j.nodes().map(|n| n.len()))
+        })
+        .await
+        .map_err(|e| CheckError::Database(e.to_string()))?;
+        match journal {
+            Ok(nodes) => println!(
+                "database: {} answers; {nodes} node(s) known",
+                config.cluster.as_ref().map_or("", |c| &c.location)
+            ),
+            Err(crate::journal::JournalError::NotSetUp { .. }) => {
+                println!("database: answers; no tables yet (the first node to start makes them)")
+            }
+            Err(e) => return Err(CheckError::Database(format!("database: {e}"))),
+        }
     }
     let client = Client::new(config.server.client_options()).map_err(CheckError::Client)?;
     match client.limits().await {

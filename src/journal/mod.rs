@@ -66,6 +66,9 @@ pub enum JournalError {
     /// The shared journal's database refused a statement (not a lost connection).
     #[error("journal error on {path}: {detail}")]
     Database { path: PathBuf, detail: String },
+    /// The shared journal's database has no tables yet (no node has started on it).
+    #[error("the shared journal {path} has no tables yet; start `retouchd run` on a node first (it makes them)")]
+    NotSetUp { path: PathBuf },
     /// The shared journal's database cannot be reached now: retry later.
     #[error("the journal database {path} cannot be reached ({detail}); retrying")]
     Unreachable { path: PathBuf, detail: String },

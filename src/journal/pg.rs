@@ -189,12 +189,7 @@ impl Postgres {
                 }));
             }
             if !writable && found == 0 {
-                return Err(Failure::Refused(JournalError::Database {
-                    path: location.clone(),
-                    detail:
-                        "the shared journal has no tables yet; start `retouchd run` on a node first (it makes them)"
-                            .into(),
-                }));
+                return Err(Failure::Refused(JournalError::NotSetUp { path: location.clone() }));
             }
             if !writable || found == SCHEMA_VERSION {
                 return Ok(());

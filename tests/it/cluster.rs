@@ -356,6 +356,14 @@ async fn migrate_journal_carries_a_single_daemons_history_and_unfinished_jobs_in
         cmd.args(["migrate-journal", "--config"]).arg(cluster.config(0)).arg("--from").arg(cluster.ws.path("state"));
         cmd.output().unwrap()
     };
+    let check = || {
+        let mut cmd = bin();
+        let out = cmd.args(["check", "--config"]).arg(cluster.config(0)).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let before = check();
+    assert!(before.contains("database: answers; no tables yet"), "{before}");
     let out = migrate();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
@@ -365,6 +373,8 @@ async fn migrate_journal_carries_a_single_daemons_history_and_unfinished_jobs_in
     assert!(String::from_utf8_lossy(&twice.stderr).contains("empty journal only"), "it says why");
     let mut node = cluster.start(0, 0);
     cluster.wait_all_done(3, Duration::from_secs(60)).await;
+    let after = check();
+    assert!(after.contains("1 node(s) known"), "{after}");
     let status = cluster.status(0);
     stop(&mut node);
     let mut all = hashes;
