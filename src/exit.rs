@@ -16,7 +16,11 @@ pub const MEANINGS: [(u8, &str); 7] = [
     (FAILURE, "other failure (the message says what); `run --once`, `process`: some files failed or were refused"),
     (USAGE, "bad command line"),
     (CONFIG, "config error (every problem is listed, each with its key)"),
-    (JOURNAL, "state folder or journal error (damaged or not writable; it is never reset)"),
+    (
+        JOURNAL,
+        "state folder or journal error (damaged or not writable; it is never reset), or a shared journal's database \
+         that cannot be used (unreachable at start, a node name in use)",
+    ),
     (
         LOCKED,
         "another retouchd holds the state folder, or owns an inbox (the message names its host, pid and state folder)",
