@@ -35,7 +35,8 @@ impl Health {
         let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
         if down.is_none() {
             warn!(error = %error, "the journal database cannot be reached; claiming nothing new and waiting for it");
-            self.changed.notify_waiters();
+            // One listener (the main loop); a permit is kept if it is busy right now.
+            self.changed.notify_one();
         }
         *down = Some(error.to_string());
     }
@@ -44,11 +45,11 @@ impl Health {
     pub fn answered(&self) {
         if self.down.lock().unwrap_or_else(|p| p.into_inner()).take().is_some() {
             info!("the journal database answers again; carrying on");
-            self.changed.notify_waiters();
+            self.changed.notify_one();
         }
     }
 
-    /// Resolves when an outage starts or ends.
+    /// Resolves when an outage started or ended since the last call (for one listener).
     pub async fn changed(&self) {
         self.changed.notified().await
     }
