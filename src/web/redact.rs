@@ -1,6 +1,7 @@
 //! The config file as the dashboard shows it: every secret replaced by `<redacted>`. A secret
-//! is the value of a key named like one (`token`, `password`, `secret`, … at any depth), and the
-//! password part of any URL. What cannot be parsed is not shown at all.
+//! is the value of a key named like one (`token`, `password`, `secret`, … at any depth), the
+//! password part of any URL, and a `password=` in a database's key=value settings. What cannot
+//! be parsed is not shown at all.
 
 const SECRET_KEYS: [&str; 5] = ["token", "password", "secret", "key", "credential"];
 pub const REDACTED: &str = "<redacted>";
@@ -38,6 +39,8 @@ fn redact_value(value: &mut toml::Value) {
                 && url.set_password(Some(REDACTED)).is_ok()
             {
                 *s = url.to_string();
+            } else if s.contains("password=") {
+                *s = crate::config::redact_url(s);
             }
         }
         _ => {}
@@ -59,15 +62,17 @@ token_file = "/etc/retouchd/token"
 password = "open sesame"
 [[watch]]
 inbox = "/in"
+[state]
+database = "host=db.lan user=rd password=pg-pass-1 dbname=studio"
 [watch.payload]
 api_key = "k-999"
 tasks = [{ Plugin = "Heal", Alpha1 = 1 }]
 "#;
         let shown = redact_config(text).unwrap();
-        for secret in ["sk-live-123", "hunter2", "open sesame", "k-999"] {
+        for secret in ["sk-live-123", "hunter2", "open sesame", "k-999", "pg-pass-1"] {
             assert!(!shown.contains(secret), "{secret} shown in:\n{shown}");
         }
-        for kept in ["/etc/retouchd/token", "api.example", "Heal", "/in"] {
+        for kept in ["/etc/retouchd/token", "api.example", "Heal", "/in", "host=db.lan"] {
             assert!(shown.contains(kept), "{kept} missing from:\n{shown}");
         }
         assert!(redact_config("token = ").is_err(), "a broken file is not shown");
