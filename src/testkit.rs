@@ -158,29 +158,16 @@ impl PgServer {
         format!("postgres://retouchd@127.0.0.1:{}/{name}", self.port)
     }
 
-    /// A client for database `name`, made on a thread of its own (the `postgres` client cannot
-    /// be used inside an async runtime).
+    /// Whether database `name` takes connections.
     fn connect(&self, name: &str) -> Result<(), Error> {
-        let url = self.url(name);
-        std::thread::spawn(move || {
-            postgres::Client::connect(&url, postgres::NoTls).map(drop).map_err(|e| e.to_string())
-        })
-        .join()
-        .unwrap_or_else(|_| Err("panicked".into()))
+        execute(&self.url(name), "")
     }
 
     /// Creates a new, empty database; returns its address.
     pub fn new_database(&self) -> Result<String, Error> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!("t{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let admin = self.url("postgres");
-        let sql = format!("CREATE DATABASE {name}");
-        std::thread::spawn(move || {
-            let mut client = postgres::Client::connect(&admin, postgres::NoTls).map_err(|e| e.to_string())?;
-            client.batch_execute(&sql).map_err(|e| e.to_string())
-        })
-        .join()
-        .unwrap_or_else(|_| Err("panicked".into()))?;
+        execute(&self.url("postgres"), &format!("CREATE DATABASE {name}"))?;
         Ok(self.url(&name))
     }
 
@@ -194,6 +181,18 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs `sql` (statements separated by `;`; none for a bare connection) on the database at
+/// `url`, from a thread of its own: the `postgres` client cannot be used inside an async runtime.
+pub fn execute(url: &str, sql: &str) -> Result<(), Error> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+        client.batch_execute(&sql).map_err(|e| e.to_string())
+    })
+    .join()
+    .unwrap_or_else(|_| Err("panicked".into()))
 }
 
 /// A cluster config for a database address (tests).

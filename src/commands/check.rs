@@ -25,18 +25,15 @@ pub async fn run(config: &Config) -> Result<(), CheckError> {
     for w in &config.warnings {
         println!("warning: {w}");
     }
-    if let Some(cluster) = &config.cluster {
-        let cluster = cluster.clone();
+    if let Some(cluster) = config.cluster.clone() {
+        let location = cluster.location.clone();
         let journal = tokio::task::spawn_blocking(move || {
             crate::journal::Journal::for_cluster(&cluster, false).and_then(|j| j.nodes().map(|n| n.len()))
         })
         .await
         .map_err(|e| CheckError::Database(e.to_string()))?;
         match journal {
-            Ok(nodes) => println!(
-                "database: {} answers; {nodes} node(s) known",
-                config.cluster.as_ref().map_or("", |c| &c.location)
-            ),
+            Ok(nodes) => println!("database: {location} answers; {nodes} node(s) known"),
             Err(crate::journal::JournalError::NotSetUp { .. }) => {
                 println!("database: answers; no tables yet (the first node to start makes them)")
             }

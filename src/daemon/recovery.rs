@@ -44,8 +44,11 @@ pub(crate) async fn recover(config: &Config, client: &Client, marks_inboxes: boo
     let limits = probe_limits(client).await;
     let unfinished = journal.resume_mine()?;
     // In a shared journal other nodes' jobs may be staging in the same outboxes right now.
-    let everyones = if journal.node().is_some() { journal.unfinished()? } else { unfinished.clone() };
-    clean_staging(config, &everyones, journal.node().is_some());
+    if journal.node().is_some() {
+        clean_staging(config, &journal.unfinished()?, true);
+    } else {
+        clean_staging(config, &unfinished, false);
+    }
     info!(
         journal = %journal.path().display(),
         node = journal.node().unwrap_or("-"),

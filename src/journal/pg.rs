@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -693,7 +692,7 @@ type Task = Box<dyn FnOnce(&mut Session) + Send>;
 /// One connection to the database, on a thread of its own.
 #[derive(Debug)]
 struct Connection {
-    tasks: Mutex<mpsc::Sender<Task>>,
+    tasks: mpsc::Sender<Task>,
     location: PathBuf,
 }
 
@@ -727,7 +726,7 @@ impl Connection {
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start a journal connection thread");
         }
-        Connection { tasks: Mutex::new(tx), location }
+        Connection { tasks: tx, location }
     }
 
     /// Runs `f` with a connected client on the connection's thread, and waits for its answer.
@@ -742,7 +741,7 @@ impl Connection {
         let task: Task = Box::new(move |session: &mut Session| {
             let _ = reply_tx.send(session.run(&location, &f));
         });
-        let sent = self.tasks.lock().unwrap_or_else(|p| p.into_inner()).send(task);
+        let sent = self.tasks.send(task);
         let stopped = || JournalError::Unreachable {
             path: self.location.clone(),
             detail: "the journal connection thread stopped".into(),
@@ -812,7 +811,7 @@ fn is_shutdown(code: &postgres::error::SqlState) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{PgServer, cluster_config};
+    use crate::testkit::{PgServer, cluster_config, execute};
 
     fn node(url: &str, name: &str, lease: Duration) -> Journal {
         Journal::for_cluster(&cluster_config(url, name, lease), true).unwrap()
@@ -910,34 +909,16 @@ mod tests {
     fn a_node_name_in_use_on_another_host_is_refused_and_a_newer_schema_too() {
         let url = database();
         let a = node(&url, "a", Duration::from_secs(30));
-        let url_for_thread = url.clone();
-        std::thread::spawn(move || {
-            let mut client = postgres::Client::connect(&url_for_thread, NoTls).unwrap();
-            client.execute("UPDATE nodes SET host = 'elsewhere' WHERE name = 'a'", &[]).unwrap();
-        })
-        .join()
-        .unwrap();
+        execute(&url, "UPDATE nodes SET host = 'elsewhere' WHERE name = 'a'").unwrap();
         let err = Journal::for_cluster(&cluster_config(&url, "a", Duration::from_secs(30)), true).unwrap_err();
         assert!(err.to_string().contains("cluster.node"), "{err}");
         // Another live process of this host under the same name (pid 1 always lives).
-        let url_for_thread = url.clone();
-        std::thread::spawn(move || {
-            let mut client = postgres::Client::connect(&url_for_thread, NoTls).unwrap();
-            let host = crate::inbox::host_name();
-            client.execute("UPDATE nodes SET host = $1, pid = 1 WHERE name = 'a'", &[&host]).unwrap();
-        })
-        .join()
-        .unwrap();
+        let host = crate::inbox::host_name().replace('\'', "''");
+        execute(&url, &format!("UPDATE nodes SET host = '{host}', pid = 1 WHERE name = 'a'")).unwrap();
         let err = Journal::for_cluster(&cluster_config(&url, "a", Duration::from_secs(30)), true).unwrap_err();
         assert!(err.to_string().contains("cluster.node"), "{err}");
         drop(a);
-        let url_for_thread = url.clone();
-        std::thread::spawn(move || {
-            let mut client = postgres::Client::connect(&url_for_thread, NoTls).unwrap();
-            client.execute("INSERT INTO retouchd_schema (version) VALUES (99)", &[]).unwrap();
-        })
-        .join()
-        .unwrap();
+        execute(&url, "INSERT INTO retouchd_schema (version) VALUES (99)").unwrap();
         let err = Journal::for_cluster(&cluster_config(&url, "b", Duration::from_secs(30)), false).unwrap_err();
         assert!(matches!(err, JournalError::TooNew { found: 99, .. }), "{err}");
         let empty = database();
