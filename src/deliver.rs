@@ -4,11 +4,15 @@
 //! name, `name (2).ext` when taken). Also the safe extraction of result archives (entry names
 //! checked, no links, bytes really written capped) and moving sources to done/ or failed/ with a
 //! reason beside them.
+//!
+//! Every file operation here runs relative to an opened inbox, outbox, done or failed folder
+//! ([`crate::beneath::Dir`]): a subfolder someone swapped for a link is refused, never followed.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
+use crate::beneath::Dir;
 use crate::formats::FileKind;
 
 /// The hidden folder inside each outbox (and done/failed folder) where files are staged.
@@ -43,46 +47,69 @@ fn candidate(dir: &Path, stem: &str, ext: Option<&str>, n: u32) -> PathBuf {
     }
 }
 
-/// Renames `from` to `to` unless `to` exists; atomic where the file system supports it.
+/// Renames `from` to `to` unless `to` exists; atomic where the file system supports it. For
+/// paths the caller trusts (its own config files); the daemon's folders use [`place_beneath`].
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
-    let (cf, ct) = (c(from)?, c(to)?);
-    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
-    let rc =
-        unsafe { libc::renameat2(libc::AT_FDCWD, cf.as_ptr(), libc::AT_FDCWD, ct.as_ptr(), libc::RENAME_NOREPLACE) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        // Some network file systems do not know the flag: check, then rename.
-        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
-            if fs::symlink_metadata(to).is_ok() {
-                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-            }
-            fs::rename(from, to)
-        }
-        _ => Err(err),
-    }
+    let (from_dir, from_name) = split_path(from)?;
+    let (to_dir, to_name) = split_path(to)?;
+    Dir::root(from_dir)?.rename_noreplace(Path::new(from_name), &Dir::root(to_dir)?, Path::new(to_name))
 }
 
-/// Moves `from` into `dir` as `stem[.ext]`, or the first free ` (N)` variant. Returns the final path.
+fn split_path(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
+    let name = path.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Ok((dir, name))
+}
+
+/// Moves `from` into `dir` as `stem[.ext]`, or the first free ` (N)` variant, for paths the caller
+/// trusts (`retouchd retry` and `render`). Returns the final path.
 pub fn place(from: &Path, dir: &Path, stem: &str, ext: Option<&str>) -> io::Result<PathBuf> {
-    fs::create_dir_all(dir)?;
+    let (from_dir, from_name) = split_path(from)?;
+    place_beneath(&Dir::root(from_dir)?, Path::new(from_name), &Dir::root_made(dir)?, Path::new(""), stem, ext)
+}
+
+/// Moves `from` (beneath `from_root`) into the folder `dir` beneath `to_root` (made if missing)
+/// as `stem[.ext]`, or the first free ` (N)` variant; never through a link. Returns the final path.
+pub fn place_beneath(
+    from_root: &Dir,
+    from: &Path,
+    to_root: &Dir,
+    dir: &Path,
+    stem: &str,
+    ext: Option<&str>,
+) -> io::Result<PathBuf> {
+    let to_dir = to_root.create_dirs(dir)?;
     for n in 1..10_000 {
-        let to = candidate(dir, stem, ext, n);
-        match rename_noreplace(from, &to) {
+        let name = candidate(Path::new(""), stem, ext, n);
+        match from_root.rename_noreplace(from, &to_dir, &name) {
             Ok(()) => {
-                sync_dir(dir);
-                return Ok(to);
+                to_dir.sync();
+                return Ok(to_root.path().join(dir).join(name));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTEMPTY) => continue,
             Err(e) => return Err(e),
         }
     }
-    Err(io::Error::other(format!("no free name for {stem} in {}", dir.display())))
+    Err(io::Error::other(format!("no free name for {stem} in {}", to_dir.path().display())))
+}
+
+/// `path` below `root`, or an error saying it is not there (a journaled path must stay inside
+/// the folder it was made in).
+pub fn below<'p>(root: &Path, path: &'p Path) -> io::Result<&'p Path> {
+    path.strip_prefix(root).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not inside {}; refused", path.display(), root.display()),
+        )
+    })
+}
+
+/// Opens an outbox's staging folder (made if missing, readable only by this user, so nobody
+/// else can plant anything inside it).
+pub fn open_staging(outbox: &Path) -> io::Result<Dir> {
+    let staging = Dir::root_made(outbox)?.create_dirs(Path::new(STAGING_DIR))?;
+    let _ = rustix::fs::fchmod(&staging, rustix::fs::Mode::from_raw_mode(0o700));
+    Ok(staging)
 }
 
 /// Where a result is published: `dir/stem[.ext]`, or the first free `stem (N)[.ext]` there.
@@ -143,74 +170,70 @@ impl<'de> serde::Deserialize<'de> for Target {
     }
 }
 
-/// Turns a job's download into a staged result named after `stem` in `staging` (the download's
-/// folder, beside the outbox): a zip is extracted (at most `max_bytes`) into a folder, an image
-/// renamed. Returns the staged path; the download is gone either way.
+/// Turns a job's download (`download`, a name in `staging`) into a staged result named after
+/// `stem` there: a zip is extracted (at most `max_bytes`) into a folder, an image renamed.
+/// Returns the staged path; the download is gone either way.
 pub fn stage_download(
+    staging: &Dir,
     download: &Path,
     kind: FileKind,
     target: &Target,
     stem: &str,
     max_bytes: u64,
 ) -> Result<PathBuf, DeliverError> {
-    let staging = download.parent().map(Path::to_path_buf).unwrap_or_default();
     let staged =
-        staging.join(staged_name(stem, target.ext.as_deref().map(|e| format!(".{e}")).as_deref().unwrap_or("")));
-    remove_any(&staged)?;
+        PathBuf::from(staged_name(stem, target.ext.as_deref().map(|e| format!(".{e}")).as_deref().unwrap_or("")));
+    staging.remove_all(&staged)?;
     match kind {
         FileKind::Zip => {
-            let result = extract_zip(download, &staged, max_bytes);
-            let _ = fs::remove_file(download);
+            let result = extract_zip_beneath(staging.open_file(download)?, staging, &staged, max_bytes);
+            let _ = staging.remove_file(download);
             if result.is_err() {
-                let _ = remove_any(&staged);
+                let _ = staging.remove_all(&staged);
             }
             result?;
-            sync_dir(&staged);
         }
-        FileKind::Png | FileKind::Jpeg => fs::rename(download, &staged)?,
+        FileKind::Png | FileKind::Jpeg => staging.rename_replace(download, &staged)?,
         FileKind::Unknown => {
-            let _ = fs::remove_file(download);
+            let _ = staging.remove_file(download);
             return Err(DeliverError::Unsafe(
                 "the server sent something that is neither a ZIP archive nor an image".into(),
             ));
         }
     }
-    Ok(staged)
+    staging.sync();
+    Ok(staging.path().join(staged))
 }
 
-/// Removes a file or a folder tree, if there.
-fn remove_any(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+/// Publishes a staged result (beneath `outbox`) at `target` (or its first free numbered name).
+/// Returns the final path; `Ok(None)` when nothing is staged any more (it was published before
+/// a restart).
+pub fn publish(outbox: &Path, staged: &Path, target: &Target) -> io::Result<Option<PathBuf>> {
+    let root = Dir::root_made(outbox)?;
+    let (staged_rel, dir_rel) = (below(outbox, staged)?, below(outbox, &target.dir)?);
+    match root.metadata(staged_rel) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+        Ok(_) => {}
     }
-}
-
-/// Publishes a staged result at `target` (or its first free numbered name). Returns the final
-/// path; `Ok(None)` when nothing is staged any more (it was published before a restart).
-pub fn publish(staged: &Path, target: &Target) -> io::Result<Option<PathBuf>> {
-    if staged.symlink_metadata().is_err() {
-        return Ok(None);
-    }
-    place(staged, &target.dir, &target.stem, target.ext.as_deref()).map(Some)
+    place_beneath(&root, staged_rel, &root, dir_rel, &target.stem, target.ext.as_deref()).map(Some)
 }
 
 /// The extension of the note that says why no finished photo was made: `<name>.render-error.txt`.
 pub const RENDER_NOTE_EXT: &str = "render-error.txt";
 
-/// Writes the render-error note into `dir`; returns its path.
+/// Writes the render-error note into `dir` (a job's own work folder); returns its path.
 pub fn write_render_note(dir: &Path, reason: &str) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let path = dir.join(format!("note.{RENDER_NOTE_EXT}"));
+    let _ = fs::remove_file(&path);
     let text = format!(
         "retouchd could not make the finished photo from the layers beside this note.\n\
          Reason: {reason}\n\n\
          The layers are delivered as the server sent them; no credit is spent again.\n\
          After fixing the cause, `retouchd render <layers folder>` makes the finished photo without the server.\n"
     );
-    let mut file = File::create(&path)?;
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     Ok(path)
@@ -250,10 +273,10 @@ pub fn render_dir(staged: &Path, stem: &str) -> PathBuf {
 /// its result (`job-N`, or `job-N.jpg|png` for one image) when the finished photo replaced it,
 /// and its work folder `job-N.render`. Named, not searched: the staging folder may hold
 /// thousands of other jobs.
-pub fn discard_job_staging(staging: &Path, stem: &str) {
+pub fn discard_job_staging(staging: &Dir, stem: &str) {
     for suffix in ["", RENDER_SUFFIX, ".jpg", ".png"] {
         let name = staged_name(stem, suffix);
-        let _ = remove_any(&staging.join(name));
+        let _ = staging.remove_all(Path::new(&name));
     }
 }
 
@@ -272,15 +295,33 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
-/// Extracts a result archive into `dest` (which must not exist yet). Refuses entries that would
-/// land outside `dest` (`..`, absolute paths), links, duplicate names, and stops once more than
-/// `max_bytes` would be written, whatever the archive declares.
+/// The most entries a result archive may have (a photo's layers are a handful; an input zip's
+/// results a few per photo).
+pub const MAX_RESULT_ENTRIES: usize = 3 * crate::inspect::MAX_ZIP_ENTRIES + 100;
+
+/// Extracts a result archive into `dest` (which must not exist yet), for paths the caller
+/// trusts; the daemon uses [`extract_zip_beneath`].
 pub fn extract_zip(archive_path: &Path, dest: &Path, max_bytes: u64) -> Result<Vec<PathBuf>, DeliverError> {
+    let (parent, name) = split_path(dest)?;
+    extract_zip_beneath(File::open(archive_path)?, &Dir::root(parent)?, Path::new(name), max_bytes)
+}
+
+/// Extracts a result archive into the new folder `dest` beneath `root`. Refuses entries that
+/// would land outside `dest` (`..`, absolute paths), links, duplicate names, more than
+/// [`MAX_RESULT_ENTRIES`] entries, and stops once more than `max_bytes` would be written,
+/// whatever the archive declares. Every file is created exclusively, beneath `dest`'s handle.
+pub fn extract_zip_beneath(
+    archive_file: File,
+    root: &Dir,
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<Vec<PathBuf>, DeliverError> {
     let unsafe_ = |m: String| DeliverError::Unsafe(m);
-    let mut archive = zip::ZipArchive::new(File::open(archive_path)?)
-        .map_err(|e| unsafe_(format!("the result archive cannot be read: {e}")))?;
+    let declared = declared_entries(&archive_file)?;
+    let mut archive =
+        zip::ZipArchive::new(archive_file).map_err(|e| unsafe_(format!("the result archive cannot be read: {e}")))?;
     // The reader keeps one entry per name; a central directory listing more means duplicates.
-    if let Some(declared) = declared_entries(archive_path)?
+    if let Some(declared) = declared
         && declared != archive.len()
     {
         return Err(unsafe_(format!(
@@ -288,7 +329,17 @@ pub fn extract_zip(archive_path: &Path, dest: &Path, max_bytes: u64) -> Result<V
             archive.len()
         )));
     }
-    fs::create_dir(dest)?;
+    if archive.len() > MAX_RESULT_ENTRIES {
+        return Err(unsafe_(format!(
+            "the result archive has {} entries, more than the {MAX_RESULT_ENTRIES} retouchd takes; refused",
+            archive.len()
+        )));
+    }
+    let dest_name = dest.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let parent = root.dir(dest.parent().unwrap_or(Path::new("")))?;
+    rustix::fs::mkdirat(&parent, dest_name, rustix::fs::Mode::from_raw_mode(0o777))
+        .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))?;
+    let out_dir = parent.dir(Path::new(dest_name))?;
     let mut written = 0u64;
     let mut outputs = Vec::new();
     for i in 0..archive.len() {
@@ -304,15 +355,13 @@ pub fn extract_zip(archive_path: &Path, dest: &Path, max_bytes: u64) -> Result<V
         let rel = safe_relative(&raw_name).ok_or_else(|| {
             unsafe_(format!("the result archive has an entry `{raw_name}` that points outside its folder; refused"))
         })?;
-        let path = dest.join(&rel);
         if entry.is_dir() {
-            fs::create_dir_all(&path)?;
+            out_dir.create_dirs(&rel)?;
             continue;
         }
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let mut out = match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+        let folder = out_dir.create_dirs(rel.parent().unwrap_or(Path::new("")))?;
+        let file_name = rel.file_name().map(Path::new).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let mut out = match folder.create_new(file_name) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(unsafe_(format!("the result archive has `{raw_name}` twice; refused")));
@@ -334,21 +383,20 @@ pub fn extract_zip(archive_path: &Path, dest: &Path, max_bytes: u64) -> Result<V
             )));
         }
         out.sync_all()?;
-        outputs.push(path);
+        outputs.push(root.path().join(dest).join(&rel));
     }
+    out_dir.sync();
     Ok(outputs)
 }
 
 /// The entry count a zip's end-of-central-directory record declares (`None` for zip64 archives,
 /// whose 16-bit field is a placeholder, or when the record is not found).
-fn declared_entries(path: &Path) -> io::Result<Option<usize>> {
-    use std::io::{Seek, SeekFrom};
-    let mut file = File::open(path)?;
-    let len = file.seek(SeekFrom::End(0))?;
+fn declared_entries(file: &File) -> io::Result<Option<usize>> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
     let start = len.saturating_sub(22 + 65_535);
-    file.seek(SeekFrom::Start(start))?;
-    let mut tail = Vec::new();
-    file.read_to_end(&mut tail)?;
+    let mut tail = vec![0u8; (len - start) as usize];
+    file.read_exact_at(&mut tail, start)?;
     let Some(at) = tail.windows(4).rposition(|w| w == b"PK\x05\x06") else { return Ok(None) };
     let Some(field) = tail.get(at + 10..at + 12) else { return Ok(None) };
     let total = u16::from_le_bytes([field[0], field[1]]);
@@ -372,29 +420,30 @@ fn safe_relative(name: &str) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
-/// Moves a source file to `dir/<rel>` (a free name there), across file systems if needed by
-/// copying to a staging name, syncing, renaming and only then removing the original.
-pub fn move_source(src: &Path, dir: &Path, rel: &Path) -> io::Result<PathBuf> {
-    let target_dir = rel.parent().map(|p| dir.join(p)).unwrap_or_else(|| dir.to_path_buf());
+/// Moves the source `rel` of `inbox` to `<dest>/<rel>` (a free name there), beneath both
+/// folders' handles; across file systems by copying to a temporary name in `dest`'s staging
+/// folder, syncing, renaming and only then removing the original.
+pub fn move_source(inbox: &Path, rel: &Path, dest: &Path) -> io::Result<PathBuf> {
+    let (from, to) = (Dir::root(inbox)?, Dir::root_made(dest)?);
+    let sub = rel.parent().unwrap_or(Path::new(""));
     let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let (stem, ext) = split_name(&name);
-    match place(src, &target_dir, stem, ext) {
+    match place_beneath(&from, rel, &to, sub, stem, ext) {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let staging = dir.join(STAGING_DIR);
-            fs::create_dir_all(&staging)?;
-            let tmp = staging.join(format!("move-{}", fastrand::u64(..)));
+            let staging = to.create_dirs(Path::new(STAGING_DIR))?;
+            let (mut tmp, tmp_name) = staging.create_temp("move-")?;
             let result = (|| {
-                fs::copy(src, &tmp)?;
-                File::open(&tmp)?.sync_all()?;
-                place(&tmp, &target_dir, stem, ext)
+                io::copy(&mut from.open_file(rel)?, &mut tmp)?;
+                tmp.sync_all()?;
+                place_beneath(&staging, Path::new(&tmp_name), &to, sub, stem, ext)
             })();
             match result {
-                Ok(to) => {
-                    fs::remove_file(src)?;
-                    Ok(to)
+                Ok(moved) => {
+                    from.remove_file(rel)?;
+                    Ok(moved)
                 }
                 Err(e) => {
-                    let _ = fs::remove_file(&tmp);
+                    let _ = staging.remove_file(Path::new(&tmp_name));
                     Err(e)
                 }
             }
@@ -403,23 +452,38 @@ pub fn move_source(src: &Path, dir: &Path, rel: &Path) -> io::Result<PathBuf> {
     }
 }
 
-/// Writes `<failed file>.error.txt` with the reason and what to do.
-pub fn write_error_note(failed_file: &Path, source: &Path, reason: &str) -> io::Result<PathBuf> {
-    let mut note = failed_file.as_os_str().to_owned();
-    note.push(".error.txt");
-    let note = PathBuf::from(note);
+/// Removes the source `rel` of `inbox` (`on_success = "delete"`), beneath the inbox's handle.
+pub fn remove_source(inbox: &Path, rel: &Path) -> io::Result<()> {
+    Dir::root(inbox)?.remove_file(rel)
+}
+
+/// The longest file name most file systems take, in bytes.
+const NAME_MAX: usize = 255;
+
+/// The note's name for the failed file `name`: `<name>.error.txt`, with the name shortened (at a
+/// character boundary) when the whole would be longer than a file system allows.
+fn error_note_name(name: &str) -> String {
+    const SUFFIX: &str = ".error.txt";
+    let keep = name.floor_char_boundary(NAME_MAX - SUFFIX.len());
+    format!("{}{SUFFIX}", &name[..keep])
+}
+
+/// Writes `<failed file>.error.txt` beside `moved` (a file beneath `failed_dir`) with the reason
+/// and what to do. A link planted under that name is replaced, never followed.
+pub fn write_error_note(failed_dir: &Path, moved: &Path, source: &Path, reason: &str) -> io::Result<PathBuf> {
+    let rel = below(failed_dir, moved)?;
+    let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let note = rel.with_file_name(error_note_name(&name));
     let text = format!(
         "retouchd could not retouch this file.\n\nFile:   {}\nReason: {}\nWhen:   {}\n\n\
          What to do: fix what the reason says, then move the file back into the inbox \
          (or run `retouchd retry --failed`).\n",
-        source.display(),
+        crate::logging::escaped(source.display()),
         reason,
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
     );
-    let mut f = File::create(&note)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    Ok(note)
+    Dir::root(failed_dir)?.write_replace(&note, text.as_bytes())?;
+    Ok(failed_dir.join(note))
 }
 
 #[cfg(test)]
@@ -455,20 +519,21 @@ mod tests {
     #[test]
     fn a_staged_result_is_published_once_and_a_second_publish_finds_nothing() {
         let dir = tempfile::tempdir().unwrap();
+        let staging_dir = open_staging(dir.path()).unwrap();
         let staging = dir.path().join(STAGING_DIR);
-        fs::create_dir_all(&staging).unwrap();
         let download = staging.join("download-1");
         fs::write(&download, imagegen::jpeg_bytes(4, 4, [1, 2, 3])).unwrap();
         let target = Target::for_result(&dir.path().join("out"), Path::new("sub/p.jpeg"), FileKind::Jpeg);
-        let staged = stage_download(&download, FileKind::Jpeg, &target, &stage_stem(7, 1), 1 << 20).unwrap();
+        let name = Path::new("download-1");
+        let staged = stage_download(&staging_dir, name, FileKind::Jpeg, &target, &stage_stem(7, 1), 1 << 20).unwrap();
         assert_eq!(staged, staging.join("job-7.jpg"));
         assert!(!download.exists());
-        let published = publish(&staged, &target).unwrap();
+        let published = publish(dir.path(), &staged, &target).unwrap();
         assert_eq!(published, Some(dir.path().join("out/sub/p.jpg")));
-        assert_eq!(publish(&staged, &target).unwrap(), None, "after a restart: already published");
+        assert_eq!(publish(dir.path(), &staged, &target).unwrap(), None, "after a restart: already published");
 
         fs::write(&download, b"<html>").unwrap();
-        let refused = stage_download(&download, FileKind::Unknown, &target, &stage_stem(8, 3), 1 << 20);
+        let refused = stage_download(&staging_dir, name, FileKind::Unknown, &target, &stage_stem(8, 3), 1 << 20);
         assert!(matches!(refused, Err(DeliverError::Unsafe(_))));
         assert!(!download.exists(), "nothing is left behind");
     }
@@ -528,13 +593,48 @@ mod tests {
     #[test]
     fn sources_move_into_subfolders_and_error_notes_say_why() {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("in.jpg");
+        let src = dir.path().join("inbox/sub/in.jpg");
+        fs::create_dir_all(src.parent().unwrap()).unwrap();
         fs::write(&src, b"x").unwrap();
-        let moved = move_source(&src, &dir.path().join("failed"), Path::new("sub/in.jpg")).unwrap();
+        let failed = dir.path().join("failed");
+        let moved = move_source(&dir.path().join("inbox"), Path::new("sub/in.jpg"), &failed).unwrap();
         assert_eq!(moved, dir.path().join("failed/sub/in.jpg"));
         assert!(!src.exists());
-        let note = write_error_note(&moved, Path::new("/inbox/sub/in.jpg"), "the file is empty").unwrap();
+        let note = write_error_note(&failed, &moved, Path::new("/inbox/sub/in.jpg"), "the file is empty").unwrap();
         assert_eq!(note, dir.path().join("failed/sub/in.jpg.error.txt"));
         assert!(fs::read_to_string(note).unwrap().contains("the file is empty"));
+    }
+
+    #[test]
+    fn a_name_at_the_length_limit_still_gets_its_note_and_a_planted_link_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let failed = dir.path().join("failed");
+        fs::create_dir_all(&failed).unwrap();
+        let long = format!("{}é.jpg", "x".repeat(249));
+        assert_eq!(long.len(), 255);
+        fs::write(failed.join(&long), b"x").unwrap();
+        let note = write_error_note(&failed, &failed.join(&long), Path::new("/in/x.jpg"), "why").unwrap();
+        let name = note.file_name().unwrap().to_str().unwrap();
+        assert!(name.len() <= 255 && name.ends_with(".error.txt") && name.starts_with("xxxx"), "{name}");
+        assert!(fs::read_to_string(&note).unwrap().contains("why"));
+
+        let victim = dir.path().join("victim.txt");
+        fs::write(&victim, b"keep me").unwrap();
+        fs::write(failed.join("b.jpg"), b"x").unwrap();
+        std::os::unix::fs::symlink(&victim, failed.join("b.jpg.error.txt")).unwrap();
+        write_error_note(&failed, &failed.join("b.jpg"), Path::new("/in/b.jpg"), "why").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep me", "the note went through the planted link");
+        assert!(fs::read_to_string(failed.join("b.jpg.error.txt")).unwrap().contains("why"));
+    }
+
+    #[test]
+    fn a_result_archive_with_too_many_entries_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<(String, Vec<u8>)> = (0..=MAX_RESULT_ENTRIES).map(|i| (format!("{i}.png"), vec![])).collect();
+        let path = dir.path().join("r.zip");
+        fs::write(&path, imagegen::zip_of(&entries)).unwrap();
+        let err = extract_zip(&path, &dir.path().join("out"), 1 << 30).unwrap_err();
+        assert!(err.to_string().contains("entries"), "{err}");
+        assert!(!dir.path().join("out").exists());
     }
 }

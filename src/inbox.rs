@@ -95,8 +95,9 @@ pub struct InboxOwned {
 /// Whether an inbox can be trusted to show what is in it: readable, and (when `marked`) still
 /// carrying its marker file.
 pub fn inbox_available(inbox: &Path, marked: bool) -> std::io::Result<()> {
-    std::fs::read_dir(inbox)?;
-    if !marked || inbox.join(MARKER).exists() {
+    let dir = crate::beneath::Dir::root(inbox)?;
+    dir.entries()?;
+    if !marked || dir.metadata(Path::new(MARKER)).is_ok_and(|m| m.is_file()) {
         return Ok(());
     }
     Err(std::io::Error::new(
@@ -112,7 +113,9 @@ pub fn inbox_available(inbox: &Path, marked: bool) -> std::io::Result<()> {
 /// The owner record in `inbox`'s marker, if there is a readable one (an older retouchd's
 /// marker holds only a sentence: no owner).
 pub fn owner_of(inbox: &Path) -> Option<Owner> {
-    let text = std::fs::read_to_string(inbox.join(MARKER)).ok()?;
+    let mut file = crate::beneath::Dir::root(inbox).and_then(|d| d.open_file(Path::new(MARKER))).ok()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(&mut file, 64 * 1024), &mut text).ok()?;
     toml::from_str(&text).ok()
 }
 
@@ -159,17 +162,14 @@ pub enum ClaimError {
     Io(std::io::Error),
 }
 
-/// Writes the marker (temp file, then rename: a reader never sees half a record).
+/// Writes the marker: a new temporary file under an unpredictable name, then a rename, so a
+/// reader never sees half a record and a link planted in the inbox is never written through.
 fn write_marker(inbox: &Path, owner: Option<&Owner>) -> std::io::Result<()> {
     let mut text = HEADER.to_string();
     if let Some(owner) = owner {
         text.push_str(&toml::to_string(owner).map_err(std::io::Error::other)?);
     }
-    let tmp = inbox.join(format!("{MARKER}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, inbox.join(MARKER)).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    crate::beneath::Dir::root(inbox)?.write_replace(Path::new(MARKER), text.as_bytes())
 }
 
 fn now_secs() -> u64 {
@@ -255,5 +255,23 @@ mod tests {
         let alone = Owner::me(Path::new("/state/alone"));
         assert!(matches!(claim(dir.path(), &alone), Err(ClaimError::Owned(_))));
         assert!(matches!(claim(dir.path(), &cluster("other")), Err(ClaimError::Owned(_))));
+    }
+
+    #[test]
+    fn the_heartbeat_never_writes_through_a_link_planted_at_its_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (inbox, victim) = (dir.path().join("inbox"), dir.path().join("victim"));
+        std::fs::create_dir(&inbox).unwrap();
+        std::fs::write(&victim, b"keep me").unwrap();
+        // The old predictable temp name, and the marker itself, planted as links.
+        std::os::unix::fs::symlink(&victim, inbox.join(format!("{MARKER}.{}.tmp", std::process::id()))).unwrap();
+        let me = Owner::me(Path::new("/state"));
+        claim(&inbox, &me).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        std::fs::remove_file(inbox.join(MARKER)).unwrap();
+        std::os::unix::fs::symlink(&victim, inbox.join(MARKER)).unwrap();
+        claim(&inbox, &me).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert!(!inbox.join(MARKER).symlink_metadata().unwrap().is_symlink(), "the link was replaced");
     }
 }

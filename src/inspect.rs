@@ -26,7 +26,11 @@ fn mb(bytes: u64) -> f64 {
 
 /// The file's kind when it may be sent, or the reason it may not.
 pub fn inspect(path: &Path, limits: &Limits) -> std::io::Result<Result<FileKind, String>> {
-    let mut file = File::open(path)?;
+    inspect_file(File::open(path)?, limits)
+}
+
+/// [`inspect`] for a file already opened (the daemon opens inbox files beneath their inbox).
+pub fn inspect_file(mut file: File, limits: &Limits) -> std::io::Result<Result<FileKind, String>> {
     let size = file.metadata()?.len();
     if size == 0 {
         return Ok(Err("the file is empty (0 bytes)".into()));
@@ -71,11 +75,22 @@ fn check_image(reader: &mut (impl Read + std::io::Seek), kind: FileKind, limits:
     }
 }
 
+/// The most entries an input zip may have: each photo in it comes back as several files, so an
+/// archive of a hundred thousand empty entries would flood the outbox.
+pub const MAX_ZIP_ENTRIES: usize = 2_000;
+
 fn check_zip(file: File, limits: &Limits) -> Result<(), String> {
     if !limits.archive_formats.iter().any(|f| f == "zip") {
         return Err("the server does not take zip archives".into());
     }
     let mut archive = zip::ZipArchive::new(file).map_err(|e| format!("the zip archive cannot be read: {e}"))?;
+    if archive.len() > MAX_ZIP_ENTRIES {
+        return Err(format!(
+            "the zip has {} entries; at most {MAX_ZIP_ENTRIES} are taken in one archive (each photo comes back as \
+             several files): split it, or drop the photos themselves into the inbox",
+            archive.len()
+        ));
+    }
     let mut images = 0;
     let mut problems = Vec::new();
     for i in 0..archive.len() {
@@ -179,5 +194,12 @@ mod tests {
         assert!(check(&imagegen::zip_of(&empty)).unwrap_err().contains("no images"));
         let big = imagegen::zip_of(&[("huge.png", png_header(30_000, 30_000))]);
         assert!(check(&big).unwrap_err().contains("megapixels"));
+    }
+
+    #[test]
+    fn a_zip_of_too_many_entries_is_refused_before_it_floods_the_outbox() {
+        let entries: Vec<(String, Vec<u8>)> = (0..=MAX_ZIP_ENTRIES).map(|i| (format!("{i}.jpg"), Vec::new())).collect();
+        let why = check(&imagegen::zip_of(&entries)).unwrap_err();
+        assert!(why.contains("2001 entries") && why.contains("split it"), "{why}");
     }
 }

@@ -34,6 +34,7 @@
 //! to the journal before the next step's side effect.
 
 pub mod api;
+pub mod beneath;
 pub mod commands;
 pub mod config;
 pub mod daemon;

@@ -180,6 +180,7 @@ fn load_config_for(arg: &ConfigArg, purpose: config::Purpose) -> Result<Config, 
 async fn run(arg: ConfigArg, once: bool, log_format: retouchd::logging::LogFormat) -> Result<(), Failure> {
     let config = load_config(&arg)?;
     retouchd::logging::init(log_format, &config.log_level);
+    retouchd::daemon::raise_open_file_limit();
     let shutdown = async {
         use tokio::signal::unix::{SignalKind, signal};
         match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {

@@ -164,7 +164,8 @@ impl Client {
         format!("{}/{}", self.base, route)
     }
 
-    /// Submits a file. Streams it from disk; `idempotency_key` makes a resent request free.
+    /// Submits the file at `file` (a path the caller trusts; the daemon opens its inbox files
+    /// beneath their inbox and uses [`Client::start_file`]).
     pub async fn start(
         &self,
         file: &Path,
@@ -172,16 +173,25 @@ impl Client {
         payload_json: &str,
         idempotency_key: &str,
     ) -> Result<Started, ApiError> {
+        let opened = std::fs::File::open(file)
+            .map_err(|e| ApiError::local("start", format!("cannot open {}", file.display()), &e))?;
+        self.start_file(opened, file_name, payload_json, idempotency_key).await
+    }
+
+    /// Submits an opened file. Streams it from disk; `idempotency_key` makes a resent request free.
+    pub async fn start_file(
+        &self,
+        file: std::fs::File,
+        file_name: &str,
+        payload_json: &str,
+        idempotency_key: &str,
+    ) -> Result<Started, ApiError> {
         const ROUTE: &str = "start";
-        let handle = tokio::fs::File::open(file)
-            .await
-            .map_err(|e| ApiError::local(ROUTE, format!("cannot open {}", file.display()), &e))?;
-        let len = handle
-            .metadata()
-            .await
-            .map_err(|e| ApiError::local(ROUTE, format!("cannot stat {}", file.display()), &e))?
-            .len();
-        let kind = formats::sniff_file(file).unwrap_or(FileKind::Unknown);
+        let len = file.metadata().map_err(|e| ApiError::local(ROUTE, format!("cannot stat {file_name}"), &e))?.len();
+        let mut head = [0u8; 8];
+        let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0).unwrap_or(0);
+        let kind = formats::sniff(&head[..n]);
+        let handle = tokio::fs::File::from_std(file);
         let mime = match kind {
             FileKind::Png => "image/png",
             FileKind::Jpeg => "image/jpeg",
@@ -199,7 +209,7 @@ impl Client {
             .text("payload", payload_json.to_string())
             .text("token", self.token.expose().to_string())
             .part("file", part);
-        debug!(route = ROUTE, file = %file.display(), bytes = len, "POST start");
+        debug!(route = ROUTE, file = %crate::logging::escaped(file_name), bytes = len, "POST start");
         let response = self
             .http
             .post(self.url("retoucher/start"))
@@ -262,9 +272,10 @@ impl Client {
             .ok_or_else(|| ApiError::new(ErrorKind::Protocol, ROUTE, "the answer has no `state`"))
     }
 
-    /// Downloads a task's result into a temporary file in `dir` (which should be on the same file
-    /// system as its final place, so that a rename can publish it).
-    pub async fn get_file(&self, id: &str, dir: &Path) -> Result<Download, ApiError> {
+    /// Downloads a task's result into a new temporary file (created exclusively, under an
+    /// unpredictable name) in `dir`, which should be on the same file system as its final
+    /// place, so that a rename can publish it.
+    pub async fn get_file(&self, id: &str, dir: &crate::beneath::Dir) -> Result<Download, ApiError> {
         const ROUTE: &str = "getFile";
         let response = self
             .http
@@ -288,11 +299,13 @@ impl Client {
                 format!("result of {len} bytes is over the {} byte cap", self.max_download_bytes),
             ));
         }
-        let path = dir.join(format!(".retouchd-download-{}.part", fastrand::u64(..)));
-        match self.stream_to(ROUTE, response, &path).await {
+        let local = |e: std::io::Error| ApiError::local(ROUTE, format!("writing into {}", dir.path().display()), &e);
+        let (file, name) = dir.create_temp(".retouchd-download-").map_err(local)?;
+        let path = dir.path().join(&name);
+        match self.stream_to(ROUTE, response, tokio::fs::File::from_std(file), &path).await {
             Ok((kind, bytes)) => Ok(Download { path, kind, bytes }),
             Err(e) => {
-                let _ = tokio::fs::remove_file(&path).await;
+                let _ = dir.remove_file(Path::new(&name));
                 Err(e)
             }
         }
@@ -302,10 +315,10 @@ impl Client {
         &self,
         route: &'static str,
         response: Response,
+        mut file: tokio::fs::File,
         path: &Path,
     ) -> Result<(FileKind, u64), ApiError> {
         let local = |e: std::io::Error| ApiError::local(route, format!("writing {}", path.display()), &e);
-        let mut file = tokio::fs::File::create(path).await.map_err(local)?;
         let mut stream = response.bytes_stream();
         let mut head = Vec::with_capacity(8);
         let mut bytes = 0u64;

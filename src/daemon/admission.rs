@@ -131,17 +131,35 @@ pub(super) async fn admit(ctx: &Ctx, item: Queued, again: bool) -> Result<Admiss
 }
 
 /// Whether `source` may be sent: checked against the server's limits unless the watcher already
-/// refused it; `None` when it vanished meanwhile.
+/// refused it; `None` when it changed or vanished meanwhile. The file is opened beneath its inbox
+/// (no link on the way) and inspected through that opened file. Running out of file
+/// descriptors is a passing condition: it waits and tries again, never refuses the file.
 async fn verdict(ctx: &Ctx, source: &Source, reject: Option<String>) -> Option<Result<(), String>> {
     if let Some(reason) = reject {
         return Some(Err(reason));
     }
-    let path = source.path();
-    let limits = ctx.limits.clone();
-    match tokio::task::spawn_blocking(move || crate::inspect::inspect(&path, &limits)).await {
-        Ok(Ok(verdict)) => Some(verdict.map(drop)),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Ok(Err(e)) => Some(Err(format!("the file cannot be read: {e}; check its permissions"))),
-        Err(e) => Some(Err(format!("internal error while checking the file: {e}"))),
+    let mut wait = std::time::Duration::from_millis(500);
+    loop {
+        let (file, limits, marked) = (source.clone(), ctx.limits.clone(), ctx.marks_inboxes);
+        let checked = tokio::task::spawn_blocking(move || match file.open_same(marked) {
+            Ok(file) => Ok(crate::inspect::inspect_file(file, &limits)),
+            Err(check) => Err(check),
+        })
+        .await;
+        return match checked {
+            Ok(Ok(Ok(verdict))) => Some(verdict.map(drop)),
+            Ok(Ok(Err(e))) | Ok(Err(SourceCheck::Unreadable(e))) if crate::beneath::is_out_of_descriptors(&e) => {
+                tracing::warn!(file = %source.rel_path.display(), error = %e, retry_in = ?wait,
+                    "out of file descriptors; the file waits");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                continue;
+            }
+            Ok(Ok(Err(e))) | Ok(Err(SourceCheck::Unreadable(e))) => {
+                Some(Err(format!("the file cannot be read: {e}; check its permissions")))
+            }
+            Ok(Err(_)) => None,
+            Err(e) => Some(Err(format!("internal error while checking the file: {e}"))),
+        };
     }
 }

@@ -128,7 +128,7 @@ impl Coordinator {
     pub(super) fn take_files(&mut self, files: Vec<(PathBuf, PathBuf)>) {
         self.once = true;
         for (inbox, rel) in files {
-            match std::fs::symlink_metadata(inbox.join(&rel)) {
+            match crate::beneath::Dir::root(&inbox).and_then(|dir| dir.metadata(&rel)) {
                 Ok(meta) if meta.is_file() => {
                     self.queue.push_back(Queued { inbox, rel, stamp: Stamp::of(&meta), reject: None, cancelled: false })
                 }

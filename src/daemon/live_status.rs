@@ -51,12 +51,9 @@ pub const LIVE_STATUS_FILE: &str = "daemon.json";
 impl LiveStatus {
     /// Writes it to `state_dir` (a failure is logged at debug level: status is a hint).
     pub fn write(&self, state_dir: &Path) {
-        let path = state_dir.join(LIVE_STATUS_FILE);
-        let tmp = state_dir.join(".daemon.json.tmp");
         let written = serde_json::to_vec_pretty(self)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, &path));
+            .and_then(|bytes| crate::beneath::Dir::root(state_dir)?.write_replace(Path::new(LIVE_STATUS_FILE), &bytes));
         if let Err(e) = written {
             debug!(error = %e, "cannot write the live status file");
         }

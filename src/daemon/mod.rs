@@ -28,6 +28,21 @@ mod poll_plan;
 mod recovery;
 mod runner;
 
+/// Raises this process's soft limit of open files to its hard limit (systemd's default soft
+/// limit is 1,024): many slow dashboard connections, inboxes and jobs must not run the daemon
+/// out of descriptors.
+pub fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(open_files = ?limit.maximum, "raised the open file limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+        }
+    }
+}
+
 pub use control::Handle;
 pub use gate::{Gate, PauseReason};
 pub use live_status::{LIVE_STATUS_FILE, LiveStatus, USER_PAUSE};

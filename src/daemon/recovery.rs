@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use super::DaemonError;
 use super::claims::{ClaimFailure, Claims};
 use crate::api::{Client, Limits};
+use crate::beneath::Dir;
 use crate::config::Config;
 use crate::deliver::{self, STAGING_DIR};
 use crate::journal::{JobRecord, Journal};
@@ -99,18 +100,21 @@ fn clean_staging(config: &Config, unfinished: &[JobRecord], shared: bool) {
         unfinished.iter().flat_map(|j| j.state.staged_paths()).flat_map(|p| [Some(p), p.parent()]).flatten().collect();
     let unfinished_ids: HashSet<i64> = unfinished.iter().map(|j| j.id).collect();
     for w in &config.watches {
-        let staging = w.outbox.join(STAGING_DIR);
-        let Ok(entries) = std::fs::read_dir(&staging) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
+        let staging_path = w.outbox.join(STAGING_DIR);
+        // Beneath the outbox's handle: a staging folder swapped for a link is not emptied.
+        let Ok(staging) = Dir::root(&w.outbox).and_then(|outbox| outbox.dir(Path::new(STAGING_DIR))) else {
+            continue;
+        };
+        let Ok(entries) = staging.entries() else { continue };
+        for (name, _) in entries {
+            let path = staging_path.join(&name);
             if keep.contains(path.as_path()) {
                 continue;
             }
-            if shared && deliver::staged_job(&entry.file_name()).is_none_or(|id| unfinished_ids.contains(&id)) {
+            if shared && deliver::staged_job(&name).is_none_or(|id| unfinished_ids.contains(&id)) {
                 continue;
             }
-            let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-            if let Err(e) = removed {
+            if let Err(e) = staging.remove_all(Path::new(&name)) {
                 warn!(path = %path.display(), error = %e, "cannot remove a leftover staging file");
             }
         }

@@ -22,6 +22,7 @@ use super::gate::Pass;
 use super::poll_plan::{JobClass, Sighting};
 use crate::api::policy::{LOCAL_CAP, NETWORK_CAP, backoff};
 use crate::api::{ErrorKind, PauseReason};
+use crate::beneath::Dir;
 use crate::config::{OnSuccess, POLL_FLOOR, WatchConfig};
 use crate::deliver::{self, DeliverError, Placement, STAGING_DIR, Target};
 use crate::formats::FileKind;
@@ -199,7 +200,7 @@ impl<'a> Runner<'a> {
     }
 
     async fn submit(&mut self, key: &str) -> Event {
-        let (path, name) = (self.job.source.path(), self.job.source.file_name());
+        let name = self.job.source.file_name();
         let cancelled = || Event::Fail { reason: super::admission::CANCELLED.to_string() };
         loop {
             // Until its first upload, a job of this run waits where a person may cancel it.
@@ -234,22 +235,27 @@ impl<'a> Runner<'a> {
                     return cancelled();
                 }
             }
-            // Checked at the last moment: the file must still be the one that was inspected.
-            match self.job.source.check(self.ctx.marks_inboxes) {
-                SourceCheck::Same => {}
-                SourceCheck::Changed(_) => {
+            // Checked at the last moment: the file must still be the one that was inspected. It
+            // is opened beneath its inbox and checked through the opened file, which is what is sent.
+            let (source, marked) = (self.job.source.clone(), self.ctx.marks_inboxes);
+            let opened = tokio::task::spawn_blocking(move || source.open_same(marked))
+                .await
+                .unwrap_or_else(|e| Err(SourceCheck::Unreadable(std::io::Error::other(e))));
+            let file = match opened {
+                Ok(file) => file,
+                Err(SourceCheck::Changed(_)) => {
                     release_probe(self.ctx);
                     return Event::Fail {
                         reason: "the file changed before it was sent; the new version is taken as a new job".into(),
                     };
                 }
-                SourceCheck::Gone => {
+                Err(SourceCheck::Gone) => {
                     release_probe(self.ctx);
                     return Event::Fail {
                         reason: "the file was removed or renamed in the inbox before it was sent".into(),
                     };
                 }
-                SourceCheck::Unreadable(e) => {
+                Err(SourceCheck::Unreadable(e)) => {
                     drop(permit);
                     release_probe(self.ctx);
                     if let Some(reason) = self.retry_later("reading the file", &e, None, LOCAL_CAP).await {
@@ -257,11 +263,12 @@ impl<'a> Runner<'a> {
                     }
                     continue;
                 }
-            }
+                Err(SourceCheck::Same) => unreachable!("open_same gives the file when it is the same"),
+            };
             self.ctx.metrics.upload_started(1);
             // One client for the call and the host recorded with it (a reload may swap clients).
             let client = self.ctx.client();
-            let answer = client.start(&path, &name, &self.watch.payload, key).await;
+            let answer = client.start_file(file, &name, &self.watch.payload, key).await;
             self.ctx.metrics.upload_started(-1);
             drop(permit);
             match job::after_start(answer.as_ref(), client.base_url()) {
@@ -381,17 +388,24 @@ impl<'a> Runner<'a> {
 
     async fn fetch(&mut self, task_id: &str, host: &str) -> Event {
         let client = self.ctx.client_for_host(host);
-        let staging = self.watch.outbox.join(STAGING_DIR);
         let mut not_stored_yet = 0;
         loop {
-            if let Err(e) = std::fs::create_dir_all(&staging) {
-                if let Some(reason) = self.retry_later("preparing the outbox", &e, None, LOCAL_CAP).await {
-                    return Event::Fail { reason };
+            let outbox = self.watch.outbox.clone();
+            let staging = match on_blocking_thread(move || deliver::open_staging(&outbox)).await {
+                Ok(staging) => staging,
+                Err(e) => {
+                    let e = std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", self.watch.outbox.join(STAGING_DIR).display()),
+                    );
+                    if let Some(reason) = self.retry_later("preparing the outbox", &e, None, LOCAL_CAP).await {
+                        return Event::Fail { reason };
+                    }
+                    continue;
                 }
-                continue;
-            }
+            };
             let err = match client.get_file(task_id, &staging).await {
-                Ok(download) => match self.stage(download.path.clone(), download.kind).await {
+                Ok(download) => match self.stage(staging, download.path.clone(), download.kind).await {
                     Ok(event) => {
                         self.ctx.metrics.downloaded(download.bytes);
                         self.ctx.server_answered();
@@ -435,14 +449,15 @@ impl<'a> Runner<'a> {
 
     /// Turns a download into a staged result beside the outbox, on a blocking thread
     /// (extraction writes and syncs files).
-    async fn stage(&self, download: PathBuf, kind: FileKind) -> Result<Event, DeliverError> {
+    async fn stage(&self, staging: Dir, download: PathBuf, kind: FileKind) -> Result<Event, DeliverError> {
         let target = Target::for_result(&self.watch.outbox, &self.job.source.rel_path, kind);
         let (stem, max_bytes) = (self.stage_stem(), self.ctx.config().server.max_result_bytes);
         let render = self.renders();
         on_blocking_thread(move || {
-            let staged = deliver::stage_download(&download, kind, &target, &stem, max_bytes);
+            let name = PathBuf::from(download.file_name().unwrap_or_default());
+            let staged = deliver::stage_download(&staging, &name, kind, &target, &stem, max_bytes);
             if staged.is_err() {
-                let _ = std::fs::remove_file(&download);
+                let _ = staging.remove_file(&name);
             }
             staged.map(|staged| Event::Staged { staged, target, render })
         })
@@ -462,30 +477,7 @@ impl<'a> Runner<'a> {
         let work_dir = deliver::render_dir(&staged, &self.stage_stem());
         let names = self.output_name(&settings);
         loop {
-            let outcome = match self.job.source.check(self.ctx.marks_inboxes) {
-                SourceCheck::Same => {
-                    let (source, result, settings, work) =
-                        (self.job.source.path(), staged.clone(), settings.clone(), work_dir.clone());
-                    let started = Instant::now();
-                    let made = tokio::task::spawn_blocking(move || {
-                        render::render(&RenderInput {
-                            source: &source,
-                            result: &result,
-                            settings: &settings,
-                            work_dir: &work,
-                        })
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(Failure::Bad(format!("the renderer stopped unexpectedly ({e})"))));
-                    debug!(job = self.job.id, elapsed = ?started.elapsed(), "rendered");
-                    made
-                }
-                SourceCheck::Changed(_) | SourceCheck::Gone => Err(Failure::Bad(
-                    "the source changed or left the inbox after it was sent, so its pixels are not the ones retouched"
-                        .into(),
-                )),
-                SourceCheck::Unreadable(e) => Err(Failure::Io(e)),
-            };
+            let outcome = self.render_once(&staged, &work_dir, &settings).await;
             let (made, render_error) = match outcome {
                 Ok(made) => (made, None),
                 Err(Failure::Bad(reason)) => (Vec::new(), Some(reason)),
@@ -504,7 +496,15 @@ impl<'a> Runner<'a> {
             if let Some(reason) = &render_error {
                 warn!(job = self.job.id, file = %self.job.source.rel_path.display(), reason = %reason,
                     "no finished photo; the layers are delivered with the reason");
-                match deliver::write_render_note(&work_dir, reason) {
+                let (outbox, work, reason) = (self.watch.outbox.clone(), work_dir.clone(), reason.clone());
+                let note = on_blocking_thread(move || {
+                    let staging = deliver::open_staging(&outbox)?;
+                    let name = work.file_name().unwrap_or_default();
+                    let note = deliver::write_render_note(&staging.anchored().join(name), &reason)?;
+                    Ok::<_, std::io::Error>(unanchor(&staging, note))
+                })
+                .await;
+                match note {
                     Ok(note) => extras.push(Placement { staged: note, target: to_target(deliver::RENDER_NOTE_EXT) }),
                     Err(e) => warn!(job = self.job.id, error = %e, "cannot write the render-error note"),
                 }
@@ -514,6 +514,48 @@ impl<'a> Runner<'a> {
                 if settings.layers || render_error.is_some() || extras.is_empty() { layers } else { extras.remove(0) };
             return Event::Rendered { main, extras, render_error };
         }
+    }
+
+    /// One try at the finished outputs: the source opened beneath its inbox (and still the
+    /// version sent), the staged result and the work folder reached through the staging folder's
+    /// handle, so nothing swapped in meanwhile is read or written.
+    async fn render_once(
+        &self,
+        staged: &std::path::Path,
+        work_dir: &std::path::Path,
+        settings: &render::OutputSettings,
+    ) -> Result<Vec<render::Made>, Failure> {
+        let (source, marked, outbox) = (self.job.source.clone(), self.ctx.marks_inboxes, self.watch.outbox.clone());
+        let names =
+            (staged.file_name().unwrap_or_default().to_owned(), work_dir.file_name().unwrap_or_default().to_owned());
+        let settings = settings.clone();
+        let started = Instant::now();
+        let made = tokio::task::spawn_blocking(move || {
+            let file = match source.open_same(marked) {
+                Ok(file) => file,
+                Err(SourceCheck::Unreadable(e)) => return Err(Failure::Io(e)),
+                Err(_) => {
+                    return Err(Failure::Bad(
+                        "the source changed or left the inbox after it was sent, so its pixels are not the ones \
+                         retouched"
+                            .into(),
+                    ));
+                }
+            };
+            let staging = deliver::open_staging(&outbox).map_err(Failure::Io)?;
+            let (result, work) = (staging.anchored().join(&names.0), staging.anchored().join(&names.1));
+            let made = render::render(&RenderInput {
+                source: &crate::beneath::anchored(&file),
+                result: &result,
+                settings: &settings,
+                work_dir: &work,
+            })?;
+            Ok(made.into_iter().map(|m| render::Made { path: unanchor(&staging, m.path), ..m }).collect())
+        })
+        .await
+        .unwrap_or_else(|e| Err(Failure::Bad(format!("the renderer stopped unexpectedly ({e})"))));
+        debug!(job = self.job.id, elapsed = ?started.elapsed(), "rendered");
+        made
     }
 
     /// Whether this job's result gets a finished photo: the watch asks for one, and the source
@@ -543,9 +585,10 @@ impl<'a> Runner<'a> {
         for placement in &placements {
             loop {
                 self.fence().await?;
-                let (from, to) = (placement.staged.clone(), placement.target.clone());
+                let (outbox, from, to) =
+                    (self.watch.outbox.clone(), placement.staged.clone(), placement.target.clone());
                 // A rename and folder syncs: on a blocking thread.
-                match on_blocking_thread(move || deliver::publish(&from, &to)).await {
+                match on_blocking_thread(move || deliver::publish(&outbox, &from, &to)).await {
                     Ok(Some(final_path)) => {
                         info!(job = self.job.id, file = %self.job.source.rel_path.display(), output = %final_path.display(), "delivered");
                         outputs.push(final_path);
@@ -565,7 +608,12 @@ impl<'a> Runner<'a> {
             }
         }
         // What was staged for this job and not published (layers not kept, the work folder).
-        deliver::discard_job_staging(&self.watch.outbox.join(STAGING_DIR), &self.stage_stem());
+        let (outbox, stem) = (self.watch.outbox.clone(), self.stage_stem());
+        let _ = on_blocking_thread(move || {
+            deliver::discard_job_staging(&deliver::open_staging(&outbox)?, &stem);
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
         Ok(Event::Published { outputs })
     }
 
@@ -593,11 +641,15 @@ impl<'a> Runner<'a> {
             let result = match self.source_still_there() {
                 Ok(true) => match (self.watch.on_success, &self.watch.done_dir) {
                     (OnSuccess::Move, Some(done)) => {
-                        let (src, done, rel) = (self.job.source.path(), done.clone(), self.job.source.rel_path.clone());
+                        let (inbox, rel, done) =
+                            (self.job.source.inbox.clone(), self.job.source.rel_path.clone(), done.clone());
                         // A rename and folder syncs: on a blocking thread.
-                        on_blocking_thread(move || deliver::move_source(&src, &done, &rel).map(Some)).await
+                        on_blocking_thread(move || deliver::move_source(&inbox, &rel, &done).map(Some)).await
                     }
-                    (OnSuccess::Delete, _) => std::fs::remove_file(self.job.source.path()).map(|()| None),
+                    (OnSuccess::Delete, _) => {
+                        let (inbox, rel) = (self.job.source.inbox.clone(), self.job.source.rel_path.clone());
+                        on_blocking_thread(move || deliver::remove_source(&inbox, &rel).map(|()| None)).await
+                    }
                     (OnSuccess::Keep, _) | (OnSuccess::Move, None) => Ok(None),
                 },
                 Ok(false) => Ok(None),
@@ -612,23 +664,52 @@ impl<'a> Runner<'a> {
     }
 
     async fn settle_failed(&mut self, reason: &str) -> Event {
-        loop {
-            let result = self.source_still_there().and_then(|present| {
+        let moved_to = loop {
+            let result = match self.source_still_there() {
                 // No failed folder (`retouchd process`): the file stays where the user put it.
-                let (true, Some(failed_dir)) = (present, &self.watch.failed_dir) else { return Ok(None) };
-                let source = self.job.source.path();
-                let moved = deliver::move_source(&source, failed_dir, &self.job.source.rel_path)?;
-                deliver::write_error_note(&moved, &source, reason)?;
-                Ok(Some(moved))
-            });
-            match result {
-                Ok(moved_to) => {
-                    warn!(job = self.job.id, file = %self.job.source.rel_path.display(), reason, "failed");
-                    return Event::SourceSettled { moved_to };
+                Ok(true) if self.watch.failed_dir.is_some() => {
+                    let (inbox, rel) = (self.job.source.inbox.clone(), self.job.source.rel_path.clone());
+                    let failed_dir = self.watch.failed_dir.clone().unwrap_or_default();
+                    on_blocking_thread(move || deliver::move_source(&inbox, &rel, &failed_dir).map(Some)).await
                 }
+                Ok(_) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(moved_to) => break moved_to,
                 Err(e) => _ = self.retry_later("moving the source to failed", &e, None, LOCAL_CAP).await,
             }
+        };
+        // Every failed file says why: the note is written until it is there (a full disk or
+        // no file descriptors left pass), apart from the move.
+        if let (Some(moved), Some(failed_dir)) = (moved_to.clone(), self.watch.failed_dir.clone()) {
+            loop {
+                let (failed_dir, moved, source, why) =
+                    (failed_dir.clone(), moved.clone(), self.job.source.path(), reason.to_string());
+                let written =
+                    on_blocking_thread(move || deliver::write_error_note(&failed_dir, &moved, &source, &why)).await;
+                match written {
+                    Ok(_) => break,
+                    Err(e) => {
+                        if self.retry_later("writing the failure note", &e, None, LOCAL_CAP).await.is_some() {
+                            warn!(job = self.job.id, file = %self.job.source.rel_path.display(), error = %e,
+                                "gave up writing the failure note");
+                            break;
+                        }
+                    }
+                }
+            }
         }
+        warn!(job = self.job.id, file = %self.job.source.rel_path.display(), reason, "failed");
+        Event::SourceSettled { moved_to }
+    }
+}
+
+/// The real path of something made through the staging folder's anchored path.
+fn unanchor(staging: &Dir, path: PathBuf) -> PathBuf {
+    match path.strip_prefix(staging.anchored()) {
+        Ok(rest) => staging.path().join(rest),
+        Err(_) => path,
     }
 }
 

@@ -10,6 +10,7 @@ mod readiness;
 
 pub use readiness::{Outcome, Readiness};
 
+use crate::beneath::{self, Dir};
 pub use crate::inbox::MARKER;
 use crate::inbox::inbox_available;
 use crate::source::Stamp;
@@ -84,13 +85,13 @@ pub fn is_network_fs(path: &Path) -> bool {
     matches!(st.f_type as i64, NFS | SMB | CIFS | SMB2 | FUSE | CEPH | V9FS | AFS)
 }
 
-/// Whether the file has all its bytes. Files that are not images or zips count as complete, and
-/// so do files that cannot be opened (no permission): inspection then refuses them at once with
-/// the real reason, instead of as "incomplete" after the grace time.
-fn content_complete(path: &Path) -> bool {
-    let mut file = match std::fs::File::open(path) {
+/// Whether the file `rel` of `inbox` has all its bytes. Files that are not images or zips count
+/// as complete, and so do files that cannot be opened (no permission): inspection then refuses
+/// them at once with the real reason, instead of as "incomplete" after the grace time.
+fn content_complete(inbox: &Path, rel: &Path) -> bool {
+    let mut file = match Dir::root(inbox).and_then(|inbox| inbox.open_file(rel)) {
         Ok(file) => file,
-        Err(e) => return e.kind() != std::io::ErrorKind::NotFound,
+        Err(e) => return e.kind() != std::io::ErrorKind::NotFound && !beneath::is_refused(&e),
     };
     let Ok(meta) = file.metadata() else { return false };
     if meta.len() == 0 {
@@ -104,6 +105,12 @@ fn content_complete(path: &Path) -> bool {
     }
 }
 
+/// The stamp of the regular file `rel` of `inbox`, reached without following a link; `None`
+/// for anything else.
+fn stamp_beneath(inbox: &Path, rel: &Path) -> Option<Stamp> {
+    Dir::root(inbox).and_then(|inbox| inbox.metadata(rel)).ok().filter(|m| m.is_file()).map(|m| Stamp::of(&m))
+}
+
 /// The files below `inbox` that may become jobs, with their stamps.
 fn scan(inbox: &Path, recursive: bool, rules: &IgnoreRules) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
     // The inbox itself must be there; subfolders that vanish mid-scan are skipped.
@@ -111,23 +118,29 @@ fn scan(inbox: &Path, recursive: bool, rules: &IgnoreRules) -> std::io::Result<V
     list_files(inbox, recursive, rules)
 }
 
-/// The files below `folder` that are not ignored, with their stamps (symlinks not followed).
+/// The files below `folder` that are not ignored, with their stamps. Walked through opened
+/// folder handles: links are never followed, and a subfolder swapped for a link mid-scan is
+/// skipped.
 pub fn list_files(inbox: &Path, recursive: bool, rules: &IgnoreRules) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
+    use rustix::fs::{AtFlags, FileType};
     let mut found = Vec::new();
-    let mut dirs = vec![PathBuf::new()];
-    std::fs::read_dir(inbox)?;
-    while let Some(rel_dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(inbox.join(&rel_dir)) else { continue };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
+    let mut dirs = vec![(Dir::root(inbox)?, PathBuf::new())];
+    while let Some((dir, rel_dir)) = dirs.pop() {
+        let Ok(entries) = dir.entries() else { continue };
+        for (name, _) in entries {
             let rel = rel_dir.join(&name);
-            let Ok(meta) = entry.path().symlink_metadata() else { continue };
-            if meta.is_dir() {
-                if recursive && !rules.skips_dir(&name, &rel) {
-                    dirs.push(rel);
+            let Ok(stat) = rustix::fs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) else { continue };
+            match FileType::from_raw_mode(stat.st_mode) {
+                FileType::Directory => {
+                    if recursive
+                        && !rules.skips_dir(&name, &rel)
+                        && let Ok(sub) = dir.dir(Path::new(&name))
+                    {
+                        dirs.push((sub, rel));
+                    }
                 }
-            } else if meta.is_file() && !rules.skips_file(&rel) {
-                found.push((rel, Stamp::of(&meta)));
+                FileType::RegularFile if !rules.skips_file(&rel) => found.push((rel, Stamp::of_stat(&stat))),
+                _ => {}
             }
         }
     }
@@ -256,7 +269,7 @@ pub async fn run(config: WatchConfig, tx: mpsc::Sender<WatchEvent>, once: bool, 
                 Hint::Rescan => outgoing = full_scan(&mut readiness, &mut paused),
                 Hint::Path(path) => {
                     let Ok(rel) = path.strip_prefix(&inbox).map(Path::to_path_buf) else { continue };
-                    match path.symlink_metadata() {
+                    match Dir::root(&inbox).and_then(|dir| dir.metadata(&rel)) {
                         Ok(meta) if meta.is_dir() => outgoing = full_scan(&mut readiness, &mut paused),
                         Ok(meta) if meta.is_file() && wanted(&rel, config.recursive, &rules) => {
                             readiness.observe(&rel, Stamp::of(&meta), Instant::now())
@@ -269,10 +282,8 @@ pub async fn run(config: WatchConfig, tx: mpsc::Sender<WatchEvent>, once: bool, 
             _ = scan_timer.tick() => outgoing = full_scan(&mut readiness, &mut paused),
             _ = sleep_until_due(readiness.next_check(), last_due) => {
                 last_due = Instant::now();
-                let stat = |rel: &Path| {
-                    inbox.join(rel).symlink_metadata().ok().filter(|m| m.is_file()).map(|m| Stamp::of(&m))
-                };
-                let complete = |rel: &Path| content_complete(&inbox.join(rel));
+                let stat = |rel: &Path| stamp_beneath(&inbox, rel);
+                let complete = |rel: &Path| content_complete(&inbox, rel);
                 for outcome in readiness.due(Instant::now(), stat, complete) {
                     outgoing.push(match outcome {
                         Outcome::Ready(rel, stamp) => WatchEvent::Ready { inbox: inbox.clone(), rel, stamp },

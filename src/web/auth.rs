@@ -7,9 +7,14 @@
 //!   and holds an HttpOnly, SameSite=Strict session cookie.
 //! - Every POST from a browser also carries the session's CSRF token (`X-CSRF-Token`, or the
 //!   `csrf` form field), and an `Origin`, when sent, must be this host.
-//! - Wrong passwords (at login, or as a bearer) are slowed: each is answered only after
-//!   [`FAILURE_DELAY`], and failures wait for each other, so all clients together get at most
-//!   one guess a second. The right password is never held up by someone else's guessing.
+//! - Password *checks* are limited, not answers: every check (a login, a bearer password) takes
+//!   a token from a bucket that refills at [`CHECKS_PER_SECOND`] up to [`CHECK_BURST`] (the right
+//!   password gives its token back, so a script polling with it spends nothing); with none left
+//!   the request is answered 429 at once, without looking at the password, right or wrong
+//!   alike. Every checked password is answered at once too, so timing tells a guesser nothing,
+//!   and all clients together get about one wrong guess a second. Clients on loopback have a
+//!   bucket of their own: a guessing attack from the LAN never locks out someone on the machine
+//!   itself (or coming through an SSH tunnel).
 //!
 //! Secrets are compared through their SHA-256 digests in constant time; session ids and CSRF
 //! tokens are 256 random bits from the operating system.
@@ -30,8 +35,10 @@ pub const COOKIE: &str = "retouchd_session";
 pub const SESSION_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Sessions kept at most (the oldest is dropped first).
 const MAX_SESSIONS: usize = 1000;
-/// How long a wrong password waits for its answer (one at a time, for all clients).
-pub const FAILURE_DELAY: Duration = Duration::from_secs(1);
+/// Password checks allowed per second, for all clients of one kind together (LAN, loopback).
+pub const CHECKS_PER_SECOND: f64 = 1.0;
+/// Password checks allowed at once after a quiet time.
+pub const CHECK_BURST: f64 = 5.0;
 
 /// A browser's login.
 #[derive(Debug, Clone)]
@@ -56,8 +63,10 @@ pub enum Caller {
 pub enum Denied {
     /// Not logged in.
     Login,
-    /// A wrong password: answered after [`Auth::slow_down`].
+    /// A wrong password.
     WrongPassword,
+    /// Too many password checks lately: try again after this long (nothing was checked).
+    TooManyChecks(Duration),
     /// A wrong `Host`, `Origin` or CSRF token.
     Forbidden(&'static str),
 }
@@ -67,8 +76,39 @@ pub struct Auth {
     /// With no password: the one CSRF token every page carries.
     open_csrf: String,
     sessions: Mutex<HashMap<String, Session>>,
-    /// Held by a wrong password while it waits: failures come one at a time.
-    failing: tokio::sync::Mutex<()>,
+    /// Password checks from the network, and from loopback.
+    checks: Mutex<[Bucket; 2]>,
+}
+
+/// A token bucket of password checks.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full() -> Bucket {
+        Bucket { tokens: CHECK_BURST, at: Instant::now() }
+    }
+
+    /// Gives a token back (the password was right).
+    fn refund(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(CHECK_BURST);
+    }
+
+    /// Takes a token, or says how long until one is there.
+    fn take(&mut self) -> Result<(), Duration> {
+        let now = Instant::now();
+        self.tokens = (self.tokens + (now - self.at).as_secs_f64() * CHECKS_PER_SECOND).min(CHECK_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / CHECKS_PER_SECOND))
+        }
+    }
 }
 
 /// 256 random bits from the operating system, as hex.
@@ -96,7 +136,7 @@ impl Auth {
             password: password.map(|p| digest(p.expose())),
             open_csrf: random_token(),
             sessions: Mutex::new(HashMap::new()),
-            failing: tokio::sync::Mutex::new(()),
+            checks: Mutex::new([Bucket::full(), Bucket::full()]),
         }
     }
 
@@ -116,14 +156,31 @@ impl Auth {
         name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
+    /// Checks a password given by `peer`, if the limit of checks allows one now.
+    /// A token is taken first and the right password gives it back, all under one lock, so
+    /// concurrent guesses can never check more than the bucket holds.
+    fn check_password(&self, given: &str, expected: &[u8; 32], peer: IpAddr) -> Result<(), Denied> {
+        let mut buckets = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = &mut buckets[usize::from(peer.is_loopback())];
+        bucket.take().map_err(Denied::TooManyChecks)?;
+        if same(&digest(given), expected) {
+            bucket.refund();
+            Ok(())
+        } else {
+            drop(buckets);
+            tracing::warn!(client = %peer, "dashboard: wrong password");
+            Err(Denied::WrongPassword)
+        }
+    }
+
     /// Who sent a request with these headers (`cookie`: the session cookie's value;
-    /// `bearer`: the `Authorization: Bearer` value).
-    pub fn identify(&self, cookie: Option<&str>, bearer: Option<&str>) -> Result<Caller, Denied> {
+    /// `bearer`: the `Authorization: Bearer` value) from `peer`.
+    pub fn identify(&self, cookie: Option<&str>, bearer: Option<&str>, peer: IpAddr) -> Result<Caller, Denied> {
         let Some(password) = &self.password else {
             return Ok(Caller::Browser { csrf: self.open_csrf.clone() });
         };
         if let Some(given) = bearer {
-            return if same(&digest(given), password) { Ok(Caller::Script) } else { Err(Denied::WrongPassword) };
+            return self.check_password(given, password, peer).map(|()| Caller::Script);
         }
         let Some(id) = cookie else { return Ok(Caller::Anonymous) };
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -153,8 +210,10 @@ impl Auth {
             Caller::Anonymous => Err(Denied::Login),
             Caller::Browser { csrf: expected } => {
                 if let Some(origin) = origin {
-                    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-                    if Some(origin_host) != host {
+                    // This host, over plain HTTP or through a TLS proxy; any other scheme
+                    // (`null`, `file://`, an extension's) is another site.
+                    let origin_host = ["http://", "https://"].iter().find_map(|scheme| origin.strip_prefix(scheme));
+                    if origin_host.is_none() || origin_host != host {
                         return Err(Denied::Forbidden("this request came from another site"));
                     }
                 }
@@ -166,12 +225,10 @@ impl Auth {
         }
     }
 
-    /// Logs in with `password`: a new session id, or why not.
-    pub fn login(&self, password: &str) -> Result<String, Denied> {
+    /// Logs in with `password` from `peer`: a new session id, or why not.
+    pub fn login(&self, password: &str, peer: IpAddr) -> Result<String, Denied> {
         let Some(expected) = &self.password else { return Err(Denied::Forbidden("this dashboard has no password")) };
-        if !same(&digest(password), expected) {
-            return Err(Denied::WrongPassword);
-        }
+        self.check_password(password, expected, peer)?;
         let id = random_token();
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions.retain(|_, s| s.last_used.elapsed() < SESSION_IDLE);
@@ -182,14 +239,6 @@ impl Auth {
         }
         sessions.insert(id.clone(), Session { csrf: random_token(), last_used: Instant::now() });
         Ok(id)
-    }
-
-    /// Waits before a wrong password from `ip` is answered: [`FAILURE_DELAY`], after every
-    /// other failure before it.
-    pub async fn slow_down(&self, ip: IpAddr) {
-        let _turn = self.failing.lock().await;
-        tracing::warn!(client = %ip, "dashboard: wrong password");
-        tokio::time::sleep(FAILURE_DELAY).await;
     }
 
     pub fn logout(&self, session: &str) {
@@ -224,38 +273,64 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_login_gives_a_session_with_its_own_csrf_token_and_logout_ends_it() {
         let auth = with_password();
-        assert_eq!(auth.identify(None, None), Ok(Caller::Anonymous));
-        assert_eq!(auth.identify(Some("made-up"), None), Ok(Caller::Anonymous));
-        assert_eq!(auth.login("guess"), Err(Denied::WrongPassword));
-        let session = auth.login("correct horse").unwrap();
+        assert_eq!(auth.identify(None, None, IP), Ok(Caller::Anonymous));
+        assert_eq!(auth.identify(Some("made-up"), None, IP), Ok(Caller::Anonymous));
+        assert_eq!(auth.login("guess", IP), Err(Denied::WrongPassword));
+        let session = auth.login("correct horse", IP).unwrap();
         assert_eq!(session.len(), 64);
-        let Ok(Caller::Browser { csrf }) = auth.identify(Some(&session), None) else { panic!("no session") };
-        let other = auth.login("correct horse").unwrap();
-        let Ok(Caller::Browser { csrf: other_csrf }) = auth.identify(Some(&other), None) else { panic!() };
+        let Ok(Caller::Browser { csrf }) = auth.identify(Some(&session), None, IP) else { panic!("no session") };
+        let other = auth.login("correct horse", IP).unwrap();
+        let Ok(Caller::Browser { csrf: other_csrf }) = auth.identify(Some(&other), None, IP) else { panic!() };
         assert_ne!((&session, &csrf), (&other, &other_csrf), "each login is its own");
         auth.logout(&session);
-        assert_eq!(auth.identify(Some(&session), None), Ok(Caller::Anonymous));
+        assert_eq!(auth.identify(Some(&session), None, IP), Ok(Caller::Anonymous));
         tokio::time::advance(SESSION_IDLE + Duration::from_secs(1)).await;
-        assert_eq!(auth.identify(Some(&other), None), Ok(Caller::Anonymous), "idle sessions expire");
+        assert_eq!(auth.identify(Some(&other), None, IP), Ok(Caller::Anonymous), "idle sessions expire");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn wrong_passwords_are_answered_one_a_second_for_all_clients_together() {
-        let auth = std::sync::Arc::new(with_password());
-        let started = Instant::now();
-        let guesses: Vec<_> = (0..5)
-            .map(|i| {
-                let auth = auth.clone();
-                tokio::spawn(async move { auth.slow_down(if i % 2 == 0 { IP } else { OTHER }).await })
-            })
-            .collect();
-        for g in guesses {
-            g.await.unwrap();
+    async fn password_checks_are_limited_and_over_the_limit_right_and_wrong_get_the_same_answer() {
+        let auth = with_password();
+        // A burst, from two LAN addresses together.
+        for i in 0..CHECK_BURST as usize {
+            let ip = if i % 2 == 0 { IP } else { OTHER };
+            assert_eq!(auth.identify(None, Some("guess"), ip), Err(Denied::WrongPassword), "check {i}");
         }
-        assert_eq!(started.elapsed(), FAILURE_DELAY * 5, "five guesses from two addresses take five seconds");
-        // Meanwhile the right password is checked at once.
-        assert_eq!(auth.identify(None, Some("correct horse")), Ok(Caller::Script));
-        assert_eq!(auth.identify(None, Some("wrong")), Err(Denied::WrongPassword));
+        // Over the limit: nothing is checked, so the right password cannot be told from a wrong one.
+        let wrong = auth.identify(None, Some("guess"), IP);
+        let right = auth.identify(None, Some("correct horse"), OTHER);
+        assert!(matches!(wrong, Err(Denied::TooManyChecks(_))), "{wrong:?}");
+        assert!(matches!(right, Err(Denied::TooManyChecks(_))), "{right:?}");
+        assert!(matches!(auth.login("correct horse", IP), Err(Denied::TooManyChecks(_))));
+        // Someone on the machine itself has a bucket of their own.
+        let local = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        assert_eq!(auth.identify(None, Some("correct horse"), local), Ok(Caller::Script));
+        // One check a second comes back; the right password gives its token back (a script
+        // polling with it spends nothing), a wrong one spends it.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..20 {
+            assert_eq!(auth.identify(None, Some("correct horse"), IP), Ok(Caller::Script));
+        }
+        assert_eq!(auth.identify(None, Some("guess"), IP), Err(Denied::WrongPassword));
+        assert!(matches!(auth.identify(None, Some("correct horse"), IP), Err(Denied::TooManyChecks(_))));
+        // A thousand guesses in ten seconds: about fifteen are checked.
+        let mut checked = 0;
+        for _ in 0..100 {
+            for _ in 0..10 {
+                if auth.identify(None, Some("guess"), IP) == Err(Denied::WrongPassword) {
+                    checked += 1;
+                }
+            }
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        assert!(checked <= 11, "{checked} guesses checked in ten seconds");
+        // Sessions need no password check.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let session = auth.login("correct horse", IP).unwrap();
+        for _ in 0..50 {
+            let _ = auth.identify(None, Some("guess"), IP);
+        }
+        assert!(matches!(auth.identify(Some(&session), None, IP), Ok(Caller::Browser { .. })));
     }
 
     #[test]
@@ -270,6 +345,10 @@ mod tests {
             Auth::check_post(&browser, Some("t0k3n"), Some("http://evil.example"), host),
             Err(Denied::Forbidden(_))
         ));
+        assert_eq!(Auth::check_post(&browser, Some("t0k3n"), Some("https://nas.local:8642"), host), Ok(()));
+        for origin in ["ftp://nas.local:8642", "null", "nas.local:8642", "file://nas.local:8642"] {
+            assert!(matches!(Auth::check_post(&browser, Some("t0k3n"), Some(origin), host), Err(Denied::Forbidden(_))));
+        }
         assert_eq!(Auth::check_post(&Caller::Script, None, Some("http://evil.example"), host), Ok(()));
         assert_eq!(Auth::check_post(&Caller::Anonymous, Some("t0k3n"), None, host), Err(Denied::Login));
     }
@@ -277,8 +356,8 @@ mod tests {
     #[test]
     fn without_a_password_every_page_shares_one_csrf_token() {
         let auth = Auth::new(None);
-        let Ok(Caller::Browser { csrf }) = auth.identify(None, None) else { panic!() };
-        assert_eq!(auth.identify(Some("anything"), None), Ok(Caller::Browser { csrf }));
+        let Ok(Caller::Browser { csrf }) = auth.identify(None, None, IP) else { panic!() };
+        assert_eq!(auth.identify(Some("anything"), None, IP), Ok(Caller::Browser { csrf }));
         assert!(!auth.needs_login());
     }
 }

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod auth;
 pub mod events;
+pub mod listen;
 pub mod pages;
 pub mod redact;
 pub mod site;
@@ -86,10 +87,7 @@ pub async fn serve(
     };
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     info!(address, password = web.password.is_some(), "dashboard at http://{address}/");
-    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(cancel.cancelled_owned()).await {
-        error!(error = %e, "the dashboard stopped");
-    }
+    listen::serve(listener, router(app), cancel).await;
 }
 
 impl App {
@@ -200,14 +198,9 @@ async fn guard(
     next: Next,
 ) -> Response {
     let started = std::time::Instant::now();
-    let mut response = match admit(&app, &mut request) {
+    let mut response = match admit(&app, &mut request, peer.ip()) {
         Ok(()) => next.run(request).await,
-        Err(turned_away) => {
-            if turned_away.denied == Denied::WrongPassword {
-                app.auth.slow_down(peer.ip()).await;
-            }
-            refusal(turned_away.is_api, &turned_away.path, turned_away.denied)
-        }
+        Err(turned_away) => refusal(turned_away.is_api, &turned_away.path, turned_away.denied),
     };
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
@@ -244,7 +237,7 @@ struct TurnedAway {
     denied: Denied,
 }
 
-fn admit(app: &App, request: &mut Request) -> Result<(), TurnedAway> {
+fn admit(app: &App, request: &mut Request, peer: std::net::IpAddr) -> Result<(), TurnedAway> {
     let path = request.uri().path().to_string();
     let is_api = path.starts_with("/api/");
     let away = |path: &str, denied| TurnedAway { is_api, path: path.to_string(), denied };
@@ -260,7 +253,7 @@ fn admit(app: &App, request: &mut Request) -> Result<(), TurnedAway> {
         ));
     }
     let bearer = header_text(headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
-    let caller = app.auth.identify(session_cookie(headers), bearer).map_err(|denied| away(&path, denied))?;
+    let caller = app.auth.identify(session_cookie(headers), bearer, peer).map_err(|denied| away(&path, denied))?;
     if caller == Caller::Anonymous && !is_public(&path) {
         let wanted = request.uri().path_and_query().map_or(path.as_str(), |p| p.as_str());
         return Err(away(wanted, Denied::Login));
@@ -282,6 +275,20 @@ fn deny(is_api: bool, status: StatusCode, message: &str) -> Response {
     }
 }
 
+/// 429: too many password checks lately; nothing was checked.
+pub fn too_many_checks(is_api: bool, wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let message = format!(
+        "too many password attempts on this dashboard lately; nothing was checked. Try again in {secs} s \
+         (from the machine itself, or through an SSH tunnel to it, the limit is a separate one)"
+    );
+    let mut response = deny(is_api, StatusCode::TOO_MANY_REQUESTS, &message);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
 /// The answer to a request turned away; `path`: what it asked for (a login leads back there).
 fn refusal(is_api: bool, path: &str, denied: Denied) -> Response {
     match denied {
@@ -298,6 +305,7 @@ fn refusal(is_api: bool, path: &str, denied: Denied) -> Response {
             Redirect::to(&format!("/login?next={next}")).into_response()
         }
         Denied::WrongPassword => deny(is_api, StatusCode::UNAUTHORIZED, "wrong password"),
+        Denied::TooManyChecks(wait) => too_many_checks(is_api, wait),
         Denied::Forbidden(why) => deny(is_api, StatusCode::FORBIDDEN, why),
     }
 }

@@ -124,7 +124,7 @@ pub async fn thumbnail(State(app): State<Arc<App>>, Path((id, which)): Path<(Str
         Ok(None) => return StatusCode::NOT_FOUND.into_response(),
         Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
     };
-    match app.thumbs.get(&job, which).await {
+    match app.thumbs.get(&job, which, &app.handle.config()).await {
         Ok(Some(bytes)) => {
             ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=60")], bytes)
                 .into_response()
@@ -158,10 +158,17 @@ pub async fn config(
 
 /// Where to go after logging in: a path of this dashboard, nothing else.
 fn next_page(params: &BTreeMap<String, String>) -> String {
-    match params.get("next") {
-        Some(next) if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') => next.clone(),
-        _ => "/".into(),
-    }
+    params.get("next").filter(|next| is_local_path(next)).cloned().unwrap_or_else(|| "/".into())
+}
+
+/// Whether `next` is a path on this dashboard: one leading `/` (not `//`, which is another
+/// host), no backslash, and no control character (browsers drop tabs and newlines from
+/// addresses, so `/\t/evil.example` would become `//evil.example`).
+fn is_local_path(next: &str) -> bool {
+    next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && !next.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 pub async fn login_page(State(app): State<Arc<App>>, Query(params): Params) -> Response {
@@ -179,7 +186,7 @@ pub async fn login(
 ) -> Response {
     let next = next_page(&form);
     let password = form.get("password").map(String::as_str).unwrap_or("");
-    match app.auth.login(password) {
+    match app.auth.login(password, peer.ip()) {
         Ok(session) => {
             let cookie = format!(
                 "{}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
@@ -192,8 +199,8 @@ pub async fn login(
             }
             response
         }
+        Err(Denied::TooManyChecks(wait)) => super::too_many_checks(false, wait),
         Err(Denied::WrongPassword) => {
-            app.auth.slow_down(peer.ip()).await;
             // Back to the form (so reloading it sends nothing again), which says why.
             let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
             Redirect::to(&format!("/login?failed=1&next={next}")).into_response()
@@ -222,4 +229,23 @@ pub async fn logout(
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_leads_back_only_to_a_path_on_this_dashboard() {
+        for good in ["/", "/jobs/7", "/queue?state=failed&q=a%20b"] {
+            assert!(is_local_path(good), "{good}");
+        }
+        for bad in
+            ["//evil.example", "/\t/evil.example", "/\n/evil.example", "/\\evil.example", "https://evil", "", "/ /x"]
+        {
+            assert!(!is_local_path(bad), "{bad:?}");
+        }
+        let params = BTreeMap::from([("next".to_string(), "/\t/evil.example".to_string())]);
+        assert_eq!(next_page(&params), "/");
+    }
 }

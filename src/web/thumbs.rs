@@ -3,9 +3,13 @@
 //! from a path a request names, and cached as small JPEGs in `<state>/thumbnails/`. A cached
 //! thumbnail is used while it is newer than its picture.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use tokio::sync::Semaphore;
+
+use crate::beneath::Dir;
+use crate::config::Config;
 
 use crate::journal::JobRecord;
 use crate::render::decode::read_photo;
@@ -53,32 +57,58 @@ impl Thumbnails {
     }
 
     /// The thumbnail's JPEG bytes, or `None` when the job has no such picture (any more).
-    pub async fn get(&self, job: &JobRecord, which: Which) -> Result<Option<Vec<u8>>, String> {
+    /// `config` names the folders a picture may be in.
+    pub async fn get(&self, job: &JobRecord, which: Which, config: &Config) -> Result<Option<Vec<u8>>, String> {
         let picture = match which {
             Which::Before => super::views::source_photo(job),
             Which::After => super::views::finished_photo(&job.state).map(Path::to_path_buf),
         };
         let Some(picture) = picture else { return Ok(None) };
-        let cached = self.dir.join(format!("{}-{}.jpg", job.id, which.as_str()));
-        if let Some(bytes) = fresh(&cached, &picture) {
+        let cached = format!("{}-{}.jpg", job.id, which.as_str());
+        if let Some(bytes) = fresh(&self.dir.join(&cached), &picture) {
             return Ok(Some(bytes));
         }
         let _permit = self.making.acquire().await.map_err(|e| e.to_string())?;
-        if let Some(bytes) = fresh(&cached, &picture) {
+        if let Some(bytes) = fresh(&self.dir.join(&cached), &picture) {
             return Ok(Some(bytes));
         }
-        let dir = self.dir.clone();
+        let (dir, job, roots) = (self.dir.clone(), job.clone(), roots(config));
         tokio::task::spawn_blocking(move || {
-            let bytes = make(&picture)?;
+            let file = open_picture(&job, &picture, &roots)?;
+            let bytes = make_from(&file, &picture)?;
             // The cache is a help: a thumbnail that cannot be kept is still shown.
-            let _ = std::fs::create_dir_all(&dir)
-                .and_then(|()| std::fs::write(cached.with_extension("tmp"), &bytes))
-                .and_then(|()| std::fs::rename(cached.with_extension("tmp"), &cached));
+            let _ = Dir::root_made(&dir).and_then(|d| d.write_replace(Path::new(&cached), &bytes));
             Ok(Some(bytes))
         })
         .await
         .map_err(|e| e.to_string())?
     }
+}
+
+/// The folders a job's pictures may be in: every watch's inbox, outbox, done and failed folder.
+fn roots(config: &Config) -> Vec<PathBuf> {
+    config
+        .watches
+        .iter()
+        .flat_map(|w| [Some(&w.inbox), Some(&w.outbox), w.done_dir.as_ref(), w.failed_dir.as_ref()])
+        .flatten()
+        .cloned()
+        .collect()
+}
+
+/// Opens a job's picture as the runner would: the source still in the inbox only while it is
+/// the version sent; anything else beneath the folder that holds it, never through a link.
+fn open_picture(job: &JobRecord, picture: &Path, roots: &[PathBuf]) -> Result<File, String> {
+    if picture == job.source.path() {
+        return job.source.open_same(false).map_err(|_| "the source changed or left the inbox".to_string());
+    }
+    let root = roots
+        .iter()
+        .filter(|r| picture.starts_with(r))
+        .max_by_key(|r| r.as_os_str().len())
+        .ok_or_else(|| format!("{} is in none of the watched folders", picture.display()))?;
+    let rel = picture.strip_prefix(root).map_err(|e| e.to_string())?;
+    Dir::root(root).and_then(|d| d.open_file(rel)).map_err(|e| format!("cannot open {}: {e}", picture.display()))
 }
 
 /// The cached thumbnail, if it is newer than its picture.
@@ -90,7 +120,32 @@ fn fresh(cached: &Path, picture: &Path) -> Option<Vec<u8>> {
 
 /// Decodes `picture`, turns it upright, shrinks it to [`SIZE`] and encodes it as a JPEG.
 pub fn make(picture: &Path) -> Result<Vec<u8>, String> {
-    let photo = read_photo(picture)?;
+    let file = File::open(picture).map_err(|e| format!("cannot read {}: {e}", picture.display()))?;
+    make_from(&file, picture)
+}
+
+/// The most pixels a picture may have to get a thumbnail: a tiny file can declare a huge image
+/// (a 1 MB PNG of 20000×20000), and decoding it whole would take gigabytes.
+pub const MAX_PIXELS: u64 = 100_000_000;
+
+/// [`make`] for an opened picture (`picture` names it in messages).
+fn make_from(file: &File, picture: &Path) -> Result<Vec<u8>, String> {
+    let mut reader = std::io::BufReader::new(file.try_clone().map_err(|e| e.to_string())?);
+    let mut head = [0u8; 8];
+    std::io::Read::read_exact(&mut reader, &mut head).map_err(|e| format!("cannot read {}: {e}", picture.display()))?;
+    let kind = crate::formats::sniff(&head);
+    std::io::Seek::rewind(&mut reader).map_err(|e| e.to_string())?;
+    match crate::formats::image_dimensions(&mut reader, kind) {
+        Ok(Some((w, h))) if u64::from(w) * u64::from(h) <= MAX_PIXELS => {}
+        Ok(Some((w, h))) => {
+            return Err(format!(
+                "{} is {w}×{h}, too large for a thumbnail (at most 100 megapixels)",
+                picture.display()
+            ));
+        }
+        _ => return Err(format!("{} is not a readable JPEG or PNG", picture.display())),
+    }
+    let photo = read_photo(&crate::beneath::anchored(file))?;
     let image = photo.image.oriented(photo.meta.orientation());
     let small = shrink(&image, SIZE);
     let mut out = Vec::new();

@@ -165,7 +165,7 @@ async fn a_failed_task_carries_the_servers_reason() {
     let last = completed(&client, &id).await.pop().unwrap();
     assert_eq!(last.state, TaskState::Failed);
     assert_eq!(last.reason.as_deref(), Some("no face found"));
-    let err = client.get_file(&id, dir.path()).await.unwrap_err();
+    let err = client.get_file(&id, &retouchd::beneath::Dir::root(dir.path()).unwrap()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotFound);
 }
 
@@ -177,11 +177,12 @@ async fn get_file_answers_404_until_the_result_is_stored_then_a_zip_of_layers() 
     let client = client_for(&sim, TOKEN);
     let id = client.start(&photo, "photo.jpg", LAYERED, "k").await.unwrap().id;
     completed(&client, &id).await;
-    let early = client.get_file(&id, dir.path()).await.unwrap_err();
+    let early = client.get_file(&id, &retouchd::beneath::Dir::root(dir.path()).unwrap()).await.unwrap_err();
     assert_eq!(early.kind, ErrorKind::NotFound, "right after completion the file is not stored yet");
-    let download =
-        wait_for("the stored result", Duration::from_secs(5), async || client.get_file(&id, dir.path()).await.ok())
-            .await;
+    let download = wait_for("the stored result", Duration::from_secs(5), async || {
+        client.get_file(&id, &retouchd::beneath::Dir::root(dir.path()).unwrap()).await.ok()
+    })
+    .await;
     assert_eq!(download.kind, FileKind::Zip, "detected by bytes although served as photo.jpg");
     assert_eq!(download.bytes, std::fs::metadata(&download.path).unwrap().len());
 
@@ -211,7 +212,10 @@ async fn the_timeline_records_upload_completion_and_first_download_and_processin
     let before = retouchd::sim::unix_us();
     let id = client.start(&photo, "photo.jpg", LAYERED, "k").await.unwrap().id;
     completed(&client, &id).await;
-    wait_for("the result", Duration::from_secs(5), async || client.get_file(&id, dir.path()).await.ok()).await;
+    wait_for("the result", Duration::from_secs(5), async || {
+        client.get_file(&id, &retouchd::beneath::Dir::root(dir.path()).unwrap()).await.ok()
+    })
+    .await;
     let times = sim.stats().timeline[&id].clone();
     assert_eq!(times.file_name, "photo.jpg");
     assert_eq!(times.processing_ms, 700);
@@ -249,8 +253,10 @@ async fn flat_tasks_return_one_image_in_the_inputs_format() {
         let file = write(dir.path(), name, &bytes);
         let id = client.start(&file, name, FLAT, name).await.unwrap().id;
         completed(&client, &id).await;
-        let download =
-            wait_for("the result", Duration::from_secs(5), async || client.get_file(&id, dir.path()).await.ok()).await;
+        let download = wait_for("the result", Duration::from_secs(5), async || {
+            client.get_file(&id, &retouchd::beneath::Dir::root(dir.path()).unwrap()).await.ok()
+        })
+        .await;
         assert_eq!(download.kind, kind, "{name}");
     }
 }
@@ -264,8 +270,10 @@ async fn a_zip_input_gives_a_zip_result_with_each_images_layers() {
     let client = client_for(&sim, TOKEN);
     let id = client.start(&file, "batch.zip", LAYERED, "k").await.unwrap().id;
     completed(&client, &id).await;
-    let download =
-        wait_for("the result", Duration::from_secs(5), async || client.get_file(&id, dir.path()).await.ok()).await;
+    let download = wait_for("the result", Duration::from_secs(5), async || {
+        client.get_file(&id, &retouchd::beneath::Dir::root(dir.path()).unwrap()).await.ok()
+    })
+    .await;
     assert_eq!(download.kind, FileKind::Zip);
     let archive = zip::ZipArchive::new(std::fs::File::open(&download.path).unwrap()).unwrap();
     let names: Vec<String> = archive.file_names().map(|n| n.unwrap().to_string()).collect();
@@ -283,7 +291,10 @@ async fn results_expire_after_the_retention_and_then_answer_404() {
     completed(&client, &id).await;
     sim.update(|c| c.retention_ms = 0);
     assert_eq!(client.status(&id).await.unwrap_err().kind, ErrorKind::NotFound);
-    assert_eq!(client.get_file(&id, dir.path()).await.unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(
+        client.get_file(&id, &retouchd::beneath::Dir::root(dir.path()).unwrap()).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
 }
 
 #[tokio::test]
@@ -294,7 +305,8 @@ async fn unknown_task_ids_answer_404_on_status_and_get_file() {
     let err = client.status("s0me-very-l0ng-1d").await.unwrap_err();
     assert_eq!((err.kind, err.status), (ErrorKind::NotFound, Some(404)));
     assert!(!err.is_retryable());
-    let err = client.get_file("s0me-very-l0ng-1d", dir.path()).await.unwrap_err();
+    let err =
+        client.get_file("s0me-very-l0ng-1d", &retouchd::beneath::Dir::root(dir.path()).unwrap()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotFound);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temporary file left behind");
 }
@@ -346,7 +358,7 @@ async fn a_server_that_is_down_answers_503_on_every_route() {
     let errors = [
         client.start(&photo, "photo.jpg", LAYERED, "k").await.unwrap_err(),
         client.status("x").await.unwrap_err(),
-        client.get_file("x", dir.path()).await.unwrap_err(),
+        client.get_file("x", &retouchd::beneath::Dir::root(dir.path()).unwrap()).await.unwrap_err(),
         client.limits().await.unwrap_err(),
     ];
     for err in errors {

@@ -10,6 +10,7 @@ mod dashboard;
 mod finished_photos;
 mod hostile;
 mod in_process;
+mod intruder;
 mod openapi;
 mod operations;
 mod reliability;

@@ -164,7 +164,8 @@ async fn any_4xx_saying_token_issue_is_a_bad_token() {
 async fn a_download_shorter_than_its_content_length_fails_and_leaves_nothing() {
     let (base, _) = recording_server().await;
     let dir = tempfile::tempdir().unwrap();
-    let err = client(&base, TOKEN).get_file("short", dir.path()).await.unwrap_err();
+    let err =
+        client(&base, TOKEN).get_file("short", &retouchd::beneath::Dir::root(dir.path()).unwrap()).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
