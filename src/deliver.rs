@@ -425,6 +425,13 @@ fn safe_relative(name: &str) -> Option<PathBuf> {
 /// folder, syncing, renaming and only then removing the original.
 pub fn move_source(inbox: &Path, rel: &Path, dest: &Path) -> io::Result<PathBuf> {
     let (from, to) = (Dir::root(inbox)?, Dir::root_made(dest)?);
+    // Only a file is moved (a link swapped in meanwhile stays where it is).
+    if !from.metadata(rel)?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} is no longer a regular file", inbox.join(rel).display()),
+        ));
+    }
     let sub = rel.parent().unwrap_or(Path::new(""));
     let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let (stem, ext) = split_name(&name);

@@ -10,6 +10,7 @@
 //! - [`source`]: a job's source file, its version stamp and the one "is it still the same file?"
 //!   check; [`inbox`]: an inbox's marker file and owner record; [`watch`]: watching inboxes (notify as hints, scans as truth) and readiness;
 //!   [`ignore`]: files that are never jobs; [`inspect`]: checks against the server's limits.
+//! - [`beneath`]: file work beneath an opened folder, links refused, temporary files exclusive.
 //! - [`deliver`]: where results go (a journaled target), staging, safe extraction, no-overwrite
 //!   publishing, moving sources.
 //! - [`api`]: the HTTP client, its classified error type, and the retry policy table beside it.

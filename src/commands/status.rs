@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::daemon::LiveStatus;
 use crate::job::{JobState, StateName};
 use crate::journal::{JobRecord, Journal, JournalError, NodeInfo};
+use crate::logging::printable;
 
 /// One job, as shown.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -117,7 +118,9 @@ pub fn node_views(journal: &Journal, config: &Config, now: i64) -> Result<Vec<No
         .collect())
 }
 
-/// The report as text for a terminal.
+/// The report as text for a terminal. Names and reasons come from the inbox and the server:
+/// their control characters are shown escaped, so they can neither forge a line nor drive the
+/// terminal.
 pub fn render(report: &Report) -> String {
     let mut out = match &report.daemon {
         Some(d) => {
@@ -128,7 +131,7 @@ pub fn render(report: &Report) -> String {
             if let Some(reason) = &d.paused {
                 text.push_str(&format!(
                     "PAUSED ({reason}): {} — {}\n",
-                    d.pause_detail.as_deref().unwrap_or(""),
+                    printable(d.pause_detail.as_deref().unwrap_or("")),
                     d.pause_advice().unwrap_or_default()
                 ));
                 if let Some(log) = &d.log_command {
@@ -154,14 +157,14 @@ pub fn render(report: &Report) -> String {
                 text.push_str(&format!("credits left: {q} (as the server said at the last upload)\n"));
             }
             for inbox in &d.inboxes_unavailable {
-                text.push_str(&format!("inbox unavailable (unmounted?): {inbox}\n"));
+                text.push_str(&format!("inbox unavailable (unmounted?): {}\n", printable(inbox)));
             }
             text
         }
         None => "daemon: not running\n".to_string(),
     };
     for inbox in &report.unavailable_inboxes {
-        out.push_str(&format!("inbox cannot be read: {inbox}\n"));
+        out.push_str(&format!("inbox cannot be read: {}\n", printable(inbox)));
     }
     out.push_str(&format!("journal: {}\n", report.journal));
     if !report.nodes.is_empty() {
@@ -185,19 +188,29 @@ pub fn render(report: &Report) -> String {
         for j in report.in_flight.iter().take(50) {
             let progress = j.progress.map(|p| format!(" {p:.0}%")).unwrap_or_default();
             let age = humantime::format_duration(Duration::from_secs(j.age_secs));
-            out.push_str(&format!("  #{} {} — {}{progress}, {age}\n", j.id, j.file, j.state));
+            out.push_str(&format!("  #{} {} — {}{progress}, {age}\n", j.id, printable(&j.file), j.state));
         }
     }
     if !report.recent_failures.is_empty() {
         out.push_str("recent failures:\n");
         for j in &report.recent_failures {
-            out.push_str(&format!("  #{} {} — {}\n", j.id, j.file, j.reason.as_deref().unwrap_or("")));
+            out.push_str(&format!(
+                "  #{} {} — {}\n",
+                j.id,
+                printable(&j.file),
+                printable(j.reason.as_deref().unwrap_or(""))
+            ));
         }
     }
     if !report.recent_render_errors.is_empty() {
         out.push_str("delivered without a finished photo (layers only; `retouchd render` retries locally):\n");
         for j in &report.recent_render_errors {
-            out.push_str(&format!("  #{} {} — {}\n", j.id, j.file, j.render_error.as_deref().unwrap_or("")));
+            out.push_str(&format!(
+                "  #{} {} — {}\n",
+                j.id,
+                printable(&j.file),
+                printable(j.render_error.as_deref().unwrap_or(""))
+            ));
         }
     }
     out

@@ -215,4 +215,45 @@ mod tests {
         assert_eq!((thumb.image.width, thumb.image.height), (480, 320));
         assert!(make(&dir.path().join("missing.jpg")).unwrap_err().contains("missing.jpg"));
     }
+
+    #[test]
+    fn a_small_file_declaring_a_huge_image_gets_no_thumbnail_and_is_not_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut png = crate::imagegen::png_bytes(1, 1, [0, 0, 0]);
+        png[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+        let path = dir.path().join("bomb.png");
+        std::fs::write(&path, png).unwrap();
+        let why = make(&path).unwrap_err();
+        assert!(why.contains("20000×20000") && why.contains("too large"), "{why}");
+    }
+
+    #[test]
+    fn a_source_swapped_for_a_link_gets_no_thumbnail() {
+        use crate::job::JobState;
+        use crate::source::{Source, Stamp};
+        let dir = tempfile::tempdir().unwrap();
+        let (inbox, private) = (dir.path().join("inbox"), dir.path().join("private"));
+        std::fs::create_dir_all(inbox.join("shoot")).unwrap();
+        std::fs::create_dir_all(&private).unwrap();
+        let photo = crate::imagegen::portrait_jpeg(64, 48, [200, 160, 140]);
+        std::fs::write(inbox.join("shoot/a.jpg"), &photo).unwrap();
+        let stamp = Stamp::of(&std::fs::metadata(inbox.join("shoot/a.jpg")).unwrap());
+        let job = JobRecord {
+            id: 1,
+            source: Source { inbox: inbox.clone(), rel_path: "shoot/a.jpg".into(), stamp },
+            state: JobState::Processing { task_id: "t".into(), host: "h".into() },
+            created_at: 0,
+            updated_at: 0,
+            progress: None,
+            generation: 1,
+        };
+        let roots = vec![inbox.clone()];
+        assert!(open_picture(&job, &inbox.join("shoot/a.jpg"), &roots).is_ok());
+        std::fs::rename(inbox.join("shoot"), dir.path().join("was")).unwrap();
+        std::fs::write(private.join("a.jpg"), &photo).unwrap();
+        std::os::unix::fs::symlink(&private, inbox.join("shoot")).unwrap();
+        assert!(open_picture(&job, &inbox.join("shoot/a.jpg"), &roots).is_err());
+        assert!(open_picture(&job, &private.join("a.jpg"), &roots).is_err(), "outside every watched folder");
+    }
 }

@@ -99,9 +99,17 @@ impl Cluster {
     /// Checks exactly-once: every file delivered once (no `name (2)`), every source in done/,
     /// nothing failed, each file charged once. Returns a line of figures.
     fn check_exactly_once(&self, sim: &Simulator, hashes: &[String]) -> String {
-        let results: Vec<String> = self.ws.files("outbox").into_iter().filter(|f| f.ends_with("result.json")).collect();
         let visible: Vec<String> =
             self.ws.files("outbox").into_iter().filter(|f| !f.contains(".retouchd-staging")).collect();
+        // Delivered results; a staged copy left by a node that lost the job (taken over under a
+        // new generation) is not an output, and start-up cleaning removes it.
+        let results: Vec<&String> = visible.iter().filter(|f| f.ends_with("result.json")).collect();
+        let left_staged = self
+            .ws
+            .files("outbox")
+            .iter()
+            .filter(|f| f.contains(".retouchd-staging") && f.ends_with("result.json"))
+            .count();
         let duplicates: Vec<&String> = visible.iter().filter(|f| f.contains(" (2)")).collect();
         let stats = sim.stats();
         let charged_twice = hashes.iter().filter(|h| stats.charged_by_hash.get(*h).copied().unwrap_or(0) > 1).count();
@@ -113,7 +121,7 @@ impl Cluster {
         assert_eq!((charged_twice, never_charged), (0, 0), "each file charged exactly once");
         assert_eq!(stats.charged_starts, hashes.len() as u64, "charged starts = files");
         format!(
-            "results {}, duplicates 0, charged starts {}, start requests {}",
+            "results {}, duplicates 0, left staged by lost claims {left_staged}, charged starts {}, start requests {}",
             results.len(),
             stats.charged_starts,
             stats.start_requests

@@ -216,3 +216,25 @@ async fn a_flood_of_half_open_dashboard_connections_fails_no_photo_and_the_dashb
     }
     assert_eq!(closed, 50, "half-open connections are closed by the header timeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_newlines_and_terminal_escapes_reach_the_log_and_status_escaped() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    ws.drop_file("a\nERROR retouchd: forged line.jpg", &jpeg());
+    ws.drop_file("b\u{1b}[2J\u{1b}]0;owned\u{7}.jpg", b"not a photo");
+    let mut cmd = ws.command(&["--log-format", "text", "run", "--once"]);
+    let log = std::fs::File::create(ws.path("once.log")).unwrap();
+    cmd.stdout(log.try_clone().unwrap()).stderr(log);
+    let mut daemon = Daemon(cmd.spawn().unwrap());
+    // Exit code 3 (a file failed) or 0: what matters here is what was printed.
+    wait_exit(&mut daemon.0, Duration::from_secs(60)).await;
+    let text = ws.log("once");
+    assert!(!text.lines().any(|l| l.starts_with("ERROR retouchd: forged")), "a forged log line:\n{text}");
+    assert!(text.contains("a\\nERROR retouchd: forged line.jpg"), "the name is shown escaped:\n{text}");
+    assert!(!text.contains('\u{1b}'), "a terminal escape reached the log:\n{text}");
+    let status = ws.command(&["status"]).output().unwrap();
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(shown.contains("\\u{1b}[2J"), "{shown}");
+    assert!(!shown.contains('\u{1b}') && !shown.contains('\u{7}'), "status printed raw escapes:\n{shown}");
+}

@@ -16,4 +16,5 @@ mod operations;
 mod reliability;
 mod security;
 mod support;
+mod swapped_links;
 mod wire_format;
