@@ -363,7 +363,7 @@ pub fn load_for(path: &Path, env: &Environment, purpose: Purpose) -> Result<Conf
         file: file.clone(),
         problems: vec![Problem {
             key: "(file)".into(),
-            message: format!("cannot read it: {e}; pass --config FILE or create it from config.example.toml"),
+            message: format!("cannot read it: {e}; run `retouchd init` to make one, or pass --config FILE"),
         }],
     })?;
     let mut config = parse_for(&text, path.parent().unwrap_or(Path::new(".")), env, purpose)
@@ -533,8 +533,11 @@ impl Validator {
         }
     }
 
+    /// A configured path, absolute: relative ones are taken from the config's folder, and that
+    /// from the working folder, once, here (the watcher's events carry absolute paths).
     fn path(&self, p: PathBuf) -> PathBuf {
-        if p.is_absolute() { p } else { self.base.join(p) }
+        let joined = if p.is_absolute() { p } else { self.base.join(p) };
+        std::path::absolute(&joined).unwrap_or(joined)
     }
 
     fn server(&mut self, raw: RawServer, env: &Environment, watches_nothing: bool) -> Option<ServerConfig> {
@@ -1069,6 +1072,19 @@ tasks = [{{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}]
 "#,
             d = dir.display()
         )
+    }
+
+    #[test]
+    fn relative_paths_become_absolute_at_load_even_from_a_relative_config_folder() {
+        // A config given as `--config photos/config.toml`: its folder is relative too.
+        let rel = PathBuf::from("target").join(format!("relative-config-{}", std::process::id()));
+        let text = base_config(&rel).replace(&format!("{}/", rel.display()), "");
+        let config = parse(&text, &rel, &env());
+        let _ = std::fs::remove_dir_all(&rel);
+        let config = config.unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(config.watches[0].inbox, cwd.join(&rel).join("in"));
+        assert!(config.watches[0].outbox.is_absolute() && config.state_dir.is_absolute());
     }
 
     #[test]

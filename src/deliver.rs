@@ -8,6 +8,7 @@
 //! Every file operation here runs relative to an opened inbox, outbox, done or failed folder
 //! ([`crate::beneath::Dir`]): a subfolder someone swapped for a link is refused, never followed.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -38,13 +39,18 @@ pub fn is_disk_full_code(code: Option<i32>) -> bool {
     matches!(code, Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
-/// The name `stem.ext`, or `stem (N).ext` for the first N ≥ 2 that is free in `dir`.
-fn candidate(dir: &Path, stem: &str, ext: Option<&str>, n: u32) -> PathBuf {
-    let base = if n < 2 { stem.to_string() } else { format!("{stem} ({n})") };
-    match ext {
-        Some(ext) => dir.join(format!("{base}.{ext}")),
-        None => dir.join(base),
+/// The name `stem.ext`, or `stem (N).ext` for the first N ≥ 2 that is free in `dir`. The stem
+/// is kept as its bytes (a name need not be UTF-8).
+fn candidate(dir: &Path, stem: &OsStr, ext: Option<&str>, n: u32) -> PathBuf {
+    let mut name = stem.to_os_string();
+    if n >= 2 {
+        name.push(format!(" ({n})"));
     }
+    if let Some(ext) = ext {
+        name.push(".");
+        name.push(ext);
+    }
+    dir.join(name)
 }
 
 /// Renames `from` to `to` unless `to` exists; atomic where the file system supports it. For
@@ -63,7 +69,7 @@ fn split_path(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
 
 /// Moves `from` into `dir` as `stem[.ext]`, or the first free ` (N)` variant, for paths the caller
 /// trusts (`retouchd retry` and `render`). Returns the final path.
-pub fn place(from: &Path, dir: &Path, stem: &str, ext: Option<&str>) -> io::Result<PathBuf> {
+pub fn place(from: &Path, dir: &Path, stem: &OsStr, ext: Option<&str>) -> io::Result<PathBuf> {
     let (from_dir, from_name) = split_path(from)?;
     place_beneath(&Dir::root(from_dir)?, Path::new(from_name), &Dir::root_made(dir)?, Path::new(""), stem, ext)
 }
@@ -75,7 +81,7 @@ pub fn place_beneath(
     from: &Path,
     to_root: &Dir,
     dir: &Path,
-    stem: &str,
+    stem: &OsStr,
     ext: Option<&str>,
 ) -> io::Result<PathBuf> {
     let to_dir = to_root.create_dirs(dir)?;
@@ -90,7 +96,7 @@ pub fn place_beneath(
             Err(e) => return Err(e),
         }
     }
-    Err(io::Error::other(format!("no free name for {stem} in {}", to_dir.path().display())))
+    Err(io::Error::other(format!("no free name for {} in {}", stem.display(), to_dir.path().display())))
 }
 
 /// `path` below `root`, or an error saying it is not there (a journaled path must stay inside
@@ -114,10 +120,13 @@ pub fn open_staging(outbox: &Path) -> io::Result<Dir> {
 
 /// Where a result is published: `dir/stem[.ext]`, or the first free `stem (N)[.ext]` there.
 /// A zip result is a folder (`ext` is `None`); an image keeps the extension of its real kind.
+/// The stem keeps the source name's bytes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Target {
+    #[serde(with = "crate::lossless::path")]
     pub dir: PathBuf,
-    pub stem: String,
+    #[serde(with = "crate::lossless::name")]
+    pub stem: OsString,
     pub ext: Option<String>,
 }
 
@@ -126,8 +135,8 @@ impl Target {
     /// `outbox/<sub>/<stem>.<ext of the result's real kind>`.
     pub fn for_result(outbox: &Path, rel: &Path, kind: FileKind) -> Target {
         let dir = rel.parent().map(|p| outbox.join(p)).unwrap_or_else(|| outbox.to_path_buf());
-        let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "result".into());
-        let stem = split_name(&name).0.to_string();
+        let name = rel.file_name().map(OsStr::to_os_string).unwrap_or_else(|| "result".into());
+        let stem = split_os_name(&name).0.to_os_string();
         let ext = match kind {
             FileKind::Zip => None,
             other => Some(other.extension().to_string()),
@@ -144,6 +153,7 @@ impl Target {
 /// A staged file or folder and where it is to be published.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Placement {
+    #[serde(with = "crate::lossless::path")]
     pub staged: PathBuf,
     pub target: Target,
 }
@@ -156,14 +166,20 @@ impl<'de> serde::Deserialize<'de> for Target {
         #[derive(serde::Deserialize)]
         #[serde(untagged)]
         enum Stored {
-            Parts { dir: PathBuf, stem: String, ext: Option<String> },
+            Parts {
+                #[serde(with = "crate::lossless::path")]
+                dir: PathBuf,
+                #[serde(with = "crate::lossless::name")]
+                stem: OsString,
+                ext: Option<String>,
+            },
             Path(PathBuf),
         }
         Ok(match Stored::deserialize(d)? {
             Stored::Parts { dir, stem, ext } => Target { dir, stem, ext },
             Stored::Path(path) => Target {
                 dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-                stem: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                stem: path.file_name().map(OsStr::to_os_string).unwrap_or_default(),
                 ext: None,
             },
         })
@@ -284,6 +300,27 @@ pub fn discard_job_staging(staging: &Dir, stem: &str) {
 pub fn split_name(name: &str) -> (&str, Option<&str>) {
     match name.rsplit_once('.') {
         Some((stem, ext)) if !stem.is_empty() && !ext.is_empty() => (stem, Some(ext)),
+        _ => (name, None),
+    }
+}
+
+/// A file name as the stem and extension it is placed under (`name (2).ext` when taken): an
+/// extension that is not UTF-8 stays part of the stem, and the stem keeps its bytes.
+pub fn stem_and_ext(name: &OsStr) -> (&OsStr, Option<&str>) {
+    match split_os_name(name) {
+        (stem, Some(ext)) if ext.to_str().is_some() => (stem, ext.to_str()),
+        _ => (name, None),
+    }
+}
+
+/// [`split_name`] for a name as it is on disk (not necessarily UTF-8).
+pub fn split_os_name(name: &OsStr) -> (&OsStr, Option<&OsStr>) {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = name.as_bytes();
+    match bytes.iter().rposition(|&b| b == b'.') {
+        Some(dot) if dot > 0 && dot + 1 < bytes.len() => {
+            (OsStr::from_bytes(&bytes[..dot]), Some(OsStr::from_bytes(&bytes[dot + 1..])))
+        }
         _ => (name, None),
     }
 }
@@ -433,8 +470,7 @@ pub fn move_source(inbox: &Path, rel: &Path, dest: &Path) -> io::Result<PathBuf>
         ));
     }
     let sub = rel.parent().unwrap_or(Path::new(""));
-    let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let (stem, ext) = split_name(&name);
+    let (stem, ext) = stem_and_ext(rel.file_name().unwrap_or_default());
     match place_beneath(&from, rel, &to, sub, stem, ext) {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let staging = to.create_dirs(Path::new(STAGING_DIR))?;
@@ -468,19 +504,25 @@ pub fn remove_source(inbox: &Path, rel: &Path) -> io::Result<()> {
 const NAME_MAX: usize = 255;
 
 /// The note's name for the failed file `name`: `<name>.error.txt`, with the name shortened (at a
-/// character boundary) when the whole would be longer than a file system allows.
-fn error_note_name(name: &str) -> String {
+/// character boundary, when it is UTF-8) when the whole would be longer than a file system allows.
+fn error_note_name(name: &OsStr) -> OsString {
+    use std::os::unix::ffi::OsStrExt;
     const SUFFIX: &str = ".error.txt";
-    let keep = name.floor_char_boundary(NAME_MAX - SUFFIX.len());
-    format!("{}{SUFFIX}", &name[..keep])
+    let limit = NAME_MAX - SUFFIX.len();
+    let keep = match name.to_str() {
+        Some(text) => text.floor_char_boundary(limit),
+        None => name.len().min(limit),
+    };
+    let mut note = OsStr::from_bytes(&name.as_bytes()[..keep]).to_os_string();
+    note.push(SUFFIX);
+    note
 }
 
 /// Writes `<failed file>.error.txt` beside `moved` (a file beneath `failed_dir`) with the reason
 /// and what to do. A link planted under that name is replaced, never followed.
 pub fn write_error_note(failed_dir: &Path, moved: &Path, source: &Path, reason: &str) -> io::Result<PathBuf> {
     let rel = below(failed_dir, moved)?;
-    let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let note = rel.with_file_name(error_note_name(&name));
+    let note = rel.with_file_name(error_note_name(rel.file_name().unwrap_or_default()));
     let text = format!(
         "retouchd could not retouch this file.\n\nFile:   {}\nReason: {}\nWhen:   {}\n\n\
          What to do: fix what the reason says, then move the file back into the inbox \
@@ -504,7 +546,7 @@ mod tests {
         for i in 0..3 {
             let src = dir.path().join(format!("src{i}"));
             fs::write(&src, [i]).unwrap();
-            place(&src, &dir.path().join("out"), "photo", Some("jpg")).unwrap();
+            place(&src, &dir.path().join("out"), "photo".as_ref(), Some("jpg")).unwrap();
         }
         let mut names: Vec<_> = fs::read_dir(dir.path().join("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
@@ -518,7 +560,7 @@ mod tests {
         assert_eq!(image, Target { dir: "/out/a/b".into(), stem: "IMG 1".into(), ext: Some("jpg".into()) });
         assert_eq!(image.path(), PathBuf::from("/out/a/b/IMG 1.jpg"));
         let layers = Target::for_result(Path::new("/out"), Path::new("x.png"), FileKind::Zip);
-        assert_eq!((layers.stem.as_str(), layers.ext), ("x", None));
+        assert_eq!((layers.stem.to_str(), layers.ext), (Some("x"), None));
         assert_eq!(split_name(".hidden"), (".hidden", None));
         assert_eq!(split_name("a.tar.gz"), ("a.tar", Some("gz")));
     }

@@ -51,6 +51,7 @@ pub mod job;
 pub mod journal;
 pub mod lock;
 pub mod logging;
+pub mod lossless;
 pub mod plugins;
 pub mod render;
 pub mod sim;

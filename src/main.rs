@@ -51,13 +51,13 @@ impl From<DaemonError> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Commands that only print end quietly when their reader goes away (`retouchd man | head`),
-    // as Unix tools do. Commands that run jobs keep SIGPIPE ignored and stop properly instead.
+    // as Unix tools do. Commands that run jobs or talk to a server (`check`: a server closing the
+    // connection would kill it silently) keep SIGPIPE ignored and stop properly instead.
     if matches!(
         cli.command,
         Command::Status { .. }
             | Command::Retry { .. }
             | Command::Render { .. }
-            | Command::Check { .. }
             | Command::Completions { .. }
             | Command::Man
     ) {

@@ -138,6 +138,13 @@ impl ApiError {
             }
             source = e.source();
         }
+        // A TLS handshake answered in plain HTTP (`https://` pointed at `retouchd sim`, say).
+        if message.contains("InvalidContentType") || message.contains("corrupt message") {
+            message.push_str(
+                "; the server answered in plain HTTP, not TLS: if it is `retouchd sim` or another local \
+                 server, use an http:// URL",
+            );
+        }
         let kind = if err.is_decode() { ErrorKind::Protocol } else { ErrorKind::Transport };
         ApiError::new(kind, route, message)
     }

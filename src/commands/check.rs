@@ -20,10 +20,20 @@ pub enum CheckError {
 }
 
 /// Runs the checks, printing one line per finding.
+/// Prints a line; a reader that went away (`retouchd check | head -1`) is not an error. (`check`
+/// keeps SIGPIPE ignored: it talks to servers, and a server closing a connection must not kill
+/// it before it says what failed.)
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub async fn run(config: &Config) -> Result<(), CheckError> {
-    println!("config: ok ({} watch(es), token from {})", config.watches.len(), config.server.token_source);
+    say!("config: ok ({} watch(es), token from {})", config.watches.len(), config.server.token_source);
     for w in &config.warnings {
-        println!("warning: {w}");
+        say!("warning: {w}");
     }
     if let Some(cluster) = config.cluster.clone() {
         let location = cluster.location.clone();
@@ -33,22 +43,22 @@ pub async fn run(config: &Config) -> Result<(), CheckError> {
         .await
         .map_err(|e| CheckError::Database(e.to_string()))?;
         match journal {
-            Ok(nodes) => println!("database: {location} answers; {nodes} node(s) known"),
+            Ok(nodes) => say!("database: {location} answers; {nodes} node(s) known"),
             Err(crate::journal::JournalError::NotSetUp { .. }) => {
-                println!("database: answers; no tables yet (the first node to start makes them)")
+                say!("database: answers; no tables yet (the first node to start makes them)")
             }
             Err(e) => return Err(CheckError::Database(format!("database: {e}"))),
         }
     }
     let client = Client::new(config.server.client_options()).map_err(CheckError::Client)?;
     match client.limits().await {
-        Ok(Some(l)) => println!(
+        Ok(Some(l)) => say!(
             "server: {} answers; limits {} MB, {} megapixels",
             client.base_url(),
             l.max_file_size_mb,
             l.max_megapixels
         ),
-        Ok(None) => println!("server: {} answers (no limits route, as in production)", client.base_url()),
+        Ok(None) => say!("server: {} answers (no limits route, as in production)", client.base_url()),
         Err(e) => {
             return Err(CheckError::Server(format!("server {} does not answer properly: {e}", client.base_url())));
         }
@@ -57,7 +67,7 @@ pub async fn run(config: &Config) -> Result<(), CheckError> {
     // the URL is wrong (usually `/api/v1` is missing), which would otherwise fail every photo.
     let payload = config.watches.first().map(|w| w.payload.as_str()).unwrap_or("{}");
     match client.probe_start(payload).await {
-        Ok(()) => println!("server: the start route answers as documented (no credit spent)"),
+        Ok(()) => say!("server: the start route answers as documented (no credit spent)"),
         Err(e) if e.kind == ErrorKind::NotFound => {
             return Err(CheckError::Server(format!(
                 "server: {} has no start route (HTTP 404); server.url should end in /api/v1, like {}",
@@ -74,8 +84,8 @@ pub async fn run(config: &Config) -> Result<(), CheckError> {
     }
     match client.balance().await {
         Ok(b) => match b.professional {
-            Some(n) => println!("token: accepted; {n} credits left"),
-            None => println!("token: accepted"),
+            Some(n) => say!("token: accepted; {n} credits left"),
+            None => say!("token: accepted"),
         },
         Err(e) if e.kind == ErrorKind::BadToken => {
             return Err(CheckError::Server(format!(
@@ -83,7 +93,7 @@ pub async fn run(config: &Config) -> Result<(), CheckError> {
                 e.message, config.server.token_source
             )));
         }
-        Err(e) => println!("token: could not be checked ({e}); it is checked again at the first upload"),
+        Err(e) => say!("token: could not be checked ({e}); it is checked again at the first upload"),
     }
     Ok(())
 }

@@ -93,7 +93,7 @@ fn render_one(
         Failure::Bad(reason) => reason,
         Failure::Io(e) => format!("cannot write into {}: {e}", out_dir.display()),
     })?;
-    let stem = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "render".into());
+    let stem = folder.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_else(|| "render".into());
     made.iter()
         .map(|m| {
             deliver::place(&m.path, &out_dir, &stem, Some(m.ext)).map_err(|e| format!("cannot place the output: {e}"))

@@ -87,8 +87,7 @@ fn retry_one(config: &Config, job: &JobRecord, refused_too: bool) -> Retried {
     }
     let rel = &job.source.rel_path;
     let dir = rel.parent().map(|p| job.source.inbox.join(p)).unwrap_or_else(|| job.source.inbox.clone());
-    let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let (stem, ext) = deliver::split_name(&name);
+    let (stem, ext) = deliver::stem_and_ext(rel.file_name().unwrap_or_default());
     match deliver::place(&from, &dir, stem, ext) {
         Ok(to) => {
             let mut note = from.into_os_string();

@@ -106,7 +106,7 @@ impl Coordinator {
             let key = (job.source.inbox.clone(), job.source.rel_path.clone());
             self.active.insert(key.clone());
             let ctx = self.ctx.clone();
-            self.jobs.spawn(async move { (key, Runner::new(&ctx, job, watch).run().await.map(Ended::Ran)) });
+            self.spawn_job(key, async move { Runner::new(&ctx, job, watch).run().await.map(Ended::Ran) });
         }
     }
 
@@ -154,17 +154,22 @@ impl Coordinator {
             return;
         }
         let (ctx, again) = (self.ctx.clone(), self.again);
-        self.jobs.spawn(async move {
-            let outcome = match admission::admit(&ctx, item, again).await {
+        self.spawn_job(key, async move {
+            match admission::admit(&ctx, item, again).await {
                 Ok(Admission::Job(job, watch)) => {
                     Runner::new(&ctx, job, watch).cancellable().run().await.map(Ended::Ran)
                 }
                 Ok(Admission::Before(job)) => Ok(Ended::Before(job)),
                 Ok(Admission::Nothing) => Ok(Ended::Nothing),
                 Err(e) => Err(e),
-            };
-            (key, outcome)
+            }
         });
+    }
+
+    /// Runs one file's task. A panic in it (a bug) ends that task alone: its file's key is given
+    /// back, so the file is looked at again, and the daemon goes on.
+    fn spawn_job(&mut self, key: JobKey, work: impl Future<Output = Result<Ended, JournalError>> + Send + 'static) {
+        self.jobs.spawn(guarded(key, work));
     }
 
     /// True once, when every watcher has made its first scan: time to tell systemd we are ready.
@@ -408,5 +413,33 @@ impl Coordinator {
         // A node's jobs in flight need not wait out the lease to be taken over.
         let journal = Arc::clone(&self.ctx.journal);
         let _ = tokio::task::spawn_blocking(move || journal.leave()).await;
+    }
+}
+/// A file's task with its key: a panic in `work` becomes "nothing happened" (logged), so the
+/// key always comes back.
+async fn guarded(key: JobKey, work: impl Future<Output = Result<Ended, JournalError>>) -> JobOutcome {
+    use futures_util::FutureExt;
+    let outcome = match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            error!(file = %key.1.display(), what = super::runner::panic_message(panic.as_ref()),
+                "internal error (a bug in retouchd) in a job task; the daemon goes on");
+            Ok(Ended::Nothing)
+        }
+    };
+    (key, outcome)
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panics_gives_its_key_back_and_ends_as_nothing() {
+        let key: JobKey = ("/in".into(), "a.jpg".into());
+        let work = async { panic!("a bug") };
+        let (back, outcome) = guarded(key.clone(), work).await;
+        assert_eq!(back, key);
+        assert!(matches!(outcome, Ok(Ended::Nothing)));
     }
 }

@@ -91,17 +91,32 @@ impl<'a> Runner<'a> {
     }
 
     /// Runs the job until it is finished (or the task is cancelled).
+    /// A step that panics (a bug) fails this job alone, as an internal error; where failing is
+    /// no longer possible (the result is delivered, or the source is being settled) the job is
+    /// left for the next start instead.
     pub async fn run(mut self) -> Result<JobRecord, JournalError> {
+        use futures_util::FutureExt;
         loop {
-            let event = match self.job.state.on_restart() {
-                Resume::Submit { key } => self.submit(&key).await,
-                Resume::Poll { task_id, host } => self.poll(&task_id, &host).await,
-                Resume::Fetch { task_id, host } => self.fetch(&task_id, &host).await,
-                Resume::Render { staged, target } => self.render(staged, target).await,
-                Resume::Publish { placements } => self.publish(placements).await?,
-                Resume::SettleDone => self.settle_done().await,
-                Resume::SettleFailed { reason } => self.settle_failed(&reason).await,
-                Resume::Nothing => return Ok(self.job),
+            let resume = self.job.state.on_restart();
+            if resume == Resume::Nothing {
+                return Ok(self.job);
+            }
+            let may_fail = matches!(resume, Resume::Submit { .. } | Resume::Poll { .. } | Resume::Fetch { .. });
+            let event = match std::panic::AssertUnwindSafe(self.step(resume)).catch_unwind().await {
+                Ok(event) => event?,
+                Err(panic) => {
+                    let what = panic_message(panic.as_ref());
+                    tracing::error!(job = self.job.id, file = %self.job.source.rel_path.display(), what,
+                        "internal error (a bug in retouchd) while working on this job; it stops alone");
+                    if !may_fail {
+                        return Ok(self.job);
+                    }
+                    Event::Fail {
+                        reason: format!(
+                            "internal error in retouchd ({what}); please report it. `retouchd retry` sends the file again"
+                        ),
+                    }
+                }
             };
             self.attempt = 0;
             self.ctx.advance(&mut self.job, event).await?;
@@ -110,6 +125,20 @@ impl<'a> Runner<'a> {
                 self.run_hook().await;
             }
         }
+    }
+
+    /// Takes the step `resume` calls for and returns the event it ends in.
+    async fn step(&mut self, resume: Resume) -> Result<Event, JournalError> {
+        Ok(match resume {
+            Resume::Submit { key } => self.submit(&key).await,
+            Resume::Poll { task_id, host } => self.poll(&task_id, &host).await,
+            Resume::Fetch { task_id, host } => self.fetch(&task_id, &host).await,
+            Resume::Render { staged, target } => self.render(staged, target).await,
+            Resume::Publish { placements } => self.publish(placements).await?,
+            Resume::SettleDone => self.settle_done().await,
+            Resume::SettleFailed { reason } => self.settle_failed(&reason).await,
+            Resume::Nothing => unreachable!("run returns before a job with nothing to do"),
+        })
     }
 
     /// What this runner's staged things are named after (unique to the job's claim).
@@ -566,14 +595,13 @@ impl<'a> Runner<'a> {
     }
 
     /// The file name (without extension) of the finished outputs.
-    fn output_name(&self, settings: &render::OutputSettings) -> String {
-        let file = self.job.source.file_name();
-        let (stem, ext) = deliver::split_name(&file);
-        let watch = self.watch.inbox.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    fn output_name(&self, settings: &render::OutputSettings) -> std::ffi::OsString {
+        let file = self.job.source.rel_path.file_name().unwrap_or_default();
+        let (stem, ext) = deliver::split_os_name(file);
         settings.name.apply(&render::NameParts {
             stem,
-            ext: ext.unwrap_or(""),
-            watch: &watch,
+            ext: ext.unwrap_or_default(),
+            watch: self.watch.inbox.file_name().unwrap_or_default(),
             now: std::time::SystemTime::now(),
         })
     }
@@ -703,6 +731,15 @@ impl<'a> Runner<'a> {
         warn!(job = self.job.id, file = %self.job.source.rel_path.display(), reason, "failed");
         Event::SourceSettled { moved_to }
     }
+}
+
+/// A panic's message, for the log and the job's reason.
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }
 
 /// The real path of something made through the staging folder's anchored path.

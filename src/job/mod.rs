@@ -133,6 +133,7 @@ pub enum JobState {
     Rendering {
         task_id: String,
         host: String,
+        #[serde(with = "crate::lossless::path")]
         staged: PathBuf,
         target: Target,
     },
@@ -141,6 +142,7 @@ pub enum JobState {
     Delivering {
         task_id: String,
         host: String,
+        #[serde(with = "crate::lossless::path")]
         staged: PathBuf,
         target: Target,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -149,14 +151,16 @@ pub enum JobState {
         render_error: Option<String>,
     },
     Delivered {
+        #[serde(with = "crate::lossless::paths")]
         outputs: Vec<PathBuf>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         render_error: Option<String>,
     },
     /// `moved_to`: where the source went (done/), if it was moved.
     Done {
+        #[serde(with = "crate::lossless::paths")]
         outputs: Vec<PathBuf>,
-        #[serde(default)]
+        #[serde(default, with = "crate::lossless::opt_path")]
         moved_to: Option<PathBuf>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         render_error: Option<String>,
@@ -167,7 +171,7 @@ pub enum JobState {
     /// `moved_to`: where the source went (failed/), if it was still there to move.
     Failed {
         reason: String,
-        #[serde(default)]
+        #[serde(default, with = "crate::lossless::opt_path")]
         moved_to: Option<PathBuf>,
     },
     Rejecting {
@@ -175,7 +179,7 @@ pub enum JobState {
     },
     Rejected {
         reason: String,
-        #[serde(default)]
+        #[serde(default, with = "crate::lossless::opt_path")]
         moved_to: Option<PathBuf>,
     },
 }

@@ -44,6 +44,12 @@ pub struct JobRecord {
     pub generation: i64,
 }
 
+/// A job state as the journal stores it (JSON; paths that are not UTF-8 as their bytes, see
+/// [`crate::lossless`]). Never a panic: a state that cannot be written is that write's error.
+pub fn state_data(state: &JobState) -> std::result::Result<String, serde_json::Error> {
+    serde_json::to_string(state)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error(

@@ -345,7 +345,16 @@ impl Store for Postgres {
                 let write = &owned[index];
                 outcomes[index] = Some(match write {
                     Owned::Insert(source, state) => {
-                        let data = serde_json::to_string(state).expect("job states serialize");
+                        let data = match super::state_data(state) {
+                            Ok(data) => data,
+                            Err(e) => {
+                                outcomes[index] = Some(Err(JournalError::BadRow {
+                                    id: 0,
+                                    detail: format!("{}: {e}", source.path().display()),
+                                }));
+                                continue;
+                            }
+                        };
                         let row = tx.query_opt(
                             &insert,
                             &[
@@ -367,7 +376,13 @@ impl Store for Postgres {
                         }
                     }
                     Owned::Update(id, generation, state) => {
-                        let data = serde_json::to_string(state).expect("job states serialize");
+                        let data = match super::state_data(state) {
+                            Ok(data) => data,
+                            Err(e) => {
+                                outcomes[index] = Some(Err(JournalError::BadRow { id: *id, detail: e.to_string() }));
+                                continue;
+                            }
+                        };
                         let code = step_code(state.name());
                         let n = tx.execute(&update, &[id, &state.name().as_str(), &data, &now, &code, generation])?;
                         if n == 1 { Ok(*id) } else { Err(JournalError::LostLease { id: *id }) }
@@ -441,7 +456,8 @@ impl Store for Postgres {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, 1, 0)",
             )?;
             for Exported { job, history } in &jobs {
-                let data = serde_json::to_string(&job.state).expect("job states serialize");
+                let data = super::state_data(&job.state)
+                    .map_err(|e| Failure::Refused(JournalError::BadRow { id: job.id, detail: e.to_string() }))?;
                 tx.execute(
                     &insert,
                     &[

@@ -44,7 +44,7 @@ fn insert_row(
     state: &JobState,
     now: i64,
 ) -> rusqlite::Result<()> {
-    let data = serde_json::to_string(state).expect("job states serialize");
+    let data = super::state_data(state).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     let name = state.name().as_str();
     let size = source.stamp.size as i64;
     let code = step_code(state.name());
@@ -67,7 +67,7 @@ const UPDATE: &str = "UPDATE jobs SET state = ?2, data = ?3, updated_at = ?4, pr
                       history = history || ?5 || (?4 - created_at) || ';' WHERE id = ?1";
 
 fn update_row(stmt: &mut rusqlite::CachedStatement<'_>, id: JobId, state: &JobState, now: i64) -> rusqlite::Result<()> {
-    let data = serde_json::to_string(state).expect("job states serialize");
+    let data = super::state_data(state).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     stmt.execute(params![id, state.name().as_str(), data, now, step_code(state.name())]).map(drop)
 }
 
@@ -427,7 +427,8 @@ impl Store for Sqlite {
                 )
                 .map_err(|e| self.err(e))?;
             for Exported { job, history } in jobs {
-                let data = serde_json::to_string(&job.state).expect("job states serialize");
+                let data = super::state_data(&job.state)
+                    .map_err(|e| JournalError::BadRow { id: job.id, detail: e.to_string() })?;
                 stmt.execute(params![
                     bytes(&job.source.inbox),
                     bytes(&job.source.rel_path),

@@ -112,12 +112,12 @@ impl Default for NameTemplate {
     }
 }
 
-/// What a name's tokens stand for.
+/// What a name's tokens stand for: names as they are on disk (not necessarily UTF-8).
 pub struct NameParts<'a> {
-    pub stem: &'a str,
-    pub ext: &'a str,
+    pub stem: &'a std::ffi::OsStr,
+    pub ext: &'a std::ffi::OsStr,
     /// The watch's inbox folder name.
-    pub watch: &'a str,
+    pub watch: &'a std::ffi::OsStr,
     pub now: std::time::SystemTime,
 }
 
@@ -147,18 +147,31 @@ impl NameTemplate {
         Ok(NameTemplate(text.to_string()))
     }
 
-    pub fn apply(&self, parts: &NameParts) -> String {
+    /// The name, with each token's value as its bytes (a stem that is not UTF-8 stays as it is).
+    pub fn apply(&self, parts: &NameParts) -> std::ffi::OsString {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
         let stamp = humantime::format_rfc3339_seconds(parts.now).to_string(); // 2026-11-29T19:30:05Z
         let (date, time) = (&stamp[..10], stamp[11..19].replace(':', ""));
-        let name = self
-            .0
-            .replace("{stem}", parts.stem)
-            .replace("{ext}", parts.ext)
-            .replace("{watch}", parts.watch)
-            .replace("{date}", date)
-            .replace("{time}", &time);
-        // A token's value may itself hold a separator (an odd inbox name): never a path.
-        name.replace('/', "_")
+        let mut name: Vec<u8> = Vec::new();
+        let mut rest = self.0.as_str();
+        while let Some(open) = rest.find('{') {
+            name.extend_from_slice(&rest.as_bytes()[..open]);
+            let close = rest[open..].find('}').map_or(rest.len(), |c| c + open);
+            let value: &[u8] = match &rest[open + 1..close] {
+                "stem" => parts.stem.as_bytes(),
+                "ext" => parts.ext.as_bytes(),
+                "watch" => parts.watch.as_bytes(),
+                "date" => date.as_bytes(),
+                "time" => time.as_bytes(),
+                // Checked at parse: never reached; kept as written.
+                _ => rest.as_bytes().get(open..=close).unwrap_or_default(),
+            };
+            // A token's value may itself hold a separator (an odd inbox name): never a path.
+            name.extend(value.iter().map(|&b| if b == b'/' { b'_' } else { b }));
+            rest = rest.get(close + 1..).unwrap_or("");
+        }
+        name.extend_from_slice(rest.as_bytes());
+        std::ffi::OsString::from_vec(name)
     }
 }
 
@@ -677,14 +690,17 @@ mod tests {
 
     #[test]
     fn the_name_template_takes_its_tokens_and_refuses_others() {
+        use std::os::unix::ffi::OsStrExt;
         let parts = NameParts {
-            stem: "IMG_1",
-            ext: "jpg",
-            watch: "inbox",
+            stem: "IMG_1".as_ref(),
+            ext: "jpg".as_ref(),
+            watch: "inbox".as_ref(),
             now: std::time::UNIX_EPOCH + std::time::Duration::from_secs(86_400 + 3_723),
         };
         let name = NameTemplate::parse("{watch}-{stem}-{date}-{time}.{ext}").unwrap();
         assert_eq!(name.apply(&parts), "inbox-IMG_1-1970-01-02-010203.jpg");
+        let odd = NameParts { stem: std::ffi::OsStr::from_bytes(b"Fr\xe9d/x"), ..parts };
+        assert_eq!(NameTemplate::default().apply(&odd).as_bytes(), b"Fr\xe9d_x", "bytes kept, never a path");
         assert!(NameTemplate::parse("{stme}").unwrap_err().contains("`{stme}` is not a token"));
         assert!(NameTemplate::parse("a/{stem}").is_err());
         assert!(NameTemplate::parse("  ").is_err());

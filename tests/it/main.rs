@@ -11,6 +11,7 @@ mod finished_photos;
 mod hostile;
 mod in_process;
 mod intruder;
+mod odd_inputs;
 mod openapi;
 mod operations;
 mod reliability;
