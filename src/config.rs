@@ -104,6 +104,15 @@ pub struct WatchConfig {
     pub output: crate::render::OutputSettings,
 }
 
+impl WatchConfig {
+    /// The folders results and sources are delivered into, each with whether it is the outbox.
+    pub fn delivery_folders(&self) -> Vec<(PathBuf, bool)> {
+        let mut folders = vec![(self.outbox.clone(), true)];
+        folders.extend([&self.done_dir, &self.failed_dir].into_iter().flatten().map(|d| (d.clone(), false)));
+        folders
+    }
+}
+
 /// A ready configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -650,6 +659,14 @@ impl Validator {
     /// The token, from (in order) `server.token`, `server.token_file`, the systemd credential
     /// `token`, or `RETOUCHD_TOKEN`.
     fn token(&mut self, token: Option<String>, file: Option<PathBuf>, env: &Environment) -> Option<(Token, String)> {
+        if let Some(path) = file.as_ref().map(|f| self.path(f.clone()))
+            && config_is_readable_by_others(&path)
+        {
+            let shown = path.display();
+            self.warnings.push(format!(
+                "server.token_file: {shown} holds the token and others can read it; run `chmod 600 {shown}`"
+            ));
+        }
         let found = match self.secret(("server", "token"), token, file, "token", env) {
             Err(()) => return None,
             Ok(Some(found)) => Some(found),
@@ -881,6 +898,16 @@ impl Validator {
             output: self.output(&key("output"), raw.output.unwrap_or_default()),
         };
         let payload_json = serde_json::from_str(&watch.payload).unwrap_or_default();
+        if !watch.payload.is_empty() {
+            let tasks = crate::plugins::task_plugins(&payload_json);
+            let layers: Vec<&str> = tasks.iter().filter(|t| t.1).map(|t| t.0.as_str()).collect();
+            let flattened: Vec<&str> = tasks.iter().filter(|t| !t.1).map(|t| t.0.as_str()).collect();
+            for name in watch.output.opacity.keys() {
+                if let Some(why) = crate::plugins::opacity_name_problem(name, &layers, &flattened) {
+                    self.problem(key(&format!("output.opacity.\"{name}\"")), why);
+                }
+            }
+        }
         if watch.output.psd && !watch.payload.is_empty() && !crate::plugins::asks_for_layers(&payload_json) {
             self.warnings.push(format!(
                 "{}: psd = true, but no task has Layer = 1: the server sends one flattened image, so there \
@@ -932,8 +959,10 @@ impl Validator {
             match number.map(crate::render::opacity) {
                 Some(Ok(o)) => _ = out.opacity.insert(plugin, o),
                 Some(Err(why)) => self.problem(key, why),
-                None => self
-                    .problem(key, format!("{value} is not an opacity; use a number from 0 (off) to 1 (full strength)")),
+                None => self.problem(
+                    key,
+                    format!("{value} is not a number; write it without quotes, from 0 (off) to 1 (full strength)"),
+                ),
             }
         }
         if !out.layers && !out.renders() {
@@ -1150,6 +1179,10 @@ password = \"abc\"
         let good = base_config(dir.path())
             + "[watch.output]\nflat = \"jpeg\"\npsd = true\njpeg_quality = 90\nmetadata = \"no-gps\"\n\
                name = \"{stem}-{date}\"\n[watch.output.opacity]\n\"Dodge Burn\" = 0.5\nHeal = 1\n[render]\nmax_renders = 3\n";
+        let good = good.replace(
+            "tasks = [{ Plugin = \"Heal\", Alpha1 = 1, Layer = 1 }]",
+            "tasks = [{ Plugin = \"Heal\", Alpha1 = 1, Layer = 1 }, { Plugin = \"Dodge Burn\", Alpha1 = 1, Layer = 1 }]",
+        );
         let config = parse(&good, dir.path(), &env()).unwrap();
         let output = &config.watches[0].output;
         assert_eq!((output.flat, output.psd, output.jpeg_quality), (crate::render::FlatFormat::Jpeg, true, 90));
@@ -1173,6 +1206,13 @@ password = \"abc\"
         ] {
             assert!(keys.contains(&key), "{key} missing from {problems:?}");
         }
+        let typos = base_config(dir.path())
+            + "[watch.output.opacity]\n\"Hael\" = 0.5\n\"Dodge Burn\" = 0.5\n\"Eye Vessels\" = \"1\"\n";
+        let problems = parse(&typos, dir.path(), &env()).unwrap_err();
+        let text = |k: &str| problems.iter().find(|p| p.key == k).map(|p| p.message.clone()).unwrap_or_default();
+        assert!(text("watch[0].output.opacity.\"Hael\"").contains("did you mean \"Heal\"?"), "{problems:?}");
+        assert!(text("watch[0].output.opacity.\"Dodge Burn\"").contains("not among the layers"), "{problems:?}");
+        assert!(text("watch[0].output.opacity.\"Eye Vessels\"").contains("without quotes"), "{problems:?}");
         let flat_psd = base_config(dir.path()).replace("Layer = 1", "Layer = 0") + "[watch.output]\npsd = true\n";
         let config = parse(&flat_psd, dir.path(), &env()).unwrap();
         assert!(config.warnings.iter().any(|w| w.contains("no task has Layer = 1")), "{:?}", config.warnings);
@@ -1332,8 +1372,13 @@ password = \"abc\"
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tok"), "from-file\n").unwrap();
         let text = base_config(dir.path()).replace("token = \"abc\"", "token_file = \"tok\"");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path().join("tok"), std::fs::Permissions::from_mode(0o644)).unwrap();
         let config = parse(&text, dir.path(), &env()).unwrap();
         assert_eq!(config.server.token.expose(), "from-file");
+        assert!(config.warnings.iter().any(|w| w.contains("others can read it") && w.contains("chmod 600")));
+        std::fs::set_permissions(dir.path().join("tok"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(parse(&text, dir.path(), &env()).unwrap().warnings.is_empty(), "a private token file is fine");
 
         let creds = dir.path().join("creds");
         std::fs::create_dir_all(&creds).unwrap();

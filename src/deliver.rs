@@ -222,17 +222,23 @@ pub fn stage_download(
 }
 
 /// Publishes a staged result (beneath `outbox`) at `target` (or its first free numbered name).
-/// Returns the final path; `Ok(None)` when nothing is staged any more (it was published before
-/// a restart).
+/// Returns the final path; `Ok(None)` only when the staged result is gone from a staging folder
+/// that is there (it was published before a restart). An outbox or staging folder that cannot
+/// be read (an unmounted share) is an error to retry, never "published".
 pub fn publish(outbox: &Path, staged: &Path, target: &Target) -> io::Result<Option<PathBuf>> {
-    let root = Dir::root_made(outbox)?;
+    let context = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", target.dir.display()));
+    let root =
+        Dir::root(outbox).map_err(|e| io::Error::new(e.kind(), format!("the outbox {}: {e}", outbox.display())))?;
     let (staged_rel, dir_rel) = (below(outbox, staged)?, below(outbox, &target.dir)?);
-    match root.metadata(staged_rel) {
+    let staging = root.dir(staged_rel.parent().unwrap_or(Path::new(""))).map_err(|e| {
+        io::Error::new(e.kind(), format!("the staging folder {}: {e}", outbox.join(STAGING_DIR).display()))
+    })?;
+    match staging.metadata(Path::new(staged_rel.file_name().unwrap_or_default())) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
         Ok(_) => {}
     }
-    place_beneath(&root, staged_rel, &root, dir_rel, &target.stem, target.ext.as_deref()).map(Some)
+    place_beneath(&root, staged_rel, &root, dir_rel, &target.stem, target.ext.as_deref()).map(Some).map_err(context)
 }
 
 /// The extension of the note that says why no finished photo was made: `<name>.render-error.txt`.
@@ -495,6 +501,34 @@ pub fn move_source(inbox: &Path, rel: &Path, dest: &Path) -> io::Result<PathBuf>
     }
 }
 
+/// Proves that results can be delivered into `dir` (an outbox, done or failed folder): makes
+/// it if missing, then creates, renames and removes a probe file in it, beneath its handle. An
+/// outbox is probed through its staging folder, as publishing uses it. The error names the
+/// folder, the user retouchd runs as, and what to do.
+pub fn probe_folder(dir: &Path, is_outbox: bool) -> Result<(), String> {
+    let probe = || -> io::Result<()> {
+        let root = Dir::root_made(dir)?;
+        let place = if is_outbox { open_staging(dir)? } else { root.dir(Path::new(""))? };
+        let (file, name) = place.create_temp(".retouchd-probe-")?;
+        drop(file);
+        let renamed = format!("{}.moved", name.to_string_lossy());
+        let result = place.rename_noreplace(Path::new(&name), &root, Path::new(&renamed));
+        let _ = place.remove_file(Path::new(&name));
+        result?;
+        root.remove_file(Path::new(&renamed))
+    };
+    probe().map_err(|e| {
+        let uid = rustix::process::getuid().as_raw();
+        let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| format!("uid {uid}"));
+        format!(
+            "{} cannot be written by {user} (uid {uid}): {e}; give that user write access to it (e.g. \
+             `chown -R {user} {}`), or configure another folder",
+            dir.display(),
+            dir.display()
+        )
+    })
+}
+
 /// Removes the source `rel` of `inbox` (`on_success = "delete"`), beneath the inbox's handle.
 pub fn remove_source(inbox: &Path, rel: &Path) -> io::Result<()> {
     Dir::root(inbox)?.remove_file(rel)
@@ -580,6 +614,12 @@ mod tests {
         let published = publish(dir.path(), &staged, &target).unwrap();
         assert_eq!(published, Some(dir.path().join("out/sub/p.jpg")));
         assert_eq!(publish(dir.path(), &staged, &target).unwrap(), None, "after a restart: already published");
+        // An outbox whose staging folder is gone (an unmounted share) is not "published".
+        let gone = tempfile::tempdir().unwrap();
+        let elsewhere = gone.path().join(STAGING_DIR).join("job-9.jpg");
+        let there = Target::for_result(gone.path(), Path::new("p.jpeg"), FileKind::Jpeg);
+        let err = publish(gone.path(), &elsewhere, &there).unwrap_err();
+        assert!(err.to_string().contains("staging folder"), "{err}");
 
         fs::write(&download, b"<html>").unwrap();
         let refused = stage_download(&staging_dir, name, FileKind::Unknown, &target, &stage_stem(8, 3), 1 << 20);
@@ -674,6 +714,20 @@ mod tests {
         write_error_note(&failed, &failed.join("b.jpg"), Path::new("/in/b.jpg"), "why").unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"keep me", "the note went through the planted link");
         assert!(fs::read_to_string(failed.join("b.jpg.error.txt")).unwrap().contains("why"));
+    }
+
+    #[test]
+    fn a_folder_that_cannot_be_written_fails_the_probe_with_its_name_and_the_user() {
+        let dir = tempfile::tempdir().unwrap();
+        probe_folder(&dir.path().join("out"), true).unwrap();
+        probe_folder(&dir.path().join("done"), false).unwrap();
+        let left: Vec<_> = fs::read_dir(dir.path().join("done")).unwrap().collect();
+        assert!(left.is_empty(), "the probe leaves nothing behind");
+        // A file where the staging folder belongs: nobody, root included, can deliver there.
+        fs::create_dir(dir.path().join("out2")).unwrap();
+        fs::write(dir.path().join("out2").join(STAGING_DIR), b"").unwrap();
+        let why = probe_folder(&dir.path().join("out2"), true).unwrap_err();
+        assert!(why.contains("out2") && why.contains("uid") && why.contains("write access"), "{why}");
     }
 
     #[test]

@@ -378,6 +378,7 @@ async fn check(arg: ConfigArg) -> Result<(), Failure> {
         retouchd::commands::check::CheckError::Client(e) => Failure::new(exit::CONFIG, e),
         retouchd::commands::check::CheckError::Server(message) => Failure::new(exit::SERVER, message),
         retouchd::commands::check::CheckError::Database(message) => Failure::new(exit::JOURNAL, message),
+        retouchd::commands::check::CheckError::Folders(message) => Failure::new(exit::CONFIG, message),
     })
 }
 

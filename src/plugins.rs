@@ -233,10 +233,55 @@ pub fn asks_for_layers(payload: &Value) -> bool {
     payload.get("tasks").and_then(Value::as_array).is_some_and(|tasks| tasks.iter().any(wants_layer))
 }
 
+/// The plugins of a payload's tasks, as (name, whether it comes back as a layer).
+pub fn task_plugins(payload: &Value) -> Vec<(String, bool)> {
+    let tasks = payload.get("tasks").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    tasks.iter().filter_map(|t| Some((t.get("Plugin")?.as_str()?.to_string(), wants_layer(t)))).collect()
+}
+
+/// Why an opacity given for `name` would change nothing, or `None` when it names one of the
+/// `layers` it applies to (a payload's layer tasks, or a result's layer files). `flattened`:
+/// plugins the server flattens into the photo (Layer = 0), which no opacity reaches.
+pub fn opacity_name_problem(name: &str, layers: &[&str], flattened: &[&str]) -> Option<String> {
+    if layers.iter().any(|l| l.eq_ignore_ascii_case(name)) {
+        return None;
+    }
+    let list = if layers.is_empty() { "none".to_string() } else { layers.join(", ") };
+    if flattened.iter().any(|l| l.eq_ignore_ascii_case(name)) {
+        return Some(format!(
+            "\"{name}\" has Layer = 0: the server flattens it into the photo, so an opacity for it changes \
+             nothing (the layers: {list}); give its task Layer = 1 to set its strength here"
+        ));
+    }
+    if let Some(plugin) = PLUGINS.iter().find(|p| p.name.eq_ignore_ascii_case(name)) {
+        return Some(format!(
+            "\"{}\" is not among the layers ({list}), so an opacity for it changes nothing; add it to the \
+             payload's tasks with Layer = 1, or remove this line",
+            plugin.name
+        ));
+    }
+    let all = layers.iter().copied().chain(PLUGINS.iter().map(|p| p.name));
+    Some(format!("\"{name}\" is not a plugin{}; the layers are: {list}", suggestion(name, all)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_opacity_must_name_a_layer_and_a_typo_gets_a_suggestion() {
+        let layers = ["Heal", "Dodge Burn"];
+        assert_eq!(opacity_name_problem("dodge burn", &layers, &[]), None);
+        let typo = opacity_name_problem("Dodge Brun", &layers, &[]).unwrap();
+        assert!(typo.contains("did you mean \"Dodge Burn\"?"), "{typo}");
+        let absent = opacity_name_problem("Eye Vessels", &layers, &[]).unwrap();
+        assert!(absent.contains("not among the layers (Heal, Dodge Burn)"), "{absent}");
+        let flat = opacity_name_problem("Heal", &["Dodge Burn"], &["Heal"]).unwrap();
+        assert!(flat.contains("Layer = 0"), "{flat}");
+        let payload = json!({"tasks": [{"Plugin": "Heal", "Layer": 1}, {"Plugin": "Skin Tone", "Layer": 0}]});
+        assert_eq!(task_plugins(&payload), [("Heal".to_string(), true), ("Skin Tone".to_string(), false)]);
+    }
 
     fn errors(payload: Value) -> Vec<(String, String)> {
         check_payload(&payload, false).errors

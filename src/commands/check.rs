@@ -2,6 +2,8 @@
 //! the server answers, its start route exists at the configured URL, and the token is
 //! accepted, all without spending a credit.
 
+use std::path::PathBuf;
+
 use crate::api::{Client, ErrorKind};
 use crate::config::Config;
 
@@ -17,6 +19,9 @@ pub enum CheckError {
     /// The shared journal's database cannot be used.
     #[error("{0}")]
     Database(String),
+    /// An outbox, done or failed folder cannot be written.
+    #[error("{0}")]
+    Folders(String),
 }
 
 /// Runs the checks, printing one line per finding.
@@ -35,6 +40,17 @@ pub async fn run(config: &Config) -> Result<(), CheckError> {
     for w in &config.warnings {
         say!("warning: {w}");
     }
+    // Every watch's outbox, done and failed folder must take a result before a credit is spent.
+    let folders: Vec<(PathBuf, bool)> = config.watches.iter().flat_map(|w| w.delivery_folders()).collect();
+    let problems = tokio::task::spawn_blocking(move || {
+        folders.iter().filter_map(|(dir, outbox)| crate::deliver::probe_folder(dir, *outbox).err()).collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| CheckError::Folders(e.to_string()))?;
+    if !problems.is_empty() {
+        return Err(CheckError::Folders(problems.join("\n")));
+    }
+    say!("folders: every outbox, done and failed folder can be written");
     if let Some(cluster) = config.cluster.clone() {
         let location = cluster.location.clone();
         let journal = tokio::task::spawn_blocking(move || {

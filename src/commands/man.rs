@@ -54,6 +54,8 @@ fn commands(roff: &mut Roff, cmd: &clap::Command) {
             };
             let value = arg
                 .get_value_names()
+                // On/off flags (`--once`) take no value.
+                .filter(|_| arg.get_action().takes_values())
                 .filter(|_| arg.get_long().is_some() || arg.get_short().is_some())
                 .map(|v| format!(" {}", v.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(" ")))
                 .unwrap_or_default();

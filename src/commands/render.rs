@@ -71,7 +71,12 @@ fn render_one(
         settings.flat = flat;
     }
     settings.psd |= request.psd;
+    let layers = layer_plugins(&folder);
+    let layer_names: Vec<&str> = layers.iter().map(String::as_str).collect();
     for (plugin, value) in request.opacity {
+        if let Some(why) = crate::plugins::opacity_name_problem(plugin, &layer_names, &[]) {
+            return Err(format!("--opacity {plugin}={value}: {why}"));
+        }
         settings.opacity.retain(|name, _| !name.eq_ignore_ascii_case(plugin));
         settings.opacity.insert(plugin.clone(), *value);
     }
@@ -99,6 +104,16 @@ fn render_one(
             deliver::place(&m.path, &out_dir, &stem, Some(m.ext)).map_err(|e| format!("cannot place the output: {e}"))
         })
         .collect()
+}
+
+/// The plugins of the layer files in a layers folder.
+fn layer_plugins(folder: &Path) -> Vec<String> {
+    let names: Vec<String> = std::fs::read_dir(folder)
+        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    render::layers::stack(names.iter().map(String::as_str))
+        .map(|stack| stack.into_iter().map(|l| l.plugin).collect())
+        .unwrap_or_default()
 }
 
 /// The source photo for a layers folder, and the output settings of its watch.

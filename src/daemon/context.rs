@@ -55,7 +55,17 @@ pub(crate) struct Ctx {
     pub(super) health: Arc<Health>,
     /// The jobs running here (a node renews their leases).
     pub(super) running: Arc<Running>,
+    /// Each watch's last folder probe (by inbox): when, and what it found.
+    folders: Mutex<HashMap<PathBuf, FolderProbe>>,
 }
+
+/// When a watch's folders were probed, and what was found (why they cannot be written).
+type FolderProbe = (Instant, Result<(), String>);
+
+/// How long a folder probe's answer is trusted before uploads of its watch ask again.
+const FOLDER_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often a watch whose folders cannot be written tries them again.
+const FOLDER_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Ctx {
     pub(super) fn new(
@@ -87,6 +97,50 @@ impl Ctx {
             dashboard: std::sync::OnceLock::new(),
             health,
             running: Arc::default(),
+            folders: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits until `watch`'s outbox, done and failed folders can be written (probed on a
+    /// blocking thread, at most every [`FOLDER_PROBE_EVERY`] while they can), so that no credit is
+    /// spent on a result that could not be delivered. While they cannot, this watch's uploads
+    /// wait (the others go on), with a warning that names the folder, the user and the fix.
+    pub(super) async fn until_deliverable(&self, watch: &crate::config::WatchConfig) {
+        let mut warned = false;
+        loop {
+            let known = self.folders.lock().unwrap_or_else(|p| p.into_inner()).get(&watch.inbox).cloned();
+            let verdict = match known {
+                Some((at, Ok(()))) if at.elapsed() < FOLDER_PROBE_EVERY => Ok(()),
+                _ => {
+                    let folders = watch.delivery_folders();
+                    let probed = tokio::task::spawn_blocking(move || {
+                        folders.iter().try_for_each(|(dir, is_outbox)| crate::deliver::probe_folder(dir, *is_outbox))
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the folder probe stopped: {e}")));
+                    self.folders
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(watch.inbox.clone(), (Instant::now(), probed.clone()));
+                    probed
+                }
+            };
+            match verdict {
+                Ok(()) => {
+                    if warned {
+                        info!(inbox = %watch.inbox.display(), "its folders can be written again; uploads go on");
+                    }
+                    return;
+                }
+                Err(why) => {
+                    if !warned {
+                        warn!(inbox = %watch.inbox.display(), problem = %why,
+                            "uploads of this watch wait: a result could not be delivered (no credit is spent)");
+                        warned = true;
+                    }
+                    tokio::time::sleep(FOLDER_RETRY).await;
+                }
+            }
         }
     }
 

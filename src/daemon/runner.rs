@@ -172,6 +172,19 @@ impl<'a> Runner<'a> {
                 humantime::format_duration(Duration::from_secs(max_age.as_secs()))
             ));
         }
+        self.wait_to_retry(what, err, retry_after, cap).await;
+        None
+    }
+
+    /// Sleeps before retrying a step that never gives up: a paid result is only ever delivered
+    /// or kept for the next try, whatever the job's age.
+    async fn wait_to_retry(
+        &mut self,
+        what: &'static str,
+        err: &(impl std::fmt::Display + Sync),
+        retry_after: Option<Duration>,
+        cap: Duration,
+    ) {
         // If the server answered someone since this job's last failure, it is up again and this
         // failure is sporadic: start the backoff afresh instead of waiting out an outage's growth.
         if cap == NETWORK_CAP && self.last_failure.is_some_and(|at| self.ctx.server_answered_since(at)) {
@@ -183,7 +196,6 @@ impl<'a> Runner<'a> {
         warn!(job = self.job.id, file = %self.job.source.rel_path.display(), error = %err, retry_in = ?delay, "{what} failed; will retry");
         self.ctx.metrics.retry(if cap == LOCAL_CAP { "local" } else { what });
         tokio::time::sleep(delay).await;
-        None
     }
 
     /// A request to the server failed in a way that passes.
@@ -241,8 +253,12 @@ impl<'a> Runner<'a> {
                 }
             };
             tokio::pin!(cancelled_now);
+            // Nothing is sent while this watch's results could not be delivered.
             let pass = tokio::select! {
-                pass = self.ctx.gate.pass() => pass,
+                pass = async {
+                    self.ctx.until_deliverable(&self.watch).await;
+                    self.ctx.gate.pass().await
+                } => pass,
                 () = &mut cancelled_now => return cancelled(),
             };
             let release_probe = |ctx: &Ctx| {
@@ -627,10 +643,10 @@ impl<'a> Runner<'a> {
                         outputs.push(placement.target.path());
                         break;
                     }
+                    // Paid for: kept staged and tried again until it is delivered.
                     Err(e) => {
-                        if let Some(reason) = self.retry_later("publishing the result", &e, None, LOCAL_CAP).await {
-                            return Ok(Event::Fail { reason });
-                        }
+                        self.warn_if_disk_full(e.raw_os_error());
+                        self.wait_to_retry("publishing the result", &e, None, LOCAL_CAP).await;
                     }
                 }
             }
@@ -686,7 +702,7 @@ impl<'a> Runner<'a> {
             match result {
                 Ok(moved_to) => return Event::SourceSettled { moved_to },
                 // The result is delivered; a source that cannot be moved only waits.
-                Err(e) => _ = self.retry_later("moving the source to done", &e, None, LOCAL_CAP).await,
+                Err(e) => self.wait_to_retry("moving the source to done", &e, None, LOCAL_CAP).await,
             }
         }
     }
@@ -705,7 +721,7 @@ impl<'a> Runner<'a> {
             };
             match result {
                 Ok(moved_to) => break moved_to,
-                Err(e) => _ = self.retry_later("moving the source to failed", &e, None, LOCAL_CAP).await,
+                Err(e) => self.wait_to_retry("moving the source to failed", &e, None, LOCAL_CAP).await,
             }
         };
         // Every failed file says why: the note is written until it is there (a full disk or

@@ -96,6 +96,11 @@ async fn a_dropped_photo_comes_back_finished_with_its_layers_and_a_psd_that_psd_
         serde_json::json!({ "depth": 8, "layers": layer_specs(&[("Dodge Burn", 153)]) }),
     );
 
+    // A misspelt plugin is refused with a suggestion, never a silent 100 %.
+    let typo = ws.command(&["render", "--opacity", "Dodge Brun=0.5", "outbox/portrait"]).output().unwrap();
+    let said = String::from_utf8_lossy(&typo.stderr);
+    assert!(!typo.status.success() && said.contains("did you mean \"Dodge Burn\"?"), "{said}");
+
     // `render` tunes a plugin without the server: Dodge Burn off, another PSD, never overwriting.
     let starts = sim.stats().charged_starts;
     let out = ws.command(&["render", "--opacity", "Dodge Burn=0", "--psd", "outbox/portrait"]).output().unwrap();

@@ -54,3 +54,63 @@ async fn check_against_a_plain_http_server_with_an_https_url_says_what_failed_an
     assert!(!out.status.success());
     assert!(stderr.contains("plain HTTP") && stderr.contains("http:// URL"), "{stdout}{stderr}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paid_result_that_cannot_be_published_for_long_waits_and_is_delivered_never_thrown_away() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "max_job_age = \"2m\"", "");
+    ws.drop_file("shoot/a.jpg", &jpeg());
+    // Where the result must go is blocked: a file stands where its folder belongs.
+    std::fs::write(ws.path("outbox/shoot"), b"in the way").unwrap();
+    let config = config::load(&ws.config, &Environment::default()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(daemon::run(config, RunOptions::default(), async {
+        let _ = stopped.await;
+    }));
+    // Well past max_job_age, the result still waits in staging.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(ws.files("failed").is_empty(), "a paid result was given up: {:?}", ws.files("failed"));
+    std::fs::remove_file(ws.path("outbox/shoot")).unwrap();
+    let done = ws.path("done/shoot/a.jpg");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done.exists() {
+        assert!(std::time::Instant::now() < deadline, "not delivered: {:?}", ws.files("outbox"));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let _ = stop.send(());
+    let summary = task.await.unwrap().unwrap();
+    assert_eq!(summary.failed, 0);
+    assert!(ws.path("outbox/shoot/a").is_dir(), "{:?}", ws.files("outbox"));
+    assert_eq!(sim.stats().charged_starts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_credit_is_spent_while_the_outbox_cannot_take_the_result_and_uploads_resume_once_it_can() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    // Nobody (root included) can deliver into this outbox: a file stands where staging goes.
+    std::fs::write(ws.path("outbox").join(retouchd::deliver::STAGING_DIR), b"in the way").unwrap();
+    let check = ws.command(&["check"]).output().unwrap();
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(3), "check must refuse it: {said}");
+    assert!(said.contains("outbox") && said.contains("write access"), "{said}");
+    ws.drop_file("a.jpg", &jpeg());
+    let config = config::load(&ws.config, &Environment::default()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(daemon::run(config, RunOptions::default(), async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert_eq!(sim.stats().start_requests, 0, "a photo was sent although its result could not be delivered");
+    assert!(ws.files("failed").is_empty());
+    std::fs::remove_file(ws.path("outbox").join(retouchd::deliver::STAGING_DIR)).unwrap();
+    let done = ws.path("done/a.jpg");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done.exists() {
+        assert!(std::time::Instant::now() < deadline, "not delivered once the outbox works");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    assert_eq!(sim.stats().charged_starts, 1);
+}

@@ -132,6 +132,15 @@ fn completions_and_the_man_page_come_from_the_cli_definition() {
     for command in ["run", "status", "retry", "process", "check", "demo", "sim"] {
         assert!(page.contains(&format!(".SS \"retouchd {command}")), "no section for {command} in the man page");
     }
+    // On/off flags take no value; options that do show theirs.
+    for flag in ["once", "json", "psd", "force"] {
+        let upper = flag.to_uppercase();
+        assert!(
+            !page.contains(&format!("{flag}\\fR {upper}")) && !page.contains(&format!("{flag} {upper}")),
+            "--{flag} shown with a value"
+        );
+    }
+    assert!(page.contains("config\\fR FILE") || page.contains("config FILE") || page.contains("CONFIG"), "{page}");
     for section in ["COMMANDS", "CONFIGURATION", "FILES", "EXIT STATUS", "ENVIRONMENT"] {
         assert!(
             page.contains(&format!(".SH {section}")) || page.contains(&format!(".SH \"{section}\"")),
