@@ -102,6 +102,9 @@ pub struct WatchConfig {
     pub payload: String,
     /// What is delivered: the layers, the finished photo, a PSD (`[watch.output]`).
     pub output: crate::render::OutputSettings,
+    /// Send a photo whose bytes and payload match a delivered job's again (a new credit),
+    /// instead of reusing that job's result.
+    pub resend_identical: bool,
 }
 
 impl WatchConfig {
@@ -124,6 +127,8 @@ pub struct Config {
     /// How many finished photos are made at once (`render.max_renders`; each holds a photo
     /// in memory).
     pub max_renders: usize,
+    /// The most the cache of paid results may hold (`state.result_cache_mb`; 0: none kept).
+    pub result_cache_mb: u64,
     pub watches: Vec<WatchConfig>,
     /// The web dashboard, when `[web]` is present.
     pub web: Option<WebConfig>,
@@ -268,6 +273,7 @@ struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 struct RawState {
     dir: Option<PathBuf>,
+    result_cache_mb: Option<i64>,
     database: Option<String>,
     database_password: Option<String>,
     database_password_file: Option<PathBuf>,
@@ -309,6 +315,7 @@ struct RawWatch {
     #[serde(default)]
     on_failed: Vec<String>,
     hook_timeout: Option<RawDuration>,
+    resend_identical: Option<bool>,
     allow_unknown_plugins: Option<bool>,
     payload: Option<toml::Table>,
     output: Option<RawOutput>,
@@ -438,6 +445,14 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
     let watches_nothing = raw.watch.is_empty();
     let server = v.server(raw.server, env, watches_nothing);
     let cluster = v.cluster(&raw.state, raw.cluster, env);
+    let result_cache_mb = match raw.state.result_cache_mb {
+        None => crate::result_cache::DEFAULT_CAP_MB,
+        Some(mb) if (0..=10_000_000).contains(&mb) => mb as u64,
+        Some(mb) => {
+            v.problem("state.result_cache_mb", format!("{mb} is out of range; use 0 (off) to 10000000 megabytes"));
+            0
+        }
+    };
     let state_dir = v.state_dir(raw.state, env);
     let log_level = raw.log.level.unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
@@ -476,6 +491,7 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
                 log_level,
                 metrics_listen,
                 max_renders,
+                result_cache_mb,
                 watches,
                 web,
                 cluster,
@@ -894,6 +910,7 @@ impl Validator {
             on_delivered: raw.on_delivered,
             on_failed: raw.on_failed,
             hook_timeout: self.duration(&key("hook_timeout"), raw.hook_timeout, "60s"),
+            resend_identical: raw.resend_identical.unwrap_or(false),
             payload: payload.unwrap_or_default(),
             output: self.output(&key("output"), raw.output.unwrap_or_default()),
         };

@@ -230,10 +230,12 @@ pub fn publish(outbox: &Path, staged: &Path, target: &Target) -> io::Result<Opti
     let root =
         Dir::root(outbox).map_err(|e| io::Error::new(e.kind(), format!("the outbox {}: {e}", outbox.display())))?;
     let (staged_rel, dir_rel) = (below(outbox, staged)?, below(outbox, &target.dir)?);
-    let staging = root.dir(staged_rel.parent().unwrap_or(Path::new(""))).map_err(|e| {
-        io::Error::new(e.kind(), format!("the staging folder {}: {e}", outbox.join(STAGING_DIR).display()))
-    })?;
-    match staging.metadata(Path::new(staged_rel.file_name().unwrap_or_default())) {
+    // The staging folder itself must be there (a share that dropped has none); below it, a
+    // staged result (or the work folder it was made in) that is gone was published before.
+    let first = staged_rel.components().next().map(|c| Path::new(c.as_os_str())).unwrap_or(Path::new(STAGING_DIR));
+    root.dir(first)
+        .map_err(|e| io::Error::new(e.kind(), format!("the staging folder {}: {e}", outbox.join(first).display())))?;
+    match root.metadata(staged_rel) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
         Ok(_) => {}
@@ -614,6 +616,8 @@ mod tests {
         let published = publish(dir.path(), &staged, &target).unwrap();
         assert_eq!(published, Some(dir.path().join("out/sub/p.jpg")));
         assert_eq!(publish(dir.path(), &staged, &target).unwrap(), None, "after a restart: already published");
+        let in_work = staging.join("job-7.render/flat.jpg");
+        assert_eq!(publish(dir.path(), &in_work, &target).unwrap(), None, "its work folder went too: published");
         // An outbox whose staging folder is gone (an unmounted share) is not "published".
         let gone = tempfile::tempdir().unwrap();
         let elsewhere = gone.path().join(STAGING_DIR).join("job-9.jpg");

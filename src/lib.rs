@@ -10,7 +10,9 @@
 //! - [`source`]: a job's source file, its version stamp and the one "is it still the same file?"
 //!   check; [`inbox`]: an inbox's marker file and owner record; [`watch`]: watching inboxes (notify as hints, scans as truth) and readiness;
 //!   [`ignore`]: files that are never jobs; [`inspect`]: checks against the server's limits.
-//! - [`beneath`]: file work beneath an opened folder, links refused, temporary files exclusive.
+//! - [`beneath`]: file work beneath an opened folder, links refused, temporary files exclusive;
+//!   [`lossless`]: paths in the journal as they are on disk; [`result_cache`]: paid results
+//!   kept by content, so the same photo is never paid for twice.
 //! - [`deliver`]: where results go (a journaled target), staging, safe extraction, no-overwrite
 //!   publishing, moving sources.
 //! - [`api`]: the HTTP client, its classified error type, and the retry policy table beside it.
@@ -54,6 +56,7 @@ pub mod logging;
 pub mod lossless;
 pub mod plugins;
 pub mod render;
+pub mod result_cache;
 pub mod sim;
 pub mod source;
 pub mod systemd;

@@ -187,7 +187,11 @@ pub async fn run(base: Config, request: Request<'_>) -> anyhow::Result<Summary> 
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     }
     let out = request.out.map(std::fs::canonicalize).transpose()?;
-    let config = one_shot_config(base, &files, out.as_deref(), request.watch)?;
+    let mut config = one_shot_config(base, &files, out.as_deref(), request.watch)?;
+    // --again pays anew, also for a photo whose bytes match one retouched before.
+    for watch in &mut config.watches {
+        watch.resend_identical |= request.again;
+    }
     if !passed_over.is_empty() {
         let names: Vec<String> = passed_over.iter().take(5).map(|p| p.display().to_string()).collect();
         let more = passed_over.len().saturating_sub(names.len());

@@ -55,6 +55,8 @@ pub(crate) struct Ctx {
     pub(super) health: Arc<Health>,
     /// The jobs running here (a node renews their leases).
     pub(super) running: Arc<Running>,
+    /// Paid results kept by content (see [`crate::result_cache`]).
+    pub(super) results: crate::result_cache::ResultCache,
     /// Each watch's last folder probe (by inbox): when, and what it found.
     folders: Mutex<HashMap<PathBuf, FolderProbe>>,
 }
@@ -77,7 +79,9 @@ impl Ctx {
         updates: Option<broadcast::Sender<JobUpdate>>,
         marks_inboxes: bool,
     ) -> Ctx {
+        let results = crate::result_cache::ResultCache::new(&config.state_dir, config.result_cache_mb);
         Ctx {
+            results,
             uploads: Semaphore::new(config.server.max_uploads),
             renders: Semaphore::new(config.max_renders),
             config: RwLock::new(Arc::new(config)),

@@ -9,7 +9,7 @@
 //! through the [`super::gate`]. File work (staging, publishing, moving sources) is
 //! [`crate::deliver`]'s, run on blocking threads.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +56,8 @@ pub(super) struct Runner<'a> {
     progress_written: Option<(Instant, f64)>,
     /// A job of this run not yet uploaded: a person may cancel it while it waits.
     cancellable: bool,
+    /// The key of the source's bytes and the payload in the result cache, once computed.
+    content_key: Option<String>,
     /// Keeps the job among those whose lease this node renews, while the runner lives.
     _running: super::cluster::RunningGuard,
 }
@@ -76,6 +78,7 @@ impl<'a> Runner<'a> {
             started: Instant::now(),
             progress_written: None,
             cancellable: false,
+            content_key: None,
         }
     }
 
@@ -240,7 +243,42 @@ impl<'a> Runner<'a> {
         crate::hooks::run(argv, self.watch.hook_timeout, &context).await;
     }
 
+    /// Stages the result of an earlier job that retouched the same bytes with the same payload,
+    /// if the result cache has it: `None` when there is none (or reusing is off), and the photo
+    /// is sent.
+    async fn reuse(&mut self) -> Option<Event> {
+        if !self.ctx.results.enabled() || self.watch.resend_identical {
+            return None;
+        }
+        let (source, marked, payload) = (self.job.source.clone(), self.ctx.marks_inboxes, self.watch.payload.clone());
+        let cache = self.ctx.results.clone();
+        let (outbox, rel, stem) = (self.watch.outbox.clone(), self.job.source.rel_path.clone(), self.stage_stem());
+        let found = tokio::task::spawn_blocking(move || {
+            let file = source.open_same(marked).ok()?;
+            let key = crate::result_cache::ResultCache::key(&file, &payload).ok()?;
+            let Some(cached) = cache.lookup(&key) else { return Some((key, None)) };
+            let staging = deliver::open_staging(&outbox).ok()?;
+            let target = Target::for_result(&outbox, &rel, cached.kind());
+            let name =
+                PathBuf::from(format!("{stem}{}", target.ext.as_deref().map(|e| format!(".{e}")).unwrap_or_default()));
+            cache.restore(&cached, &staging, &name).ok()?;
+            Some((key, Some((cached.job, staging.path().join(name), target))))
+        })
+        .await
+        .ok()
+        .flatten()?;
+        let (key, reused) = found;
+        self.content_key = Some(key);
+        let (from_job, staged, target) = reused?;
+        info!(job = self.job.id, file = %self.job.source.rel_path.display(), from_job,
+            "same photo as job #{from_job}: its result is reused, no credit spent");
+        Some(Event::Reused { from_job, staged, target, render: self.renders() })
+    }
+
     async fn submit(&mut self, key: &str) -> Event {
+        if let Some(reused) = self.reuse().await {
+            return reused;
+        }
         let name = self.job.source.file_name();
         let cancelled = || Event::Fail { reason: super::admission::CANCELLED.to_string() };
         loop {
@@ -498,13 +536,29 @@ impl<'a> Runner<'a> {
         let target = Target::for_result(&self.watch.outbox, &self.job.source.rel_path, kind);
         let (stem, max_bytes) = (self.stage_stem(), self.ctx.config().server.max_result_bytes);
         let render = self.renders();
+        let (cache, key, job) = (self.ctx.results.clone(), self.content_key.clone(), self.job.id);
+        let (source, marked, payload) = (self.job.source.clone(), self.ctx.marks_inboxes, self.watch.payload.clone());
         on_blocking_thread(move || {
             let name = PathBuf::from(download.file_name().unwrap_or_default());
             let staged = deliver::stage_download(&staging, &name, kind, &target, &stem, max_bytes);
             if staged.is_err() {
                 let _ = staging.remove_file(&name);
             }
-            staged.map(|staged| Event::Staged { staged, target, render })
+            let staged = staged?;
+            // Kept by content, so the same photo dropped again costs nothing (a help: a copy
+            // that cannot be kept is only logged).
+            if cache.enabled() {
+                let key = key.or_else(|| {
+                    let file = source.open_same(marked).ok()?;
+                    crate::result_cache::ResultCache::key(&file, &payload).ok()
+                });
+                if let Some(key) = key
+                    && let Err(e) = cache.store(&key, &staging, Path::new(staged.file_name().unwrap_or_default()), job)
+                {
+                    warn!(job, error = %e, "cannot keep a copy of the result in the state folder");
+                }
+            }
+            Ok(Event::Staged { staged, target, render })
         })
         .await
     }

@@ -194,6 +194,9 @@ pub enum Event {
     /// The result is downloaded (and extracted) into `staged`, to be published as `target`;
     /// `render`: whether a finished photo is to be made from it (else it is delivered as it is).
     Staged { staged: PathBuf, target: Target, render: bool },
+    /// The same photo was retouched with the same payload by job `from_job`: its result, kept in
+    /// the state folder, is staged without the server (no credit spent); then as [`Event::Staged`].
+    Reused { from_job: i64, staged: PathBuf, target: Target, render: bool },
     /// The finished outputs are made (or could not be, and why): `main` is what to publish
     /// first (the layers, or the finished photo when the layers are not kept).
     Rendered { main: Placement, extras: Vec<Placement>, render_error: Option<String> },
@@ -368,6 +371,14 @@ impl JobState {
                 extras: Vec::new(),
                 render_error: None,
             },
+            (S::Submitting { .. }, E::Reused { from_job, staged, target, render }) => {
+                let (task_id, host) = (format!("(the result of job {from_job})"), String::new());
+                if render {
+                    S::Rendering { task_id, host, staged, target }
+                } else {
+                    S::Delivering { task_id, host, staged, target, extras: Vec::new(), render_error: None }
+                }
+            }
             (S::Rendering { task_id, host, .. }, E::Rendered { main, extras, render_error }) => S::Delivering {
                 task_id: task_id.clone(),
                 host: host.clone(),
@@ -412,6 +423,17 @@ mod tests {
 
     fn staged() -> Event {
         Event::Staged { staged: "/out/.staging/1".into(), target: target(), render: true }
+    }
+
+    #[test]
+    fn a_reused_result_goes_from_submitting_to_rendering_or_delivering_without_the_server() {
+        let reused =
+            |render| Event::Reused { from_job: 7, staged: "/out/.staging/job-9".into(), target: target(), render };
+        let s = JobState::new("k".into()).apply(reused(true)).unwrap();
+        assert!(matches!(&s, JobState::Rendering { task_id, .. } if task_id.contains("job 7")), "{s:?}");
+        let s = JobState::new("k".into()).apply(reused(false)).unwrap();
+        assert_eq!(s.name(), StateName::Delivering);
+        assert!(JobState::Processing { task_id: "t".into(), host: "h".into() }.apply(reused(true)).is_err());
     }
 
     #[test]

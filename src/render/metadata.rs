@@ -92,7 +92,7 @@ impl Metadata {
                     exif::strip_gps(exif);
                 }
                 if let Some(xmp) = self.xmp.take() {
-                    self.xmp = Some(strip_xmp_gps(&String::from_utf8_lossy(&xmp)).into_bytes());
+                    self.xmp = strip_xmp_gps(&String::from_utf8_lossy(&xmp)).map(String::into_bytes);
                 }
                 self
             }
@@ -190,46 +190,74 @@ fn jpeg_segments(bytes: &[u8]) -> Vec<(u8, &[u8])> {
     segments
 }
 
-/// XMP without its `exif:GPS…` properties, in attribute (`exif:GPSLatitude="…"`) or element
-/// (`<exif:GPSLatitude>…</exif:GPSLatitude>`) form.
-fn strip_xmp_gps(xmp: &str) -> String {
-    let mut out = String::with_capacity(xmp.len());
-    let mut rest = xmp;
-    while let Some(start) = rest.find("exif:GPS") {
-        let (before, from) = rest.split_at(start);
-        let name_len = from.find(|c: char| !(c.is_ascii_alphanumeric() || c == ':' || c == '_')).unwrap_or(from.len());
-        let name = &from[..name_len];
-        if let Some(before_tag) = before.strip_suffix('<') {
-            // Element form: drop up to the matching close tag (or the self-closing end).
-            out.push_str(before_tag);
-            let close = format!("</{name}>");
-            let tag_end = from.find('>').map_or(from.len(), |e| e + 1);
-            let end = if from[..tag_end].ends_with("/>") {
-                tag_end
-            } else {
-                from.find(&close).map_or(from.len(), |c| c + close.len())
-            };
-            rest = &from[end..];
-        } else if from[name_len..].trim_start().starts_with('=') {
-            // Attribute form: drop `name="value"`.
-            out.push_str(before.trim_end_matches([' ', '\t', '\n', '\r']));
-            let after_eq = &from[name_len..];
-            let quote_at = after_eq.find(['"', '\'']).unwrap_or(after_eq.len());
-            let quote = after_eq[quote_at..].chars().next().unwrap_or('"');
-            let value_end = after_eq[quote_at + 1..].find(quote).map_or(after_eq.len(), |e| quote_at + 1 + e + 1);
-            rest = &after_eq[value_end..];
-            if !rest.starts_with(['>', '/']) {
-                out.push(' ');
-                rest = rest.trim_start();
+/// The XMP namespaces whose `GPS…` properties are the location: EXIF's and EXIF 2.3's.
+const LOCATION_NAMESPACES: [&[u8]; 2] = [b"http://ns.adobe.com/exif/1.0/", b"http://cipa.jp/exif/1.0/"];
+
+/// Whether a property is the location: a `GPS…` name in a [`LOCATION_NAMESPACES`] namespace,
+/// whatever prefix the packet binds it to (or, in a packet that never declares it, `exif:`).
+fn is_location(namespace: &quick_xml::name::ResolveResult, qualified: &[u8], local: &[u8]) -> bool {
+    use quick_xml::name::ResolveResult;
+    local.starts_with(b"GPS")
+        && match namespace {
+            ResolveResult::Bound(ns) => LOCATION_NAMESPACES.contains(&ns.as_ref()),
+            ResolveResult::Unknown(prefix) => prefix.as_slice() == b"exif",
+            ResolveResult::Unbound => qualified.starts_with(b"exif:"),
+        }
+}
+
+/// XMP without its location: every `GPS…` property of the EXIF namespaces, as an attribute or
+/// an element, found by namespace (an XML parser resolves the prefixes, so `geo:GPSLatitude`
+/// with `xmlns:geo` bound to EXIF's namespace goes too). `None` when the packet cannot be
+/// parsed: it is then dropped whole rather than risk keeping the location.
+fn strip_xmp_gps(xmp: &str) -> Option<String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::reader::NsReader::from_str(xmp);
+    let mut writer = quick_xml::Writer::new(Vec::with_capacity(xmp.len()));
+    // Inside a removed element: its depth.
+    let mut skipping = 0usize;
+    loop {
+        let (namespace, event) = reader.read_resolved_event().ok()?;
+        if skipping > 0 {
+            match event {
+                Event::Start(_) => skipping += 1,
+                Event::End(_) => skipping -= 1,
+                Event::Eof => return None,
+                _ => {}
             }
-        } else {
-            out.push_str(before);
-            out.push_str(name);
-            rest = &from[name_len..];
+            continue;
+        }
+        let event = match event {
+            Event::Eof => break,
+            // A location element: its content is skipped to its end tag; an empty one is left out.
+            Event::Start(e) if is_location(&namespace, e.name().as_ref(), e.local_name().as_ref()) => {
+                skipping = 1;
+                continue;
+            }
+            Event::Empty(e) if is_location(&namespace, e.name().as_ref(), e.local_name().as_ref()) => continue,
+            Event::Start(e) => Event::Start(without_location_attributes(&reader, e)?),
+            Event::Empty(e) => Event::Empty(without_location_attributes(&reader, e)?),
+            other => other,
+        };
+        writer.write_event(event).ok()?;
+    }
+    String::from_utf8(writer.into_inner()).ok()
+}
+
+/// A start tag without its location attributes.
+fn without_location_attributes<'a>(
+    reader: &quick_xml::reader::NsReader<&[u8]>,
+    tag: quick_xml::events::BytesStart<'a>,
+) -> Option<quick_xml::events::BytesStart<'a>> {
+    let mut kept = tag.to_owned();
+    kept.clear_attributes();
+    for attribute in tag.attributes() {
+        let attribute = attribute.ok()?;
+        let (namespace, local) = reader.resolve_attribute(attribute.key);
+        if !is_location(&namespace, attribute.key.as_ref(), local.as_ref()) {
+            kept.push_attribute(attribute);
         }
     }
-    out.push_str(rest);
-    out
+    Some(kept)
 }
 
 #[cfg(test)]
@@ -284,7 +312,7 @@ mod tests {
 
     #[test]
     fn the_policy_drops_the_location_or_everything() {
-        let xmp = r#"<rdf:Description exif:GPSLatitude="48,51.29N" exif:GPSLongitude='2,17.4E' dc:format="image/jpeg"><exif:GPSAltitude>35/1</exif:GPSAltitude><exif:GPSMapDatum/><dc:title>Portrait</dc:title></rdf:Description>"#;
+        let xmp = r#"<rdf:Description xmlns:exif="http://ns.adobe.com/exif/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/" exif:GPSLatitude="48,51.29N" exif:GPSLongitude='2,17.4E' dc:format="image/jpeg"><exif:GPSAltitude>35/1</exif:GPSAltitude><exif:GPSMapDatum/><dc:title>Portrait</dc:title></rdf:Description>"#;
         let meta = Metadata {
             icc: Some(b"profile".to_vec()),
             exif: Some(exif::tests::sample(false, 1)),
@@ -299,6 +327,13 @@ mod tests {
         assert_eq!(kept.iptc, meta.iptc);
         assert_ne!(kept.exif, meta.exif, "the GPS block is gone from EXIF");
         assert_eq!(meta.clone().filtered(MetadataPolicy::All), meta);
+        // Another prefix bound to EXIF's namespace: the location goes all the same; a packet
+        // that cannot be parsed goes whole.
+        let other = r#"<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:geo="http://ns.adobe.com/exif/1.0/" xmlns:xmp="http://ns.adobe.com/xap/1.0/" geo:GPSLatitude="48,51.29N" xmp:Rating="5"><geo:GPSLongitude>2,17.4E</geo:GPSLongitude><geo:ExposureTime>1/125</geo:ExposureTime></rdf:Description></rdf:RDF></x:xmpmeta>"#;
+        let stripped = strip_xmp_gps(other).unwrap();
+        assert!(!stripped.contains("48,51") && !stripped.contains("2,17"), "{stripped}");
+        assert!(stripped.contains(r#"xmp:Rating="5""#) && stripped.contains("1/125"), "{stripped}");
+        assert_eq!(strip_xmp_gps("<a><b></a>"), None);
         assert_eq!(meta.filtered(MetadataPolicy::None), Metadata::default());
     }
 }

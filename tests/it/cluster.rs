@@ -18,10 +18,6 @@ use tokio::sync::Notify;
 
 use crate::support::*;
 
-fn distinct_jpeg(i: u32) -> Vec<u8> {
-    retouchd::imagegen::jpeg_bytes(16 + (i % 97) as u16, 16 + (i / 97) as u16, [(i * 37 % 256) as u8, 90, 70])
-}
-
 /// One inbox, outbox, done and failed folder shared by every node; a state folder and a config
 /// per node, all naming one database.
 struct Cluster {

@@ -311,8 +311,8 @@ async fn pause_cancel_and_retry_do_what_they_say_and_the_events_tell_the_page() 
     // Paused: files wait, nothing is uploaded.
     assert_eq!(dash.act("/api/pause").await.0, StatusCode::OK);
     assert_eq!(dash.act("/api/pause").await.1["message"], "uploads were already paused");
-    for name in ["a.jpg", "b.jpg", "c.jpg"] {
-        dash.ws.drop_file(name, &jpeg());
+    for (i, name) in ["a.jpg", "b.jpg", "c.jpg"].into_iter().enumerate() {
+        dash.ws.drop_file(name, &distinct_jpeg(i as u32));
     }
     let first = job_in(&dash, "a.jpg", "submitting").await;
     assert_eq!(first["cancellable"], true);

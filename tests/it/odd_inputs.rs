@@ -114,3 +114,81 @@ async fn no_credit_is_spent_while_the_outbox_cannot_take_the_result_and_uploads_
     task.await.unwrap().unwrap();
     assert_eq!(sim.stats().charged_starts, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_same_photo_dropped_again_reuses_the_paid_result_even_after_the_outputs_were_moved() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    let photo = jpeg();
+    ws.drop_file("shoot/IMG_1.jpg", &photo);
+    let config = config::load(&ws.config, &Environment::default()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(daemon::run(config, RunOptions::default(), async {
+        let _ = stopped.await;
+    }));
+    let wait_for_file = async |path: PathBuf| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !path.exists() {
+            assert!(std::time::Instant::now() < deadline, "{} never came", path.display());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    wait_for_file(ws.path("done/shoot/IMG_1.jpg")).await;
+    // The studio moves the outputs away, then copies the shoot in again under another name.
+    std::fs::remove_dir_all(ws.path("outbox/shoot")).unwrap();
+    ws.drop_file("shoot/IMG_1 copy.jpg", &photo);
+    wait_for_file(ws.path("done/shoot/IMG_1 copy.jpg")).await;
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    assert_eq!(sim.stats().charged_starts, 1, "the same photo was paid for twice");
+    let layers = ws.path("outbox/shoot/IMG_1 copy");
+    assert!(layers.join("result.json").is_file(), "its layers came from the first job: {:?}", ws.files("outbox"));
+    assert!(
+        ws.path("outbox/shoot/IMG_1 copy.jpg").is_file() || ws.files("outbox").iter().any(|f| f.contains("IMG_1 copy"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn resend_identical_pays_again_on_purpose() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "resend_identical = true");
+    ws.drop_file("a.jpg", &jpeg());
+    ws.drop_file("b.jpg", &jpeg());
+    let config = config::load(&ws.config, &Environment::default()).unwrap();
+    let options = RunOptions { once: true, ..RunOptions::default() };
+    let summary = daemon::run(config, options, std::future::pending()).await.unwrap();
+    assert_eq!(summary.done, 2);
+    assert_eq!(sim.stats().charged_starts, 2);
+}
+
+/// A photo whose XMP binds EXIF's namespace to another prefix (`geo:`), with a location.
+fn photo_with_located_xmp() -> Vec<u8> {
+    let xmp = r#"<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:geo="http://ns.adobe.com/exif/1.0/" xmlns:xmp="http://ns.adobe.com/xap/1.0/" geo:GPSLatitude="48,51.29N" geo:GPSLongitude="2,17.4E" xmp:Rating="4"/></rdf:RDF></x:xmpmeta>"#;
+    let meta = retouchd::render::metadata::Metadata { xmp: Some(xmp.as_bytes().to_vec()), ..Default::default() };
+    meta.insert_into_jpeg(&retouchd::imagegen::portrait_jpeg(64, 48, [200, 160, 140]))
+}
+
+/// What exiftool (an independent reader) finds in `path`, as `group:tag` → value.
+fn exiftool(path: &std::path::Path) -> serde_json::Map<String, serde_json::Value> {
+    let out =
+        std::process::Command::new("exiftool").args(["-j", "-G", "-n"]).arg(path).output().expect("exiftool runs");
+    let all: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(&out.stdout).unwrap();
+    all.into_iter().next().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+#[ignore = "needs exiftool (Debian's libimage-exiftool-perl); CI installs it"]
+async fn no_gps_removes_the_xmp_location_under_any_prefix_as_exiftool_reads_it() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "[watch.output]\nflat = \"jpeg\"\nmetadata = \"no-gps\"");
+    let source = ws.drop_file("a.jpg", &photo_with_located_xmp());
+    let before = exiftool(&source);
+    assert!(before.keys().any(|k| k.contains("GPSLatitude")), "the source has a location: {before:?}");
+    let config = config::load(&ws.config, &Environment::default()).unwrap();
+    let options = RunOptions { once: true, ..RunOptions::default() };
+    daemon::run(config, options, std::future::pending()).await.unwrap();
+    let after = exiftool(&ws.path("outbox/a.jpg"));
+    let located: Vec<&String> = after.keys().filter(|k| k.contains("GPS")).collect();
+    assert!(located.is_empty(), "the location is still in the finished photo: {located:?} of {after:?}");
+    assert_eq!(after.get("XMP:Rating").and_then(|v| v.as_i64()), Some(4), "the rest of the XMP stays: {after:?}");
+}

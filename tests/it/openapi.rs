@@ -27,7 +27,7 @@ async fn every_answer_of_the_running_daemon_matches_the_openapi_document() {
     })
     .await;
     sim.update(|c| c.fail_rate = 1.0);
-    ws.drop_file("refused.jpg", &jpeg());
+    ws.drop_file("refused.jpg", &distinct_jpeg(1));
     wait_for("refused.jpg failed", Duration::from_secs(30), async || {
         ws.files("failed").contains(&"refused.jpg".into()).then_some(())
     })

@@ -8,10 +8,6 @@ use retouchd::sim::SimConfig;
 
 use crate::support::*;
 
-fn distinct_jpeg(i: u32) -> Vec<u8> {
-    retouchd::imagegen::jpeg_bytes(16 + (i % 97) as u16, 16 + (i / 97) as u16, [(i * 37 % 256) as u8, 80, 80])
-}
-
 /// Jobs per state right now, from `retouchd status --json`.
 fn states(ws: &Workspace) -> BTreeMap<String, u64> {
     let out = ws.command(&["status", "--json"]).output().unwrap();

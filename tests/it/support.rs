@@ -49,6 +49,12 @@ pub fn jpeg() -> Vec<u8> {
     retouchd::imagegen::jpeg_bytes(64, 48, [200, 120, 90])
 }
 
+/// A JPEG whose bytes differ for each `i` (the same bytes are one photo: retouchd reuses its
+/// result instead of paying again).
+pub fn distinct_jpeg(i: u32) -> Vec<u8> {
+    retouchd::imagegen::jpeg_bytes(16 + (i % 97) as u16, 16 + (i / 97) as u16, [(i * 37 % 256) as u8, 80, 80])
+}
+
 pub fn png() -> Vec<u8> {
     retouchd::imagegen::png_bytes(40, 30, [10, 200, 90])
 }
