@@ -963,6 +963,8 @@ impl Validator {
         if let Some(text) = raw.name {
             match NameTemplate::parse(&text) {
                 Ok(name) => out.name = name,
+                // The token error names the token: said once when the template is only that.
+                Err(why) if why.starts_with(&format!("`{text}`")) => self.problem(at("name"), why),
                 Err(why) => self.problem(at("name"), format!("`{text}` {why}")),
             }
         }
@@ -1213,6 +1215,8 @@ password = \"abc\"
             + "[watch.output]\nlayers = false\nflat = \"none\"\njpeg_quality = 0\nmetadata = \"some\"\n\
                name = \"{stme}\"\n[watch.output.opacity]\n\"Dodge Burn\" = 2\n";
         let problems = parse(&bad, dir.path(), &env()).unwrap_err();
+        let name = problems.iter().find(|p| p.key == "watch[0].output.name").unwrap();
+        assert_eq!(name.message.matches("{stme}").count(), 1, "said once: {}", name.message);
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         for key in [
             "watch[0].output",

@@ -181,9 +181,16 @@ fn check_task(f: &mut Findings, plugin: &Plugin, task: &serde_json::Map<String, 
             (Some(_), None) => f.errors.push((at(field), format!("{name} has no {field}"))),
             (Some(v), Some(p)) => match v.as_f64() {
                 Some(x) if (0.0..=p.max).contains(&x) => {}
-                _ => f.errors.push((
+                Some(_) => f.errors.push((
                     at(field),
                     format!("{v} is out of range: {name}'s {field} ({}) is 0 to {}", p.meaning, p.max),
+                )),
+                None => f.errors.push((
+                    at(field),
+                    format!(
+                        "{v} is not a number; write it without quotes: {name}'s {field} ({}) is 0 to {}",
+                        p.meaning, p.max
+                    ),
                 )),
             },
         }
@@ -268,6 +275,13 @@ pub fn opacity_name_problem(name: &str, layers: &[&str], flattened: &[&str]) -> 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_quoted_number_is_told_to_lose_its_quotes_not_that_it_is_out_of_range() {
+        let found = errors(json!({"mode": "professional", "tasks": [{"Plugin": "Heal", "Alpha1": "1", "Layer": 1}]}));
+        assert!(found.iter().any(|(_, m)| m.contains("not a number") && m.contains("without quotes")), "{found:?}");
+        assert!(!found.iter().any(|(_, m)| m.contains("out of range")), "{found:?}");
+    }
 
     #[test]
     fn an_opacity_must_name_a_layer_and_a_typo_gets_a_suggestion() {

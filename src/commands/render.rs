@@ -66,7 +66,7 @@ fn render_one(
             folder.display()
         ));
     }
-    let (source, mut settings) = find_source(config, journal, request.source, &folder)?;
+    let (source, mut settings, watch) = find_source(config, journal, request.source, &folder)?;
     if let Some(flat) = request.flat {
         settings.flat = flat;
     }
@@ -98,7 +98,14 @@ fn render_one(
         Failure::Bad(reason) => reason,
         Failure::Io(e) => format!("cannot write into {}: {e}", out_dir.display()),
     })?;
-    let stem = folder.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_else(|| "render".into());
+    // Named by the watch's name template, as the daemon names them.
+    let (source_stem, source_ext) = deliver::split_os_name(source.file_name().unwrap_or_default());
+    let stem = settings.name.apply(&render::NameParts {
+        stem: source_stem,
+        ext: source_ext.unwrap_or_default(),
+        watch: &watch,
+        now: std::time::SystemTime::now(),
+    });
     made.iter()
         .map(|m| {
             deliver::place(&m.path, &out_dir, &stem, Some(m.ext)).map_err(|e| format!("cannot place the output: {e}"))
@@ -122,15 +129,18 @@ fn find_source(
     journal: Option<&Journal>,
     given: Option<&Path>,
     folder: &Path,
-) -> Result<(PathBuf, OutputSettings), String> {
+) -> Result<(PathBuf, OutputSettings, std::ffi::OsString), String> {
     let job = journal.and_then(|j| j.job_with_output(folder).ok().flatten());
+    // The watch's folder name, for the name template's `{watch}`.
+    let watch =
+        job.as_ref().and_then(|j| j.source.inbox.file_name()).map(std::ffi::OsStr::to_os_string).unwrap_or_default();
     let settings = job
         .as_ref()
         .and_then(|job| config?.watches.iter().find(|w| w.inbox == job.source.inbox))
         .map(|w| w.output.clone())
         .unwrap_or_default();
     if let Some(source) = given {
-        return Ok((source.to_path_buf(), settings));
+        return Ok((source.to_path_buf(), settings, watch));
     }
     let Some(job) = job else {
         return Err(format!(
@@ -142,7 +152,7 @@ fn find_source(
         JobState::Done { moved_to, .. } => [moved_to.clone(), Some(job.source.path())],
         _ => [None, Some(job.source.path())],
     };
-    candidates.into_iter().flatten().find(|p| p.is_file()).map(|p| (p, settings)).ok_or_else(|| {
+    candidates.into_iter().flatten().find(|p| p.is_file()).map(|p| (p, settings, watch)).ok_or_else(|| {
         format!("its photo ({}) is no longer in done/ or the inbox; give it with --source FILE", job.source.file_name())
     })
 }

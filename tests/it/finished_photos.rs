@@ -115,6 +115,14 @@ async fn a_dropped_photo_comes_back_finished_with_its_layers_and_a_psd_that_psd_
         &ws.path("outbox/portrait (2).png"),
         serde_json::json!({ "depth": 8, "layers": layer_specs(&[("Dodge Burn", 0)]) }),
     );
+
+    // `render` names its outputs by the watch's name template, as the daemon does.
+    let config = std::fs::read_to_string(&ws.config).unwrap();
+    std::fs::write(&ws.config, config.replacen("[watch.output]\n", "[watch.output]\nname = \"{stem}-{watch}\"\n", 1))
+        .unwrap();
+    let out = ws.command(&["render", "outbox/portrait"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ws.path("outbox/portrait-inbox.png").is_file(), "{:?}", ws.files("outbox"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
