@@ -227,3 +227,104 @@ async fn a_read_only_state_folder_refuses_to_start_and_resets_nothing() {
     assert!(err.contains("writable"), "{err}");
     assert_eq!(std::fs::read(ws.path("state/journal.sqlite")).unwrap(), before);
 }
+
+/// Every file below `root` (links not followed), as raw paths relative to it.
+fn raw_files(root: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else if !entry.file_name().to_string_lossy().starts_with(retouchd::watch::MARKER) {
+                out.insert(path.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    out
+}
+
+/// A random name of 1 to 12 bytes that is not UTF-8 as often as not (no `/`, no NUL, not hidden
+/// or a temporary name that the ignore rules skip).
+fn random_name(rng: &mut fastrand::Rng) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    loop {
+        let bytes: Vec<u8> = (0..rng.usize(1..13)).map(|_| rng.u8(1..=255)).filter(|b| *b != b'/').collect();
+        if !bytes.is_empty() && !matches!(bytes[0], b'.' | b'~' | b'#' | b'$') {
+            return std::ffi::OsString::from_vec(bytes);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_random_byte_names_folder_trees_server_faults_and_kills_lose_nothing_and_never_charge_twice() {
+    const FILES: u32 = 120;
+    const KILLS: u32 = 10;
+    let seed = fastrand::u64(..);
+    println!("soak seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let sim = start_sim(SimConfig {
+        processing_ms: 200,
+        processing_jitter_ms: 2000,
+        delay_ms: 50,
+        start_error_rate: 0.1,
+        status_error_rate: 0.2,
+        get_file_error_rate: 0.1,
+        ..fast_sim()
+    })
+    .await;
+    let ws = Workspace::new(&sim, "max_uploads = 4\nmax_in_flight = 48", "");
+    let mut dropped = std::collections::BTreeSet::new();
+    let mut hashes = Vec::new();
+    while dropped.len() < FILES as usize {
+        let depth = rng.usize(0..3);
+        let mut rel: std::path::PathBuf = (0..depth).map(|_| random_name(&mut rng)).collect();
+        let mut name = random_name(&mut rng);
+        name.push(".jpg");
+        rel.push(name);
+        if dropped.iter().any(|d: &std::path::PathBuf| d.starts_with(&rel) || rel.starts_with(d)) {
+            continue;
+        }
+        let bytes = distinct_jpeg(5000 + dropped.len() as u32);
+        let path = ws.path("inbox").join(&rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        hashes.push(sha256(&bytes));
+        dropped.insert(rel);
+    }
+    let started = Instant::now();
+    for kill in 0..KILLS {
+        let mut daemon = ws.spawn(&[], &format!("soak{kill}"));
+        tokio::time::sleep(Duration::from_millis(rng.u64(500..4000))).await;
+        if let Ok(Some(status)) = daemon.0.try_wait() {
+            panic!("the daemon exited on its own ({status}):\n{}", ws.log(&format!("soak{kill}")));
+        }
+        daemon.kill().unwrap();
+    }
+    let out = ws.run_once(Duration::from_secs(240)).await;
+    let log = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "the last run failed (seed {seed}):\n{log}");
+    let stats = sim.stats();
+    let charged_twice = hashes.iter().filter(|h| stats.charged_by_hash.get(*h).copied().unwrap_or(0) > 1).count();
+    let never_charged = hashes.iter().filter(|h| !stats.charged_by_hash.contains_key(*h)).count();
+    let done = raw_files(&ws.path("done"));
+    println!(
+        "soak (seed {seed}): {FILES} files with random byte names in random trees, {KILLS} SIGKILLs and \
+         server faults ({} injected) over {:.0?}: done {}, lost {}, charged starts {}, charged twice \
+         {charged_twice}, never charged {never_charged}",
+        stats.injected_faults,
+        started.elapsed(),
+        done.len(),
+        dropped.difference(&done).count(),
+        stats.charged_starts,
+    );
+    assert_eq!(done, dropped, "every source in done/ under its own name (seed {seed})");
+    assert!(raw_files(&ws.path("inbox")).is_empty() && raw_files(&ws.path("failed")).is_empty());
+    assert_eq!((charged_twice, never_charged), (0, 0), "each photo charged exactly once (seed {seed})");
+    assert_eq!(results(&ws).len(), FILES as usize, "every result delivered (seed {seed})");
+    for kill in 0..KILLS {
+        assert!(!ws.log(&format!("soak{kill}")).contains("panicked"), "a panic (seed {seed})");
+    }
+}
