@@ -1,6 +1,8 @@
 //! When a file in an inbox becomes a job: its size and mtime have not changed for `settle`, and
 //! its content is complete. Pure bookkeeping with the clock and the completeness check passed
-//! in, so it is tested without sleeping.
+//! in, so it is tested without sleeping. A file that stays incomplete is given up once it has
+//! not changed for `settle + grace`, counted from when it was first seen unchanged or from its
+//! own modification time, whichever is earlier: a daemon restart does not start the wait anew.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -118,7 +120,10 @@ impl Readiness {
                     tracked.check_at = now + self.settle;
                 }
                 Some(stamp) if complete(rel) => out.push(Outcome::Ready(rel.clone(), stamp)),
-                Some(stamp) if now.duration_since(tracked.stable_since) >= self.settle + self.grace => {
+                Some(stamp)
+                    if now.duration_since(tracked.stable_since) >= self.settle + self.grace
+                        || unchanged_on_disk_for(stamp) >= self.settle + self.grace =>
+                {
                     out.push(Outcome::Incomplete(rel.clone(), stamp))
                 }
                 Some(_) => tracked.check_at = now + recheck,
@@ -143,6 +148,13 @@ impl Readiness {
     }
 }
 
+/// How long ago the file's own modification time is (zero for a time in the future).
+fn unchanged_on_disk_for(stamp: Stamp) -> Duration {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let ago = i128::try_from(now.as_nanos()).unwrap_or(i128::MAX) - i128::from(stamp.mtime_ns);
+    Duration::from_nanos(u64::try_from(ago.max(0)).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,8 +162,22 @@ mod tests {
     const SETTLE: Duration = Duration::from_secs(5);
     const GRACE: Duration = Duration::from_secs(60);
 
+    /// A version of a file written just now.
     fn stamp(size: u64) -> Stamp {
-        Stamp { size, mtime_ns: size as i64 }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        Stamp { size, mtime_ns: now.as_nanos() as i64 - (now.as_nanos() as i64 % 1_000_000_000) + size as i64 }
+    }
+
+    #[test]
+    fn an_incomplete_file_unchanged_on_disk_for_the_grace_is_given_up_once_it_settles_after_a_restart() {
+        let t0 = Instant::now();
+        let mut r = Readiness::new(SETTLE, GRACE);
+        // Last written an hour ago (a daemon restart sees it for the first time).
+        let hour_ago = Stamp { mtime_ns: stamp(0).mtime_ns - 3_600_000_000_000, size: 7 };
+        r.observe(Path::new("cut.jpg"), hour_ago, t0);
+        assert!(r.due(t0 + SETTLE / 2, |_| Some(hour_ago), |_| false).is_empty(), "still settles first");
+        let out = r.due(t0 + SETTLE, |_| Some(hour_ago), |_| false);
+        assert_eq!(out, vec![Outcome::Incomplete("cut.jpg".into(), hour_ago)], "no new ten-minute wait");
     }
 
     #[test]
