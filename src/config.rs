@@ -862,7 +862,15 @@ impl Validator {
         let done_dir = folder(self, "done_dir", raw.done_dir, on_success == OnSuccess::Move);
         let failed_dir = folder(self, "failed_dir", raw.failed_dir, true);
         if !inbox.as_os_str().is_empty() {
-            match std::fs::metadata(&inbox) {
+            let looked_at = inbox.clone();
+            let answer = crate::share::within(crate::share::ANSWER_WITHIN, move || std::fs::metadata(&looked_at));
+            match answer.unwrap_or_else(|| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))) {
+                // A share that does not answer: its watch waits for it, the others go on.
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => self.unavailable_inboxes.push(format!(
+                    "{}: does not answer within {}s (a hung network share?)",
+                    inbox.display(),
+                    crate::share::ANSWER_WITHIN.as_secs()
+                )),
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => self.problem(key("inbox"), format!("{} is a file, not a folder", inbox.display())),
                 Err(e) if self.purpose == Purpose::Inspect => {

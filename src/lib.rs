@@ -12,7 +12,8 @@
 //!   [`ignore`]: files that are never jobs; [`inspect`]: checks against the server's limits.
 //! - [`beneath`]: file work beneath an opened folder, links refused, temporary files exclusive;
 //!   [`lossless`]: paths in the journal as they are on disk; [`result_cache`]: paid results
-//!   kept by content, so the same photo is never paid for twice.
+//!   kept by content, so the same photo is never paid for twice; [`share`]: file work on an
+//!   inbox that may stop answering (a hung network share).
 //! - [`deliver`]: where results go (a journaled target), staging, safe extraction, no-overwrite
 //!   publishing, moving sources.
 //! - [`api`]: the HTTP client, its classified error type, and the retry policy table beside it.
@@ -57,6 +58,7 @@ pub mod lossless;
 pub mod plugins;
 pub mod render;
 pub mod result_cache;
+pub mod share;
 pub mod sim;
 pub mod source;
 pub mod systemd;

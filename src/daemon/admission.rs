@@ -81,7 +81,7 @@ pub(super) async fn admit(ctx: &Ctx, item: Queued, again: bool) -> Result<Admiss
     let Some(watch) = watch_for(&ctx.config(), &item.inbox) else { return Ok(Admission::Nothing) };
     let source = Source { inbox: item.inbox, rel_path: item.rel, stamp: item.stamp };
     // Changed since it was found ready: the watcher hands the new version on once it settles.
-    if !matches!(source.check(ctx.marks_inboxes), SourceCheck::Same) {
+    if !matches!(crate::share::blocking(&source.inbox, || source.check(ctx.marks_inboxes)), SourceCheck::Same) {
         return Ok(Admission::Nothing);
     }
     let (inbox, rel) = (source.inbox.clone(), source.rel_path.clone());

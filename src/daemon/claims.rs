@@ -1,6 +1,9 @@
 //! The daemon's claims on its inboxes (see [`crate::inbox`]): made at start-up, renewed on every
 //! pulse, given up on a clean stop. An inbox that carried a marker before and lacks it now is an
-//! unmounted share: it is neither marked nor claimed until it is back.
+//! unmounted share: it is neither marked nor claimed until it is back. The pulse's renewals run
+//! on blocking threads, one per inbox at a time, and their outcomes are taken in at the next
+//! pulse: an inbox on a share that stopped answering holds up only its own renewal, and one
+//! that does not answer (see [`crate::share`]) is not touched until it does.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -17,13 +20,25 @@ pub(crate) struct Claims {
     marked: HashSet<PathBuf>,
     /// Inboxes whose marker could not be written, said once until it works again.
     unwritable: HashSet<PathBuf>,
+    /// Renewals running in the background, and where their outcomes arrive.
+    renewing: HashSet<PathBuf>,
+    renewed: (std::sync::mpsc::Sender<Renewed>, std::sync::mpsc::Receiver<Renewed>),
 }
+
+/// A background renewal's outcome: `None` when the inbox looked unmounted.
+type Renewed = (PathBuf, Option<Result<Claimed, ClaimError>>);
 
 impl Claims {
     /// Claims every inbox of `config` for the daemon of `state_dir`; fails on the first one that
     /// another live daemon owns.
     pub(super) fn claim_all(config: &Config, journal: &Journal) -> Result<Claims, ClaimFailure> {
-        let mut claims = Claims { me: Owner::for_config(config), marked: HashSet::new(), unwritable: HashSet::new() };
+        let mut claims = Claims {
+            me: Owner::for_config(config),
+            marked: HashSet::new(),
+            unwritable: HashSet::new(),
+            renewing: HashSet::new(),
+            renewed: std::sync::mpsc::channel(),
+        };
         for w in &config.watches {
             if journal.is_marked(&w.inbox)? {
                 claims.marked.insert(w.inbox.clone());
@@ -45,13 +60,24 @@ impl Claims {
         self.marked.contains(inbox) && inbox::inbox_available(inbox, true).is_err()
     }
 
-    /// Claims one inbox (new in a reload, or at start, or renewed on a pulse). An unmounted one
-    /// is left alone until it is back (the watcher says so once).
+    /// Claims one inbox (new in a reload, or at start). An unmounted one is left alone until it
+    /// is back (the watcher says so once).
     pub(super) fn claim(&mut self, inbox: &Path, journal: &Journal) -> Result<(), InboxOwned> {
         if self.is_unmounted(inbox) {
             return Ok(());
         }
-        match inbox::claim(inbox, &self.me) {
+        let claimed = inbox::claim(inbox, &self.me);
+        self.take_in(inbox, claimed, journal)
+    }
+
+    /// Takes in the outcome of claiming `inbox`.
+    fn take_in(
+        &mut self,
+        inbox: &Path,
+        claimed: Result<Claimed, ClaimError>,
+        journal: &Journal,
+    ) -> Result<(), InboxOwned> {
+        match claimed {
             Ok(claimed) => {
                 self.unwritable.remove(inbox);
                 if let Claimed::TakenOver(old) = claimed {
@@ -75,14 +101,33 @@ impl Claims {
         }
     }
 
-    /// Renews every claim (the pulse). Returns the inboxes another daemon owns now.
+    /// Renews every claim (the pulse): takes in the renewals that ended since the last pulse,
+    /// and starts one for each inbox that has none running and answers. Returns the inboxes
+    /// another daemon owns now.
     pub(super) fn renew(&mut self, config: &Config, journal: &Journal) -> Vec<InboxOwned> {
         let mut lost = Vec::new();
-        for w in &config.watches {
-            if let Err(owned) = self.claim(&w.inbox, journal) {
+        while let Ok((inbox, outcome)) = self.renewed.1.try_recv() {
+            self.renewing.remove(&inbox);
+            if let Some(claimed) = outcome
+                && let Err(owned) = self.take_in(&inbox, claimed, journal)
+            {
                 error!("{owned}");
                 lost.push(owned);
             }
+        }
+        for w in &config.watches {
+            if self.renewing.contains(&w.inbox) || crate::share::hung_for(&w.inbox).is_some() {
+                continue;
+            }
+            self.renewing.insert(w.inbox.clone());
+            let (inbox, me, marked, done) =
+                (w.inbox.clone(), self.me.clone(), self.marked.contains(&w.inbox), self.renewed.0.clone());
+            tokio::task::spawn_blocking(move || {
+                let _noted = crate::share::track(&inbox);
+                let unmounted = marked && inbox::inbox_available(&inbox, true).is_err();
+                let outcome = (!unmounted).then(|| inbox::claim(&inbox, &me));
+                let _ = done.send((inbox, outcome));
+            });
         }
         lost
     }
@@ -90,7 +135,14 @@ impl Claims {
     /// Gives every inbox of `config` up (a clean stop).
     pub(super) fn release_all(&self, config: &Config) {
         for w in &config.watches {
-            inbox::release(&w.inbox, &self.me);
+            // A share that does not answer keeps its claim (it expires); the stop goes on.
+            if crate::share::hung_for(&w.inbox).is_some() {
+                continue;
+            }
+            let (inbox, me) = (w.inbox.clone(), self.me.clone());
+            if crate::share::within(crate::share::ANSWER_WITHIN, move || inbox::release(&inbox, &me)).is_none() {
+                warn!(inbox = %w.inbox.display(), "the inbox does not answer; its claim expires on its own");
+            }
         }
     }
 }

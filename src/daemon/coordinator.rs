@@ -393,7 +393,16 @@ impl Coordinator {
             failed: self.summary.failed,
             refused: self.summary.rejected,
             quota_left: self.ctx.metrics.quota_left(),
-            inboxes_unavailable: self.unavailable.iter().map(|p| p.display().to_string()).collect(),
+            inboxes_unavailable: self
+                .unavailable
+                .iter()
+                .map(|p| p.display().to_string())
+                .chain(
+                    self.ctx.config().watches.iter().filter_map(|w| {
+                        crate::share::hung_for(&w.inbox).map(|d| crate::share::not_answering(&w.inbox, d))
+                    }),
+                )
+                .collect(),
             disk_full: self.ctx.disk_full().map(|p| p.display().to_string()),
             dashboard: self.ctx.dashboard.get().cloned(),
             log_command: LiveStatus::log_command_of_this_process(),

@@ -719,7 +719,8 @@ impl<'a> Runner<'a> {
     /// (an unmounted share must not count as "gone").
     fn source_still_there(&self) -> std::io::Result<bool> {
         let file = self.job.source.rel_path.display();
-        match self.job.source.check(self.ctx.marks_inboxes) {
+        let checked = crate::share::blocking(&self.job.source.inbox, || self.job.source.check(self.ctx.marks_inboxes));
+        match checked {
             SourceCheck::Same => Ok(true),
             SourceCheck::Changed(stamp) => {
                 info!(job = self.job.id, %file, ?stamp, was = ?self.job.source.stamp,

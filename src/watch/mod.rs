@@ -177,7 +177,7 @@ enum Hint {
 pub async fn run(config: WatchConfig, tx: mpsc::Sender<WatchEvent>, once: bool, shutdown: CancellationToken) {
     let rules = IgnoreRules::new(&config.ignore);
     let inbox = config.inbox.clone();
-    let network = is_network_fs(&inbox);
+    let network = crate::share::blocking(&inbox, || is_network_fs(&inbox));
     let use_notify = match config.mode {
         WatchMode::Notify => true,
         WatchMode::Poll => false,
@@ -224,7 +224,7 @@ pub async fn run(config: WatchConfig, tx: mpsc::Sender<WatchEvent>, once: bool, 
 
     let full_scan = |readiness: &mut Readiness, paused: &mut Option<String>| -> Vec<WatchEvent> {
         let mut events = Vec::new();
-        match scan(&inbox, config.recursive, &rules) {
+        match crate::share::blocking(&inbox, || scan(&inbox, config.recursive, &rules)) {
             Ok(files) => {
                 if paused.take().is_some() {
                     info!(inbox = %inbox.display(), "inbox is back; resuming");
@@ -269,7 +269,7 @@ pub async fn run(config: WatchConfig, tx: mpsc::Sender<WatchEvent>, once: bool, 
                 Hint::Rescan => outgoing = full_scan(&mut readiness, &mut paused),
                 Hint::Path(path) => {
                     let Ok(rel) = path.strip_prefix(&inbox).map(Path::to_path_buf) else { continue };
-                    match Dir::root(&inbox).and_then(|dir| dir.metadata(&rel)) {
+                    match crate::share::blocking(&inbox, || Dir::root(&inbox).and_then(|dir| dir.metadata(&rel))) {
                         Ok(meta) if meta.is_dir() => outgoing = full_scan(&mut readiness, &mut paused),
                         Ok(meta) if meta.is_file() && wanted(&rel, config.recursive, &rules) => {
                             readiness.observe(&rel, Stamp::of(&meta), Instant::now())
@@ -284,7 +284,8 @@ pub async fn run(config: WatchConfig, tx: mpsc::Sender<WatchEvent>, once: bool, 
                 last_due = Instant::now();
                 let stat = |rel: &Path| stamp_beneath(&inbox, rel);
                 let complete = |rel: &Path| content_complete(&inbox, rel);
-                for outcome in readiness.due(Instant::now(), stat, complete) {
+                let due = crate::share::blocking(&inbox, || readiness.due(Instant::now(), stat, complete));
+                for outcome in due {
                     outgoing.push(match outcome {
                         Outcome::Ready(rel, stamp) => WatchEvent::Ready { inbox: inbox.clone(), rel, stamp },
                         Outcome::Incomplete(rel, stamp) => WatchEvent::Incomplete {

@@ -1,6 +1,7 @@
 //! Accepting the dashboard's connections, so that a LAN guest cannot tie the daemon up: at most
-//! [`MAX_CONNECTIONS`] at once and [`MAX_PER_CLIENT`] from one address (one more is closed at
-//! once), and a request's headers must arrive within [`HEADER_READ_TIMEOUT`] (half-open and
+//! [`MAX_CONNECTIONS`] at once and [`MAX_PER_CLIENT`] from one LAN address (one more is closed
+//! at once; loopback, where a TLS reverse proxy or an SSH tunnel brings everyone, counts only
+//! towards the total), and a request's headers must arrive within [`HEADER_READ_TIMEOUT`] (half-open and
 //! trickling connections are dropped). Running out of file descriptors while accepting waits a
 //! moment instead of spinning.
 
@@ -47,10 +48,15 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router, cancel: Ca
                 continue;
             }
         };
-        let Some(client_slot) = ClientSlot::take(&per_client, peer.ip()) else {
-            debug!(client = %peer, max = MAX_PER_CLIENT, "dashboard: too many connections from one client");
-            drop(stream);
-            continue;
+        let client_slot = if peer.ip().is_loopback() {
+            None
+        } else {
+            let Some(slot) = ClientSlot::take(&per_client, peer.ip()) else {
+                debug!(client = %peer, max = MAX_PER_CLIENT, "dashboard: too many connections from one client");
+                drop(stream);
+                continue;
+            };
+            Some(slot)
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             if !full_warned {
@@ -109,5 +115,22 @@ impl Drop for ClientSlot {
                 map.remove(&self.ip);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_lan_address_gets_at_most_its_share_of_connections_and_gets_them_back() {
+        let counts = Arc::new(Mutex::new(HashMap::new()));
+        let guest: IpAddr = "192.168.1.66".parse().unwrap();
+        let held: Vec<ClientSlot> = (0..MAX_PER_CLIENT).map(|_| ClientSlot::take(&counts, guest).unwrap()).collect();
+        assert!(ClientSlot::take(&counts, guest).is_none(), "one more is refused");
+        assert!(ClientSlot::take(&counts, "192.168.1.7".parse().unwrap()).is_some(), "others still get in");
+        drop(held);
+        assert!(ClientSlot::take(&counts, guest).is_some(), "closed connections count no more");
+        assert!(counts.lock().unwrap().get(&guest).is_none_or(|n| *n <= 1));
     }
 }

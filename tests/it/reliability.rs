@@ -328,3 +328,85 @@ async fn soak_random_byte_names_folder_trees_server_faults_and_kills_lose_nothin
         assert!(!ws.log(&format!("soak{kill}")).contains("panicked"), "a panic (seed {seed})");
     }
 }
+
+/// A FUSE mount (bindfs) of `source` on `target`, whose process can be stopped to make every
+/// call into it hang as a dead NFS server does. Continued and unmounted when dropped.
+struct HangingShare {
+    target: std::path::PathBuf,
+    pid: i32,
+}
+
+impl HangingShare {
+    fn mount(source: &std::path::Path, target: &std::path::Path) -> HangingShare {
+        let ok = std::process::Command::new("bindfs").arg(source).arg(target).status().is_ok_and(|s| s.success());
+        assert!(ok, "cannot mount bindfs on {}: this test needs root, /dev/fuse and bindfs", target.display());
+        let found = std::process::Command::new("pgrep")
+            .args(["-n", "-f"])
+            .arg(format!("bindfs {}", source.display()))
+            .output()
+            .unwrap();
+        let pid = String::from_utf8_lossy(&found.stdout).trim().parse().expect("bindfs's pid");
+        HangingShare { target: target.to_path_buf(), pid }
+    }
+
+    fn hang(&self) {
+        // SAFETY: signalling the FUSE process this test started.
+        unsafe { libc::kill(self.pid, libc::SIGSTOP) };
+    }
+}
+
+impl Drop for HangingShare {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.pid, libc::SIGCONT) };
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.target).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "mounts a FUSE file system (bindfs), which needs root and /dev/fuse; CI runs as root with --include-ignored"]
+async fn a_share_that_stops_answering_is_reported_and_the_other_inbox_goes_on() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    for d in ["nas-src", "nas", "nas-out", "nas-done", "nas-failed"] {
+        std::fs::create_dir_all(ws.path(d)).unwrap();
+    }
+    let share = HangingShare::mount(&ws.path("nas-src"), &ws.path("nas"));
+    // A second watch on the share, with the same payload.
+    let config = std::fs::read_to_string(&ws.config).unwrap();
+    let watch = &config[config.find("[[watch]]").unwrap()..];
+    let second = watch
+        .replace("inbox = \"inbox\"", "inbox = \"nas\"")
+        .replace("outbox = \"outbox\"", "outbox = \"nas-out\"")
+        .replace("done_dir = \"done\"", "done_dir = \"nas-done\"")
+        .replace("failed_dir = \"failed\"", "failed_dir = \"nas-failed\"");
+    std::fs::write(&ws.config, format!("{config}\n{second}")).unwrap();
+    let _daemon = ws.spawn(&[], "daemon");
+    let state = ws.path("state");
+    wait_for("the daemon ready", Duration::from_secs(30), async || retouchd::daemon::LiveStatus::read(&state)).await;
+    share.hang();
+    let hung_at = Instant::now();
+    ws.drop_file("local.jpg", &jpeg());
+    wait_for("the local inbox's photo delivered", Duration::from_secs(60), async || {
+        ws.path("done/local.jpg").exists().then_some(())
+    })
+    .await;
+    let delivered_after = hung_at.elapsed();
+    let status = wait_for("status naming the share that does not answer", Duration::from_secs(60), async || {
+        let out = ws.command(&["status"]).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("does not answer").then_some(text)
+    })
+    .await;
+    println!(
+        "hung share: the local photo delivered {delivered_after:?} after the share hung; status said it after {:?}",
+        hung_at.elapsed()
+    );
+    assert!(status.contains("nas"), "{status}");
+    // Still delivering on the local inbox while the share hangs.
+    ws.drop_file("later.jpg", &distinct_jpeg(77));
+    wait_for("a later photo delivered", Duration::from_secs(60), async || {
+        ws.path("done/later.jpg").exists().then_some(())
+    })
+    .await;
+}
