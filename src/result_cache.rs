@@ -41,17 +41,20 @@ impl Cached {
     }
 }
 
-/// The cache of one state folder.
+/// The cache of one state folder. Clones share the running size.
 #[derive(Debug, Clone)]
 pub struct ResultCache {
     dir: PathBuf,
     cap_bytes: u64,
+    /// The cache's size, once measured (measured once, then kept up to date): the folder is
+    /// only walked again when it is over its cap.
+    size: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 impl ResultCache {
     /// The cache in `state_dir`, at most `cap_mb` megabytes (0: off).
     pub fn new(state_dir: &Path, cap_mb: u64) -> ResultCache {
-        ResultCache { dir: state_dir.join(DIR), cap_bytes: cap_mb * 1024 * 1024 }
+        ResultCache { dir: state_dir.join(DIR), cap_bytes: cap_mb * 1024 * 1024, size: Default::default() }
     }
 
     pub fn enabled(&self) -> bool {
@@ -99,16 +102,22 @@ impl ResultCache {
         let copied = (|| {
             fs::create_dir(&tmp)?;
             copy_out(staging, staged, &tmp.join(RESULT))?;
+            // Not synced: the cache is a help, and an entry lost to a power cut costs nothing.
             let mut note = fs::File::create_new(tmp.join(JOB))?;
             writeln!(note, "{job}")?;
-            note.sync_all()?;
             fs::rename(&tmp, self.dir.join(key))
         })();
         if copied.is_err() {
             let _ = fs::remove_dir_all(&tmp);
         }
         copied?;
-        self.trim();
+        let added = tree_size(&self.dir.join(key));
+        let mut size = self.size.lock().unwrap_or_else(|p| p.into_inner());
+        let total = size.get_or_insert_with(|| tree_size(&self.dir).saturating_sub(added));
+        *total += added;
+        if *total > self.cap_bytes {
+            *total = self.trim();
+        }
         Ok(())
     }
 
@@ -122,9 +131,9 @@ impl ResultCache {
         copied.map(|()| staging.sync())
     }
 
-    /// Removes the least recently used entries until the cache fits its cap.
-    fn trim(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+    /// Removes the least recently used entries until the cache fits its cap; returns its size.
+    fn trim(&self) -> u64 {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return 0 };
         let mut kept: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
             .flatten()
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
@@ -143,6 +152,7 @@ impl ResultCache {
                 total = total.saturating_sub(size);
             }
         }
+        total
     }
 }
 
@@ -170,8 +180,7 @@ fn copy_out(from: &Dir, rel: &Path, to: &Path) -> io::Result<()> {
         Ok(())
     } else {
         let mut out = fs::File::create_new(to)?;
-        io::copy(&mut from.open_file(rel)?, &mut out)?;
-        out.sync_all()
+        io::copy(&mut from.open_file(rel)?, &mut out).map(drop)
     }
 }
 
