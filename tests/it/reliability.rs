@@ -228,22 +228,14 @@ async fn a_read_only_state_folder_refuses_to_start_and_resets_nothing() {
     assert_eq!(std::fs::read(ws.path("state/journal.sqlite")).unwrap(), before);
 }
 
-/// Every file below `root` (links not followed), as raw paths relative to it.
+/// Every file below `root` (links not followed), as raw paths relative to it; the marker left out.
 fn raw_files(root: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
-    let mut out = std::collections::BTreeSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(path);
-            } else if !entry.file_name().to_string_lossy().starts_with(retouchd::watch::MARKER) {
-                out.insert(path.strip_prefix(root).unwrap().to_path_buf());
-            }
-        }
-    }
-    out
+    walk(root)
+        .into_iter()
+        .filter(|p| !p.symlink_metadata().is_ok_and(|m| m.is_dir()))
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(retouchd::watch::MARKER)))
+        .map(|p| p.strip_prefix(root).map(std::path::Path::to_path_buf).unwrap_or(p))
+        .collect()
 }
 
 /// A random name of 1 to 12 bytes that is not UTF-8 as often as not (no `/`, no NUL, not hidden

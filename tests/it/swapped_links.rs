@@ -14,6 +14,8 @@ use proptest::prelude::*;
 use retouchd::deliver::{self, STAGING_DIR, Target};
 use retouchd::source::{Source, Stamp};
 
+use crate::support::walk;
+
 /// What every private file holds: any read that returns it crossed a link.
 const CANARY: &[u8] = b"PRIVATE-CANARY";
 
@@ -67,24 +69,6 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// Every path below `root` (folders and files, links not followed), sorted.
-fn tree(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(path.clone());
-            }
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Whether `rel` below `root` meets a link on the way (or is one).
 fn through_a_link(root: &Path, rel: &Path) -> bool {
     let mut at = root.to_path_buf();
@@ -96,7 +80,7 @@ fn through_a_link(root: &Path, rel: &Path) -> bool {
 
 /// The private folder's files and their bytes.
 fn snapshot(private: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    tree(private).into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap_or_default())).collect()
+    walk(private).into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap_or_default())).collect()
 }
 
 fn run(steps: &[Step]) -> Result<(), TestCaseError> {
@@ -189,7 +173,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
             }
             Step::Swap { root, pick, to_file } => {
                 let below: Vec<PathBuf> =
-                    tree(roots[*root]).into_iter().filter(|p| !p.symlink_metadata().unwrap().is_symlink()).collect();
+                    walk(roots[*root]).into_iter().filter(|p| !p.symlink_metadata().unwrap().is_symlink()).collect();
                 if !below.is_empty() {
                     let victim = &below[pick % below.len()];
                     let moved_away = dir.path().join(format!("away-{pick}"));
