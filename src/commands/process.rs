@@ -20,6 +20,7 @@ use crate::daemon::{self, Before, JobUpdate, RunOptions, Summary};
 use crate::deliver::STAGING_DIR;
 use crate::ignore::IgnoreRules;
 use crate::job::{JobState, StateName};
+use crate::logging::printable;
 
 /// Files to send, as (folder, file below it) pairs.
 type Files = Vec<(PathBuf, PathBuf)>;
@@ -120,7 +121,16 @@ async fn show_progress(mut rx: broadcast::Receiver<JobUpdate>, total: usize) -> 
             bar
         });
         bar.set_position(update.progress.unwrap_or(0.0) as u64);
-        bar.set_message(update.state.as_str());
+        // A job held up says why (a retry, a pause), never an endless "submitting".
+        match &update.waiting {
+            Some(why) => {
+                bar.set_message(format!("{}: {}", update.state.as_str(), printable(why)));
+                if !on_terminal {
+                    say!("{}: {}: {}", update.file.display(), update.state.as_str(), printable(why));
+                }
+            }
+            None => bar.set_message(update.state.as_str()),
+        }
         let outcome = match update.state {
             StateName::Done => Some("delivered".to_string()),
             StateName::Failed => Some(format!("failed: {}", update.reason.clone().unwrap_or_default())),

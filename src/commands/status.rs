@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::daemon::LiveStatus;
+use crate::daemon::waiting::{self, Why};
 use crate::job::{JobState, StateName};
 use crate::journal::{JobRecord, Journal, JournalError, NodeInfo};
 use crate::logging::printable;
@@ -29,6 +30,19 @@ pub struct JobView {
     /// Delivered without a finished photo: why.
     pub render_error: Option<String>,
     pub task_id: Option<String>,
+    /// Why it is held up now (a retry, a pause), as the running daemon says.
+    pub waiting: Option<String>,
+}
+
+/// A file seen but not a job (yet), with why, as shown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WaitingView {
+    pub file: String,
+    pub inbox: String,
+    pub changed_secs_ago: u64,
+    pub why: Why,
+    /// `why` in words.
+    pub says: String,
 }
 
 /// The whole report.
@@ -40,6 +54,10 @@ pub struct Report {
     /// Files by the state of their newest job.
     pub counts: BTreeMap<StateName, u64>,
     pub in_flight: Vec<JobView>,
+    /// Files seen and not jobs yet, each with why it waits (from the running daemon; the first
+    /// of them when there are very many: `waiting_total` says how many in all).
+    pub waiting: Vec<WaitingView>,
+    pub waiting_total: usize,
     pub recent_failures: Vec<JobView>,
     /// Recent deliveries whose finished photo could not be made (the layers were delivered).
     pub recent_render_errors: Vec<JobView>,
@@ -78,6 +96,7 @@ pub fn view(job: &JobRecord, now_ms: i64) -> JobView {
         reason: job.state.reason().map(str::to_string),
         render_error: job.state.render_error().map(str::to_string),
         task_id: job.state.task().map(|(t, _)| t.to_string()),
+        waiting: None,
     }
 }
 
@@ -93,16 +112,51 @@ pub fn report_with(journal: &Journal, config: &Config, daemon: Option<LiveStatus
     failures.extend(journal.recent_latest(StateName::Rejected, 10)?);
     failures.sort_by_key(|j| std::cmp::Reverse(j.updated_at));
     failures.truncate(10);
+    let now_secs = waiting::now_secs();
+    let job_waits = daemon.as_ref().map(|d| d.job_waits.clone()).unwrap_or_default();
+    let in_flight = journal
+        .unfinished()?
+        .iter()
+        .map(|j| JobView { waiting: job_waits.get(&j.id).map(|w| w.describe(now_secs)), ..view(j, now) })
+        .collect();
+    let (waiting, waiting_total) = match &daemon {
+        Some(d) => (
+            d.waiting_files
+                .iter()
+                .map(|w| WaitingView {
+                    file: w.file.display().to_string(),
+                    inbox: w.inbox.display().to_string(),
+                    changed_secs_ago: w.changed_secs_ago,
+                    says: w.why.describe(now_secs),
+                    why: w.why.clone(),
+                })
+                .collect(),
+            d.waiting,
+        ),
+        None => (Vec::new(), 0),
+    };
     Ok(Report {
         daemon,
         journal: journal.path().display().to_string(),
         counts: journal.file_counts()?,
-        in_flight: journal.unfinished()?.iter().map(|j| view(j, now)).collect(),
+        in_flight,
+        waiting,
+        waiting_total,
         recent_failures: failures.iter().map(|j| view(j, now)).collect(),
         recent_render_errors: journal.recent_render_errors(10)?.iter().map(|j| view(j, now)).collect(),
         unavailable_inboxes: config.unavailable_inboxes.clone(),
         nodes: node_views(journal, config, now)?,
     })
+}
+
+/// "… and N more" under a list of `total` shown up to `shown`.
+fn more(out: &mut String, total: usize, shown: usize) {
+    if total > shown {
+        out.push_str(&format!(
+            "  … and {} more (`retouchd status --json` or the dashboard lists them)\n",
+            total - shown
+        ));
+    }
 }
 
 /// The nodes of a shared journal (none for a local one), seen at `now`.
@@ -124,9 +178,10 @@ pub fn node_views(journal: &Journal, config: &Config, now: i64) -> Result<Vec<No
 pub fn render(report: &Report) -> String {
     let mut out = match &report.daemon {
         Some(d) => {
+            // The counts of jobs and waiting files are the lists' own (below), read in one go.
             let mut text = format!(
-                "daemon: running (pid {}): {} uploading, {} in flight, {} waiting; since start {} done, {} failed, {} refused\n",
-                d.pid, d.uploading, d.in_flight, d.waiting, d.done, d.failed, d.refused
+                "daemon: running (pid {}); since start {} done, {} failed, {} refused\n",
+                d.pid, d.done, d.failed, d.refused
             );
             if let Some(reason) = &d.paused {
                 text.push_str(&format!(
@@ -188,8 +243,17 @@ pub fn render(report: &Report) -> String {
         for j in report.in_flight.iter().take(50) {
             let progress = j.progress.map(|p| format!(" {p:.0}%")).unwrap_or_default();
             let age = humantime::format_duration(Duration::from_secs(j.age_secs));
-            out.push_str(&format!("  #{} {} — {}{progress}, {age}\n", j.id, printable(&j.file), j.state));
+            let held = j.waiting.as_deref().map(|w| format!(" — {}", printable(w))).unwrap_or_default();
+            out.push_str(&format!("  #{} {} — {}{progress}, {age}{held}\n", j.id, printable(&j.file), j.state));
         }
+        more(&mut out, report.in_flight.len(), 50);
+    }
+    if !report.waiting.is_empty() {
+        out.push_str(&format!("waiting, not sent yet ({}):\n", report.waiting_total));
+        for w in report.waiting.iter().take(50) {
+            out.push_str(&format!("  {} — {}\n", printable(&w.file), printable(&w.says)));
+        }
+        more(&mut out, report.waiting_total, 50);
     }
     if !report.recent_failures.is_empty() {
         out.push_str("recent failures:\n");

@@ -18,6 +18,7 @@ use super::commits::Committer;
 use super::gate::Gate;
 use super::metrics::Metrics;
 use super::poll_plan::PollPlan;
+use super::waiting::JobWait;
 use super::{JobUpdate, Recovered};
 use crate::api::{Client, Limits};
 use crate::config::Config;
@@ -59,6 +60,8 @@ pub(crate) struct Ctx {
     pub(super) results: crate::result_cache::ResultCache,
     /// Each watch's last folder probe (by inbox): when, and what it found.
     folders: Mutex<HashMap<PathBuf, FolderProbe>>,
+    /// Why each job that is held up waits (a retry, a pause), until it moves on.
+    job_waits: Mutex<HashMap<JobId, JobWait>>,
 }
 
 /// When a watch's folders were probed, and what was found (why they cannot be written).
@@ -102,6 +105,7 @@ impl Ctx {
             health,
             running: Arc::default(),
             folders: Mutex::new(HashMap::new()),
+            job_waits: Mutex::new(HashMap::new()),
         }
     }
 
@@ -109,7 +113,7 @@ impl Ctx {
     /// blocking thread, at most every [`FOLDER_PROBE_EVERY`] while they can), so that no credit is
     /// spent on a result that could not be delivered. While they cannot, this watch's uploads
     /// wait (the others go on), with a warning that names the folder, the user and the fix.
-    pub(super) async fn until_deliverable(&self, watch: &crate::config::WatchConfig) {
+    pub(super) async fn until_deliverable(&self, watch: &crate::config::WatchConfig, job: &JobRecord) {
         let mut warned = false;
         loop {
             let known = self.folders.lock().unwrap_or_else(|p| p.into_inner()).get(&watch.inbox).cloned();
@@ -133,6 +137,7 @@ impl Ctx {
                 Ok(()) => {
                     if warned {
                         info!(inbox = %watch.inbox.display(), "its folders can be written again; uploads go on");
+                        self.job_waits(job, None);
                     }
                     return;
                 }
@@ -142,10 +147,40 @@ impl Ctx {
                             "uploads of this watch wait: a result could not be delivered (no credit is spent)");
                         warned = true;
                     }
+                    let retry_at = Some(super::waiting::now_secs() + FOLDER_RETRY.as_secs());
+                    let why =
+                        format!("held before upload: a result could not be delivered ({why}); no credit is spent");
+                    self.job_waits(job, Some(JobWait { why, retry_at }));
                     tokio::time::sleep(FOLDER_RETRY).await;
                 }
             }
         }
+    }
+
+    /// Why `watch`'s uploads are held, if its last folder probe found a folder it cannot write.
+    pub(super) fn folder_problem(&self, inbox: &std::path::Path) -> Option<String> {
+        let folders = self.folders.lock().unwrap_or_else(|p| p.into_inner());
+        folders.get(inbox).and_then(|(_, found)| found.clone().err())
+    }
+
+    /// Notes why `job` waits now (`None`: it moves on), and tells listeners.
+    pub(super) fn job_waits(&self, job: &JobRecord, wait: Option<JobWait>) {
+        let changed = {
+            let mut waits = self.job_waits.lock().unwrap_or_else(|p| p.into_inner());
+            match wait {
+                Some(wait) => waits.insert(job.id, wait.clone()).as_ref() != Some(&wait),
+                None => waits.remove(&job.id).is_some(),
+            }
+        };
+        if changed {
+            self.announce(job);
+        }
+    }
+
+    /// Why each held-up job waits.
+    pub(super) fn all_job_waits(&self) -> std::collections::BTreeMap<JobId, JobWait> {
+        let waits = self.job_waits.lock().unwrap_or_else(|p| p.into_inner());
+        waits.iter().map(|(id, w)| (*id, w.clone())).collect()
     }
 
     /// The configuration in force (a reload swaps it).
@@ -196,6 +231,7 @@ impl Ctx {
         info!(job = job.id, file = %job.source.rel_path.display(), state = %next.name(), "job state");
         job.state = next;
         job.progress = None;
+        self.job_waits.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.id);
         self.announce(job);
         Ok(())
     }
@@ -209,6 +245,12 @@ impl Ctx {
                 state: job.state.name(),
                 progress: job.progress,
                 reason: job.state.reason().map(str::to_string),
+                waiting: self
+                    .job_waits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&job.id)
+                    .map(|w| w.describe(super::waiting::now_secs())),
             });
         }
     }

@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::JobUpdate;
 use super::context::Ctx;
 use super::live_status::LiveStatus;
+pub use super::waiting::WaitingFile;
 use crate::commands::retry::{self, Retried, Which};
 use crate::config::Config;
 use crate::job::{JobState, StateName};
@@ -29,16 +30,7 @@ pub(super) enum Request {
     Reload { config: Box<Config>, reply: oneshot::Sender<Result<String, String>> },
 }
 
-/// A file found ready that waits for a job slot (not in the journal yet).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct WaitingFile {
-    pub file: PathBuf,
-    pub inbox: PathBuf,
-    /// Since the file last changed (about when it arrived).
-    pub changed_secs_ago: u64,
-}
-
-/// One page of the files waiting for a slot, and how many match in all.
+/// One page of the files waiting (with why), and how many match in all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WaitingPage {
     pub total: usize,
@@ -163,5 +155,10 @@ impl Handle {
     /// Whether a job is waiting for its first upload (and so may be cancelled).
     pub fn is_waiting(&self, id: JobId, state: &JobState) -> bool {
         matches!(state, JobState::Submitting { .. }) && self.ctx.is_cancellable(id)
+    }
+
+    /// Why a job is held up now (a retry, a pause), in words.
+    pub fn job_wait(&self, id: JobId) -> Option<String> {
+        self.ctx.all_job_waits().get(&id).map(|w| w.describe(super::waiting::now_secs()))
     }
 }

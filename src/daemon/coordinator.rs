@@ -15,12 +15,13 @@ use tracing::{error, info, warn};
 use super::admission::{self, Admission, Queued};
 use super::claims::Claims;
 use super::context::Ctx;
-use super::control::{Request, WaitingFile, WaitingPage};
+use super::control::{Request, WaitingPage};
 use super::live_status::{LiveStatus, USER_PAUSE};
 use super::runner::Runner;
+use super::waiting::{self, WaitingFile, Why};
 use super::{Before, DaemonError, Summary};
 use crate::config::Config;
-use crate::job::JobState;
+use crate::job::{JobState, StateName};
 use crate::journal::{JobRecord, JournalError};
 use crate::source::Stamp;
 use crate::watch::{self, WatchEvent};
@@ -61,6 +62,11 @@ pub(super) struct Coordinator {
     active: HashSet<JobKey>,
     /// Files seen again while their job runs; looked at once that job ends.
     deferred: HashMap<JobKey, Queued>,
+    /// Files still in their inbox whose very version an earlier job delivered or refused
+    /// (not sent again), until they change or leave.
+    kept: HashMap<JobKey, (Stamp, i64, StateName)>,
+    /// What the watchers found and have not handed on yet.
+    board: Arc<watch::Board>,
     watchers: Watchers,
     /// Inboxes that cannot be read now (unmounted shares).
     unavailable: BTreeSet<PathBuf>,
@@ -80,6 +86,8 @@ impl Coordinator {
             jobs: JoinSet::new(),
             active: HashSet::new(),
             deferred: HashMap::new(),
+            kept: HashMap::new(),
+            board: Arc::default(),
             watchers: Watchers {
                 cancel: CancellationToken::new(),
                 by_inbox: HashMap::new(),
@@ -119,7 +127,7 @@ impl Coordinator {
         for w in &config.watches {
             let own = cancel.child_token();
             by_inbox.insert(w.inbox.clone(), own.clone());
-            tokio::spawn(watch::run(w.clone(), tx.clone(), self.once, own));
+            tokio::spawn(watch::run(w.clone(), tx.clone(), Arc::clone(&self.board), self.once, own));
         }
         self.watchers = Watchers { cancel, by_inbox, count: config.watches.len(), scanned: 0, drained: 0 };
     }
@@ -214,13 +222,21 @@ impl Coordinator {
                 info!(inbox = %inbox.display(), "watch resumed");
                 self.unavailable.remove(&inbox);
             }
+            WatchEvent::Gone { inbox, rel } => {
+                self.kept.remove(&(inbox, rel));
+            }
         }
     }
 
+    /// Queues a ready file for a slot; a file already refused (incomplete) needs no server and
+    /// goes to failed/ at once, whatever waits in the queue (a pause, busy slots).
     fn enqueue(&mut self, item: Queued) {
         let key = item.key();
+        self.kept.remove(&key);
         if self.active.contains(&key) {
             self.deferred.insert(key, item);
+        } else if item.reject.is_some() {
+            self.admit_now(item);
         } else {
             self.queue.push_back(item);
         }
@@ -267,7 +283,11 @@ impl Coordinator {
             Ended::Before(job) if self.once => {
                 self.summary.before.push(Before { file: job.source.path(), job: job.id, state: job.state })
             }
-            Ended::Before(_) | Ended::Nothing => {}
+            // Kept in the inbox, and said so in `status` until it changes or leaves.
+            Ended::Before(job) => {
+                self.kept.insert(key, (job.source.stamp, job.id, job.state.name()));
+            }
+            Ended::Nothing => {}
         }
         Ok(())
     }
@@ -304,6 +324,8 @@ impl Coordinator {
                 self.unavailable.clear();
                 self.queue.clear();
                 self.deferred.clear();
+                self.kept.clear();
+                self.board.clear();
                 Ok("configuration reloaded; the watches changed and their folders are scanned again".into())
             }
             Ok(false) => Ok("configuration reloaded; the watches are unchanged".into()),
@@ -319,23 +341,14 @@ impl Coordinator {
             }
             Request::Waiting { offset, limit, name, reply } => {
                 let name = name.map(|n| n.to_lowercase());
-                let matching: Vec<&admission::Queued> = self
-                    .queue
-                    .iter()
-                    .filter(|q| name.as_ref().is_none_or(|n| q.rel.to_string_lossy().to_lowercase().contains(n)))
+                let matching: Vec<WaitingFile> = self
+                    .waiting_files()
+                    .into_iter()
+                    .filter(|w| name.as_ref().is_none_or(|n| w.file.to_string_lossy().to_lowercase().contains(n)))
                     .collect();
-                let now = crate::journal::now_ms() as i128 * 1_000_000;
-                let files = matching
-                    .iter()
-                    .skip(offset)
-                    .take(limit)
-                    .map(|q| WaitingFile {
-                        file: q.inbox.join(&q.rel),
-                        inbox: q.inbox.clone(),
-                        changed_secs_ago: ((now - q.stamp.mtime_ns as i128).max(0) / 1_000_000_000) as u64,
-                    })
-                    .collect();
-                let _ = reply.send(WaitingPage { total: matching.len(), files });
+                let total = matching.len();
+                let files = matching.into_iter().skip(offset).take(limit).collect();
+                let _ = reply.send(WaitingPage { total, files });
             }
             Request::CancelWaiting { file, reply } => {
                 let found = self.queue.iter().position(|q| q.inbox.join(&q.rel) == file);
@@ -376,19 +389,76 @@ impl Coordinator {
         status
     }
 
+    /// Every file seen and not a job (yet), with why it waits: the queue in the order it goes,
+    /// then the files behind an earlier version, the unsettled ones, and those kept as done before.
+    pub(super) fn waiting_files(&self) -> Vec<WaitingFile> {
+        let config = self.ctx.config();
+        let now = waiting::now_ns();
+        let paused = self.ctx.gate.why_held();
+        let slot = Why::Slot { in_flight: self.jobs.len(), max_in_flight: config.server.max_in_flight };
+        let queued = self.queue.iter().map(|q| {
+            let why = match (&paused, self.ctx.folder_problem(&q.inbox)) {
+                (Some(reason), _) => Why::Paused { reason: reason.clone() },
+                (None, Some(problem)) => Why::FoldersUnwritable { problem },
+                (None, None) => slot.clone(),
+            };
+            (&q.inbox, &q.rel, q.stamp, why)
+        });
+        let mut behind: Vec<_> =
+            self.deferred.values().map(|q| (&q.inbox, &q.rel, q.stamp, Why::BehindEarlierVersion)).collect();
+        behind.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let boards = self.board.unsettled();
+        let unsettled = boards.iter().flat_map(|(inbox, files)| {
+            let settle_secs = admission::watch_for(&config, inbox).map_or(0, |w| w.settle.as_secs());
+            files.iter().map(move |u| {
+                let why = match u.gives_up_at {
+                    Some(at) => Why::Incomplete {
+                        fails_at: at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                    },
+                    None => Why::Settling { settle_secs },
+                };
+                (inbox, &u.rel, u.stamp, why)
+            })
+        });
+        let mut kept: Vec<_> = self
+            .kept
+            .iter()
+            .map(|((inbox, rel), (stamp, job, state))| {
+                (inbox, rel, *stamp, Why::DoneBefore { job: *job, state: *state })
+            })
+            .collect();
+        kept.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        queued
+            .chain(behind)
+            .chain(unsettled)
+            .chain(kept)
+            .map(|(inbox, rel, stamp, why)| WaitingFile {
+                file: inbox.join(rel),
+                inbox: inbox.clone(),
+                changed_secs_ago: waiting::secs_since(stamp.mtime_ns, now),
+                why,
+            })
+            .collect()
+    }
+
     pub(super) fn live_status(&self) -> LiveStatus {
         let paused = match self.ctx.gate.is_held() {
             true => Some((USER_PAUSE.to_string(), String::new())),
             false => self.ctx.gate.paused().map(|(r, m)| (r.as_str().to_string(), m)),
         };
+        let mut waiting_files = self.waiting_files();
+        let waiting = waiting_files.len();
+        waiting_files.truncate(super::live_status::WAITING_SHOWN);
         LiveStatus {
+            waiting_files,
+            job_waits: self.ctx.all_job_waits(),
             pid: std::process::id(),
             updated_at: (crate::journal::now_ms() / 1000).max(0) as u64,
             paused: paused.as_ref().map(|(r, _)| r.clone()),
             pause_detail: paused.map(|(_, m)| m).filter(|m| !m.is_empty()),
             uploading: self.ctx.metrics.uploading(),
             in_flight: self.jobs.len(),
-            waiting: self.queue.len(),
+            waiting,
             done: self.summary.done,
             failed: self.summary.failed,
             refused: self.summary.rejected,

@@ -144,6 +144,14 @@ impl Gate {
         self.shown.notified().await;
     }
 
+    /// Why uploads do not go now, in words, if they do not.
+    pub fn why_held(&self) -> Option<String> {
+        if self.is_held() {
+            return Some("paused by a person (Resume on the dashboard)".into());
+        }
+        self.paused().map(|(reason, message)| format!("{}: {message} ({})", reason.as_str(), reason.advice()))
+    }
+
     /// The current pause, if any: (reason, server message).
     pub fn paused(&self) -> Option<(PauseReason, String)> {
         self.lock().as_ref().map(|p| (p.reason, p.message.clone()))

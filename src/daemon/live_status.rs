@@ -7,6 +7,8 @@ use std::path::Path;
 
 use tracing::debug;
 
+use super::waiting::{JobWait, WaitingFile};
+
 /// What `retouchd status` shows of a running daemon.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LiveStatus {
@@ -40,7 +42,16 @@ pub struct LiveStatus {
     /// claimed meanwhile).
     #[serde(default)]
     pub database_unreachable: Option<String>,
+    /// The first [`WAITING_SHOWN`] of the `waiting` files, each with why it waits.
+    #[serde(default)]
+    pub waiting_files: Vec<WaitingFile>,
+    /// Why each held-up job waits (a retry, a pause), by job id.
+    #[serde(default)]
+    pub job_waits: std::collections::BTreeMap<i64, JobWait>,
 }
+
+/// How many waiting files the status file lists (the dashboard pages through all of them).
+pub const WAITING_SHOWN: usize = 200;
 
 /// [`LiveStatus::paused`] while a person holds uploads (Pause on the dashboard).
 pub const USER_PAUSE: &str = "user";
@@ -117,6 +128,8 @@ impl LiveStatus {
 mod tests {
     use super::*;
 
+    use std::os::unix::ffi::OsStrExt;
+
     fn sample() -> LiveStatus {
         LiveStatus {
             pid: std::process::id(),
@@ -136,6 +149,13 @@ mod tests {
             log_command: None,
             node: None,
             database_unreachable: None,
+            waiting_files: vec![WaitingFile {
+                file: std::ffi::OsStr::from_bytes(b"/in/caf\xe9.jpg").into(),
+                inbox: "/in".into(),
+                changed_secs_ago: 3,
+                why: super::super::waiting::Why::Settling { settle_secs: 5 },
+            }],
+            job_waits: [(2, JobWait { why: "uploading failed".into(), retry_at: Some(9) })].into(),
         }
     }
 

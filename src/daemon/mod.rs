@@ -27,6 +27,7 @@ mod metrics;
 mod poll_plan;
 mod recovery;
 mod runner;
+pub mod waiting;
 
 /// Raises this process's soft limit of open files to its hard limit (systemd's default soft
 /// limit is 1,024): many slow dashboard connections, inboxes and jobs must not run the daemon
@@ -92,6 +93,8 @@ pub struct JobUpdate {
     pub state: StateName,
     pub progress: Option<f64>,
     pub reason: Option<String>,
+    /// Why the job is held up now (a retry, a pause), in words.
+    pub waiting: Option<String>,
 }
 
 /// How the daemon runs.

@@ -20,6 +20,7 @@ use super::admission::new_key;
 use super::context::Ctx;
 use super::gate::Pass;
 use super::poll_plan::{JobClass, Sighting};
+use super::waiting::JobWait;
 use crate::api::policy::{LOCAL_CAP, NETWORK_CAP, backoff};
 use crate::api::{ErrorKind, PauseReason};
 use crate::beneath::Dir;
@@ -198,6 +199,8 @@ impl<'a> Runner<'a> {
         self.attempt += 1;
         warn!(job = self.job.id, file = %self.job.source.rel_path.display(), error = %err, retry_in = ?delay, "{what} failed; will retry");
         self.ctx.metrics.retry(if cap == LOCAL_CAP { "local" } else { what });
+        let retry_at = Some(super::waiting::now_secs() + delay.as_secs_f64().ceil() as u64);
+        self.ctx.job_waits(&self.job, Some(JobWait { why: format!("{what} failed: {err}"), retry_at }));
         tokio::time::sleep(delay).await;
     }
 
@@ -294,7 +297,11 @@ impl<'a> Runner<'a> {
             // Nothing is sent while this watch's results could not be delivered.
             let pass = tokio::select! {
                 pass = async {
-                    self.ctx.until_deliverable(&self.watch).await;
+                    self.ctx.until_deliverable(&self.watch, &self.job).await;
+                    if let Some(why) = self.ctx.gate.why_held() {
+                        let why = format!("uploads are paused: {why}");
+                        self.ctx.job_waits(&self.job, Some(JobWait { why, retry_at: None }));
+                    }
                     self.ctx.gate.pass().await
                 } => pass,
                 () = &mut cancelled_now => return cancelled(),
@@ -348,6 +355,7 @@ impl<'a> Runner<'a> {
                 }
                 Err(SourceCheck::Same) => unreachable!("open_same gives the file when it is the same"),
             };
+            self.ctx.job_waits(&self.job, None);
             self.ctx.metrics.upload_started(1);
             // One client for the call and the host recorded with it (a reload may swap clients).
             let client = self.ctx.client();

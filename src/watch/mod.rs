@@ -8,14 +8,16 @@
 
 mod readiness;
 
-pub use readiness::{Outcome, Readiness};
+pub use readiness::{Outcome, Readiness, Unsettled};
 
 use crate::beneath::{self, Dir};
 pub use crate::inbox::MARKER;
 use crate::inbox::inbox_available;
 use crate::source::Stamp;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -62,6 +64,42 @@ pub enum WatchEvent {
     Resumed {
         inbox: PathBuf,
     },
+    /// A file handed on earlier left the inbox (moved to done/ or failed/, or removed).
+    Gone {
+        inbox: PathBuf,
+        rel: PathBuf,
+    },
+}
+
+/// What each inbox's watcher has found and not handed on yet (settling, or incomplete), for
+/// `status` and the dashboard: published by the watcher at most every [`PUBLISH_EVERY`], read
+/// without waiting for it (a watcher held up by a hung share never holds up a status).
+#[derive(Debug, Default)]
+pub struct Board(Mutex<HashMap<PathBuf, Arc<[Unsettled]>>>);
+
+/// How often a watcher's unsettled files are published at most.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+impl Board {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<[Unsettled]>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, inbox: &Path, files: Vec<Unsettled>) {
+        self.lock().insert(inbox.to_path_buf(), files.into());
+    }
+
+    /// Each inbox's unsettled files, as last published.
+    pub fn unsettled(&self) -> Vec<(PathBuf, Arc<[Unsettled]>)> {
+        let mut all: Vec<_> = self.lock().iter().map(|(inbox, files)| (inbox.clone(), Arc::clone(files))).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Forgets everything (the watchers restart and publish again).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
 }
 
 /// Whether a folder lies on a network file system, where inotify misses remote writes.
@@ -174,7 +212,13 @@ enum Hint {
 
 /// Watches one inbox until `shutdown`, sending what it finds to `tx`. With `once`, stops after
 /// handing on everything that was present at the first scan.
-pub async fn run(config: WatchConfig, tx: mpsc::Sender<WatchEvent>, once: bool, shutdown: CancellationToken) {
+pub async fn run(
+    config: WatchConfig,
+    tx: mpsc::Sender<WatchEvent>,
+    board: Arc<Board>,
+    once: bool,
+    shutdown: CancellationToken,
+) {
     let rules = IgnoreRules::new(&config.ignore);
     let inbox = config.inbox.clone();
     let network = crate::share::blocking(&inbox, || is_network_fs(&inbox));
@@ -232,7 +276,9 @@ pub async fn run(config: WatchConfig, tx: mpsc::Sender<WatchEvent>, once: bool, 
                 }
                 let now = Instant::now();
                 let present: std::collections::HashSet<&Path> = files.iter().map(|(p, _)| p.as_path()).collect();
-                readiness.retain(|p| present.contains(p));
+                for rel in readiness.retain(|p| present.contains(p)) {
+                    events.push(WatchEvent::Gone { inbox: inbox.clone(), rel });
+                }
                 for (rel, stamp) in &files {
                     readiness.observe(rel, *stamp, now);
                 }
@@ -252,7 +298,12 @@ pub async fn run(config: WatchConfig, tx: mpsc::Sender<WatchEvent>, once: bool, 
 
     let mut outgoing = full_scan(&mut readiness, &mut paused);
     outgoing.push(WatchEvent::Scanned { inbox: inbox.clone() });
+    let (mut published_at, mut changed): (Option<Instant>, bool) = (None, true);
     loop {
+        if changed && published_at.is_none_or(|at| at.elapsed() >= PUBLISH_EVERY) {
+            board.publish(&inbox, readiness.unsettled(Instant::now()));
+            (published_at, changed) = (Some(Instant::now()), false);
+        }
         for event in outgoing.drain(..) {
             tokio::select! {
                 sent = tx.send(event) => if sent.is_err() { return },
@@ -263,8 +314,16 @@ pub async fn run(config: WatchConfig, tx: mpsc::Sender<WatchEvent>, once: bool, 
             let _ = tx.send(WatchEvent::Drained { inbox: inbox.clone() }).await;
             return;
         }
+        // Published again a moment after the last change (a burst costs one list, not one per file).
+        let republish = async move {
+            match published_at {
+                Some(at) if changed => tokio::time::sleep_until(at + PUBLISH_EVERY).await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            () = republish => {}
             Some(hint) = hints.recv() => match hint {
                 Hint::Rescan => outgoing = full_scan(&mut readiness, &mut paused),
                 Hint::Path(path) => {
@@ -275,7 +334,11 @@ pub async fn run(config: WatchConfig, tx: mpsc::Sender<WatchEvent>, once: bool, 
                             readiness.observe(&rel, Stamp::of(&meta), Instant::now())
                         }
                         Ok(_) => {}
-                        Err(_) => readiness.forget(&rel),
+                        Err(_) => {
+                            if readiness.forget(&rel) {
+                                outgoing.push(WatchEvent::Gone { inbox: inbox.clone(), rel });
+                            }
+                        }
                     }
                 }
             },
@@ -285,6 +348,11 @@ pub async fn run(config: WatchConfig, tx: mpsc::Sender<WatchEvent>, once: bool, 
                 let stat = |rel: &Path| stamp_beneath(&inbox, rel);
                 let complete = |rel: &Path| content_complete(&inbox, rel);
                 let due = crate::share::blocking(&inbox, || readiness.due(Instant::now(), stat, complete));
+                for rel in readiness.newly_incomplete() {
+                    warn!(inbox = %inbox.display(), file = %rel.display(), waits = ?config.incomplete_grace,
+                        "the file stopped changing but is incomplete (still being copied, or truncated); \
+                         it waits for the rest, then fails");
+                }
                 for outcome in due {
                     outgoing.push(match outcome {
                         Outcome::Ready(rel, stamp) => WatchEvent::Ready { inbox: inbox.clone(), rel, stamp },
@@ -298,6 +366,7 @@ pub async fn run(config: WatchConfig, tx: mpsc::Sender<WatchEvent>, once: bool, 
                 }
             }
         }
+        changed = true;
     }
 }
 

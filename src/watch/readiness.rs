@@ -3,6 +3,7 @@
 //! in, so it is tested without sleeping. A file that stays incomplete is given up once it has
 //! not changed for `settle + grace`, counted from when it was first seen unchanged or from its
 //! own modification time, whichever is earlier: a daemon restart does not start the wait anew.
+//! [`Readiness::unsettled`] says, for `status`, what each pending file waits for.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,17 @@ struct Tracked {
     stable_since: Instant,
     /// When to look at it next.
     check_at: Instant,
+    /// Found stable but incomplete (waiting for the rest of its bytes, or the grace to pass).
+    incomplete: bool,
+}
+
+/// A file not handed on yet, and what it waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsettled {
+    pub rel: PathBuf,
+    pub stamp: Stamp,
+    /// Once found stable but incomplete: when it is given up (failed) unless it is completed.
+    pub gives_up_at: Option<std::time::SystemTime>,
 }
 
 /// What a settled file turned out to be.
@@ -39,11 +51,20 @@ pub struct Readiness {
     handed: HashMap<PathBuf, Stamp>,
     /// No later than the earliest `check_at` of the pending files.
     next_check: Option<Instant>,
+    /// The files the last [`Readiness::due`] found incomplete for the first time.
+    newly_incomplete: Vec<PathBuf>,
 }
 
 impl Readiness {
     pub fn new(settle: Duration, grace: Duration) -> Self {
-        Readiness { settle, grace, pending: HashMap::new(), handed: HashMap::new(), next_check: None }
+        Readiness {
+            settle,
+            grace,
+            pending: HashMap::new(),
+            handed: HashMap::new(),
+            next_check: None,
+            newly_incomplete: Vec::new(),
+        }
     }
 
     /// How often a settled but incomplete file is looked at again.
@@ -72,24 +93,55 @@ impl Readiness {
                 t.stamp = stamp;
                 t.stable_since = now;
                 t.check_at = check_at;
+                t.incomplete = false;
             }
             None => {
-                self.pending.insert(rel.to_path_buf(), Tracked { stamp, stable_since: now, check_at });
+                let tracked = Tracked { stamp, stable_since: now, check_at, incomplete: false };
+                self.pending.insert(rel.to_path_buf(), tracked);
             }
         }
         self.schedule(check_at);
     }
 
-    /// Forgets a file that is gone.
-    pub fn forget(&mut self, rel: &Path) {
+    /// Forgets a file that is gone; true if it had been handed on.
+    pub fn forget(&mut self, rel: &Path) -> bool {
         self.pending.remove(rel);
-        self.handed.remove(rel);
+        self.handed.remove(rel).is_some()
     }
 
-    /// Keeps only the files `present` says are still there (after a full scan).
-    pub fn retain(&mut self, present: impl Fn(&Path) -> bool) {
+    /// Keeps only the files `present` says are still there (after a full scan); returns the
+    /// handed-on files that are gone.
+    pub fn retain(&mut self, present: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
         self.pending.retain(|p, _| present(p));
-        self.handed.retain(|p, _| present(p));
+        let gone: Vec<PathBuf> = self.handed.keys().filter(|p| !present(p)).cloned().collect();
+        for rel in &gone {
+            self.handed.remove(rel);
+        }
+        gone
+    }
+
+    /// The files not handed on yet, and what each waits for, seen at `now`.
+    pub fn unsettled(&self, now: Instant) -> Vec<Unsettled> {
+        let limit = self.settle + self.grace;
+        let mut files: Vec<Unsettled> = self
+            .pending
+            .iter()
+            .map(|(rel, t)| {
+                let gives_up_at = t.incomplete.then(|| {
+                    let by_sight = (t.stable_since + limit).saturating_duration_since(now);
+                    let by_mtime = limit.saturating_sub(unchanged_on_disk_for(t.stamp));
+                    std::time::SystemTime::now() + by_sight.min(by_mtime)
+                });
+                Unsettled { rel: rel.clone(), stamp: t.stamp, gives_up_at }
+            })
+            .collect();
+        files.sort_by(|a, b| a.rel.cmp(&b.rel));
+        files
+    }
+
+    /// The files the last [`Readiness::due`] found stable but incomplete for the first time.
+    pub fn newly_incomplete(&self) -> &[PathBuf] {
+        &self.newly_incomplete
     }
 
     /// Files waiting to settle.
@@ -105,6 +157,7 @@ impl Readiness {
         mut stat: impl FnMut(&Path) -> Option<Stamp>,
         mut complete: impl FnMut(&Path) -> bool,
     ) -> Vec<Outcome> {
+        self.newly_incomplete.clear();
         let mut out = Vec::new();
         let mut gone = Vec::new();
         let recheck = self.recheck();
@@ -118,6 +171,7 @@ impl Readiness {
                     tracked.stamp = stamp;
                     tracked.stable_since = now;
                     tracked.check_at = now + self.settle;
+                    tracked.incomplete = false;
                 }
                 Some(stamp) if complete(rel) => out.push(Outcome::Ready(rel.clone(), stamp)),
                 Some(stamp)
@@ -126,7 +180,13 @@ impl Readiness {
                 {
                     out.push(Outcome::Incomplete(rel.clone(), stamp))
                 }
-                Some(_) => tracked.check_at = now + recheck,
+                Some(_) => {
+                    tracked.check_at = now + recheck;
+                    if !tracked.incomplete {
+                        tracked.incomplete = true;
+                        self.newly_incomplete.push(rel.clone());
+                    }
+                }
             }
         }
         for rel in gone {
@@ -245,6 +305,52 @@ mod tests {
         assert_eq!(r.next_check(), Some(t0 + Duration::from_secs(2) + SETTLE));
         assert_eq!(r.due(t0 + Duration::from_secs(7), |_| Some(stamp(1)), |_| true).len(), 1);
         assert_eq!(r.next_check(), None);
+    }
+
+    #[test]
+    fn unsettled_files_say_whether_they_settle_or_are_incomplete_and_when_they_are_given_up() {
+        let t0 = Instant::now();
+        let mut r = Readiness::new(SETTLE, GRACE);
+        r.observe(Path::new("new.jpg"), stamp(10), t0);
+        r.observe(Path::new("cut.jpg"), stamp(7), t0);
+        let before = r.unsettled(t0);
+        assert_eq!(
+            before.iter().map(|u| (u.rel.to_str().unwrap(), u.gives_up_at)).collect::<Vec<_>>(),
+            vec![("cut.jpg", None), ("new.jpg", None)],
+            "both still settle"
+        );
+        assert!(
+            r.due(
+                t0 + SETTLE,
+                |p| Some(if p == Path::new("cut.jpg") { stamp(7) } else { stamp(11) }),
+                |p| p != Path::new("cut.jpg")
+            )
+            .is_empty()
+        );
+        assert_eq!(r.newly_incomplete(), [PathBuf::from("cut.jpg")], "said once, when first found");
+        let after = r.unsettled(t0 + SETTLE);
+        let cut = after.iter().find(|u| u.rel == Path::new("cut.jpg")).unwrap();
+        let left = cut.gives_up_at.unwrap().duration_since(std::time::SystemTime::now()).unwrap();
+        assert!(left <= GRACE && left > GRACE - Duration::from_secs(2), "given up a grace after settling: {left:?}");
+        assert_eq!(after.iter().find(|u| u.rel == Path::new("new.jpg")).unwrap().gives_up_at, None, "it changed");
+        assert!(r.due(t0 + SETTLE + Duration::from_secs(1), |_| Some(stamp(7)), |_| false).is_empty());
+        assert!(r.newly_incomplete().is_empty(), "not said again");
+    }
+
+    #[test]
+    fn handed_files_that_leave_are_reported_once() {
+        let t0 = Instant::now();
+        let mut r = Readiness::new(SETTLE, GRACE);
+        r.observe(Path::new("a.jpg"), stamp(1), t0);
+        r.observe(Path::new("b.jpg"), stamp(2), t0);
+        assert_eq!(
+            r.due(t0 + SETTLE, |p| Some(if p == Path::new("a.jpg") { stamp(1) } else { stamp(2) }), |_| true).len(),
+            2
+        );
+        assert_eq!(r.retain(|p| p == Path::new("b.jpg")), vec![PathBuf::from("a.jpg")]);
+        assert!(r.retain(|p| p == Path::new("b.jpg")).is_empty());
+        assert!(r.forget(Path::new("b.jpg")), "b was handed on");
+        assert!(!r.forget(Path::new("b.jpg")));
     }
 
     #[test]

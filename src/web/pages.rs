@@ -115,7 +115,7 @@ pub fn overview(o: &Overview) -> String {
         html,
         "<dl class=\"figures\"><div><dt>Retouches left</dt><dd id=\"credits\">{credits}</dd></div>\
          <div><dt>Uploading</dt><dd>{}</dd></div><div><dt>Other jobs in flight</dt><dd>{at_server}</dd></div>\
-         <div><dt>Waiting for a slot</dt><dd>{}</dd></div>\
+         <div><dt>Waiting, not sent yet</dt><dd>{}</dd></div>\
          <div><dt>Delivered in the last hour</dt><dd id=\"last-hour\">{}</dd></div></dl><div class=\"actions\">",
         d.uploading, d.waiting, o.delivered_last_hour
     );
@@ -202,7 +202,12 @@ fn job_row(j: &JobRow) -> String {
         }
         _ => String::new(),
     };
-    let reason = v.reason.as_deref().map(|r| format!("<div class=\"reason\">{}</div>", escape(r))).unwrap_or_default();
+    let reason = v
+        .reason
+        .as_deref()
+        .or(v.waiting.as_deref())
+        .map(|r| format!("<div class=\"reason\">{}</div>", escape(r)))
+        .unwrap_or_default();
     let mut actions = String::new();
     if j.retryable {
         actions.push_str(&button(&format!("/api/jobs/{}/retry", v.id), "Retry", "primary"));
@@ -259,21 +264,33 @@ pub fn queue(filter: StateFilter, name: &str, page: &JobPage, offset: usize, in_
     }
     let q = query_value(name);
     if let Some(waiting) = &page.waiting {
-        let _ = write!(html, "<h2>Waiting for a slot ({})</h2>", waiting.total);
+        let _ = write!(html, "<h2>Waiting, not sent yet ({})</h2>", waiting.total);
         if waiting.files.is_empty() {
             html.push_str("<p>No file is waiting.</p>");
         } else {
-            html.push_str("<div class=\"scroll\"><table><thead><tr><th>File</th><th>Inbox</th><th>Changed</th><th></th></tr></thead><tbody>");
+            html.push_str(
+                "<div class=\"scroll\"><table id=\"waiting\"><thead><tr><th>File</th><th>Inbox</th><th>Changed</th>\
+                 <th>Why it waits</th><th></th></tr></thead><tbody>",
+            );
+            let now = crate::daemon::waiting::now_secs();
             for f in &waiting.files {
                 let file = f.file.display().to_string();
+                // Only a file in the queue can be taken out of it.
+                let cancel = match f.why.is_queued() {
+                    true => format!(
+                        "<button type=\"button\" data-action=\"/api/waiting/cancel\" data-file=\"{}\">Cancel</button>",
+                        escape(&file)
+                    ),
+                    false => String::new(),
+                };
                 let _ = write!(
                     html,
-                    "<tr><td class=\"file\">{}</td><td><code>{}</code></td><td>{} ago</td><td>\
-                     <button type=\"button\" data-action=\"/api/waiting/cancel\" data-file=\"{}\">Cancel</button></td></tr>",
+                    "<tr><td class=\"file\">{}</td><td><code>{}</code></td><td>{} ago</td><td class=\"reason\">{}</td>\
+                     <td>{cancel}</td></tr>",
                     escape(&file),
                     escape(&f.inbox.display().to_string()),
                     ago(f.changed_secs_ago),
-                    escape(&file)
+                    escape(&f.why.describe(now)),
                 );
             }
             html.push_str("</tbody></table></div>");

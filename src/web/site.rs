@@ -82,7 +82,7 @@ pub async fn queue(
     };
     let note = match (p.filter, app.handle.status().await) {
         (StateFilter::Active, Ok(s)) if s.waiting > 0 => {
-            Some(format!("{} more file(s) wait for a slot: choose “waiting” to see them.", s.waiting))
+            Some(format!("{} more file(s) are not sent yet: choose “waiting” to see them and why.", s.waiting))
         }
         _ => None,
     };

@@ -92,7 +92,7 @@ pub struct JobRow {
 pub struct JobPage {
     pub jobs: Vec<JobRow>,
     pub next_before: Option<JobId>,
-    /// With `state=waiting`: the files waiting for a slot (they have no job yet).
+    /// With `state=waiting`: the files seen and not jobs yet, with why they wait.
     pub waiting: Option<WaitingPage>,
 }
 
@@ -114,7 +114,7 @@ pub enum StateFilter {
     All,
     /// Every unfinished job.
     Active,
-    /// Files waiting for a slot (not jobs yet).
+    /// Files seen and not jobs yet (with why they wait).
     Waiting,
     One(StateName),
 }
@@ -261,6 +261,14 @@ pub fn row(job: &JobRecord, now_ms: i64, cancellable: bool) -> JobRow {
     }
 }
 
+/// A job's row with what the running daemon knows of it: whether it may be cancelled, and why
+/// it is held up.
+fn held_row(handle: &Handle, job: &JobRecord, now_ms: i64) -> JobRow {
+    let mut row = row(job, now_ms, handle.is_waiting(job.id, &job.state));
+    row.view.waiting = handle.job_wait(job.id);
+    row
+}
+
 /// A page of jobs (or, with [`StateFilter::Waiting`], of waiting files from `offset`).
 pub async fn jobs(
     handle: &Handle,
@@ -283,7 +291,7 @@ pub async fn jobs(
     found.truncate(limit);
     let now = crate::journal::now_ms();
     let next_before = if more { found.last().map(|j| j.id) } else { None };
-    let jobs = found.iter().map(|j| row(j, now, handle.is_waiting(j.id, &j.state))).collect();
+    let jobs = found.iter().map(|j| held_row(handle, j, now)).collect();
     Ok(JobPage { jobs, next_before, waiting: None })
 }
 
@@ -329,7 +337,7 @@ pub async fn job(handle: &Handle, reader: &Reader, id: JobId) -> Result<Option<J
         before_thumbnail: source.map(|_| format!("/jobs/{id}/thumbnail/before")),
         after_thumbnail: finished_photo(&job.state).map(|_| format!("/jobs/{id}/thumbnail/after")),
         outputs: outputs(&job.state).iter().map(|p| p.display().to_string()).collect(),
-        row: row(&job, now, handle.is_waiting(id, &job.state)),
+        row: held_row(handle, &job, now),
         timeline,
     }))
 }

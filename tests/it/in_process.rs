@@ -256,6 +256,91 @@ async fn a_bad_token_pauses_uploads_until_it_works_and_status_says_so() {
     assert!(LiveStatus::read(&state).is_none(), "the live status goes with the daemon");
 }
 
+/// The files `status` lists as waiting, with why (kind) and in words.
+fn waiting_now(ws: &Workspace) -> Vec<(String, String, String)> {
+    let config = load(ws);
+    let Ok(journal) = Journal::open_read_only(&config.state_dir) else { return Vec::new() };
+    let Ok(report) = status::report(&journal, &config) else { return Vec::new() };
+    let kind = |w: &status::WaitingView| serde_json::to_value(&w.why).unwrap()["kind"].as_str().unwrap().to_string();
+    let mut waiting: Vec<_> = report
+        .waiting
+        .iter()
+        .map(|w| (Path::new(&w.file).file_name().unwrap().to_string_lossy().into_owned(), kind(w), w.says.clone()))
+        .collect();
+    waiting.sort();
+    waiting
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_file_that_waits_is_listed_with_why_and_a_held_job_says_why() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "max_in_flight = 1", "incomplete_grace = \"2m\"");
+    ws.drop_file("a.jpg", &photo(1));
+    let daemon = Running::start(&ws);
+    until("a.jpg delivered", || ws.files("done") == ["a.jpg"], || format!("{:?}", state_counts(&ws))).await;
+    // The delivered original copied back unchanged (cp -p), an empty file and a truncated one.
+    let original = ws.path("done/a.jpg");
+    std::fs::copy(&original, ws.path("inbox/a.jpg")).unwrap();
+    let mtime = std::fs::metadata(&original).unwrap().modified().unwrap();
+    std::fs::File::options().write(true).open(ws.path("inbox/a.jpg")).unwrap().set_modified(mtime).unwrap();
+    ws.drop_file("empty.jpg", b"");
+    ws.drop_file("cut.jpg", &photo(2)[..300]);
+    until(
+        "the three listed with why",
+        || {
+            waiting_now(&ws).iter().map(|w| w.1.as_str()).collect::<Vec<_>>()
+                == ["done_before", "incomplete", "incomplete"]
+        },
+        || format!("{:?}", waiting_now(&ws)),
+    )
+    .await;
+    let waiting = waiting_now(&ws);
+    assert!(waiting[0].2.contains("job #1 delivered it") && waiting[0].2.contains("--again"), "{waiting:?}");
+    assert!(waiting[1].2.contains("fails in 2m") || waiting[1].2.contains("fails in 1m"), "{waiting:?}");
+    let config = load(&ws);
+    let text = status::render(&status::report(&Journal::open_read_only(&config.state_dir).unwrap(), &config).unwrap());
+    assert!(text.contains("waiting, not sent yet (3):"), "{text}");
+    assert!(text.contains("empty.jpg — incomplete (still being copied, or truncated): it fails in"), "{text}");
+    assert!(!text.contains(" in flight,"), "the header repeats no count its lists could contradict: {text}");
+
+    // The server refuses the token: the job at the gate says why, the queued file too.
+    sim.update(|c| c.token = "another".into());
+    ws.drop_file("b.jpg", &photo(3));
+    ws.drop_file("c.jpg", &photo(4));
+    until(
+        "b held by the pause and c queued behind it",
+        || {
+            let config = load(&ws);
+            let Ok(report) = Journal::open_read_only(&config.state_dir).and_then(|j| status::report(&j, &config))
+            else {
+                return false;
+            };
+            report
+                .in_flight
+                .iter()
+                .any(|j| j.waiting.as_deref().is_some_and(|w| w.contains("uploads are paused: token")))
+                && report
+                    .waiting
+                    .iter()
+                    .any(|w| w.file.ends_with("c.jpg") && w.says.starts_with("uploads are paused: token"))
+        },
+        || format!("{:?}", LiveStatus::read(&ws.path("state"))),
+    )
+    .await;
+    // The incomplete files fail once their grace is over, and leave the list.
+    tokio::time::sleep(Duration::from_secs(150)).await;
+    let failed = || ws.files("failed").iter().filter(|f| f.ends_with(".jpg")).cloned().collect::<Vec<_>>();
+    until("the incomplete files failed", || failed() == ["cut.jpg", "empty.jpg"], || format!("{:?}", failed())).await;
+    until(
+        "they left the list",
+        || waiting_now(&ws).iter().map(|w| w.0.as_str()).collect::<Vec<_>>() == ["a.jpg", "c.jpg"],
+        || format!("{:?}", waiting_now(&ws)),
+    )
+    .await;
+    daemon.stop().await;
+    assert_eq!(sim.stats().charged_starts, 1, "the copy of a.jpg was not paid for again");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_server_url_without_the_api_prefix_pauses_uploads_and_a_reload_fixes_it() {
     let sim = start_sim(fast_sim()).await;

@@ -413,3 +413,25 @@ async fn init_sets_up_a_checked_private_config_by_flags_or_by_answers() {
     assert!(!refused.exists() && !dir.path().join("refused/token").exists(), "neither config nor token written");
     assert_eq!(sim.stats().charged_starts, 0, "setting up spends no credit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_says_why_a_file_is_held_up_instead_of_an_endless_submitting() {
+    let sim = start_sim(SimConfig { down: true, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "", "");
+    let file = write(&ws.path("shoot"), "a.jpg", &imagegen_jpeg(6));
+    let log = std::fs::File::create(ws.path("process.log")).unwrap();
+    let mut cmd = ws.command(&["process"]);
+    cmd.arg(&file).stdout(log.try_clone().unwrap()).stderr(log);
+    let process = Daemon(cmd.spawn().unwrap());
+    let said = wait_for("process to say why the file waits", Duration::from_secs(20), async || {
+        let log = ws.log("process");
+        log.lines()
+            .find(|l| l.contains("a.jpg: submitting: uploading failed") && l.contains("retrying in"))
+            .map(str::to_string)
+    })
+    .await;
+    drop(process);
+    println!("{said}");
+    assert!(said.contains("503") || said.contains("unavailable") || said.contains("down"), "{said}");
+    assert_eq!(sim.stats().charged_starts, 0);
+}
