@@ -128,9 +128,33 @@ pub struct Target {
     #[serde(with = "crate::lossless::name")]
     pub stem: OsString,
     pub ext: Option<String>,
+    /// What is published here, once staged: a rename keeps it, so a publish cut off between
+    /// its rename and the journal finds the name the result really got (`name (2)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed: Option<EntryId>,
+}
+
+/// A file or folder on disk (device and inode), whatever its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EntryId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl EntryId {
+    /// The entry `rel` beneath `root` (a link is not followed).
+    pub fn of(root: &Dir, rel: &Path) -> Option<EntryId> {
+        use std::os::unix::fs::MetadataExt;
+        root.metadata(rel).ok().map(|m| EntryId { dev: m.dev(), ino: m.ino() })
+    }
 }
 
 impl Target {
+    /// The same target, for the staged entry `rel` beneath `root` (see [`Target::placed`]).
+    pub fn placing(self, root: &Dir, rel: &Path) -> Target {
+        Target { placed: EntryId::of(root, rel), ..self }
+    }
+
     /// The target for the result of `inbox/<rel>`: `outbox/<sub>/<stem>` for a zip, else
     /// `outbox/<sub>/<stem>.<ext of the result's real kind>`.
     pub fn for_result(outbox: &Path, rel: &Path, kind: FileKind) -> Target {
@@ -141,7 +165,7 @@ impl Target {
             FileKind::Zip => None,
             other => Some(other.extension().to_string()),
         };
-        Target { dir, stem, ext }
+        Target { dir, stem, ext, placed: None }
     }
 
     /// The path it gets when the name is free.
@@ -172,15 +196,18 @@ impl<'de> serde::Deserialize<'de> for Target {
                 #[serde(with = "crate::lossless::name")]
                 stem: OsString,
                 ext: Option<String>,
+                #[serde(default)]
+                placed: Option<EntryId>,
             },
             Path(PathBuf),
         }
         Ok(match Stored::deserialize(d)? {
-            Stored::Parts { dir, stem, ext } => Target { dir, stem, ext },
+            Stored::Parts { dir, stem, ext, placed } => Target { dir, stem, ext, placed },
             Stored::Path(path) => Target {
                 dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
                 stem: path.file_name().map(OsStr::to_os_string).unwrap_or_default(),
                 ext: None,
+                placed: None,
             },
         })
     }
@@ -222,10 +249,12 @@ pub fn stage_download(
 }
 
 /// Publishes a staged result (beneath `outbox`) at `target` (or its first free numbered name).
-/// Returns the final path; `Ok(None)` only when the staged result is gone from a staging folder
-/// that is there (it was published before a restart). An outbox or staging folder that cannot
-/// be read (an unmounted share) is an error to retry, never "published".
-pub fn publish(outbox: &Path, staged: &Path, target: &Target) -> io::Result<Option<PathBuf>> {
+/// Returns the final path. When the staged result is gone from a staging folder that is there,
+/// it was published before a restart: the path is the numbered name holding the very entry
+/// staged ([`Target::placed`]), or `target`'s own name when that cannot be told (`Published`).
+/// An outbox or staging folder that cannot be read (an unmounted share) is an error to retry,
+/// never "published".
+pub fn publish(outbox: &Path, staged: &Path, target: &Target) -> io::Result<Published> {
     let context = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", target.dir.display()));
     let root =
         Dir::root(outbox).map_err(|e| io::Error::new(e.kind(), format!("the outbox {}: {e}", outbox.display())))?;
@@ -236,11 +265,36 @@ pub fn publish(outbox: &Path, staged: &Path, target: &Target) -> io::Result<Opti
     root.dir(first)
         .map_err(|e| io::Error::new(e.kind(), format!("the staging folder {}: {e}", outbox.join(first).display())))?;
     match root.metadata(staged_rel) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Published::Before(published_as(&root, target))),
         Err(e) => return Err(e),
         Ok(_) => {}
     }
-    place_beneath(&root, staged_rel, &root, dir_rel, &target.stem, target.ext.as_deref()).map(Some).map_err(context)
+    place_beneath(&root, staged_rel, &root, dir_rel, &target.stem, target.ext.as_deref())
+        .map(Published::Now)
+        .map_err(context)
+}
+
+/// What [`publish`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// Renamed into the outbox now, at this path.
+    Now(PathBuf),
+    /// Published before a restart, at this path (as far as can be told).
+    Before(PathBuf),
+}
+
+/// Where a result published before a restart is: the first of `target`'s names (plain, then
+/// numbered, as long as they exist) that holds the entry staged; else the plain name.
+fn published_as(root: &Dir, target: &Target) -> PathBuf {
+    let found = target.placed.and_then(|placed| {
+        let dir = below(root.path(), &target.dir).ok()?;
+        (1..10_000)
+            .map(|n| candidate(dir, &target.stem, target.ext.as_deref(), n))
+            .map_while(|rel| EntryId::of(root, &rel).map(|id| (rel, id)))
+            .find(|(_, id)| *id == placed)
+            .map(|(rel, _)| root.path().join(rel))
+    });
+    found.unwrap_or_else(|| target.path())
 }
 
 /// The extension of the note that says why no finished photo was made: `<name>.render-error.txt`.
@@ -593,7 +647,10 @@ mod tests {
     #[test]
     fn targets_keep_subfolders_and_take_the_real_extension() {
         let image = Target::for_result(Path::new("/out"), Path::new("a/b/IMG 1.JPEG"), FileKind::Jpeg);
-        assert_eq!(image, Target { dir: "/out/a/b".into(), stem: "IMG 1".into(), ext: Some("jpg".into()) });
+        assert_eq!(
+            image,
+            Target { dir: "/out/a/b".into(), stem: "IMG 1".into(), ext: Some("jpg".into()), placed: None }
+        );
         assert_eq!(image.path(), PathBuf::from("/out/a/b/IMG 1.jpg"));
         let layers = Target::for_result(Path::new("/out"), Path::new("x.png"), FileKind::Zip);
         assert_eq!((layers.stem.to_str(), layers.ext), (Some("x"), None));
@@ -614,10 +671,13 @@ mod tests {
         assert_eq!(staged, staging.join("job-7.jpg"));
         assert!(!download.exists());
         let published = publish(dir.path(), &staged, &target).unwrap();
-        assert_eq!(published, Some(dir.path().join("out/sub/p.jpg")));
-        assert_eq!(publish(dir.path(), &staged, &target).unwrap(), None, "after a restart: already published");
+        let plain = dir.path().join("out/sub/p.jpg");
+        assert_eq!(published, Published::Now(plain.clone()));
+        let again = publish(dir.path(), &staged, &target).unwrap();
+        assert_eq!(again, Published::Before(plain.clone()), "after a restart: already published");
         let in_work = staging.join("job-7.render/flat.jpg");
-        assert_eq!(publish(dir.path(), &in_work, &target).unwrap(), None, "its work folder went too: published");
+        let again = publish(dir.path(), &in_work, &target).unwrap();
+        assert_eq!(again, Published::Before(plain), "its work folder went too: published");
         // An outbox whose staging folder is gone (an unmounted share) is not "published".
         let gone = tempfile::tempdir().unwrap();
         let elsewhere = gone.path().join(STAGING_DIR).join("job-9.jpg");
@@ -629,6 +689,33 @@ mod tests {
         let refused = stage_download(&staging_dir, name, FileKind::Unknown, &target, &stage_stem(8, 3), 1 << 20);
         assert!(matches!(refused, Err(DeliverError::Unsafe(_))));
         assert!(!download.exists(), "nothing is left behind");
+    }
+
+    #[test]
+    fn a_publish_cut_off_before_the_journal_finds_the_numbered_name_the_result_really_got() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = open_staging(dir.path()).unwrap();
+        fs::create_dir_all(dir.path().join("a")).unwrap();
+        fs::write(dir.path().join("a/result.json"), b"{}").unwrap();
+        for (staged, bytes) in [("job-1.jpg", &b"x"[..]), ("job-2", b"")] {
+            match bytes.is_empty() {
+                true => fs::create_dir(staging.path().join(staged)).unwrap(),
+                false => fs::write(staging.path().join(staged), bytes).unwrap(),
+            }
+        }
+        fs::write(dir.path().join("p.jpg"), b"someone else's").unwrap();
+        let outbox = Dir::root(dir.path()).unwrap();
+        let image = Target { dir: dir.path().into(), stem: "p".into(), ext: Some("jpg".into()), placed: None };
+        let layers = Target { dir: dir.path().into(), stem: "a".into(), ext: None, placed: None };
+        for (staged, target, taken) in [("job-1.jpg", image, "p (2).jpg"), ("job-2", layers, "a (2)")] {
+            let rel = Path::new(STAGING_DIR).join(staged);
+            let target = target.placing(&outbox, &rel);
+            assert!(target.placed.is_some());
+            let path = dir.path().join(&rel);
+            assert_eq!(publish(dir.path(), &path, &target).unwrap(), Published::Now(dir.path().join(taken)));
+            // A restart before the journal said so: the name it really got, not the plain one.
+            assert_eq!(publish(dir.path(), &path, &target).unwrap(), Published::Before(dir.path().join(taken)));
+        }
     }
 
     #[test]

@@ -340,15 +340,7 @@ impl Coordinator {
                 let _ = reply.send(self.live_status());
             }
             Request::Waiting { offset, limit, name, reply } => {
-                let name = name.map(|n| n.to_lowercase());
-                let matching: Vec<WaitingFile> = self
-                    .waiting_files()
-                    .into_iter()
-                    .filter(|w| name.as_ref().is_none_or(|n| w.file.to_string_lossy().to_lowercase().contains(n)))
-                    .collect();
-                let total = matching.len();
-                let files = matching.into_iter().skip(offset).take(limit).collect();
-                let _ = reply.send(WaitingPage { total, files });
+                let _ = reply.send(self.waiting_page(name.as_deref(), offset, limit));
             }
             Request::CancelWaiting { file, reply } => {
                 let found = self.queue.iter().position(|q| q.inbox.join(&q.rel) == file);
@@ -389,56 +381,67 @@ impl Coordinator {
         status
     }
 
-    /// Every file seen and not a job (yet), with why it waits: the queue in the order it goes,
-    /// then the files behind an earlier version, the unsettled ones, and those kept as done before.
-    pub(super) fn waiting_files(&self) -> Vec<WaitingFile> {
+    /// The files seen and not jobs (yet) whose path contains `name` (any case), with why they
+    /// wait, from `offset`: the queue in the order it goes, then the files behind an earlier
+    /// version, the unsettled ones, and those kept as done before. Only the page is built.
+    pub(super) fn waiting_page(&self, name: Option<&str>, offset: usize, limit: usize) -> WaitingPage {
+        /// Where a file waits; turned into a [`Why`] only for the files shown.
+        enum Place {
+            Queued,
+            Behind,
+            Unsettled(Option<std::time::SystemTime>),
+            Kept(i64, StateName),
+        }
         let config = self.ctx.config();
-        let now = waiting::now_ns();
-        let paused = self.ctx.gate.why_held();
-        let slot = Why::Slot { in_flight: self.jobs.len(), max_in_flight: config.server.max_in_flight };
-        let queued = self.queue.iter().map(|q| {
-            let why = match (&paused, self.ctx.folder_problem(&q.inbox)) {
-                (Some(reason), _) => Why::Paused { reason: reason.clone() },
-                (None, Some(problem)) => Why::FoldersUnwritable { problem },
-                (None, None) => slot.clone(),
-            };
-            (&q.inbox, &q.rel, q.stamp, why)
-        });
-        let mut behind: Vec<_> =
-            self.deferred.values().map(|q| (&q.inbox, &q.rel, q.stamp, Why::BehindEarlierVersion)).collect();
+        let queued = self.queue.iter().map(|q| (&q.inbox, &q.rel, q.stamp, Place::Queued));
+        let mut behind: Vec<_> = self.deferred.values().map(|q| (&q.inbox, &q.rel, q.stamp, Place::Behind)).collect();
         behind.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let boards = self.board.unsettled();
         let unsettled = boards.iter().flat_map(|(inbox, files)| {
-            let settle_secs = admission::watch_for(&config, inbox).map_or(0, |w| w.settle.as_secs());
-            files.iter().map(move |u| {
-                let why = match u.gives_up_at {
-                    Some(at) => Why::Incomplete {
-                        fails_at: at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-                    },
-                    None => Why::Settling { settle_secs },
-                };
-                (inbox, &u.rel, u.stamp, why)
-            })
+            files.iter().map(move |u| (inbox, &u.rel, u.stamp, Place::Unsettled(u.gives_up_at)))
         });
         let mut kept: Vec<_> = self
             .kept
             .iter()
-            .map(|((inbox, rel), (stamp, job, state))| {
-                (inbox, rel, *stamp, Why::DoneBefore { job: *job, state: *state })
-            })
+            .map(|((inbox, rel), (stamp, job, state))| (inbox, rel, *stamp, Place::Kept(*job, *state)))
             .collect();
         kept.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        queued
-            .chain(behind)
-            .chain(unsettled)
-            .chain(kept)
-            .map(|(inbox, rel, stamp, why)| WaitingFile {
-                file: inbox.join(rel),
-                inbox: inbox.clone(),
-                changed_secs_ago: waiting::secs_since(stamp.mtime_ns, now),
-                why,
-            })
-            .collect()
+        let all = queued.chain(behind).chain(unsettled).chain(kept);
+        let name = name.map(str::to_lowercase);
+        let matches = |inbox: &std::path::Path, rel: &std::path::Path| {
+            name.as_ref().is_none_or(|n| inbox.join(rel).to_string_lossy().to_lowercase().contains(n))
+        };
+        let (mut total, mut files) = (0, Vec::new());
+        let (paused, now) = (self.ctx.gate.why_held(), waiting::now_ns());
+        for (inbox, rel, stamp, place) in all {
+            if !matches(inbox, rel) {
+                continue;
+            }
+            total += 1;
+            if total <= offset || files.len() >= limit {
+                continue;
+            }
+            let why = match place {
+                Place::Queued => match (&paused, self.ctx.folder_problem(inbox)) {
+                    (Some(reason), _) => Why::Paused { reason: reason.clone() },
+                    (None, Some(problem)) => Why::FoldersUnwritable { problem },
+                    (None, None) => {
+                        Why::Slot { in_flight: self.jobs.len(), max_in_flight: config.server.max_in_flight }
+                    }
+                },
+                Place::Behind => Why::BehindEarlierVersion,
+                Place::Unsettled(Some(at)) => {
+                    Why::Incomplete { fails_at: at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) }
+                }
+                Place::Unsettled(None) => Why::Settling {
+                    settle_secs: admission::watch_for(&config, inbox).map_or(0, |w| w.settle.as_secs()),
+                },
+                Place::Kept(job, state) => Why::DoneBefore { job, state },
+            };
+            let changed_secs_ago = waiting::secs_since(stamp.mtime_ns, now);
+            files.push(WaitingFile { file: inbox.join(rel), inbox: inbox.clone(), changed_secs_ago, why });
+        }
+        WaitingPage { total, files }
     }
 
     pub(super) fn live_status(&self) -> LiveStatus {
@@ -446,11 +449,9 @@ impl Coordinator {
             true => Some((USER_PAUSE.to_string(), String::new())),
             false => self.ctx.gate.paused().map(|(r, m)| (r.as_str().to_string(), m)),
         };
-        let mut waiting_files = self.waiting_files();
-        let waiting = waiting_files.len();
-        waiting_files.truncate(super::live_status::WAITING_SHOWN);
+        let waiting = self.waiting_page(None, 0, super::live_status::WAITING_SHOWN);
         LiveStatus {
-            waiting_files,
+            waiting_files: waiting.files,
             job_waits: self.ctx.all_job_waits(),
             pid: std::process::id(),
             updated_at: (crate::journal::now_ms() / 1000).max(0) as u64,
@@ -458,7 +459,7 @@ impl Coordinator {
             pause_detail: paused.map(|(_, m)| m).filter(|m| !m.is_empty()),
             uploading: self.ctx.metrics.uploading(),
             in_flight: self.jobs.len(),
-            waiting,
+            waiting: waiting.total,
             done: self.summary.done,
             failed: self.summary.failed,
             refused: self.summary.rejected,

@@ -265,6 +265,7 @@ impl<'a> Runner<'a> {
             let name =
                 PathBuf::from(format!("{stem}{}", target.ext.as_deref().map(|e| format!(".{e}")).unwrap_or_default()));
             cache.restore(&cached, &staging, &name).ok()?;
+            let target = target.placing(&staging, &name);
             Some((key, Some((cached.job, staging.path().join(name), target))))
         })
         .await
@@ -553,6 +554,7 @@ impl<'a> Runner<'a> {
                 let _ = staging.remove_file(&name);
             }
             let staged = staged?;
+            let target = target.placing(&staging, Path::new(staged.file_name().unwrap_or_default()));
             // Kept by content, so the same photo dropped again costs nothing (a help: a copy
             // that cannot be kept is only logged).
             if cache.enabled() {
@@ -596,8 +598,12 @@ impl<'a> Runner<'a> {
                     }
                 }
             };
-            let to_target =
-                |ext: &str| Target { dir: target.dir.clone(), stem: names.clone(), ext: Some(ext.to_string()) };
+            let to_target = |ext: &str| Target {
+                dir: target.dir.clone(),
+                stem: names.clone(),
+                ext: Some(ext.to_string()),
+                placed: None,
+            };
             let mut extras: Vec<Placement> =
                 made.into_iter().map(|m| Placement { staged: m.path, target: to_target(m.ext) }).collect();
             if let Some(reason) = &render_error {
@@ -616,11 +622,29 @@ impl<'a> Runner<'a> {
                     Err(e) => warn!(job = self.job.id, error = %e, "cannot write the render-error note"),
                 }
             }
+            let mut extras = self.identify(extras).await;
             // The layers lead unless they are not wanted and a finished photo replaces them.
             let main =
                 if settings.layers || render_error.is_some() || extras.is_empty() { layers } else { extras.remove(0) };
             return Event::Rendered { main, extras, render_error };
         }
+    }
+
+    /// The placements with what each staged entry is on disk (see [`Target::placed`]); as they
+    /// are when the staging folder cannot be read (the name then falls back to the plain one).
+    async fn identify(&self, placements: Vec<Placement>) -> Vec<Placement> {
+        let outbox = self.watch.outbox.clone();
+        let fallback = placements.clone();
+        on_blocking_thread(move || {
+            let staging = deliver::open_staging(&outbox)?;
+            let identified = placements.into_iter().map(|p| match p.staged.strip_prefix(staging.path()) {
+                Ok(rel) => Placement { target: p.target.clone().placing(&staging, rel), ..p },
+                Err(_) => p,
+            });
+            Ok::<_, std::io::Error>(identified.collect())
+        })
+        .await
+        .unwrap_or(fallback)
     }
 
     /// One try at the finished outputs: the source opened beneath its inbox (and still the
@@ -695,14 +719,14 @@ impl<'a> Runner<'a> {
                     (self.watch.outbox.clone(), placement.staged.clone(), placement.target.clone());
                 // A rename and folder syncs: on a blocking thread.
                 match on_blocking_thread(move || deliver::publish(&outbox, &from, &to)).await {
-                    Ok(Some(final_path)) => {
+                    Ok(deliver::Published::Now(final_path)) => {
                         info!(job = self.job.id, file = %self.job.source.rel_path.display(), output = %final_path.display(), "delivered");
                         outputs.push(final_path);
                         break;
                     }
                     // Published before a restart: the staged copy is gone.
-                    Ok(None) => {
-                        outputs.push(placement.target.path());
+                    Ok(deliver::Published::Before(final_path)) => {
+                        outputs.push(final_path);
                         break;
                     }
                     // Paid for: kept staged and tried again until it is delivered.

@@ -418,7 +418,7 @@ mod tests {
     }
 
     fn target() -> Target {
-        Target { dir: "/out".into(), stem: "a".into(), ext: None }
+        Target { dir: "/out".into(), stem: "a".into(), ext: None, placed: None }
     }
 
     fn staged() -> Event {
@@ -598,6 +598,6 @@ mod tests {
     fn a_journal_written_before_targets_had_parts_still_reads() {
         let old = r#"{"state":"delivering","task_id":"t","host":"h","staged":"/o/.retouchd-staging/job-1.jpg","target":"/o/sub/a.jpg"}"#;
         let JobState::Delivering { target, .. } = serde_json::from_str::<JobState>(old).unwrap() else { panic!() };
-        assert_eq!(target, Target { dir: "/o/sub".into(), stem: "a.jpg".into(), ext: None });
+        assert_eq!(target, Target { dir: "/o/sub".into(), stem: "a.jpg".into(), ext: None, placed: None });
     }
 }

@@ -115,7 +115,7 @@ async fn every_restart_rule_resumes_its_job_and_nothing_is_charged_twice() {
         let id = journal.insert(&source("delivering"), &JobState::Submitting { key: "k-unused".into() }).unwrap();
         let staged = outbox.join(STAGING_DIR).join(format!("job-{id}.jpg"));
         write(&outbox.join(STAGING_DIR), &format!("job-{id}.jpg"), &photo(99));
-        let target = Target { dir: outbox.clone(), stem: "delivering".into(), ext: Some("jpg".into()) };
+        let target = Target { dir: outbox.clone(), stem: "delivering".into(), ext: Some("jpg".into()), placed: None };
         let d = JobState::Delivering {
             task_id: "gone-long-ago".into(),
             host: host.clone(),
@@ -189,7 +189,7 @@ async fn a_crash_while_rendering_renders_again_from_the_staged_layers() {
         }
         // Half made when the process died.
         write(&staging.join(format!("job-{id}.render")), "flat.jpg", b"\xFF\xD8 truncated");
-        let target = Target { dir: outbox.clone(), stem: "portrait".into(), ext: None };
+        let target = Target { dir: outbox.clone(), stem: "portrait".into(), ext: None, placed: None };
         let rendering = JobState::Rendering { task_id: "gone".into(), host: sim.base_url(), staged, target };
         journal.update(&journal.get(id).unwrap().unwrap(), &rendering).unwrap();
     }

@@ -150,7 +150,8 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
                 {
                     let _ = std::io::Write::write_all(&mut file, b"result");
                     let sub = rel.parent().unwrap_or(Path::new(""));
-                    let target = Target { dir: outbox.join(sub), stem: "r".into(), ext: Some("jpg".into()) };
+                    let target =
+                        Target { dir: outbox.join(sub), stem: "r".into(), ext: Some("jpg".into()), placed: None };
                     let _ = deliver::publish(&outbox, &outbox.join(STAGING_DIR).join(name), &target);
                 }
             }
