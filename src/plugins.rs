@@ -25,18 +25,71 @@ pub struct Plugin {
     pub automask: bool,
     /// Configured by named fields / a `User Params` object rather than Alpha1/Alpha2.
     pub user_params: bool,
+    /// Its named fields (in the task, or in its `User Params`), with what each takes.
+    pub named: &'static [Named],
+    /// Must be the first task (Face Detection feeds the face-aware plugins after it).
+    pub first: bool,
+    /// Accepted only with `Layer = 0` (Color Correction).
+    pub flat_only: bool,
 }
+
+/// A named field of a plugin and what it takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Named {
+    pub field: &'static str,
+    pub takes: Takes,
+}
+
+/// What a named field takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Takes {
+    /// A number in this range.
+    Range(f64, f64),
+    /// A whole number in this range.
+    Whole(u64, u64),
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+}
+
+const fn named(field: &'static str, takes: Takes) -> Named {
+    Named { field, takes }
+}
+
+const FACE_LIFTING: &[Named] = &[
+    named("face_lifting_version", Takes::Whole(1, 3)),
+    named("Face Lifting", Takes::Range(0.0, 1.0)),
+    named("Face Masculinity", Takes::Range(0.0, 1.0)),
+    named("Double Chin Correction", Takes::Range(0.0, 1.0)),
+    named("Face Lifting Depth", Takes::Range(0.0, 1.0)),
+    named("Flow Smoothing", Takes::Range(0.0, 1.0)),
+];
+
+const GLASSES: &[Named] =
+    &[named("Glasses Glare Removal", Takes::Range(0.0, 1.0)), named("LayoutMode", Takes::OneOf(&["full", "patch"]))];
+
+/// Color Correction's `User Params`: `{ AI = { "Color Correction Mode" = … }, Basic = { "Enable Basic" = true } }`.
+const COLOR_CORRECTION_MODES: &[&str] = &["Exposure only", "Exposure & WB", "Full"];
 
 const fn blend(max: f64) -> Option<Param> {
     Some(Param { meaning: "Blend", max })
 }
 
 const fn plugin(name: &'static str, alpha1: Option<Param>, alpha2: Option<Param>) -> Plugin {
-    Plugin { name, alpha1, alpha2, scale_is_dirt_size: false, automask: false, user_params: false }
+    Plugin {
+        name,
+        alpha1,
+        alpha2,
+        scale_is_dirt_size: false,
+        automask: false,
+        user_params: false,
+        named: &[],
+        first: false,
+        flat_only: false,
+    }
 }
 
-const fn named_fields(name: &'static str) -> Plugin {
-    Plugin { user_params: true, ..plugin(name, None, None) }
+const fn named_fields(name: &'static str, named: &'static [Named]) -> Plugin {
+    Plugin { user_params: true, named, ..plugin(name, None, None) }
 }
 
 /// Every documented plugin, in the recommended task order.
@@ -51,13 +104,13 @@ pub const PLUGINS: &[Plugin] = &[
     plugin("White Teeth", Some(Param { meaning: "Whiten", max: 1.0 }), Some(Param { meaning: "Brighten", max: 1.0 })),
     plugin("Mattifier", blend(1.0), None),
     plugin("Dodge Burn", blend(2.0), Some(Param { meaning: "Warmth", max: 1.0 })),
-    plugin("Skin Tone", blend(2.0), None),
+    plugin("Skin Tone", blend(2.0), Some(Param { meaning: "Tone Smoothing", max: 2.0 })),
     plugin("Portrait Volumes", blend(2.0), None),
-    named_fields("Face Detection"),
-    named_fields("Face Lifting"),
-    named_fields("Glasses Anti Glare"),
-    named_fields("Color Correction"),
-    named_fields("Crop"),
+    Plugin { first: true, ..named_fields("Face Detection", &[]) },
+    named_fields("Face Lifting", FACE_LIFTING),
+    named_fields("Glasses Anti Glare", GLASSES),
+    Plugin { flat_only: true, ..named_fields("Color Correction", &[]) },
+    named_fields("Crop", &[]),
 ];
 
 /// The fields a task may have.
@@ -159,12 +212,24 @@ pub fn check_payload(payload: &Value, allow_unknown: bool) -> Findings {
                 None
             }
         };
-        for name in task.keys().filter(|k| !TASK_FIELDS.contains(&k.as_str())) {
-            let hint = suggestion(name, TASK_FIELDS.iter().copied());
+        let own: &[Named] = plugin.map_or(&[], |p| p.named);
+        let known = |k: &str| TASK_FIELDS.contains(&k) || own.iter().any(|n| n.field == k);
+        for name in task.keys().filter(|k| !known(k)) {
+            let hint = suggestion(name, TASK_FIELDS.iter().copied().chain(own.iter().map(|n| n.field)));
             unknown(&mut f, at(name), format!("`{name}` is not a task field{hint}"));
         }
         let Some(plugin) = plugin else { continue };
+        if plugin.first && n > 0 {
+            f.errors.push((
+                at("Plugin"),
+                format!(
+                    "{} must be the first task (it feeds the face-aware plugins after it); move it to the top",
+                    plugin.name
+                ),
+            ));
+        }
         check_task(&mut f, plugin, task, &at);
+        check_named(&mut f, plugin, task, &at, &unknown);
     }
     f
 }
@@ -223,6 +288,123 @@ fn check_task(f: &mut Findings, plugin: &Plugin, task: &serde_json::Map<String, 
         && !v.is_object()
     {
         f.errors.push((at("User Params"), format!("{v} is not a table of named fields")));
+    }
+}
+
+/// A plugin's named fields, `Layer` rules and `User Params`.
+fn check_named(
+    f: &mut Findings,
+    plugin: &Plugin,
+    task: &serde_json::Map<String, Value>,
+    at: &dyn Fn(&str) -> String,
+    unknown: &dyn Fn(&mut Findings, String, String),
+) {
+    let name = plugin.name;
+    let params = task.get("User Params").and_then(Value::as_object);
+    for spec in plugin.named {
+        let found = task.get(spec.field).map(|v| (at(spec.field), v)).or_else(|| {
+            params.and_then(|p| p.get(spec.field)).map(|v| (at(&format!("User Params.{}", spec.field)), v))
+        });
+        let Some((key, v)) = found else { continue };
+        let problem = match spec.takes {
+            Takes::Range(lo, hi) => match v.as_f64() {
+                Some(x) if (lo..=hi).contains(&x) => None,
+                Some(_) => Some(format!("{v} is out of range: {name}'s \"{}\" is {lo} to {hi}", spec.field)),
+                None => Some(format!(
+                    "{v} is not a number (write it without quotes): {name}'s \"{}\" is {lo} to {hi}",
+                    spec.field
+                )),
+            },
+            Takes::Whole(lo, hi) => match v.as_u64() {
+                Some(x) if (lo..=hi).contains(&x) => None,
+                _ => Some(format!("{v} is not a whole number from {lo} to {hi} ({name}'s \"{}\")", spec.field)),
+            },
+            Takes::OneOf(words) => match v.as_str() {
+                Some(w) if words.contains(&w) => None,
+                _ => Some(format!("{v} is not one of {words:?} ({name}'s \"{}\")", spec.field)),
+            },
+        };
+        if let Some(problem) = problem {
+            f.errors.push((key, problem));
+        }
+    }
+    if let Some(p) = params.filter(|_| !plugin.named.is_empty()) {
+        for key in p.keys().filter(|k| !plugin.named.iter().any(|n| n.field == k.as_str())) {
+            let hint = suggestion(key, plugin.named.iter().map(|n| n.field));
+            unknown(f, at(&format!("User Params.{key}")), format!("`{key}` is not one of {name}'s fields{hint}"));
+        }
+    }
+    let layered = wants_layer(&Value::Object(task.clone()));
+    if plugin.flat_only && layered {
+        f.errors.push((
+            at("Layer"),
+            format!("{name} is accepted only with Layer = 0 (one retouched image); set Layer = 0"),
+        ));
+    }
+    if name == "Color Correction" {
+        check_color_correction(f, params, at, unknown);
+    }
+    if crate::render::roles::role_of(name) == crate::render::roles::Role::Flow && layered {
+        f.warnings.push((
+            at("Layer"),
+            "Face Lifting as a layer comes back as a flow layer (a deformation) that retouchd cannot apply locally \
+             yet: the layers are delivered without a finished photo, with a note. For a finished photo with Face \
+             Lifting applied, set Layer = 0 on every task (the server then returns one flat image)"
+                .into(),
+        ));
+    }
+}
+
+/// Color Correction's `User Params`: its mode (one of three) and `Enable Basic`.
+fn check_color_correction(
+    f: &mut Findings,
+    params: Option<&serde_json::Map<String, Value>>,
+    at: &dyn Fn(&str) -> String,
+    unknown: &dyn Fn(&mut Findings, String, String),
+) {
+    let Some(params) = params else { return };
+    for (key, value) in params {
+        match (key.as_str(), value) {
+            ("AI", Value::Object(ai)) => {
+                for (k, v) in ai {
+                    match (k.as_str(), v.as_str()) {
+                        ("Color Correction Mode", Some(mode)) if COLOR_CORRECTION_MODES.contains(&mode) => {}
+                        ("Color Correction Mode", _) => f.errors.push((
+                            at("User Params.AI.Color Correction Mode"),
+                            format!("{v} is not one of {COLOR_CORRECTION_MODES:?}"),
+                        )),
+                        _ => unknown(
+                            f,
+                            at(&format!("User Params.AI.{k}")),
+                            format!("`{k}` is not a Color Correction AI field (\"Color Correction Mode\")"),
+                        ),
+                    }
+                }
+            }
+            ("Basic", Value::Object(basic)) => {
+                for (k, v) in basic {
+                    match (k.as_str(), v) {
+                        ("Enable Basic", Value::Bool(_)) => {}
+                        ("Enable Basic", _) => {
+                            f.errors.push((at("User Params.Basic.Enable Basic"), format!("{v} is not true or false")))
+                        }
+                        _ => unknown(
+                            f,
+                            at(&format!("User Params.Basic.{k}")),
+                            format!("`{k}` is not a Color Correction Basic field (\"Enable Basic\")"),
+                        ),
+                    }
+                }
+            }
+            ("AI" | "Basic", other) => {
+                f.errors.push((at(&format!("User Params.{key}")), format!("{other} is not a table")))
+            }
+            _ => unknown(
+                f,
+                at(&format!("User Params.{key}")),
+                format!("`{key}` is not a Color Correction field (AI, Basic){}", suggestion(key, ["AI", "Basic"])),
+            ),
+        }
     }
 }
 
@@ -352,6 +534,45 @@ mod tests {
                 assert!(row.contains(&range), "{}: `{range}` missing from its row `{row}`", p.name);
             }
         }
+    }
+
+    #[test]
+    fn the_fuller_documents_plugins_are_checked_field_by_field() {
+        let good = json!({"mode": "professional", "outputFormat": "zip", "tasks": [
+            {"Plugin": "Face Detection"},
+            {"Plugin": "Skin Tone", "Alpha1": 1, "Alpha2": 2, "Layer": 1},
+            {"Plugin": "Glasses Anti Glare", "Glasses Glare Removal": 0.7, "LayoutMode": "patch", "Layer": 1},
+            {"Plugin": "Face Lifting", "face_lifting_version": 3, "User Params": {"Face Lifting": 0.5}, "Layer": 0},
+            {"Plugin": "Color Correction", "Layer": 0, "User Params": {
+                "AI": {"Color Correction Mode": "Exposure & WB"}, "Basic": {"Enable Basic": true}}}]});
+        assert_eq!(check_payload(&good, false), Findings::default());
+
+        let found = errors(json!({"mode": "professional", "tasks": [
+            {"Plugin": "Heal", "Layer": 1},
+            {"Plugin": "Face Detection"},
+            {"Plugin": "Glasses Anti Glare", "Glasses Glare Removal": 1.5, "LayoutMode": "tiles"},
+            {"Plugin": "Face Lifting", "face_lifting_version": 9, "Face Liftin": 0.5},
+            {"Plugin": "Color Correction", "Layer": 1, "User Params": {
+                "AI": {"Color Correction Mode": "Everything"}, "Basic": {"Enable Basic": "yes"}}}]}));
+        let text = |key: &str| found.iter().find(|(k, _)| k == key).map(|(_, m)| m.clone()).unwrap_or_default();
+        assert!(text("tasks[1].Plugin").contains("must be the first task"), "{found:?}");
+        assert!(text("tasks[2].Glasses Glare Removal").contains("0 to 1"), "{found:?}");
+        assert!(text("tasks[2].LayoutMode").contains("\"patch\""), "{found:?}");
+        assert!(text("tasks[3].face_lifting_version").contains("1 to 3"), "{found:?}");
+        assert!(text("tasks[3].Face Liftin").contains("did you mean \"Face Lifting\"?"), "{found:?}");
+        assert!(text("tasks[4].Layer").contains("only with Layer = 0"), "{found:?}");
+        assert!(text("tasks[4].User Params.AI.Color Correction Mode").contains("Exposure only"), "{found:?}");
+        assert!(text("tasks[4].User Params.Basic.Enable Basic").contains("true or false"), "{found:?}");
+
+        let flow = check_payload(
+            &json!({"mode": "professional", "tasks": [{"Plugin": "Face Lifting", "Face Lifting": 0.4, "Layer": 1}]}),
+            false,
+        );
+        assert!(flow.errors.is_empty(), "{flow:?}");
+        assert!(
+            flow.warnings.iter().any(|(k, m)| k == "tasks[0].Layer" && m.contains("Layer = 0 on every task")),
+            "{flow:?}"
+        );
     }
 
     #[test]

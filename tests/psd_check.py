@@ -3,7 +3,7 @@
 Usage: psd_check.py FILE.psd FLAT.png EXPECTED.json
 
 EXPECTED.json: {"depth": 8, "layers": [{"name": "Heal", "mode": "normal", "opacity": 255}, ...]}
-(server layers, bottom first). Checks: the size and depth; a locked "Background" at the bottom
+(server layers, bottom first; "visible": false for a layer kept hidden, such as a helper mask). Checks: the size and depth; a locked "Background" at the bottom
 followed by the expected layers with their blend modes and opacities; the file's stored
 composite equal to FLAT.png; and psd-tools' own composite of the layers (its numpy blend modes,
 not retouchd's) within 1/255 of FLAT.png. Prints what it found; exits non-zero on a mismatch.
@@ -74,8 +74,8 @@ def main():
             problems.append(f"{layer.name}: mode {layer.blend_mode}, expected {w['mode']}")
         if abs(layer.opacity - w["opacity"]) > 1:
             problems.append(f"{layer.name}: opacity {layer.opacity}, expected {w['opacity']}")
-        if not layer.visible:
-            problems.append(f"{layer.name} is hidden")
+        if layer.visible != w.get("visible", True):
+            problems.append(f"{layer.name}: visible {layer.visible}, expected {w.get('visible', True)}")
 
     flat_unit = as_unit(flat)
     stored = as_unit(psd.topil())

@@ -19,6 +19,7 @@ pub mod image;
 pub mod layers;
 pub mod metadata;
 pub mod psd;
+pub mod roles;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -278,12 +279,17 @@ fn render_layers(input: &RenderInput, photo: Photo) -> Result<Vec<Made>, Failure
         let (w, h) = odd.size();
         return Err(Failure::Bad(format!("the layer {} is {w}×{h}, the others {}×{}", name.file, size.0, size.1)));
     }
+    if let Some((flow, _)) = stack.iter().find(|(name, _)| roles::role_of(&name.plugin) == roles::Role::Flow) {
+        roles::apply_flow(&flow.plugin)?;
+    }
     let kind = photo.kind;
     let (mut image, meta, orientation) = match_layers(photo, size)?;
     let background = settings.psd.then(|| image.clone());
+    // Helper masks are left out of the finished photo (kept, hidden, in the PSD).
     let stacked: Vec<composite::Layer> = stack
         .iter()
         .zip(rows)
+        .filter(|((name, _), _)| roles::role_of(&name.plugin) == roles::Role::Pixels)
         .map(|((name, _), rows)| composite::Layer {
             rows,
             mode: name.mode,
@@ -307,6 +313,7 @@ fn render_layers(input: &RenderInput, photo: Photo) -> Result<Vec<Made>, Failure
                 mode: name.mode,
                 opacity: settings.opacity_for(&name.plugin),
                 rows,
+                visible: roles::role_of(&name.plugin) == roles::Role::Pixels,
             })
             .collect();
         psd::write_psd(&path, &background, &image, layers, meta.icc.as_deref())?;

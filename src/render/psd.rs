@@ -26,6 +26,8 @@ pub struct PsdLayer {
     pub mode: BlendMode,
     pub opacity: f32,
     pub rows: LayerRows,
+    /// Shown (a helper mask is kept hidden: there for the retoucher, not in the picture).
+    pub visible: bool,
 }
 
 /// Photoshop's four-letter key of a blend mode.
@@ -60,6 +62,7 @@ struct RecordHead {
     mode: BlendMode,
     opacity: u8,
     locked: bool,
+    hidden: bool,
     channel_ids: Vec<i16>,
 }
 
@@ -82,6 +85,7 @@ pub fn write_psd(
         mode: BlendMode::Normal,
         opacity: 255,
         locked: true,
+        hidden: false,
         channel_ids: vec![0, 1, 2],
     }];
     for layer in &layers {
@@ -90,6 +94,7 @@ pub fn write_psd(
             mode: layer.mode,
             opacity: (layer.opacity.clamp(0.0, 1.0) * 255.0).round() as u8,
             locked: false,
+            hidden: !layer.visible,
             channel_ids: vec![-1, 0, 1, 2],
         });
     }
@@ -209,7 +214,8 @@ fn record(head: &RecordHead, (width, height): (u32, u32), lengths: &[u32]) -> Ve
     r.extend_from_slice(mode_key(head.mode));
     r.push(head.opacity);
     r.push(0); // clipping: base
-    r.push(if head.locked { 1 } else { 0 }); // flags: transparency protected; visible
+    // Flags: bit 0 transparency protected, bit 1 hidden.
+    r.push(u8::from(head.locked) | (u8::from(head.hidden) << 1));
     r.push(0);
     let mut extra = Vec::new();
     extra.extend_from_slice(&0u32.to_be_bytes()); // no mask

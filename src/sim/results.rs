@@ -32,7 +32,7 @@ fn blend_mode(plugin: &str) -> &'static str {
     match plugin {
         "Dodge Burn" | "Portrait Volumes" => "softLight",
         "Mattifier" => "darken",
-        "Eye Brilliance" => "linearLight",
+        "Eye Brilliance" | "Glasses Anti Glare" => "linearLight",
         _ => "normal",
     }
 }
@@ -79,7 +79,12 @@ fn layer_entries(
             (name, layer)
         })
         .collect();
+    // Face Lifting's flow layer comes with the matrices needed to apply it (encoding unpublished).
+    let flow = plugins.iter().any(|p| p == "Face Lifting");
     let meta = json!({
+        "jsonVersion": "1",
+        "flowCount": if flow { 1 } else { 0 },
+        "flowMatrices": if flow { json!([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]) } else { json!([]) },
         "plugins": plugins,
         "faces": [{"x": 0.3, "y": 0.2, "width": 0.4, "height": 0.5}],
         "crop": {"x": 0, "y": 0, "width": width, "height": height},

@@ -31,12 +31,17 @@ fn check_psd(psd: &Path, flat: &Path, expected: serde_json::Value) {
 /// A workspace whose watch sends four plugins (normal, soft light, darken, linear light), with
 /// `output` as its `[watch.output]` table.
 fn four_plugin_workspace(sim: &retouchd::sim::Simulator, output: &str) -> Workspace {
+    let tasks = r#"[ { Plugin = "Heal", Alpha1 = 1, Layer = 1 }, { Plugin = "Dodge Burn", Alpha1 = 1, Alpha2 = 0, Layer = 1 }, { Plugin = "Mattifier", Alpha1 = 1, Layer = 1 }, { Plugin = "Eye Brilliance", Alpha1 = 1, Layer = 1 } ]"#;
+    workspace_with_tasks(sim, tasks, output)
+}
+
+/// A workspace whose watch sends `tasks` (a TOML array), with `output` as its `[watch.output]`.
+fn workspace_with_tasks(sim: &retouchd::sim::Simulator, tasks: &str, output: &str) -> Workspace {
     let ws = Workspace::new(sim, "", &format!("[watch.output]\n{output}\n"));
     let config = std::fs::read_to_string(&ws.config).unwrap();
-    let tasks = r#"tasks = [ { Plugin = "Heal", Alpha1 = 1, Layer = 1 }, { Plugin = "Dodge Burn", Alpha1 = 1, Alpha2 = 0, Layer = 1 }, { Plugin = "Mattifier", Alpha1 = 1, Layer = 1 }, { Plugin = "Eye Brilliance", Alpha1 = 1, Layer = 1 } ]"#;
     let start = config.find("tasks = [").unwrap();
     let end = start + config[start..].find('\n').unwrap();
-    std::fs::write(&ws.config, format!("{}{tasks}{}", &config[..start], &config[end..])).unwrap();
+    std::fs::write(&ws.config, format!("{}tasks = {tasks}{}", &config[..start], &config[end..])).unwrap();
     ws
 }
 
@@ -213,4 +218,45 @@ async fn render_finds_the_photo_through_the_journal_or_says_to_give_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skin_mask_stays_out_of_the_finished_photo_and_is_kept_hidden_in_the_psd() {
+    let sim = start_sim(fast_sim()).await;
+    let tasks = r#"[ { Plugin = "Skin Mask", Alpha1 = 1, Layer = 1 }, { Plugin = "Heal", Alpha1 = 1, Layer = 1 }, { Plugin = "Dodge Burn", Alpha1 = 1, Alpha2 = 0, Layer = 1 } ]"#;
+    let ws = workspace_with_tasks(&sim, tasks, "flat = \"png\"\npsd = true");
+    ws.drop_file("portrait.jpg", &retouchd::imagegen::jpeg_bytes(160, 120, [200, 150, 120]));
+    let out = ws.run_once(Duration::from_secs(60)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let files = ws.files("outbox");
+    assert!(files.contains(&"portrait/index=0&blendmode=normal&name=Skin Mask.png".to_string()), "{files:?}");
+    assert!(!files.iter().any(|f| f.ends_with("render-error.txt")), "{files:?}");
+    // psd-tools composites the visible layers only: equal to the flat photo only if the mask
+    // was left out of it.
+    let layers = serde_json::json!([
+        { "name": "Skin Mask", "mode": "normal", "opacity": 255, "visible": false },
+        { "name": "Heal", "mode": "normal", "opacity": 255 },
+        { "name": "Dodge Burn", "mode": "softLight", "opacity": 255 },
+    ]);
+    check_psd(
+        &ws.path("outbox/portrait.psd"),
+        &ws.path("outbox/portrait.png"),
+        serde_json::json!({ "depth": 8, "layers": layers }),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_face_lifting_flow_layer_is_never_blended_the_layers_come_with_a_note_saying_how() {
+    let sim = start_sim(fast_sim()).await;
+    let tasks = r#"[ { Plugin = "Heal", Alpha1 = 1, Layer = 1 }, { Plugin = "Face Lifting", Layer = 1, face_lifting_version = 3, "Face Lifting" = 0.5 } ]"#;
+    let ws = workspace_with_tasks(&sim, tasks, "flat = \"png\"");
+    ws.drop_file("portrait.jpg", &retouchd::imagegen::jpeg_bytes(160, 120, [200, 150, 120]));
+    let out = ws.run_once(Duration::from_secs(60)).await;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let files = ws.files("outbox");
+    assert!(files.contains(&"portrait/index=1&blendmode=normal&name=Face Lifting.png".to_string()), "{files:?}");
+    assert!(!files.contains(&"portrait.png".to_string()), "no finished photo with the flow left out: {files:?}");
+    let note = std::fs::read_to_string(ws.path("outbox/portrait.render-error.txt")).unwrap();
+    assert!(note.contains("Face Lifting flow layer") && note.contains("`Layer = 0`"), "{note}");
+    assert_eq!(sim.stats().charged_starts, 1);
 }
