@@ -70,7 +70,8 @@ impl ErrorKind {
         }
         let message = message.unwrap_or("").trim();
         let kind = match code {
-            460 => ErrorKind::BadToken,
+            // 401: the token is invalid or expired (the fuller API document), whatever the message.
+            401 | 460 => ErrorKind::BadToken,
             461 => ErrorKind::QuotaReached,
             462 => ErrorKind::InvalidTask,
             _ if (400..500).contains(&code) && message.eq_ignore_ascii_case("Token issue") => ErrorKind::BadToken,
@@ -196,6 +197,7 @@ mod tests {
         assert_eq!(ErrorKind::classify(460, None, None), Some(ErrorKind::BadToken));
         assert_eq!(ErrorKind::classify(403, None, Some("Token issue")), Some(ErrorKind::BadToken));
         assert_eq!(ErrorKind::classify(401, Some(401), Some("Token issue")), Some(ErrorKind::BadToken));
+        assert_eq!(ErrorKind::classify(401, None, Some("Token is expired")), Some(ErrorKind::BadToken));
         assert_eq!(ErrorKind::classify(200, Some(460), None), Some(ErrorKind::BadToken));
     }
 

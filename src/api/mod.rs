@@ -356,8 +356,35 @@ impl Client {
         }
     }
 
-    /// Credits left; checks the token without spending a credit.
+    /// Credits left; checks the token without spending a credit. Asks the API host first
+    /// (`POST {url}/balance`, the token in `X-Retouch-Token`, a JSON body); a server without
+    /// that route (404, 405) is asked by the older multipart route (`balance_url`). A token
+    /// problem (401, 460) is an answer, not a reason to try elsewhere.
     pub async fn balance(&self) -> Result<Balance, ApiError> {
+        match self.api_balance().await {
+            Err(e) if e.kind == ErrorKind::NotFound || e.status == Some(405) => {
+                debug!(error = %e, "no balance route on the API host; asking the older one");
+                self.older_balance().await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn api_balance(&self) -> Result<Balance, ApiError> {
+        const ROUTE: &str = "balance";
+        let response = self
+            .http
+            .post(self.url("balance"))
+            .header("X-Retouch-Token", self.token.expose())
+            .json(&serde_json::json!({"modes": ["professional"]}))
+            .send()
+            .await
+            .map_err(|e| ApiError::transport(ROUTE, &e))?;
+        let body = self.read_json(ROUTE, response).await?;
+        Ok(Balance::from_json(&body))
+    }
+
+    async fn older_balance(&self) -> Result<Balance, ApiError> {
         const ROUTE: &str = "balance";
         let form = reqwest::multipart::Form::new()
             .text("retouchtoken", self.token.expose().to_string())
@@ -370,8 +397,7 @@ impl Client {
             .await
             .map_err(|e| ApiError::transport(ROUTE, &e))?;
         let body = self.read_json(ROUTE, response).await?;
-        let remaining = body.get("remaining");
-        Ok(Balance { professional: types::number(remaining.and_then(|r| r.get("professional"))).map(|n| n as i64) })
+        Ok(Balance::from_json(&body))
     }
 
     /// Reads a JSON answer (capped in size) and turns error answers into `ApiError`s.

@@ -195,6 +195,14 @@ pub struct Balance {
     pub professional: Option<i64>,
 }
 
+impl Balance {
+    /// `{"remaining": {"professional": N}}` (both balance routes answer so).
+    pub fn from_json(body: &Value) -> Balance {
+        let remaining = body.get("remaining");
+        Balance { professional: number(remaining.and_then(|r| r.get("professional"))).map(|n| n as i64) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

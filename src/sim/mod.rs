@@ -76,6 +76,12 @@ pub struct SimConfig {
     pub codes_in_body: bool,
     /// Misbehave on purpose: broken or malicious answers (see [`Hostile`]).
     pub hostile: Option<Hostile>,
+    /// Answer a wrong token with HTTP 401 and a message (an expired token, as the fuller API
+    /// document describes) instead of 460 "Token issue".
+    pub token_401: bool,
+    /// Serve only the older multipart balance route (the newer `POST /api/v1/balance` answers
+    /// 404), as a server that does not have it yet.
+    pub old_balance_only: bool,
 }
 
 /// Ways a broken or malicious server can answer, for tests of the client's defences.
@@ -133,6 +139,8 @@ impl Default for SimConfig {
             down: false,
             codes_in_body: false,
             hostile: None,
+            token_401: false,
+            old_balance_only: false,
         }
     }
 }
@@ -142,6 +150,9 @@ impl Default for SimConfig {
 pub struct SimStats {
     /// Every POST to start, charged or not.
     pub start_requests: u64,
+    /// Balance requests by route: `api` (`POST /api/v1/balance`) and `older` (the multipart one).
+    #[serde(default)]
+    pub balance_requests: BTreeMap<String, u64>,
     /// Starts that created a job and cost a credit.
     pub charged_starts: u64,
     /// Charged starts per SHA-256 of the uploaded file.

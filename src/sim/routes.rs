@@ -28,6 +28,7 @@ pub(super) fn router(shared: Shared) -> Router {
         .route("/api/v1/retoucher/getFile/{id}", get(get_file))
         .route("/api/v1/info/limits", get(limits))
         .route("/api/retouch/v1/balance", post(balance))
+        .route("/api/v1/balance", post(api_balance))
         .route("/sim/stats", get(stats))
         .route("/sim/config", get(get_config).post(set_config))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Route not found") })
@@ -224,8 +225,7 @@ fn decide_start(
     };
     let tokens: Vec<&str> = [header_token, form.token.as_deref()].into_iter().flatten().collect();
     if tokens.is_empty() || tokens.iter().any(|t| t.trim() != config.token) {
-        let http = if config.codes_in_body { StatusCode::OK } else { StatusCode::UNAUTHORIZED };
-        return refuse((http, Json(json!({"status": 460, "message": "Token issue"}))).into_response());
+        return refuse(bad_token(config));
     }
     if config.quota.is_some_and(|q| inner.stats.charged_starts >= q) {
         return refuse(coded_error(config, 461, "Processing limit reached"));
@@ -414,11 +414,45 @@ async fn limits(State(shared): State<Shared>) -> Response {
     .into_response()
 }
 
+/// A wrong or missing token: 460 "Token issue", or (`token_401`) 401 with what the server says
+/// of an expired token.
+fn bad_token(config: &SimConfig) -> Response {
+    if config.token_401 {
+        return error(StatusCode::UNAUTHORIZED, "Token is invalid or expired");
+    }
+    let http = if config.codes_in_body { StatusCode::OK } else { StatusCode::UNAUTHORIZED };
+    (http, Json(json!({"status": 460, "message": "Token issue"}))).into_response()
+}
+
+/// `POST /api/v1/balance` (the fuller API document): the token in `X-Retouch-Token`, the modes
+/// in a JSON body.
+async fn api_balance(State(shared): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let config = shared.config();
+    if let Some(response) = fault(&shared, &config, 0.0, true).await {
+        return response;
+    }
+    if config.old_balance_only {
+        return error(StatusCode::NOT_FOUND, "Route not found");
+    }
+    *shared.lock().stats.balance_requests.entry("api".into()).or_default() += 1;
+    let modes = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("modes").cloned());
+    if !modes.as_ref().and_then(Value::as_array).is_some_and(|m| m.iter().any(|m| m == "professional")) {
+        return error(StatusCode::BAD_REQUEST, "Bad request: modes must list \"professional\"");
+    }
+    let token = headers.get("X-Retouch-Token").and_then(|v| v.to_str().ok()).map(str::trim);
+    if token != Some(config.token.as_str()) {
+        return error(StatusCode::UNAUTHORIZED, "Token is invalid or expired");
+    }
+    let charged = shared.lock().stats.charged_starts as i64;
+    Json(json!({"status": 200, "remaining": {"professional": config.credits - charged}})).into_response()
+}
+
 async fn balance(State(shared): State<Shared>, mut multipart: Multipart) -> Response {
     let config = shared.config();
     if let Some(response) = fault(&shared, &config, 0.0, true).await {
         return response;
     }
+    *shared.lock().stats.balance_requests.entry("older".into()).or_default() += 1;
     let mut token = None;
     while let Ok(Some(field)) = multipart.next_field().await {
         if field.name() == Some("retouchtoken") {
@@ -426,7 +460,7 @@ async fn balance(State(shared): State<Shared>, mut multipart: Multipart) -> Resp
         }
     }
     if token.as_deref().map(str::trim) != Some(config.token.as_str()) {
-        return error(StatusCode::UNAUTHORIZED, "Token issue");
+        return bad_token(&config);
     }
     let charged = shared.lock().stats.charged_starts as i64;
     Json(json!({"remaining": {"professional": config.credits - charged}})).into_response()

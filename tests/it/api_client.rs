@@ -341,6 +341,32 @@ async fn balance_reports_credits_left_and_refuses_a_bad_token() {
 }
 
 #[tokio::test]
+async fn balance_asks_the_api_host_first_then_the_older_route_and_a_401_is_a_token_problem() {
+    let sim = start_sim(SimConfig { credits: 10, ..fast_sim() }).await;
+    let client = client_for(&sim, TOKEN);
+    assert_eq!(client.balance().await.unwrap().professional, Some(10));
+    assert_eq!(sim.stats().balance_requests, [("api".to_string(), 1)].into(), "the API host's route first");
+    // A server without it: the older route answers.
+    sim.update(|c| c.old_balance_only = true);
+    assert_eq!(client.balance().await.unwrap().professional, Some(10));
+    assert_eq!(sim.stats().balance_requests.get("older"), Some(&1));
+    // An expired token: 401 with the server's message, a token problem, not asked elsewhere.
+    sim.update(|c| {
+        c.old_balance_only = false;
+        c.token_401 = true;
+    });
+    let err = client_for(&sim, "expired").balance().await.unwrap_err();
+    assert_eq!((err.kind, err.status), (ErrorKind::BadToken, Some(401)), "{err}");
+    assert!(err.message.contains("Token is invalid or expired"), "{err}");
+    assert_eq!(sim.stats().balance_requests.get("older"), Some(&1), "a token problem is an answer");
+    let dir = tempfile::tempdir().unwrap();
+    let photo = write(dir.path(), "photo.jpg", &jpeg());
+    let err = client_for(&sim, "expired").start(&photo, "photo.jpg", LAYERED, "k").await.unwrap_err();
+    assert_eq!((err.kind, err.status), (ErrorKind::BadToken, Some(401)), "{err}");
+    assert_eq!(sim.stats().charged_starts, 0);
+}
+
+#[tokio::test]
 async fn injected_5xx_answers_are_retryable_server_errors_with_retry_after() {
     let sim = start_sim(SimConfig { status_error_rate: 1.0, retry_after_secs: Some(7), ..fast_sim() }).await;
     let err = client_for(&sim, TOKEN).status("any").await.unwrap_err();

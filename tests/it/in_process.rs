@@ -342,6 +342,22 @@ async fn every_file_that_waits_is_listed_with_why_and_a_held_job_says_why() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_expired_token_answered_with_401_pauses_uploads_with_the_servers_message() {
+    let sim = start_sim(SimConfig { token: "the-right-one".into(), token_401: true, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "token_retry = \"1m\"", "");
+    ws.drop_file("a.jpg", &photo(1));
+    let daemon = Running::start(&ws);
+    let state = ws.path("state");
+    until("status shows the pause", || LiveStatus::read(&state).is_some_and(|s| s.paused.is_some()), String::new).await;
+    let live = LiveStatus::read(&state).unwrap();
+    assert_eq!(live.paused.as_deref(), Some("token"));
+    assert_eq!(live.pause_detail.as_deref(), Some("Token is invalid or expired"));
+    assert!(ws.files("failed").is_empty(), "a token problem never fails a file");
+    daemon.stop().await;
+    assert_eq!(sim.stats().charged_starts, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_server_url_without_the_api_prefix_pauses_uploads_and_a_reload_fixes_it() {
     let sim = start_sim(fast_sim()).await;
     let ws = Workspace::new(&sim, "token_retry = \"1m\"", "");
