@@ -7,6 +7,7 @@
 
 mod error;
 pub mod policy;
+pub mod result_json;
 mod types;
 
 pub use error::{ApiError, ErrorKind};

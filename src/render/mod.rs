@@ -18,6 +18,7 @@ pub mod exif;
 pub mod image;
 pub mod layers;
 pub mod metadata;
+pub mod patches;
 pub mod psd;
 pub mod roles;
 
@@ -270,9 +271,48 @@ fn match_layers(photo: Photo, layer_size: (u32, u32)) -> Result<(Image, metadata
     )))
 }
 
+/// Glasses Anti Glare patches (a layer of another size than the full ones) become full-size
+/// layers placed by result.json's matrices (see [`patches`]); the other layers stay as they are.
+fn place_patches(
+    input: &RenderInput,
+    stack: Vec<(layers::LayerName, PathBuf)>,
+    photo: &Photo,
+) -> Result<Vec<(layers::LayerName, PathBuf)>, Failure> {
+    let is_glasses = |name: &layers::LayerName| name.plugin.eq_ignore_ascii_case(patches::GLASSES);
+    if !stack.iter().any(|(name, _)| is_glasses(name)) {
+        return Ok(stack);
+    }
+    let size_of = |path: &Path| LayerRows::open(path).map(|r| r.size()).map_err(Failure::Bad);
+    let full = match stack.iter().find(|(name, _)| !is_glasses(name)) {
+        Some((_, path)) => size_of(path)?,
+        None => photo.image.oriented_size(photo.meta.orientation()),
+    };
+    let mut found: Option<crate::api::result_json::ResultJson> = None;
+    let mut placed = Vec::with_capacity(stack.len());
+    for (name, path) in stack {
+        if !is_glasses(&name) || size_of(&path)? == full {
+            placed.push((name, path));
+            continue;
+        }
+        if found.is_none() {
+            let file = input.result.join("result.json");
+            found = Some(match std::fs::read(&file) {
+                Ok(bytes) => crate::api::result_json::ResultJson::parse(&bytes).map_err(Failure::Bad)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+                Err(e) => return Err(Failure::Io(e)),
+            });
+        }
+        let faces = found.as_ref().map(|r| r.faces_of(patches::GLASSES)).unwrap_or_default();
+        let out = input.work_dir.join(format!("placed-{}.png", name.index));
+        let path = patches::place(&path, &faces, full, &out)?;
+        placed.push((name, path));
+    }
+    Ok(placed)
+}
+
 fn render_layers(input: &RenderInput, photo: Photo) -> Result<Vec<Made>, Failure> {
     let settings = input.settings;
-    let stack = layer_stack(input.result)?;
+    let stack = place_patches(input, layer_stack(input.result)?, &photo)?;
     let rows = open_layers(&stack)?;
     let size = rows[0].size();
     if let Some(((name, _), odd)) = stack.iter().zip(&rows).find(|(_, r)| r.size() != size) {

@@ -47,6 +47,40 @@ fn layer_plugins(payload: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Whether the payload asks Glasses Anti Glare for its patch layout (`LayoutMode = "patch"`, in
+/// the task or its `User Params`).
+fn glasses_patch(payload: &Value) -> bool {
+    let tasks = payload.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
+    tasks.iter().any(|t| {
+        t.get("Plugin").and_then(Value::as_str) == Some("Glasses Anti Glare")
+            && [t.get("LayoutMode"), t.get("User Params").and_then(|p| p.get("LayoutMode"))]
+                .into_iter()
+                .flatten()
+                .any(|m| m == "patch")
+    })
+}
+
+/// The face the simulator "finds" in every photo: a box, as fractions of the frame.
+const FACE_BOX: [f64; 4] = [0.3, 0.2, 0.4, 0.5];
+
+/// A Glasses Anti Glare patch for a `width` × `height` photo: the face box at half resolution,
+/// with the matrix mapping photo coordinates into it.
+fn glasses_patch_layer(width: u32, height: u32, seed: u64) -> (Vec<u8>, Value) {
+    let [fx, fy, fw, fh] = FACE_BOX;
+    let (x0, y0) = (fx * f64::from(width), fy * f64::from(height));
+    let (pw, ph) =
+        (((fw * f64::from(width)) / 2.0).round().max(2.0), ((fh * f64::from(height)) / 2.0).round().max(2.0));
+    let layer = imagegen::layer_png(imagegen::LayerLook::GreyRelief, pw as u32, ph as u32, seed);
+    let face = json!({
+        "confidence": 0.97,
+        "faceGlasses": 0.95,
+        "glassesAntiGlarePatchMatrix": [[0.5, 0.0, -0.5 * x0], [0.0, 0.5, -0.5 * y0]],
+        "patchWidth": pw,
+        "patchHeight": ph,
+    });
+    (layer, face)
+}
+
 /// How the simulator draws a plugin's layer.
 fn look(mode: &str) -> imagegen::LayerLook {
     match mode {
@@ -61,10 +95,12 @@ fn look(mode: &str) -> imagegen::LayerLook {
 fn layer_entries(
     prefix: &str,
     plugins: &[String],
+    patch: bool,
     width: u32,
     height: u32,
     photo: Option<&[u8]>,
 ) -> Vec<(String, Vec<u8>)> {
+    let mut glasses_faces = Vec::new();
     let mut entries: Vec<(String, Vec<u8>)> = plugins
         .iter()
         .enumerate()
@@ -74,6 +110,11 @@ fn layer_entries(
             let seed = u64::from(width) * 31 + u64::from(height) * 7 + index as u64;
             let layer = match photo {
                 Some(rgb) if plugin == "Heal" => imagegen::heal_layer_png(rgb, width, height, seed),
+                _ if plugin == "Glasses Anti Glare" && patch => {
+                    let (layer, face) = glasses_patch_layer(width.max(4), height.max(4), seed);
+                    glasses_faces.push(face);
+                    layer
+                }
                 _ => imagegen::layer_png(look(mode), width.max(1), height.max(1), seed),
             };
             (name, layer)
@@ -85,8 +126,17 @@ fn layer_entries(
         "jsonVersion": "1",
         "flowCount": if flow { 1 } else { 0 },
         "flowMatrices": if flow { json!([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]) } else { json!([]) },
-        "plugins": plugins,
-        "faces": [{"x": 0.3, "y": 0.2, "width": 0.4, "height": 0.5}],
+        "plugins": plugins.iter().map(|p| {
+            let faces = match p.as_str() {
+                "Glasses Anti Glare" if patch => json!(glasses_faces),
+                "Face Detection" => json!([{"confidence": 0.97, "faceAge": 32, "faceGenderFemale": 0.8,
+                    "faceGenderMale": 0.2, "faceGlasses": 0.1,
+                    "landmarks": [{"x": 0.42, "y": 0.38}, {"x": 0.58, "y": 0.38}]}]),
+                _ => json!([]),
+            };
+            json!({"pluginName": p, "metadata": {}, "faces": faces})
+        }).collect::<Vec<_>>(),
+        "faces": [{"x": FACE_BOX[0], "y": FACE_BOX[1], "width": FACE_BOX[2], "height": FACE_BOX[3]}],
         "crop": {"x": 0, "y": 0, "width": width, "height": height},
     });
     entries.push((format!("{prefix}result.json"), meta.to_string().into_bytes()));
@@ -94,7 +144,7 @@ fn layer_entries(
 }
 
 pub(super) async fn render(input: &Path, kind: FileKind, payload: &Value) -> std::io::Result<Rendered> {
-    let plugins = layer_plugins(payload);
+    let (plugins, patch) = (layer_plugins(payload), glasses_patch(payload));
     if kind.is_image() && plugins.is_empty() {
         let file = tokio::fs::File::open(input).await?;
         let len = file.metadata().await?.len();
@@ -102,7 +152,7 @@ pub(super) async fn render(input: &Path, kind: FileKind, payload: &Value) -> std
         return Ok(Rendered { body, len });
     }
     let input = input.to_path_buf();
-    let bytes = tokio::task::spawn_blocking(move || render_zip(&input, kind, &plugins))
+    let bytes = tokio::task::spawn_blocking(move || render_zip(&input, kind, &plugins, patch))
         .await
         .map_err(std::io::Error::other)??;
     Ok(Rendered { len: bytes.len() as u64, body: Body::from(bytes) })
@@ -112,14 +162,14 @@ fn dimensions(bytes: &[u8], kind: FileKind) -> (u32, u32) {
     formats::image_dimensions(&mut Cursor::new(bytes), kind).ok().flatten().unwrap_or((64, 64))
 }
 
-fn render_zip(input: &Path, kind: FileKind, plugins: &[String]) -> std::io::Result<Vec<u8>> {
+fn render_zip(input: &Path, kind: FileKind, plugins: &[String], patch: bool) -> std::io::Result<Vec<u8>> {
     if kind.is_image() {
         let mut file = std::fs::File::open(input)?;
         let dims = formats::image_dimensions(&mut file, kind)?.unwrap_or((64, 64));
         // Heal patches follow the photo when it decodes (as the real plugin's would).
         let photo = crate::render::decode::read_photo(input).ok().filter(|p| (p.image.width, p.image.height) == dims);
         let rgb = photo.as_ref().map(|p| p.image.rgb8());
-        return Ok(imagegen::zip_of(&layer_entries("", plugins, dims.0, dims.1, rgb.as_deref())));
+        return Ok(imagegen::zip_of(&layer_entries("", plugins, patch, dims.0, dims.1, rgb.as_deref())));
     }
     let mut archive = zip::ZipArchive::new(std::fs::File::open(input)?).map_err(std::io::Error::other)?;
     let mut entries = Vec::new();
@@ -138,7 +188,7 @@ fn render_zip(input: &Path, kind: FileKind, plugins: &[String]) -> std::io::Resu
         } else {
             let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s).to_string();
             let (w, h) = dimensions(&bytes, entry_kind);
-            entries.extend(layer_entries(&format!("{stem}/"), plugins, w, h, None));
+            entries.extend(layer_entries(&format!("{stem}/"), plugins, patch, w, h, None));
         }
     }
     Ok(imagegen::zip_of(&entries))

@@ -260,3 +260,64 @@ async fn a_face_lifting_flow_layer_is_never_blended_the_layers_come_with_a_note_
     assert!(note.contains("Face Lifting flow layer") && note.contains("`Layer = 0`"), "{note}");
     assert_eq!(sim.stats().charged_starts, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glasses_patches_are_placed_by_their_matrix_as_an_independent_reference_does() {
+    let sim = start_sim(fast_sim()).await;
+    let tasks =
+        r#"[ { Plugin = "Glasses Anti Glare", "Glasses Glare Removal" = 0.8, LayoutMode = "patch", Layer = 1 } ]"#;
+    let ws = workspace_with_tasks(&sim, tasks, "flat = \"png\"\npsd = true");
+    ws.drop_file("portrait.png", &retouchd::imagegen::png_bytes(160, 120, [180, 140, 120]));
+    let out = ws.run_once(Duration::from_secs(60)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let files = ws.files("outbox");
+    assert!(!files.iter().any(|f| f.ends_with("render-error.txt")), "{files:?}");
+    let layer = ws.path("outbox/portrait/index=0&blendmode=linearLight&name=Glasses Anti Glare.png");
+    let (pw, ph, _) = decode_png(&layer);
+    assert!((pw, ph) != (160, 120), "the simulator sent a patch, not a full layer");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/patch_check.py");
+    let out = std::process::Command::new(python())
+        .arg(script)
+        .arg(ws.path("done/portrait.png"))
+        .arg(&layer)
+        .arg(ws.path("outbox/portrait/result.json"))
+        .arg(ws.path("outbox/portrait.png"))
+        .output()
+        .expect("python3 runs (set RETOUCHD_TEST_PYTHON to a Python with numpy and Pillow)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success(), "the reference disagrees:\n{text}");
+    // In the PSD: one full-size layer, blended with linear light. The 8-bit PSD stores the placed
+    // layer (made at 16 bits) rounded, which linear light doubles: two levels for psd-tools.
+    let layers = serde_json::json!([{ "name": "Glasses Anti Glare", "mode": "linearLight", "opacity": 255 }]);
+    let expected = serde_json::json!({ "depth": 8, "layers": layers, "tolerance": 2.0 });
+    check_psd(&ws.path("outbox/portrait.psd"), &ws.path("outbox/portrait.png"), expected);
+
+    // Without its matrix, a patch is never pasted at a corner: layers and a note.
+    let result = ws.path("outbox/portrait/result.json");
+    std::fs::write(&result, br#"{"jsonVersion": "1", "plugins": [{"pluginName": "Glasses Anti Glare", "faces": []}]}"#)
+        .unwrap();
+    let again = ws.command(&["render", "outbox/portrait"]).output().unwrap();
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && said.contains("glassesAntiGlarePatchMatrix"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_frame_glasses_are_blended_with_linear_light_as_psd_tools_blends_them() {
+    let sim = start_sim(fast_sim()).await;
+    let tasks =
+        r#"[ { Plugin = "Glasses Anti Glare", "Glasses Glare Removal" = 0.8, LayoutMode = "full", Layer = 1 } ]"#;
+    let ws = workspace_with_tasks(&sim, tasks, "flat = \"png\"\npsd = true");
+    ws.drop_file("portrait.png", &retouchd::imagegen::png_bytes(160, 120, [180, 140, 120]));
+    let out = ws.run_once(Duration::from_secs(60)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let layer = ws.path("outbox/portrait/index=0&blendmode=linearLight&name=Glasses Anti Glare.png");
+    assert_eq!(decode_png(&layer).0, 160, "a full-size layer");
+    // psd-tools' own linear light (numpy) over the same layer must give retouchd's flat photo.
+    let layers = serde_json::json!([{ "name": "Glasses Anti Glare", "mode": "linearLight", "opacity": 255 }]);
+    check_psd(
+        &ws.path("outbox/portrait.psd"),
+        &ws.path("outbox/portrait.png"),
+        serde_json::json!({ "depth": 8, "layers": layers }),
+    );
+}
