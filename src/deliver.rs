@@ -297,6 +297,23 @@ fn published_as(root: &Dir, target: &Target) -> PathBuf {
     found.unwrap_or_else(|| target.path())
 }
 
+/// The largest result.json read.
+const MAX_RESULT_JSON: u64 = 8 << 20;
+
+/// What the result.json in the first of `folders` (beneath `outbox`) that has one says; `None`
+/// when none has one, or it is not a JSON object (the result is still delivered as it came).
+pub fn findings_in(outbox: &Path, folders: &[PathBuf]) -> Option<crate::job::Findings> {
+    use std::io::Read;
+    let root = Dir::root(outbox).ok()?;
+    folders.iter().find_map(|folder| {
+        let rel = below(outbox, folder).ok()?.join("result.json");
+        let mut bytes = Vec::new();
+        root.open_file(&rel).ok()?.take(MAX_RESULT_JSON).read_to_end(&mut bytes).ok()?;
+        let parsed = crate::api::result_json::ResultJson::parse(&bytes).ok()?;
+        Some(parsed.findings(crate::plugins::is_face_aware))
+    })
+}
+
 /// The extension of the note that says why no finished photo was made: `<name>.render-error.txt`.
 pub const RENDER_NOTE_EXT: &str = "render-error.txt";
 

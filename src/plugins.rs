@@ -31,6 +31,8 @@ pub struct Plugin {
     pub first: bool,
     /// Accepted only with `Layer = 0` (Color Correction).
     pub flat_only: bool,
+    /// Works on the faces it finds: on a photo without one it does little for its credit.
+    pub face_aware: bool,
 }
 
 /// A named field of a plugin and what it takes.
@@ -85,6 +87,7 @@ const fn plugin(name: &'static str, alpha1: Option<Param>, alpha2: Option<Param>
         named: &[],
         first: false,
         flat_only: false,
+        face_aware: false,
     }
 }
 
@@ -99,16 +102,23 @@ pub const PLUGINS: &[Plugin] = &[
     plugin("Heal", Some(Param { meaning: "Sensitivity", max: 1.0 }), None),
     plugin("Fabric", blend(2.0), None),
     Plugin { scale_is_dirt_size: true, ..plugin("Dust", blend(2.0), None) },
-    plugin("Eye Vessels", blend(1.0), None),
-    plugin("Eye Brilliance", blend(2.0), None),
-    plugin("White Teeth", Some(Param { meaning: "Whiten", max: 1.0 }), Some(Param { meaning: "Brighten", max: 1.0 })),
+    Plugin { face_aware: true, ..plugin("Eye Vessels", blend(1.0), None) },
+    Plugin { face_aware: true, ..plugin("Eye Brilliance", blend(2.0), None) },
+    Plugin {
+        face_aware: true,
+        ..plugin(
+            "White Teeth",
+            Some(Param { meaning: "Whiten", max: 1.0 }),
+            Some(Param { meaning: "Brighten", max: 1.0 }),
+        )
+    },
     plugin("Mattifier", blend(1.0), None),
     plugin("Dodge Burn", blend(2.0), Some(Param { meaning: "Warmth", max: 1.0 })),
     plugin("Skin Tone", blend(2.0), Some(Param { meaning: "Tone Smoothing", max: 2.0 })),
     plugin("Portrait Volumes", blend(2.0), None),
-    Plugin { first: true, ..named_fields("Face Detection", &[]) },
-    named_fields("Face Lifting", FACE_LIFTING),
-    named_fields("Glasses Anti Glare", GLASSES),
+    Plugin { first: true, face_aware: true, ..named_fields("Face Detection", &[]) },
+    Plugin { face_aware: true, ..named_fields("Face Lifting", FACE_LIFTING) },
+    Plugin { face_aware: true, ..named_fields("Glasses Anti Glare", GLASSES) },
     Plugin { flat_only: true, ..named_fields("Color Correction", &[]) },
     named_fields("Crop", &[]),
 ];
@@ -120,6 +130,12 @@ const PAYLOAD_FIELDS: &[&str] = &["mode", "tasks", "outputFormat"];
 
 pub fn find(name: &str) -> Option<&'static Plugin> {
     PLUGINS.iter().find(|p| p.name == name)
+}
+
+/// Whether the plugin `name` works on faces (Face Detection, the eye, teeth, lifting and glasses
+/// plugins), compared without regard to case.
+pub fn is_face_aware(name: &str) -> bool {
+    PLUGINS.iter().any(|p| p.face_aware && p.name.eq_ignore_ascii_case(name))
 }
 
 /// The closest of `candidates` to `word`, when it is close enough to be a likely typo.

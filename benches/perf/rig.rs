@@ -125,7 +125,7 @@ impl Rig {
                         }
                     } else {
                         let outputs = vec![outbox.join(format!("2025/shoot-{:04}/IMG_{i:07}.jpg", i / 1000))];
-                        JobState::Done { outputs, moved_to: None, render_error: None }
+                        JobState::Done { outputs, moved_to: None, render_error: None, findings: None }
                     };
                     (source, state)
                 })

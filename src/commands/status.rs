@@ -32,6 +32,10 @@ pub struct JobView {
     pub task_id: Option<String>,
     /// Why it is held up now (a retry, a pause), as the running daemon says.
     pub waiting: Option<String>,
+    /// Faces found, as the result's result.json says (once delivered, when it came).
+    pub faces: Option<u32>,
+    /// Face-aware plugins ran and found no face: the credit bought little.
+    pub no_face: bool,
 }
 
 /// A file seen but not a job (yet), with why, as shown.
@@ -61,6 +65,8 @@ pub struct Report {
     pub recent_failures: Vec<JobView>,
     /// Recent deliveries whose finished photo could not be made (the layers were delivered).
     pub recent_render_errors: Vec<JobView>,
+    /// Recent deliveries where face-aware plugins ran and found no face.
+    pub recent_no_face: Vec<JobView>,
     /// Inboxes that cannot be read now (an unmounted share), with why.
     pub unavailable_inboxes: Vec<String>,
     /// A shared journal's nodes, each with its last heartbeat and the jobs it holds.
@@ -97,6 +103,8 @@ pub fn view(job: &JobRecord, now_ms: i64) -> JobView {
         render_error: job.state.render_error().map(str::to_string),
         task_id: job.state.task().map(|(t, _)| t.to_string()),
         waiting: None,
+        faces: job.state.findings().map(|f| f.faces),
+        no_face: job.state.findings().is_some_and(|f| f.no_face),
     }
 }
 
@@ -144,6 +152,13 @@ pub fn report_with(journal: &Journal, config: &Config, daemon: Option<LiveStatus
         waiting_total,
         recent_failures: failures.iter().map(|j| view(j, now)).collect(),
         recent_render_errors: journal.recent_render_errors(10)?.iter().map(|j| view(j, now)).collect(),
+        recent_no_face: journal
+            .recent_latest(StateName::Done, 50)?
+            .iter()
+            .filter(|j| j.state.findings().is_some_and(|f| f.no_face))
+            .take(10)
+            .map(|j| view(j, now))
+            .collect(),
         unavailable_inboxes: config.unavailable_inboxes.clone(),
         nodes: node_views(journal, config, now)?,
     })
@@ -264,6 +279,12 @@ pub fn render(report: &Report) -> String {
                 printable(&j.file),
                 printable(j.reason.as_deref().unwrap_or(""))
             ));
+        }
+    }
+    if !report.recent_no_face.is_empty() {
+        out.push_str("delivered, but face-aware plugins found no face (the credit bought little):\n");
+        for j in &report.recent_no_face {
+            out.push_str(&format!("  #{} {}\n", j.id, printable(&j.file)));
         }
     }
     if !report.recent_render_errors.is_empty() {

@@ -168,6 +168,7 @@ mod tests {
                     outputs: vec![PathBuf::from(format!("/out/{n}.jpg"))],
                     moved_to: None,
                     render_error: None,
+                    findings: None,
                 };
                 committer.update(id, 0, done).await.unwrap();
                 id

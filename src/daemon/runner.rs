@@ -711,6 +711,15 @@ impl<'a> Runner<'a> {
     /// Publishes every placement; before each attempt, checks that this node still holds the
     /// job (a shared journal: a node that lost it publishes nothing).
     async fn publish(&mut self, placements: Vec<Placement>) -> Result<Event, JournalError> {
+        // What result.json says, read while it is staged (a layers folder not kept is not
+        // published), else where it was published before a restart.
+        let (outbox, stem) = (self.watch.outbox.clone(), self.stage_stem());
+        let mut folders: Vec<PathBuf> = placements.iter().map(|p| p.staged.clone()).collect();
+        folders.push(self.watch.outbox.join(STAGING_DIR).join(&stem));
+        let staged_findings = {
+            let (outbox, folders) = (outbox.clone(), folders);
+            tokio::task::spawn_blocking(move || deliver::findings_in(&outbox, &folders)).await.ok().flatten()
+        };
         let mut outputs = Vec::new();
         for placement in &placements {
             loop {
@@ -737,14 +746,24 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+        let findings = match staged_findings {
+            Some(found) => Some(found),
+            None => {
+                let (outbox, folders) = (outbox.clone(), outputs.clone());
+                tokio::task::spawn_blocking(move || deliver::findings_in(&outbox, &folders)).await.ok().flatten()
+            }
+        };
+        if let Some(found) = findings.as_ref().filter(|f| f.no_face) {
+            warn!(job = self.job.id, file = %self.job.source.rel_path.display(), plugins = ?found.plugins,
+                "face-aware plugins ran but found no face: the credit bought little");
+        }
         // What was staged for this job and not published (layers not kept, the work folder).
-        let (outbox, stem) = (self.watch.outbox.clone(), self.stage_stem());
         let _ = on_blocking_thread(move || {
             deliver::discard_job_staging(&deliver::open_staging(&outbox)?, &stem);
             Ok::<_, std::io::Error>(())
         })
         .await;
-        Ok(Event::Published { outputs })
+        Ok(Event::Published { outputs, findings })
     }
 
     /// Whether the inbox still holds this job's file unchanged; `Err` when that cannot be told

@@ -40,6 +40,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::api::result_json::Findings;
 use crate::deliver::{Placement, Target};
 
 /// The name of a state: the journal's `state` column, log fields, status and metrics labels.
@@ -155,6 +156,9 @@ pub enum JobState {
         outputs: Vec<PathBuf>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         render_error: Option<String>,
+        /// What result.json says (faces found, plugins run), when it came.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        findings: Option<Findings>,
     },
     /// `moved_to`: where the source went (done/), if it was moved.
     Done {
@@ -164,6 +168,8 @@ pub enum JobState {
         moved_to: Option<PathBuf>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         render_error: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        findings: Option<Findings>,
     },
     Failing {
         reason: String,
@@ -200,8 +206,8 @@ pub enum Event {
     /// The finished outputs are made (or could not be, and why): `main` is what to publish
     /// first (the layers, or the finished photo when the layers are not kept).
     Rendered { main: Placement, extras: Vec<Placement>, render_error: Option<String> },
-    /// The staged result is in the outbox.
-    Published { outputs: Vec<PathBuf> },
+    /// The staged result is in the outbox; `findings`: what its result.json says.
+    Published { outputs: Vec<PathBuf>, findings: Option<Findings> },
     /// The source was moved (to `moved_to`), deleted or kept as configured.
     SourceSettled { moved_to: Option<PathBuf> },
     /// The task must be sent again (result expired); `key` is a fresh Idempotency-Key.
@@ -351,6 +357,14 @@ impl JobState {
         }
     }
 
+    /// What the result's result.json said, once delivered.
+    pub fn findings(&self) -> Option<&Findings> {
+        match self {
+            JobState::Delivered { findings, .. } | JobState::Done { findings, .. } => findings.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The state after `event`, or why it cannot happen.
     pub fn apply(&self, event: Event) -> Result<JobState, InvalidTransition> {
         use Event as E;
@@ -387,12 +401,15 @@ impl JobState {
                 extras,
                 render_error,
             },
-            (S::Delivering { render_error, .. }, E::Published { outputs }) => {
-                S::Delivered { outputs, render_error: render_error.clone() }
+            (S::Delivering { render_error, .. }, E::Published { outputs, findings }) => {
+                S::Delivered { outputs, render_error: render_error.clone(), findings }
             }
-            (S::Delivered { outputs, render_error }, E::SourceSettled { moved_to }) => {
-                S::Done { outputs: outputs.clone(), moved_to, render_error: render_error.clone() }
-            }
+            (S::Delivered { outputs, render_error, findings }, E::SourceSettled { moved_to }) => S::Done {
+                outputs: outputs.clone(),
+                moved_to,
+                render_error: render_error.clone(),
+                findings: findings.clone(),
+            },
             (S::Processing { .. } | S::Fetching { .. }, E::Resubmit { key }) => S::Submitting { key },
             (S::Submitting { .. } | S::Processing { .. } | S::Fetching { .. }, E::Fail { reason }) => {
                 S::Failing { reason }
@@ -455,14 +472,16 @@ mod tests {
             s.apply(Event::Rendered { main: layers.clone(), extras: vec![flat.clone()], render_error: None }).unwrap();
         assert_eq!(s.name(), StateName::Delivering);
         assert_eq!(s.on_restart(), Resume::Publish { placements: vec![layers, flat] });
-        let s = s.apply(Event::Published { outputs: vec!["/out/a".into(), "/out/a.jpg".into()] }).unwrap();
+        let s =
+            s.apply(Event::Published { outputs: vec!["/out/a".into(), "/out/a.jpg".into()], findings: None }).unwrap();
         let s = s.apply(Event::SourceSettled { moved_to: Some("/done/a.jpg".into()) }).unwrap();
         assert_eq!(
             s,
             JobState::Done {
                 outputs: vec!["/out/a".into(), "/out/a.jpg".into()],
                 moved_to: Some("/done/a.jpg".into()),
-                render_error: None
+                render_error: None,
+                findings: None
             }
         );
         assert!(s.is_terminal());
@@ -474,7 +493,7 @@ mod tests {
         let main = Placement { staged: "/out/.staging/1".into(), target: target() };
         let why = Some("a CMYK JPEG".to_string());
         let s = s.apply(Event::Rendered { main, extras: vec![], render_error: why.clone() }).unwrap();
-        let s = s.apply(Event::Published { outputs: vec!["/out/a".into()] }).unwrap();
+        let s = s.apply(Event::Published { outputs: vec!["/out/a".into()], findings: None }).unwrap();
         let s = s.apply(Event::SourceSettled { moved_to: None }).unwrap();
         assert_eq!(s.render_error(), why.as_deref());
         assert_eq!(s.reason(), None, "not a failure");
@@ -530,9 +549,9 @@ mod tests {
         let s = JobState::new("k".into());
         assert!(s.apply(Event::Completed).is_err());
         assert!(s.apply(Event::SourceSettled { moved_to: None }).is_err());
-        let done = JobState::Done { outputs: vec![], moved_to: None, render_error: None };
+        let done = JobState::Done { outputs: vec![], moved_to: None, render_error: None, findings: None };
         assert!(done.apply(Event::Fail { reason: "x".into() }).is_err());
-        let delivered = JobState::Delivered { outputs: vec![], render_error: None };
+        let delivered = JobState::Delivered { outputs: vec![], render_error: None, findings: None };
         assert!(delivered.apply(Event::Fail { reason: "x".into() }).is_err(), "a delivered job cannot fail");
     }
 
@@ -564,10 +583,10 @@ mod tests {
                 },
                 Resume::Publish { placements: vec![Placement { staged: "s".into(), target: target() }] },
             ),
-            (JobState::Delivered { outputs: vec![], render_error: None }, Resume::SettleDone),
+            (JobState::Delivered { outputs: vec![], render_error: None, findings: None }, Resume::SettleDone),
             (JobState::Failing { reason: "r".into() }, Resume::SettleFailed { reason: "r".into() }),
             (JobState::Rejecting { reason: "r".into() }, Resume::SettleFailed { reason: "r".into() }),
-            (JobState::Done { outputs: vec![], moved_to: None, render_error: None }, Resume::Nothing),
+            (JobState::Done { outputs: vec![], moved_to: None, render_error: None, findings: None }, Resume::Nothing),
             (JobState::Failed { reason: "r".into(), moved_to: None }, Resume::Nothing),
             (JobState::Rejected { reason: "r".into(), moved_to: None }, Resume::Nothing),
         ];

@@ -22,7 +22,7 @@ fn update(journal: &Journal, id: JobId, state: &JobState) {
 }
 
 fn done() -> JobState {
-    JobState::Done { outputs: vec![], moved_to: None, render_error: None }
+    JobState::Done { outputs: vec![], moved_to: None, render_error: None, findings: None }
 }
 
 fn failed() -> JobState {
@@ -97,7 +97,11 @@ fn jobs_round_trip_and_unfinished_ones_come_back(open: Open<'_>) {
     let journal = open();
     let a = journal.insert(&source("a.jpg"), &JobState::new("k1".into())).unwrap();
     let b = journal.insert(&source("b.jpg"), &JobState::new("k2".into())).unwrap();
-    update(&journal, b, &JobState::Done { outputs: vec!["/out/b.jpg".into()], moved_to: None, render_error: None });
+    update(
+        &journal,
+        b,
+        &JobState::Done { outputs: vec!["/out/b.jpg".into()], moved_to: None, render_error: None, findings: None },
+    );
     drop(journal);
 
     let journal = open();
@@ -145,7 +149,8 @@ fn progress_is_recorded_and_cleared_by_the_next_state(open: Open<'_>) {
 
 fn a_batch_lands_in_one_transaction_and_reads_back_like_single_inserts(open: Open<'_>) {
     let journal = open();
-    let delivered = JobState::Done { outputs: vec!["/out/a.jpg".into()], moved_to: None, render_error: None };
+    let delivered =
+        JobState::Done { outputs: vec!["/out/a.jpg".into()], moved_to: None, render_error: None, findings: None };
     let waiting = JobState::new("k".into());
     journal.insert_batch(&[(source("a.jpg"), delivered.clone()), (source("b.jpg"), waiting.clone())]).unwrap();
     assert_eq!(journal.latest_for(Path::new("/in"), Path::new("a.jpg")).unwrap().unwrap().state, delivered);
@@ -240,8 +245,12 @@ fn markers_and_the_hold_are_kept(open: Open<'_>) {
 fn render_errors_are_found_among_deliveries(open: Open<'_>) {
     let journal = open();
     journal.insert(&source("a.jpg"), &done()).unwrap();
-    let without_photo =
-        JobState::Done { outputs: vec![], moved_to: None, render_error: Some("the layers do not fit".into()) };
+    let without_photo = JobState::Done {
+        outputs: vec![],
+        moved_to: None,
+        render_error: Some("the layers do not fit".into()),
+        findings: None,
+    };
     let b = journal.insert(&source("b.jpg"), &without_photo).unwrap();
     let found: Vec<JobId> = journal.recent_render_errors(10).unwrap().iter().map(|j| j.id).collect();
     assert_eq!(found, [b]);

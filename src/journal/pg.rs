@@ -842,7 +842,7 @@ mod tests {
     }
 
     fn done() -> JobState {
-        JobState::Done { outputs: vec![], moved_to: None, render_error: None }
+        JobState::Done { outputs: vec![], moved_to: None, render_error: None, findings: None }
     }
 
     use super::super::Journal;

@@ -79,6 +79,8 @@ pub struct SimConfig {
     /// Answer a wrong token with HTTP 401 and a message (an expired token, as the fuller API
     /// document describes) instead of 460 "Token issue".
     pub token_401: bool,
+    /// Find no face in any photo (result.json says so): face-aware plugins then buy little.
+    pub no_faces: bool,
     /// Serve only the older multipart balance route (the newer `POST /api/v1/balance` answers
     /// 404), as a server that does not have it yet.
     pub old_balance_only: bool,
@@ -141,6 +143,7 @@ impl Default for SimConfig {
             hostile: None,
             token_401: false,
             old_balance_only: false,
+            no_faces: false,
         }
     }
 }

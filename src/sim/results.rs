@@ -81,6 +81,13 @@ fn glasses_patch_layer(width: u32, height: u32, seed: u64) -> (Vec<u8>, Value) {
     (layer, face)
 }
 
+/// What a layered result holds: the plugins with a layer, Glasses' layout, whether faces are found.
+struct Plan {
+    plugins: Vec<String>,
+    patch: bool,
+    faces: bool,
+}
+
 /// How the simulator draws a plugin's layer.
 fn look(mode: &str) -> imagegen::LayerLook {
     match mode {
@@ -92,14 +99,8 @@ fn look(mode: &str) -> imagegen::LayerLook {
 
 /// The layers and metadata for one image of `width` × `height`: full-size layers drawn like
 /// the real plugins' (see [`imagegen::LayerLook`]).
-fn layer_entries(
-    prefix: &str,
-    plugins: &[String],
-    patch: bool,
-    width: u32,
-    height: u32,
-    photo: Option<&[u8]>,
-) -> Vec<(String, Vec<u8>)> {
+fn layer_entries(prefix: &str, plan: &Plan, width: u32, height: u32, photo: Option<&[u8]>) -> Vec<(String, Vec<u8>)> {
+    let (plugins, patch) = (&plan.plugins, plan.patch);
     let mut glasses_faces = Vec::new();
     let mut entries: Vec<(String, Vec<u8>)> = plugins
         .iter()
@@ -128,33 +129,36 @@ fn layer_entries(
         "flowMatrices": if flow { json!([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]) } else { json!([]) },
         "plugins": plugins.iter().map(|p| {
             let faces = match p.as_str() {
-                "Glasses Anti Glare" if patch => json!(glasses_faces),
-                "Face Detection" => json!([{"confidence": 0.97, "faceAge": 32, "faceGenderFemale": 0.8,
+                "Glasses Anti Glare" if patch && plan.faces => json!(glasses_faces),
+                "Face Detection" if plan.faces => json!([{"confidence": 0.97, "faceAge": 32, "faceGenderFemale": 0.8,
                     "faceGenderMale": 0.2, "faceGlasses": 0.1,
                     "landmarks": [{"x": 0.42, "y": 0.38}, {"x": 0.58, "y": 0.38}]}]),
                 _ => json!([]),
             };
             json!({"pluginName": p, "metadata": {}, "faces": faces})
         }).collect::<Vec<_>>(),
-        "faces": [{"x": FACE_BOX[0], "y": FACE_BOX[1], "width": FACE_BOX[2], "height": FACE_BOX[3]}],
+        "faces": if plan.faces {
+            json!([{"x": FACE_BOX[0], "y": FACE_BOX[1], "width": FACE_BOX[2], "height": FACE_BOX[3]}])
+        } else {
+            json!([])
+        },
         "crop": {"x": 0, "y": 0, "width": width, "height": height},
     });
     entries.push((format!("{prefix}result.json"), meta.to_string().into_bytes()));
     entries
 }
 
-pub(super) async fn render(input: &Path, kind: FileKind, payload: &Value) -> std::io::Result<Rendered> {
-    let (plugins, patch) = (layer_plugins(payload), glasses_patch(payload));
-    if kind.is_image() && plugins.is_empty() {
+pub(super) async fn render(input: &Path, kind: FileKind, payload: &Value, faces: bool) -> std::io::Result<Rendered> {
+    let plan = Plan { plugins: layer_plugins(payload), patch: glasses_patch(payload), faces };
+    if kind.is_image() && plan.plugins.is_empty() {
         let file = tokio::fs::File::open(input).await?;
         let len = file.metadata().await?.len();
         let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
         return Ok(Rendered { body, len });
     }
     let input = input.to_path_buf();
-    let bytes = tokio::task::spawn_blocking(move || render_zip(&input, kind, &plugins, patch))
-        .await
-        .map_err(std::io::Error::other)??;
+    let bytes =
+        tokio::task::spawn_blocking(move || render_zip(&input, kind, &plan)).await.map_err(std::io::Error::other)??;
     Ok(Rendered { len: bytes.len() as u64, body: Body::from(bytes) })
 }
 
@@ -162,14 +166,14 @@ fn dimensions(bytes: &[u8], kind: FileKind) -> (u32, u32) {
     formats::image_dimensions(&mut Cursor::new(bytes), kind).ok().flatten().unwrap_or((64, 64))
 }
 
-fn render_zip(input: &Path, kind: FileKind, plugins: &[String], patch: bool) -> std::io::Result<Vec<u8>> {
+fn render_zip(input: &Path, kind: FileKind, plan: &Plan) -> std::io::Result<Vec<u8>> {
     if kind.is_image() {
         let mut file = std::fs::File::open(input)?;
         let dims = formats::image_dimensions(&mut file, kind)?.unwrap_or((64, 64));
         // Heal patches follow the photo when it decodes (as the real plugin's would).
         let photo = crate::render::decode::read_photo(input).ok().filter(|p| (p.image.width, p.image.height) == dims);
         let rgb = photo.as_ref().map(|p| p.image.rgb8());
-        return Ok(imagegen::zip_of(&layer_entries("", plugins, patch, dims.0, dims.1, rgb.as_deref())));
+        return Ok(imagegen::zip_of(&layer_entries("", plan, dims.0, dims.1, rgb.as_deref())));
     }
     let mut archive = zip::ZipArchive::new(std::fs::File::open(input)?).map_err(std::io::Error::other)?;
     let mut entries = Vec::new();
@@ -183,12 +187,12 @@ fn render_zip(input: &Path, kind: FileKind, plugins: &[String], patch: bool) -> 
             continue;
         }
         let name = name.to_string_lossy().replace('\\', "/");
-        if plugins.is_empty() {
+        if plan.plugins.is_empty() {
             entries.push((name, bytes));
         } else {
             let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s).to_string();
             let (w, h) = dimensions(&bytes, entry_kind);
-            entries.extend(layer_entries(&format!("{stem}/"), plugins, patch, w, h, None));
+            entries.extend(layer_entries(&format!("{stem}/"), plan, w, h, None));
         }
     }
     Ok(imagegen::zip_of(&entries))

@@ -384,7 +384,7 @@ async fn get_file(State(shared): State<Shared>, Path(id): Path<String>) -> Respo
     if let Some(response) = config.hostile.and_then(results::hostile) {
         return response;
     }
-    let body = match results::render(&input, input_kind, &payload).await {
+    let body = match results::render(&input, input_kind, &payload, !config.no_faces).await {
         Ok(body) => body,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot render result: {e}")),
     };

@@ -381,6 +381,15 @@ pub fn job(d: &JobDetail) -> String {
     if let Some(e) = &v.render_error {
         facts.push(("No finished photo", format!("<span class=\"reason\">{}</span>", escape(e))));
     }
+    if let Some(faces) = v.faces {
+        let flag = match v.no_face {
+            true => {
+                " <span class=\"reason\" id=\"no-face\">face-aware plugins ran but found no face: the credit bought little</span>"
+            }
+            false => "",
+        };
+        facts.push(("Faces found", format!("{faces}{flag}")));
+    }
     html.push_str("<dl class=\"facts\">");
     for (k, val) in facts {
         let _ = write!(html, "<dt>{k}</dt><dd>{val}</dd>");

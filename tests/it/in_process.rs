@@ -126,11 +126,19 @@ async fn every_restart_rule_resumes_its_job_and_nothing_is_charged_twice() {
         };
         journal.update(&journal.get(id).unwrap().unwrap(), &d).unwrap();
         let out = write(&outbox, "delivered.jpg", &photo(98));
-        journal.insert(&source("delivered"), &JobState::Delivered { outputs: vec![out], render_error: None }).unwrap();
+        journal
+            .insert(
+                &source("delivered"),
+                &JobState::Delivered { outputs: vec![out], render_error: None, findings: None },
+            )
+            .unwrap();
         journal.insert(&source("failing"), &JobState::Failing { reason: "the server said no".into() }).unwrap();
         journal.insert(&source("rejecting"), &JobState::Rejecting { reason: "not a photo".into() }).unwrap();
         journal
-            .insert(&source("done"), &JobState::Done { outputs: vec![], moved_to: None, render_error: None })
+            .insert(
+                &source("done"),
+                &JobState::Done { outputs: vec![], moved_to: None, render_error: None, findings: None },
+            )
             .unwrap();
     }
     assert_eq!(sim.stats().charged_starts, 2);
@@ -355,6 +363,37 @@ async fn an_expired_token_answered_with_401_pauses_uploads_with_the_servers_mess
     assert!(ws.files("failed").is_empty(), "a token problem never fails a file");
     daemon.stop().await;
     assert_eq!(sim.stats().charged_starts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn face_aware_plugins_that_find_no_face_are_flagged_and_the_face_count_is_shown() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    let config_text = std::fs::read_to_string(&ws.config).unwrap();
+    let tasks = r#"tasks = [ { Plugin = "Face Detection" }, { Plugin = "Eye Vessels", Alpha1 = 1, Layer = 1 } ]"#;
+    let start = config_text.find("tasks = [").unwrap();
+    let end = start + config_text[start..].find('\n').unwrap();
+    std::fs::write(&ws.config, format!("{}{tasks}{}", &config_text[..start], &config_text[end..])).unwrap();
+    ws.drop_file("with-face.jpg", &photo(1));
+    run_once(&ws).await;
+    sim.update(|c| c.no_faces = true);
+    ws.drop_file("landscape.jpg", &photo(2));
+    run_once(&ws).await;
+    let config = load(&ws);
+    let journal = Journal::open_read_only(&config.state_dir).unwrap();
+    let report = status::report(&journal, &config).unwrap();
+    let flagged: Vec<&str> = report.recent_no_face.iter().map(|j| j.file.as_str()).collect();
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    assert!(flagged[0].ends_with("landscape.jpg"), "{flagged:?}");
+    assert_eq!(report.recent_no_face[0].faces, Some(0));
+    let done = journal.recent_latest(StateName::Done, 10).unwrap();
+    let with_face = done.iter().find(|j| j.source.rel_path == Path::new("with-face.jpg")).unwrap();
+    let view = status::view(with_face, 0);
+    assert_eq!((view.faces, view.no_face), (Some(1), false));
+    let text = status::render(&report);
+    assert!(text.contains("face-aware plugins found no face") && text.contains("landscape.jpg"), "{text}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["recent_no_face"][0]["faces"], 0);
 }
 
 #[tokio::test(start_paused = true)]
