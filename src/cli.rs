@@ -98,6 +98,10 @@ pub enum Command {
         /// The payload: portrait, portrait-flat, light, eyes-teeth or studio-backdrop.
         #[arg(long, value_name = "NAME")]
         preset: Option<String>,
+        /// How strongly the preset's plugins work: subtle, normal (default) or extreme (the
+        /// vendor's suggested values).
+        #[arg(long, value_name = "NAME")]
+        strength: Option<String>,
         /// What to deliver: layers+photo (default), photo, photo+psd, all, or layers.
         #[arg(long, value_name = "NAME")]
         outputs: Option<String>,

@@ -14,52 +14,137 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{self, Environment};
 
-/// A named payload for a common kind of work.
+/// A named payload for a common kind of work: which plugins, at a [`Strength`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Preset {
     pub name: &'static str,
     pub about: &'static str,
-    /// The `tasks` list, as TOML.
-    pub tasks: &'static str,
+    pub tasks: &'static [PresetTask],
+}
+
+/// One task of a preset; its strength comes from [`suggested`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresetTask {
+    pub plugin: &'static str,
+    /// Other fields, as TOML (`Scale = 0`), or "".
+    pub extra: &'static str,
+    pub layer: bool,
+}
+
+const fn task(plugin: &'static str, extra: &'static str, layer: bool) -> PresetTask {
+    PresetTask { plugin, extra, layer }
 }
 
 pub const PRESETS: &[Preset] = &[
     Preset {
         name: "portrait",
         about: "portraits, as layers to refine: Heal, Dodge Burn, Skin Tone, Portrait Volumes",
-        tasks: r#"[ { Plugin = "Heal", Alpha1 = 1, Scale = 0, Layer = 1 },
-          { Plugin = "Dodge Burn", Alpha1 = 1, Alpha2 = 0, Layer = 1 },
-          { Plugin = "Skin Tone", Alpha1 = 1, Layer = 1 },
-          { Plugin = "Portrait Volumes", Alpha1 = 1, Layer = 1 } ]"#,
+        tasks: &[
+            task("Heal", "Scale = 0", true),
+            task("Dodge Burn", "", true),
+            task("Skin Tone", "", true),
+            task("Portrait Volumes", "", true),
+        ],
     },
     Preset {
         name: "portrait-flat",
         about: "portraits, as one finished image: the same plugins merged",
-        tasks: r#"[ { Plugin = "Heal", Alpha1 = 1, Scale = 0, Layer = 0 },
-          { Plugin = "Dodge Burn", Alpha1 = 1, Alpha2 = 0, Layer = 0 },
-          { Plugin = "Skin Tone", Alpha1 = 1, Layer = 0 },
-          { Plugin = "Portrait Volumes", Alpha1 = 1, Layer = 0 } ]"#,
+        tasks: &[
+            task("Heal", "Scale = 0", false),
+            task("Dodge Burn", "", false),
+            task("Skin Tone", "", false),
+            task("Portrait Volumes", "", false),
+        ],
     },
     Preset {
         name: "light",
         about: "a light touch, as layers: Heal and Mattifier",
-        tasks: r#"[ { Plugin = "Heal", Alpha1 = 1, Scale = 0, Layer = 1 },
-          { Plugin = "Mattifier", Alpha1 = 0.5, Layer = 1 } ]"#,
+        tasks: &[task("Heal", "Scale = 0", true), task("Mattifier", "", true)],
     },
     Preset {
         name: "eyes-teeth",
         about: "eyes and teeth, as layers: Eye Vessels, Eye Brilliance, White Teeth",
-        tasks: r#"[ { Plugin = "Eye Vessels", Alpha1 = 1, Layer = 1 },
-          { Plugin = "Eye Brilliance", Alpha1 = 1, Layer = 1 },
-          { Plugin = "White Teeth", Alpha1 = 0.5, Alpha2 = 0.5, Layer = 1 } ]"#,
+        tasks: &[task("Eye Vessels", "", true), task("Eye Brilliance", "", true), task("White Teeth", "", true)],
     },
     Preset {
         name: "studio-backdrop",
         about: "studio backdrops and dust, as layers: Clean Backdrop, Dust",
-        tasks: r#"[ { Plugin = "Clean Backdrop", Alpha1 = 1, Automask = true, Layer = 1 },
-          { Plugin = "Dust", Alpha1 = 1, Layer = 1 } ]"#,
+        tasks: &[task("Clean Backdrop", "Automask = true", true), task("Dust", "", true)],
     },
 ];
+
+/// How strongly the presets' plugins work: the vendor's suggested values (its API document).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strength {
+    Subtle,
+    Normal,
+    Extreme,
+}
+
+impl Strength {
+    pub const ALL: [Strength; 3] = [Strength::Subtle, Strength::Normal, Strength::Extreme];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strength::Subtle => "subtle",
+            Strength::Normal => "normal",
+            Strength::Extreme => "extreme",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Strength> {
+        Strength::ALL.into_iter().find(|s| s.name().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+/// A plugin's suggested Alpha1 and Alpha2, subtle / normal / extreme.
+type Suggested = (&'static str, [f64; 3], Option<[f64; 3]>);
+
+/// The vendor's suggested (Alpha1, Alpha2) per plugin.
+const SUGGESTED: &[Suggested] = &[
+    ("Heal", [0.2, 0.6, 1.0], None),
+    ("Dodge Burn", [0.2, 0.6, 1.0], Some([0.05, 0.15, 0.35])),
+    ("Portrait Volumes", [0.1, 0.3, 0.9], None),
+    ("Eye Vessels", [0.2, 0.5, 1.0], None),
+    ("Eye Brilliance", [0.2, 0.5, 0.85], None),
+    ("White Teeth", [0.1, 0.25, 0.65], Some([0.08, 0.25, 0.55])),
+    ("Mattifier", [0.2, 0.5, 0.9], None),
+    ("Skin Tone", [0.2, 0.5, 1.0], Some([0.2, 0.5, 1.0])),
+    ("Fabric", [0.1, 0.39, 0.75], None),
+    ("Dust", [0.2, 0.5, 1.0], None),
+    ("Clean Backdrop", [0.2, 0.5, 1.0], None),
+];
+
+/// The suggested Alpha1 (and Alpha2) of `plugin` at `strength`.
+pub fn suggested(plugin: &str, strength: Strength) -> Option<(f64, Option<f64>)> {
+    let i = strength as usize;
+    SUGGESTED.iter().find(|(p, _, _)| *p == plugin).map(|(_, a1, a2)| (a1[i], a2.map(|a| a[i])))
+}
+
+impl Preset {
+    /// The `tasks` list, as TOML, at `strength`.
+    pub fn tasks_toml(&self, strength: Strength) -> String {
+        let tasks: Vec<String> = self
+            .tasks
+            .iter()
+            .map(|t| {
+                let mut fields = vec![format!("Plugin = \"{}\"", t.plugin)];
+                if let Some((alpha1, alpha2)) = suggested(t.plugin, strength) {
+                    fields.push(format!("Alpha1 = {alpha1}"));
+                    if let Some(alpha2) = alpha2 {
+                        fields.push(format!("Alpha2 = {alpha2}"));
+                    }
+                }
+                if !t.extra.is_empty() {
+                    fields.push(t.extra.to_string());
+                }
+                fields.push(format!("Layer = {}", u8::from(t.layer)));
+                format!("{{ {} }}", fields.join(", "))
+            })
+            .collect();
+        format!("[ {} ]", tasks.join(",\n          "))
+    }
+}
 
 /// What a watch delivers, as offered by `init` (`[watch.output]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +201,8 @@ pub struct Request {
     /// A token file that exists already (used as it is).
     pub token_file: Option<PathBuf>,
     pub preset: Option<String>,
+    /// The presets' strength by name (see [`Strength`]); normal by default.
+    pub strength: Option<String>,
     /// The outputs by name (see [`OUTPUTS`]).
     pub outputs: Option<String>,
     /// The API base; the default is the service's main host.
@@ -156,6 +243,7 @@ pub struct Answers {
     /// The token file, as the config names it (relative to the config's folder, or absolute).
     pub token_file: PathBuf,
     pub preset: &'static Preset,
+    pub strength: Strength,
     pub outputs: &'static Outputs,
     pub server_url: String,
     /// For the system service: its state folder (the service's own is used otherwise).
@@ -184,7 +272,7 @@ failed_dir = {failed}
 [watch.output]
 {outputs_toml}
 
-# Preset "{name}": {about}.
+# Preset "{name}": {about}; at the vendor's "{strength}" strength (Alpha1 1 = 100 %).
 [watch.payload]
 mode = "professional"
 tasks = {tasks}
@@ -201,7 +289,8 @@ tasks = {tasks}
         failed = q(&a.failed),
         name = a.preset.name,
         about = a.preset.about,
-        tasks = a.preset.tasks,
+        strength = a.strength.name(),
+        tasks = a.preset.tasks_toml(a.strength),
     )
 }
 
@@ -287,6 +376,15 @@ pub async fn run(request: Request, input: &mut dyn BufRead) -> Result<PathBuf, I
         }
         (None, false) => &PRESETS[0],
     };
+    let strength = match (&request.strength, interactive) {
+        (Some(name), _) => Strength::parse(name)
+            .ok_or_else(|| InitError::Input(format!("no strength `{name}`; choose from subtle, normal or extreme")))?,
+        (None, true) => {
+            let answer = asker.ask("Strength (subtle, normal, extreme)", Some("normal"))?;
+            Strength::parse(&answer).ok_or_else(|| InitError::Input(format!("no strength `{answer}`")))?
+        }
+        (None, false) => Strength::Normal,
+    };
     let outputs = match (&request.outputs, interactive) {
         (Some(name), _) => outputs_named(name)?,
         (None, true) => {
@@ -330,6 +428,7 @@ pub async fn run(request: Request, input: &mut dyn BufRead) -> Result<PathBuf, I
         failed,
         token_file: token_file.clone(),
         preset,
+        strength,
         outputs,
         server_url: request.server_url.unwrap_or_else(|| crate::api::DEFAULT_BASE_URL.to_string()),
         state_dir: system.is_some().then(|| PathBuf::from(SYSTEM_STATE_DIR)),
@@ -509,13 +608,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_preset_is_a_valid_payload() {
+    fn every_preset_at_every_strength_is_a_valid_payload_with_the_vendors_values() {
         for p in PRESETS {
-            let table: toml::Table = toml::from_str(&format!("mode = \"professional\"\ntasks = {}", p.tasks)).unwrap();
-            let json = serde_json::to_value(&table).unwrap();
-            let found = crate::plugins::check_payload(&json, false);
-            assert_eq!(found, crate::plugins::Findings::default(), "preset {}", p.name);
+            for strength in Strength::ALL {
+                let text = format!("mode = \"professional\"\ntasks = {}", p.tasks_toml(strength));
+                let table: toml::Table = toml::from_str(&text).unwrap();
+                let json = serde_json::to_value(&table).unwrap();
+                let found = crate::plugins::check_payload(&json, false);
+                assert_eq!(found, crate::plugins::Findings::default(), "preset {} {}", p.name, strength.name());
+            }
         }
+        let portrait = preset("portrait").unwrap();
+        assert!(
+            portrait
+                .tasks_toml(Strength::Subtle)
+                .contains(r#"{ Plugin = "Dodge Burn", Alpha1 = 0.2, Alpha2 = 0.05, Layer = 1 }"#)
+        );
+        assert!(
+            portrait.tasks_toml(Strength::Extreme).contains(r#"{ Plugin = "Heal", Alpha1 = 1, Scale = 0, Layer = 1 }"#)
+        );
+        let teeth = preset("eyes-teeth").unwrap().tasks_toml(Strength::Normal);
+        assert!(teeth.contains(r#"{ Plugin = "White Teeth", Alpha1 = 0.25, Alpha2 = 0.25, Layer = 1 }"#), "{teeth}");
+        assert_eq!(Strength::parse(" Extreme"), Some(Strength::Extreme));
+        assert_eq!(Strength::parse("strong"), None);
     }
 
     #[test]
@@ -527,6 +642,7 @@ mod tests {
             failed: "/srv/p/failed".into(),
             token_file: "token".into(),
             preset: &PRESETS[0],
+            strength: Strength::Normal,
             outputs: &OUTPUTS[2],
             server_url: "https://example/api/v1".into(),
             state_dir: Some("/var/lib/retouchd".into()),

@@ -386,14 +386,15 @@ async fn init_sets_up_a_checked_private_config_by_flags_or_by_answers() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     assert_eq!(std::fs::read_to_string(&config).unwrap(), text, "unchanged");
 
-    // Asked: the inbox, the defaults taken for the other folders, preset 2, the outputs by
-    // name, the token.
+    // Asked: the inbox, the defaults taken for the other folders, preset 2, the subtle
+    // strength, the outputs by name, the token.
     let asked = dir.path().join("asked/config.toml");
-    let answers = format!("{}\n\n\n\n2\nphoto+psd\n{TOKEN}\n", dir.path().join("shoot/inbox").display());
+    let answers = format!("{}\n\n\n\n2\nsubtle\nphoto+psd\n{TOKEN}\n", dir.path().join("shoot/inbox").display());
     let out = init(&asked, &["--server-url", &url], &answers);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(&asked).unwrap();
     assert!(text.contains("portrait-flat") && text.contains("Layer = 0"), "{text}");
+    assert!(text.contains("\"subtle\" strength") && text.contains("Alpha1 = 0.2, Alpha2 = 0.05"), "{text}");
     assert!(text.contains("layers = false") && text.contains("psd = true"), "{text}");
     assert!(text.contains(&dir.path().join("shoot/outbox").display().to_string()), "{text}");
 
