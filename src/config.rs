@@ -63,6 +63,10 @@ pub struct ServerConfig {
     pub max_result_bytes: u64,
     /// Warn when the server says fewer retouches than this are left.
     pub low_quota_warning: i64,
+    /// The public address (approved by the vendor) under which the dashboard's listener
+    /// receives completion callbacks: each start asks the server to call
+    /// `{hook_url}/hook/<unguessable per-job token>` when the job finishes.
+    pub hook_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -268,6 +272,7 @@ struct RawServer {
     quota_retry: Option<RawDuration>,
     max_result_mb: Option<i64>,
     low_quota_warning: Option<i64>,
+    hook_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -478,6 +483,14 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
         );
     }
     let web = raw.web.and_then(|w| v.web(w, env));
+    if server.as_ref().is_some_and(|s| s.hook_url.is_some()) && web.is_none() {
+        v.problem(
+            "server.hook_url",
+            "the completion hook is received on the dashboard's listener: add a [web] section (and put it \
+             behind the reverse proxy that serves hook_url), or remove hook_url"
+                .to_string(),
+        );
+    }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let max_renders = v.count("render.max_renders", raw.render.max_renders, cores);
     let watches: Vec<WatchConfig> = raw.watch.into_iter().enumerate().filter_map(|(i, w)| v.watch(i, w)).collect();
@@ -601,6 +614,12 @@ impl Validator {
                 4096
             }
         };
+        let hook_url = raw.hook_url.map(|u| u.trim_end_matches('/').to_string());
+        if let Some(hook) = &hook_url
+            && let Err(e) = api::check_url(hook, allow_plain_http)
+        {
+            self.problem("server.hook_url", e);
+        }
         let before = self.problems.len();
         let mut token = self.token(raw.token, raw.token_file, env);
         if watches_nothing && token.is_none() {
@@ -627,6 +646,7 @@ impl Validator {
             quota_retry: self.duration("server.quota_retry", raw.quota_retry, "15m"),
             max_result_bytes: max_result_mb * 1024 * 1024,
             low_quota_warning: raw.low_quota_warning.unwrap_or(20),
+            hook_url,
         };
         let (token, token_source) = token?;
         Some(ServerConfig { token, token_source, ..server })
@@ -1128,6 +1148,22 @@ tasks = [{{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}]
 "#,
             d = dir.display()
         )
+    }
+
+    #[test]
+    fn the_completion_hook_needs_the_dashboards_listener_and_a_tls_address_off_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |hook: &str, web: &str| {
+            let text =
+                base_config(dir.path()).replace("token = \"abc\"", &format!("token = \"abc\"\nhook_url = \"{hook}\""));
+            parse(&(text + web), dir.path(), &env())
+        };
+        let problems = with("https://studio.example.com/retouchd", "").unwrap_err();
+        assert!(problems.iter().any(|p| p.key == "server.hook_url" && p.message.contains("[web]")), "{problems:?}");
+        let ok = with("https://studio.example.com/retouchd/", "[web]\n").unwrap();
+        assert_eq!(ok.server.hook_url.as_deref(), Some("https://studio.example.com/retouchd"));
+        let plain = with("http://studio.example.com/hook", "[web]\n").unwrap_err();
+        assert!(plain.iter().any(|p| p.key == "server.hook_url"), "{plain:?}");
     }
 
     #[test]

@@ -176,16 +176,18 @@ impl Client {
     ) -> Result<Started, ApiError> {
         let opened = std::fs::File::open(file)
             .map_err(|e| ApiError::local("start", format!("cannot open {}", file.display()), &e))?;
-        self.start_file(opened, file_name, payload_json, idempotency_key).await
+        self.start_file(opened, file_name, payload_json, idempotency_key, None).await
     }
 
     /// Submits an opened file. Streams it from disk; `idempotency_key` makes a resent request free.
+    /// `hook`: the URL the server is to call when the job finishes (the `hook` field), if any.
     pub async fn start_file(
         &self,
         file: std::fs::File,
         file_name: &str,
         payload_json: &str,
         idempotency_key: &str,
+        hook: Option<&str>,
     ) -> Result<Started, ApiError> {
         const ROUTE: &str = "start";
         let len = file.metadata().map_err(|e| ApiError::local(ROUTE, format!("cannot stat {file_name}"), &e))?.len();
@@ -206,10 +208,13 @@ impl Client {
             .file_name(wire_name)
             .mime_str(mime)
             .expect("static mime type parses");
-        let form = reqwest::multipart::Form::new()
+        let mut form = reqwest::multipart::Form::new()
             .text("payload", payload_json.to_string())
-            .text("token", self.token.expose().to_string())
-            .part("file", part);
+            .text("token", self.token.expose().to_string());
+        if let Some(hook) = hook {
+            form = form.text("hook", hook.to_string());
+        }
+        let form = form.part("file", part);
         debug!(route = ROUTE, file = %crate::logging::escaped(file_name), bytes = len, "POST start");
         let response = self
             .http

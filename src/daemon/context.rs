@@ -62,6 +62,8 @@ pub(crate) struct Ctx {
     folders: Mutex<HashMap<PathBuf, FolderProbe>>,
     /// Why each job that is held up waits (a retry, a pause), until it moves on.
     job_waits: Mutex<HashMap<JobId, JobWait>>,
+    /// The completion hook (`server.hook_url`).
+    pub(super) hooks: super::hooks::Hooks,
 }
 
 /// When a watch's folders were probed, and what was found (why they cannot be written).
@@ -83,7 +85,9 @@ impl Ctx {
         marks_inboxes: bool,
     ) -> Ctx {
         let results = crate::result_cache::ResultCache::new(&config.state_dir, config.result_cache_mb);
+        let hooks = super::hooks::Hooks::new(&config.state_dir, config.server.hook_url.as_deref());
         Ctx {
+            hooks,
             results,
             uploads: Semaphore::new(config.server.max_uploads),
             renders: Semaphore::new(config.max_renders),

@@ -157,6 +157,12 @@ impl Handle {
         matches!(state, JobState::Submitting { .. }) && self.ctx.is_cancellable(id)
     }
 
+    /// The completion hook was called with `token`: wakes its job's poller (false when no job
+    /// waits for it).
+    pub fn hook_called(&self, token: &str) -> bool {
+        self.ctx.hooks.called(token)
+    }
+
     /// Why a job is held up now (a retry, a pause), in words.
     pub fn job_wait(&self, id: JobId) -> Option<String> {
         self.ctx.all_job_waits().get(&id).map(|w| w.describe(super::waiting::now_secs()))

@@ -22,6 +22,7 @@ mod context;
 pub mod control;
 mod coordinator;
 mod gate;
+pub mod hooks;
 pub mod live_status;
 mod metrics;
 mod poll_plan;

@@ -35,6 +35,8 @@ use crate::source::SourceCheck;
 /// Progress figures are journaled at most this often per job (status shows them; losing one
 /// costs nothing).
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// With the completion hook, polls come this many times further apart (the fallback).
+const HOOK_FALLBACK_FACTOR: u32 = 4;
 /// getFile may answer 404 for a moment after completion; this many tries, a poll floor apart,
 /// before asking whether the task still exists.
 const NOT_STORED_TRIES: u32 = 10;
@@ -360,7 +362,8 @@ impl<'a> Runner<'a> {
             self.ctx.metrics.upload_started(1);
             // One client for the call and the host recorded with it (a reload may swap clients).
             let client = self.ctx.client();
-            let answer = client.start_file(file, &name, &self.watch.payload, key).await;
+            let hook = self.ctx.hooks.url_for(self.job.id);
+            let answer = client.start_file(file, &name, &self.watch.payload, key, hook.as_deref()).await;
             self.ctx.metrics.upload_started(-1);
             drop(permit);
             match job::after_start(answer.as_ref(), client.base_url()) {
@@ -413,7 +416,15 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Polls the task until it is done, woken early by the completion hook when one is set.
     async fn poll(&mut self, task_id: &str, host: &str) -> Event {
+        let hook = self.ctx.hooks.expect(self.job.id);
+        let event = self.poll_until_done(task_id, host, hook).await;
+        self.ctx.hooks.forget(self.job.id);
+        event
+    }
+
+    async fn poll_until_done(&mut self, task_id: &str, host: &str, hook: Option<Arc<tokio::sync::Notify>>) -> Event {
         let client = self.ctx.client_for_host(host);
         let interval = self.ctx.config().server.poll_interval.max(POLL_FLOOR);
         // Timing is learned only from jobs whose upload time is known (not resumed ones).
@@ -421,8 +432,20 @@ impl<'a> Runner<'a> {
         let since = self.submitted_at.unwrap_or_else(Instant::now);
         let mut polls = 0;
         let mut sightings: Vec<Sighting> = Vec::new();
+        // With the completion hook, the server's call wakes this poller at once; polling goes on
+        // as a slower fallback (a lost call costs a later poll, never the job).
         loop {
-            tokio::time::sleep(self.ctx.poll_plan.next_wait(class, since.elapsed(), &sightings, interval)).await;
+            let planned = self.ctx.poll_plan.next_wait(class, since.elapsed(), &sightings, interval);
+            match &hook {
+                Some(called) => {
+                    let fallback = (planned * HOOK_FALLBACK_FACTOR).max(interval);
+                    tokio::select! {
+                        () = tokio::time::sleep(fallback) => {}
+                        () = called.notified() => debug!(job = self.job.id, task_id, "completion hook called: asking the server"),
+                    }
+                }
+                None => tokio::time::sleep(planned).await,
+            }
             polls += 1;
             let answer = client.status(task_id).await;
             if answer.is_ok() {

@@ -81,6 +81,8 @@ pub struct SimConfig {
     pub token_401: bool,
     /// Find no face in any photo (result.json says so): face-aware plugins then buy little.
     pub no_faces: bool,
+    /// Share of completion hook calls that never arrive (a start may carry a `hook` URL).
+    pub hook_drop_rate: f64,
     /// Serve only the older multipart balance route (the newer `POST /api/v1/balance` answers
     /// 404), as a server that does not have it yet.
     pub old_balance_only: bool,
@@ -144,6 +146,7 @@ impl Default for SimConfig {
             token_401: false,
             old_balance_only: false,
             no_faces: false,
+            hook_drop_rate: 0.0,
         }
     }
 }
@@ -156,6 +159,13 @@ pub struct SimStats {
     /// Balance requests by route: `api` (`POST /api/v1/balance`) and `older` (the multipart one).
     #[serde(default)]
     pub balance_requests: BTreeMap<String, u64>,
+    /// Completion hook calls by how they ended: the HTTP status answered, `unreachable`, or
+    /// `lost` (dropped on purpose, `hook_drop_rate`).
+    #[serde(default)]
+    pub hooks: BTreeMap<String, u64>,
+    /// The completion hook URLs starts asked for, by job id.
+    #[serde(default)]
+    pub hook_urls: BTreeMap<String, String>,
     /// Starts that created a job and cost a credit.
     pub charged_starts: u64,
     /// Charged starts per SHA-256 of the uploaded file.

@@ -96,6 +96,8 @@ async fn fault(shared: &Shared, config: &SimConfig, error_rate: f64, drop_here: 
 struct StartForm {
     token: Option<String>,
     payload: Option<String>,
+    /// The URL to call when the job finishes.
+    hook: Option<String>,
     file: Option<Upload>,
 }
 
@@ -114,6 +116,7 @@ async fn read_form(shared: &Shared, multipart: &mut Multipart) -> Result<StartFo
         match field.name().unwrap_or("") {
             "token" => form.token = Some(field.text().await.map_err(bad)?),
             "payload" => form.payload = Some(field.text().await.map_err(bad)?),
+            "hook" => form.hook = Some(field.text().await.map_err(bad)?),
             "file" => {
                 let name = field.file_name().unwrap_or("upload").to_string();
                 let path = shared.uploads.path().join(format!("{:016x}", fastrand::u64(..)));
@@ -266,6 +269,11 @@ fn decide_start(
     if let Some(key) = key {
         inner.ids_by_key.insert(key, id.clone());
     }
+    if let Some(url) = form.hook.filter(|u| u.starts_with("http://") || u.starts_with("https://")) {
+        inner.stats.hook_urls.insert(id.clone(), url.clone());
+        let ready = processing + Duration::from_millis(config.store_lag_ms);
+        tokio::spawn(call_hook(shared.clone(), url, id.clone(), ready, chance(config.hook_drop_rate)));
+    }
     inner.stats.charged_starts += 1;
     *inner.stats.charged_by_hash.entry(file.hash).or_default() += 1;
     inner.stats.payloads.push(payload);
@@ -278,6 +286,25 @@ fn decide_start(
         return dropped(body.to_string().into_bytes());
     }
     Json(body).into_response()
+}
+
+/// Calls a job's completion hook once its result can be fetched (`ready` after the start), as
+/// the real server does (a POST with the job's id and state); `lost`: the call never arrives.
+async fn call_hook(shared: Shared, url: String, id: String, ready: Duration, lost: bool) {
+    tokio::time::sleep(ready).await;
+    if lost {
+        *shared.lock().stats.hooks.entry("lost".into()).or_default() += 1;
+        return;
+    }
+    let answered = reqwest::Client::new()
+        .post(&url)
+        .json(&json!({"id": id, "state": "completed"}))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map(|r| r.status().as_u16().to_string())
+        .unwrap_or_else(|_| "unreachable".into());
+    *shared.lock().stats.hooks.entry(answered).or_default() += 1;
 }
 
 /// Where a job is at `now`, under the current knobs.

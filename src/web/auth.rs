@@ -82,31 +82,40 @@ pub struct Auth {
 
 /// A token bucket of password checks.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     at: Instant,
+    /// Tokens added per second, and at most held.
+    rate: f64,
+    burst: f64,
 }
 
 impl Bucket {
+    /// A full bucket refilling at `rate` per second up to `burst`.
+    pub(crate) fn new(rate: f64, burst: f64) -> Bucket {
+        Bucket { tokens: burst, at: Instant::now(), rate, burst }
+    }
+
+    /// The password checks' bucket.
     fn full() -> Bucket {
-        Bucket { tokens: CHECK_BURST, at: Instant::now() }
+        Bucket::new(CHECKS_PER_SECOND, CHECK_BURST)
     }
 
     /// Gives a token back (the password was right).
     fn refund(&mut self) {
-        self.tokens = (self.tokens + 1.0).min(CHECK_BURST);
+        self.tokens = (self.tokens + 1.0).min(self.burst);
     }
 
     /// Takes a token, or says how long until one is there.
-    fn take(&mut self) -> Result<(), Duration> {
+    pub(crate) fn take(&mut self) -> Result<(), Duration> {
         let now = Instant::now();
-        self.tokens = (self.tokens + (now - self.at).as_secs_f64() * CHECKS_PER_SECOND).min(CHECK_BURST);
+        self.tokens = (self.tokens + (now - self.at).as_secs_f64() * self.rate).min(self.burst);
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / CHECKS_PER_SECOND))
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
         }
     }
 }

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod auth;
 pub mod events;
+pub mod hook;
 pub mod listen;
 pub mod pages;
 pub mod redact;
@@ -49,6 +50,8 @@ pub struct App {
     pub thumbs: thumbs::Thumbnails,
     /// The config file, for the config view.
     pub config_file: Option<PathBuf>,
+    /// The completion hook's rate limit.
+    pub hook_limit: hook::HookLimit,
 }
 
 impl App {
@@ -106,6 +109,7 @@ impl App {
             handle,
             reader,
             config_file,
+            hook_limit: hook::HookLimit::default(),
         }))
     }
 }
@@ -136,6 +140,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/reload", post(api::reload))
         .route("/api/config", get(api::config))
         .route("/api/events", get(api::events))
+        .route("/hook/{token}", get(hook::called).post(hook::called))
         .route("/api/openapi.yaml", get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
@@ -239,6 +244,10 @@ struct TurnedAway {
 
 fn admit(app: &App, request: &mut Request, peer: std::net::IpAddr) -> Result<(), TurnedAway> {
     let path = request.uri().path().to_string();
+    // The completion hook's unguessable path is its own authority (see `hook`).
+    if path.starts_with(crate::daemon::hooks::HOOK_PATH) {
+        return Ok(());
+    }
     let is_api = path.starts_with("/api/");
     let away = |path: &str, denied| TurnedAway { is_api, path: path.to_string(), denied };
     let headers = request.headers();

@@ -543,3 +543,56 @@ async fn concurrent_guesses_get_about_one_check_a_second_and_cannot_tell_the_rig
     assert!(right == StatusCode::TOO_MANY_REQUESTS || right == StatusCode::OK, "{right}");
     dash.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_completion_hook_wakes_its_job_a_lost_call_falls_back_to_polling_and_a_forged_one_wakes_nothing() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let web = format!("listen = \"127.0.0.1:{port}\"\npassword = \"{PASSWORD}\"");
+    let dash = Dash::start(&web, &format!("hook_url = \"http://127.0.0.1:{port}/\""), "").await;
+    dash.sim.update(|c| c.processing_ms = 6000);
+    let polls = |sim: &Simulator| sim.stats().polls_by_job.values().sum::<u64>();
+
+    // Called: the job is asked about once, when the server says it is done.
+    dash.ws.drop_file("called.jpg", &retouchd::imagegen::jpeg_bytes(64, 48, [10, 20, 30]));
+    job_in(&dash, "called.jpg", "done").await;
+    let stats = dash.sim.stats();
+    assert_eq!(stats.hooks.get("204"), Some(&1), "{:?}", stats.hooks);
+    assert_eq!(polls(&dash.sim), 1, "one status request, at the call (the fallback is 4x slower)");
+    let url = stats.hook_urls.values().next().unwrap().clone();
+    assert!(url.starts_with(&format!("http://127.0.0.1:{port}/hook/")), "{url}");
+
+    // Lost: polling finds the job all the same.
+    dash.sim.update(|c| c.hook_drop_rate = 1.0);
+    dash.ws.drop_file("lost.jpg", &retouchd::imagegen::jpeg_bytes(64, 48, [30, 20, 10]));
+    job_in(&dash, "lost.jpg", "done").await;
+    assert_eq!(dash.sim.stats().hooks.get("lost"), Some(&1));
+
+    // Forged: a made-up token, or a done job's, wakes nothing; no password is asked for.
+    for (method, path) in [
+        ("POST", "/hook/0123456789abcdef0123456789abcdef"),
+        ("GET", "/hook/x"),
+        ("POST", &url[url.find("/hook/").unwrap()..]),
+    ] {
+        let request = if method == "GET" { dash.get(path) } else { dash.post(path) };
+        assert_eq!(request.send().await.unwrap().status(), StatusCode::NOT_FOUND, "{method} {path}");
+    }
+    // A call before the job is done is not believed: the job is asked, and goes on waiting.
+    dash.sim.update(|c| {
+        c.hook_drop_rate = 0.0;
+        c.processing_ms = 60_000;
+    });
+    let known: Vec<String> = dash.sim.stats().hook_urls.into_values().collect();
+    dash.ws.drop_file("early.jpg", &retouchd::imagegen::jpeg_bytes(64, 48, [50, 60, 70]));
+    job_in(&dash, "early.jpg", "processing").await;
+    let early = wait_for("the early job's hook URL", Duration::from_secs(10), async || {
+        dash.sim.stats().hook_urls.into_values().find(|u| !known.contains(u))
+    })
+    .await;
+    let before = polls(&dash.sim);
+    let answer = dash.post(&early[early.find("/hook/").unwrap()..]).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+    wait_for("the job asked at once", Duration::from_secs(5), async || (polls(&dash.sim) > before).then_some(())).await;
+    job_in(&dash, "early.jpg", "processing").await;
+    assert_eq!(dash.sim.stats().charged_starts, 3);
+    dash.stop().await;
+}
