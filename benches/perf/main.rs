@@ -1,7 +1,7 @@
 //! The performance benchmark: runs the real `retouchd` (release build) against the simulator and
 //! prints one table. `cargo bench --bench perf` runs every scenario; name some to run only
 //! those: `cargo bench --bench perf -- latency idle`. Scenarios: throughput, latency,
-//! politeness, memory, startup, idle, render, dashboard, cluster.
+//! politeness, batch, memory, startup, idle, render, dashboard, cluster.
 
 mod cluster;
 mod compositing;
@@ -39,10 +39,11 @@ impl Row {
 
 type Scenario = fn(&tokio::runtime::Runtime) -> Vec<Row>;
 
-const SCENARIOS: [(&str, Scenario); 9] = [
+const SCENARIOS: [(&str, Scenario); 10] = [
     ("throughput", scenarios::throughput),
     ("latency", scenarios::latency),
     ("politeness", scenarios::politeness),
+    ("batch", scenarios::batch),
     ("memory", scenarios::memory),
     ("startup", scenarios::startup),
     ("idle", scenarios::idle),

@@ -331,6 +331,60 @@ pub fn politeness(runtime: &tokio::runtime::Runtime) -> Vec<Row> {
     ]
 }
 
+/// A batch dropped at once: its makespan (first upload → last download starts) against the ideal
+/// (first upload → the last result fetchable: each job fetched the moment the server has it),
+/// and the status requests it cost, without and with the completion hook.
+pub fn batch(runtime: &tokio::runtime::Runtime) -> Vec<Row> {
+    let mut rows = batch_run(runtime, false);
+    rows.extend(batch_run(runtime, true));
+    rows
+}
+
+fn batch_run(runtime: &tokio::runtime::Runtime, hook: bool) -> Vec<Row> {
+    let sim = SimConfig { token: TOKEN.into(), processing_ms: 3000, ..SimConfig::default() };
+    let rig = Rig::new(runtime, sim);
+    let inbox = Inbox { tasks: 2, layers: false, ..Inbox::new("batch") };
+    let server = match hook {
+        false => "poll_interval = \"2s\"\nmax_uploads = 4".to_string(),
+        true => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or(0, |a| a.port());
+            format!(
+                "poll_interval = \"2s\"\nmax_uploads = 4\nhook_url = \"http://127.0.0.1:{port}\"\n\n[web]\nlisten = \"127.0.0.1:{port}\""
+            )
+        }
+    };
+    let config = rig.config(&server, std::slice::from_ref(&inbox));
+    let staged = rig.stage(inbox.name, (0..60).map(|n| (format!("shot-{n:02}.png"), sized_png(200_000))));
+    let (daemon, _) = rig.start_daemon(&config);
+    rig.drop_all(inbox.name, &staged);
+    rig.wait("the batch delivered", Duration::from_secs(300), || rig.done(inbox.name) >= staged.len());
+    daemon.stop();
+    let stats = rig.stats();
+    assert_eq!(stats.charged_starts, 60, "each job charged once");
+    let first_upload = stats.timeline.values().map(|t| t.upload_started_us).min().unwrap_or(0);
+    let last_completion = stats.timeline.values().map(|t| t.completed_us).max().unwrap_or(0);
+    let last_fetch = stats.timeline.values().filter_map(|t| t.first_get_file_us).max().unwrap_or(0);
+    // A result can be fetched once the server has stored it (its store lag after completion).
+    let stored_lag_us = SimConfig::default().store_lag_ms * 1000;
+    let ideal = (last_completion + stored_lag_us).saturating_sub(first_upload) as f64 / 1e6;
+    let makespan = last_fetch.saturating_sub(first_upload) as f64 / 1e6;
+    let ratio = makespan / ideal;
+    let polls = stats.polls_by_job.values().sum::<u64>() as f64 / 60.0;
+    let (what, target, met) = match hook {
+        false => ("without the hook", "≤ 1.2x at ≤ 2 requests per job", ratio <= 1.2 && polls <= 2.0),
+        true => ("with the completion hook", "≤ 1.1x", ratio <= 1.1),
+    };
+    vec![Row::judged(
+        "batch",
+        format!(
+            "60 files dropped at once, 3 s processing each, {what} (poll_interval 2 s): makespan / ideal (each result fetched once stored); status requests per job"
+        ),
+        format!("{makespan:.1} s / {ideal:.1} s = {ratio:.2}x; {polls:.2} per job"),
+        target,
+        met,
+    )]
+}
+
 pub fn memory(runtime: &tokio::runtime::Runtime) -> Vec<Row> {
     let mut rows = round_trip(runtime, 100_000_000);
     rows.extend(waiting_files(runtime, 100_000));

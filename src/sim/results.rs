@@ -116,6 +116,10 @@ fn layer_entries(prefix: &str, plan: &Plan, width: u32, height: u32, photo: Opti
                     glasses_faces.push(face);
                     layer
                 }
+                // A helper mask: grey, like a selection.
+                _ if plugin == "Skin Mask" => {
+                    imagegen::layer_png(imagegen::LayerLook::GreyRelief, width.max(1), height.max(1), seed)
+                }
                 _ => imagegen::layer_png(look(mode), width.max(1), height.max(1), seed),
             };
             (name, layer)
