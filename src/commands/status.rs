@@ -36,6 +36,8 @@ pub struct JobView {
     pub faces: Option<u32>,
     /// Face-aware plugins ran and found no face: the credit bought little.
     pub no_face: bool,
+    /// The plugins result.json says ran (once delivered, when it came).
+    pub plugins_run: Vec<String>,
 }
 
 /// A file seen but not a job (yet), with why, as shown.
@@ -105,6 +107,7 @@ pub fn view(job: &JobRecord, now_ms: i64) -> JobView {
         waiting: None,
         faces: job.state.findings().map(|f| f.faces),
         no_face: job.state.findings().is_some_and(|f| f.no_face),
+        plugins_run: job.state.findings().map(|f| f.plugins.clone()).unwrap_or_default(),
     }
 }
 

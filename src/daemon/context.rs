@@ -63,7 +63,7 @@ pub(crate) struct Ctx {
     /// Why each job that is held up waits (a retry, a pause), until it moves on.
     job_waits: Mutex<HashMap<JobId, JobWait>>,
     /// The completion hook (`server.hook_url`).
-    pub(super) hooks: super::hooks::Hooks,
+    pub(super) hooks: super::completion_hook::Hooks,
 }
 
 /// When a watch's folders were probed, and what was found (why they cannot be written).
@@ -85,7 +85,7 @@ impl Ctx {
         marks_inboxes: bool,
     ) -> Ctx {
         let results = crate::result_cache::ResultCache::new(&config.state_dir, config.result_cache_mb);
-        let hooks = super::hooks::Hooks::new(&config.state_dir, config.server.hook_url.as_deref());
+        let hooks = super::completion_hook::Hooks::new(&config.state_dir, config.server.hook_url.as_deref());
         Ctx {
             hooks,
             results,

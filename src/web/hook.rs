@@ -1,4 +1,4 @@
-//! The completion hook's route (`/hook/<token>`, see [`crate::daemon::hooks`]): the server calls
+//! The completion hook's route (`/hook/<token>`, see [`crate::daemon::completion_hook`]): the server calls
 //! it when a job finishes. The unguessable token is its only authority (no password, no host or
 //! CSRF check: a reverse proxy brings the vendor's call here); calls are rate-limited, answered
 //! at once, and never trusted: a known token only makes its job ask the server now.

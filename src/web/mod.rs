@@ -245,7 +245,7 @@ struct TurnedAway {
 fn admit(app: &App, request: &mut Request, peer: std::net::IpAddr) -> Result<(), TurnedAway> {
     let path = request.uri().path().to_string();
     // The completion hook's unguessable path is its own authority (see `hook`).
-    if path.starts_with(crate::daemon::hooks::HOOK_PATH) {
+    if path.starts_with(crate::daemon::completion_hook::HOOK_PATH) {
         return Ok(());
     }
     let is_api = path.starts_with("/api/");

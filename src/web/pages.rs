@@ -390,6 +390,9 @@ pub fn job(d: &JobDetail) -> String {
         };
         facts.push(("Faces found", format!("{faces}{flag}")));
     }
+    if !v.plugins_run.is_empty() {
+        facts.push(("Plugins run", escape(&v.plugins_run.join(", "))));
+    }
     html.push_str("<dl class=\"facts\">");
     for (k, val) in facts {
         let _ = write!(html, "<dt>{k}</dt><dd>{val}</dd>");

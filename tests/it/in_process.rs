@@ -390,6 +390,7 @@ async fn face_aware_plugins_that_find_no_face_are_flagged_and_the_face_count_is_
     let with_face = done.iter().find(|j| j.source.rel_path == Path::new("with-face.jpg")).unwrap();
     let view = status::view(with_face, 0);
     assert_eq!((view.faces, view.no_face), (Some(1), false));
+    assert_eq!(view.plugins_run, ["Eye Vessels"], "the plugins result.json says ran");
     let text = status::render(&report);
     assert!(text.contains("face-aware plugins found no face") && text.contains("landscape.jpg"), "{text}");
     let json = serde_json::to_value(&report).unwrap();
