@@ -127,6 +127,7 @@ impl<'a> Runner<'a> {
             self.attempt = 0;
             self.ctx.advance(&mut self.job, event).await?;
             if self.job.state.is_terminal() {
+                self.ctx.hooks.forget(self.job.id);
                 self.ctx.metrics.finished(self.age());
                 self.run_hook().await;
             }
@@ -363,6 +364,8 @@ impl<'a> Runner<'a> {
             // One client for the call and the host recorded with it (a reload may swap clients).
             let client = self.ctx.client();
             let hook = self.ctx.hooks.url_for(self.job.id);
+            // Listening before the upload: a call that comes before polling starts is kept.
+            let _ = self.ctx.hooks.expect(self.job.id);
             let answer = client.start_file(file, &name, &self.watch.payload, key, hook.as_deref()).await;
             self.ctx.metrics.upload_started(-1);
             drop(permit);
