@@ -47,6 +47,32 @@ fn layer_plugins(payload: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Whether the payload has a Color Correction task (accepted only flat, `Layer = 0`).
+fn color_corrects(payload: &Value) -> bool {
+    let tasks = payload.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
+    tasks.iter().any(|t| t.get("Plugin").and_then(Value::as_str) == Some("Color Correction"))
+}
+
+/// The flat photo with Color Correction applied, as the simulator does it: a visible exposure
+/// lift (one sixth of a stop, in the stored values), in the photo's own format and metadata.
+fn color_corrected(input: &Path) -> std::io::Result<Vec<u8>> {
+    let photo = crate::render::decode::read_photo(input).map_err(std::io::Error::other)?;
+    let mut image = photo.image;
+    let mut row = vec![0.0f32; image.width as usize * 3];
+    for y in 0..image.height as usize {
+        image.read_row(y, &mut row);
+        row.iter_mut().for_each(|v| *v = (*v * 1.12).min(1.0));
+        image.write_row(y, &row);
+    }
+    let mut out = Vec::new();
+    let written = match photo.kind {
+        FileKind::Png => crate::render::encode::write_png(&image, &photo.meta, &mut out),
+        _ => crate::render::encode::write_jpeg(&image, &photo.meta, 92, &mut out),
+    };
+    written.map_err(std::io::Error::other)?;
+    Ok(out)
+}
+
 /// Whether the payload asks Glasses Anti Glare for its patch layout (`LayoutMode = "patch"`, in
 /// the task or its `User Params`).
 fn glasses_patch(payload: &Value) -> bool {
@@ -154,6 +180,12 @@ fn layer_entries(prefix: &str, plan: &Plan, width: u32, height: u32, photo: Opti
 
 pub(super) async fn render(input: &Path, kind: FileKind, payload: &Value, faces: bool) -> std::io::Result<Rendered> {
     let plan = Plan { plugins: layer_plugins(payload), patch: glasses_patch(payload), faces };
+    if kind.is_image() && plan.plugins.is_empty() && color_corrects(payload) {
+        let input = input.to_path_buf();
+        let bytes =
+            tokio::task::spawn_blocking(move || color_corrected(&input)).await.map_err(std::io::Error::other)??;
+        return Ok(Rendered { len: bytes.len() as u64, body: Body::from(bytes) });
+    }
     if kind.is_image() && plan.plugins.is_empty() {
         let file = tokio::fs::File::open(input).await?;
         let len = file.metadata().await?.len();

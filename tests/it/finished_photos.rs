@@ -321,3 +321,19 @@ async fn full_frame_glasses_are_blended_with_linear_light_as_psd_tools_blends_th
         serde_json::json!({ "depth": 8, "layers": layers }),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn color_correction_comes_back_flat_and_the_finished_photo_is_the_servers() {
+    let sim = start_sim(fast_sim()).await;
+    let tasks = r#"[ { Plugin = "Color Correction", Layer = 0, "User Params" = { AI = { "Color Correction Mode" = "Full" }, Basic = { "Enable Basic" = true } } } ]"#;
+    let ws = workspace_with_tasks(&sim, tasks, "flat = \"same\"");
+    ws.drop_file("portrait.png", &retouchd::imagegen::png_bytes(160, 120, [120, 100, 90]));
+    let out = ws.run_once(Duration::from_secs(60)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let files = ws.files("outbox");
+    assert!(files.contains(&"portrait.png".to_string()), "{files:?}");
+    let mean = |pixels: &[u8]| pixels.iter().map(|&v| f64::from(v)).sum::<f64>() / pixels.len() as f64;
+    let (_, _, before) = decode_png(&ws.path("done/portrait.png"));
+    let (_, _, after) = decode_png(&ws.path("outbox/portrait.png"));
+    assert!(mean(&after) > mean(&before) * 1.05, "the server's exposure lift: {} → {}", mean(&before), mean(&after));
+}
