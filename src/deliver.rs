@@ -302,7 +302,7 @@ const MAX_RESULT_JSON: u64 = 8 << 20;
 
 /// What the result.json in the first of `folders` (beneath `outbox`) that has one says; `None`
 /// when none has one, or it is not a JSON object (the result is still delivered as it came).
-pub fn findings_in(outbox: &Path, folders: &[PathBuf]) -> Option<crate::job::Findings> {
+pub fn findings_in(outbox: &Path, folders: &[PathBuf]) -> Option<crate::api::result_json::Findings> {
     use std::io::Read;
     let root = Dir::root(outbox).ok()?;
     folders.iter().find_map(|folder| {
