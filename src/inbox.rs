@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::journal::now_secs;
+
 /// The file retouchd leaves in each inbox it watches.
 pub const MARKER: &str = ".retouchd";
 /// The host an inbox's owner record names when a cluster of nodes owns it (its state folder
@@ -170,10 +172,6 @@ fn write_marker(inbox: &Path, owner: Option<&Owner>) -> std::io::Result<()> {
         text.push_str(&toml::to_string(owner).map_err(std::io::Error::other)?);
     }
     crate::beneath::Dir::root(inbox)?.write_replace(Path::new(MARKER), text.as_bytes())
-}
-
-fn now_secs() -> u64 {
-    (crate::journal::now_ms() / 1000).max(0) as u64
 }
 
 /// This machine's name.

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::daemon::LiveStatus;
-use crate::daemon::waiting::{self, Why};
+use crate::daemon::waiting::Why;
 use crate::job::{JobState, StateName};
 use crate::journal::{JobRecord, Journal, JournalError, NodeInfo};
 use crate::logging::printable;
@@ -123,7 +123,7 @@ pub fn report_with(journal: &Journal, config: &Config, daemon: Option<LiveStatus
     failures.extend(journal.recent_latest(StateName::Rejected, 10)?);
     failures.sort_by_key(|j| std::cmp::Reverse(j.updated_at));
     failures.truncate(10);
-    let now_secs = waiting::now_secs();
+    let now_secs = crate::journal::now_secs();
     let job_waits = daemon.as_ref().map(|d| d.job_waits.clone()).unwrap_or_default();
     let in_flight = journal
         .unfinished()?

@@ -81,10 +81,6 @@ impl Hooks {
             None => false,
         }
     }
-
-    pub fn is_on(&self) -> bool {
-        self.on.is_some()
-    }
 }
 
 /// The secret in `state_dir/hook.key`: read, or made (32 random bytes, mode 0600).

@@ -151,7 +151,7 @@ impl Ctx {
                             "uploads of this watch wait: a result could not be delivered (no credit is spent)");
                         warned = true;
                     }
-                    let retry_at = Some(super::waiting::now_secs() + FOLDER_RETRY.as_secs());
+                    let retry_at = Some(crate::journal::now_secs() + FOLDER_RETRY.as_secs());
                     let why =
                         format!("held before upload: a result could not be delivered ({why}); no credit is spent");
                     self.job_waits(job, Some(JobWait { why, retry_at }));
@@ -179,6 +179,11 @@ impl Ctx {
         if changed {
             self.announce(job);
         }
+    }
+
+    /// Why job `id` is held up, if it is.
+    pub(super) fn job_wait(&self, id: JobId) -> Option<JobWait> {
+        self.job_waits.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
     }
 
     /// Why each held-up job waits.
@@ -249,12 +254,7 @@ impl Ctx {
                 state: job.state.name(),
                 progress: job.progress,
                 reason: job.state.reason().map(str::to_string),
-                waiting: self
-                    .job_waits
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&job.id)
-                    .map(|w| w.describe(super::waiting::now_secs())),
+                waiting: self.job_wait(job.id).map(|w| w.describe(crate::journal::now_secs())),
             });
         }
     }

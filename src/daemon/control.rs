@@ -165,6 +165,6 @@ impl Handle {
 
     /// Why a job is held up now (a retry, a pause), in words.
     pub fn job_wait(&self, id: JobId) -> Option<String> {
-        self.ctx.all_job_waits().get(&id).map(|w| w.describe(super::waiting::now_secs()))
+        self.ctx.job_wait(id).map(|w| w.describe(crate::journal::now_secs()))
     }
 }

@@ -412,7 +412,7 @@ impl Coordinator {
             name.as_ref().is_none_or(|n| inbox.join(rel).to_string_lossy().to_lowercase().contains(n))
         };
         let (mut total, mut files) = (0, Vec::new());
-        let (paused, now) = (self.ctx.gate.why_held(), waiting::now_ns());
+        let (paused, now) = (self.ctx.gate.why_held(), crate::journal::now_secs());
         for (inbox, rel, stamp, place) in all {
             if !matches(inbox, rel) {
                 continue;

@@ -202,7 +202,7 @@ impl<'a> Runner<'a> {
         self.attempt += 1;
         warn!(job = self.job.id, file = %self.job.source.rel_path.display(), error = %err, retry_in = ?delay, "{what} failed; will retry");
         self.ctx.metrics.retry(if cap == LOCAL_CAP { "local" } else { what });
-        let retry_at = Some(super::waiting::now_secs() + delay.as_secs_f64().ceil() as u64);
+        let retry_at = Some(crate::journal::now_secs() + delay.as_secs_f64().ceil() as u64);
         self.ctx.job_waits(&self.job, Some(JobWait { why: format!("{what} failed: {err}"), retry_at }));
         tokio::time::sleep(delay).await;
     }

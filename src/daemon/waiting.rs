@@ -105,21 +105,9 @@ impl JobWait {
     }
 }
 
-/// The Unix time now, in seconds.
-pub fn now_secs() -> u64 {
-    u64::try_from(now_ns() / 1_000_000_000).unwrap_or(0)
-}
-
-/// Seconds between the Unix time `now_ns` and a file's modification time.
-pub(super) fn secs_since(mtime_ns: i64, now_ns: i128) -> u64 {
-    u64::try_from((now_ns - i128::from(mtime_ns)).max(0) / 1_000_000_000).unwrap_or(u64::MAX)
-}
-
-/// The Unix time now, in nanoseconds.
-pub(super) fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+/// Seconds from a file's modification time to the Unix time `now` (seconds).
+pub(super) fn secs_since(mtime_ns: i64, now: u64) -> u64 {
+    now.saturating_sub(u64::try_from(mtime_ns.div_euclid(1_000_000_000)).unwrap_or(0))
 }
 
 #[cfg(test)]

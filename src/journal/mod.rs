@@ -108,6 +108,11 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// The Unix time now, in seconds.
+pub fn now_secs() -> u64 {
+    (now_ms() / 1000).max(0) as u64
+}
+
 fn bytes(path: &Path) -> Vec<u8> {
     path.as_os_str().as_bytes().to_vec()
 }

@@ -29,6 +29,9 @@ impl Patch {
     fn read(path: &Path) -> Result<Patch, Failure> {
         let mut rows = LayerRows::open(path).map_err(Failure::Bad)?;
         let (width, height) = (rows.size().0 as usize, rows.size().1 as usize);
+        if width == 0 || height == 0 {
+            return Err(Failure::Bad(format!("the {GLASSES} patch has no pixels")));
+        }
         let mut premultiplied = vec![0.0f32; width * height * 4];
         for row in premultiplied.chunks_exact_mut(width * 4) {
             rows.next_row(row).map_err(Failure::Bad)?;
