@@ -38,11 +38,19 @@ fn four_plugin_workspace(sim: &retouchd::sim::Simulator, output: &str) -> Worksp
 /// A workspace whose watch sends `tasks` (a TOML array), with `output` as its `[watch.output]`.
 fn workspace_with_tasks(sim: &retouchd::sim::Simulator, tasks: &str, output: &str) -> Workspace {
     let ws = Workspace::new(sim, "", &format!("[watch.output]\n{output}\n"));
-    let config = std::fs::read_to_string(&ws.config).unwrap();
-    let start = config.find("tasks = [").unwrap();
-    let end = start + config[start..].find('\n').unwrap();
-    std::fs::write(&ws.config, format!("{}tasks = {tasks}{}", &config[..start], &config[end..])).unwrap();
+    ws.set_tasks(tasks);
     ws
+}
+
+/// A simulator and a workspace sending `tasks` with `output`, after `run --once` delivered the
+/// photo `name` (made of `bytes`).
+async fn delivered_once(tasks: &str, output: &str, name: &str, bytes: &[u8]) -> (retouchd::sim::Simulator, Workspace) {
+    let sim = start_sim(fast_sim()).await;
+    let ws = workspace_with_tasks(&sim, tasks, output);
+    ws.drop_file(name, bytes);
+    let out = ws.run_once(Duration::from_secs(60)).await;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (sim, ws)
 }
 
 fn layer_specs(opacity: &[(&str, u8)]) -> serde_json::Value {
@@ -222,12 +230,14 @@ async fn render_finds_the_photo_through_the_journal_or_says_to_give_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_skin_mask_stays_out_of_the_finished_photo_and_is_kept_hidden_in_the_psd() {
-    let sim = start_sim(fast_sim()).await;
     let tasks = r#"[ { Plugin = "Skin Mask", Alpha1 = 1, Layer = 1 }, { Plugin = "Heal", Alpha1 = 1, Layer = 1 }, { Plugin = "Dodge Burn", Alpha1 = 1, Alpha2 = 0, Layer = 1 } ]"#;
-    let ws = workspace_with_tasks(&sim, tasks, "flat = \"png\"\npsd = true");
-    ws.drop_file("portrait.jpg", &retouchd::imagegen::jpeg_bytes(160, 120, [200, 150, 120]));
-    let out = ws.run_once(Duration::from_secs(60)).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_sim, ws) = delivered_once(
+        tasks,
+        "flat = \"png\"\npsd = true",
+        "portrait.jpg",
+        &retouchd::imagegen::jpeg_bytes(160, 120, [200, 150, 120]),
+    )
+    .await;
     let files = ws.files("outbox");
     assert!(files.contains(&"portrait/index=0&blendmode=normal&name=Skin Mask.png".to_string()), "{files:?}");
     assert!(!files.iter().any(|f| f.ends_with("render-error.txt")), "{files:?}");
@@ -247,12 +257,14 @@ async fn a_skin_mask_stays_out_of_the_finished_photo_and_is_kept_hidden_in_the_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_face_lifting_flow_layer_is_never_blended_the_layers_come_with_a_note_saying_how() {
-    let sim = start_sim(fast_sim()).await;
     let tasks = r#"[ { Plugin = "Heal", Alpha1 = 1, Layer = 1 }, { Plugin = "Face Lifting", Layer = 1, face_lifting_version = 3, "Face Lifting" = 0.5 } ]"#;
-    let ws = workspace_with_tasks(&sim, tasks, "flat = \"png\"");
-    ws.drop_file("portrait.jpg", &retouchd::imagegen::jpeg_bytes(160, 120, [200, 150, 120]));
-    let out = ws.run_once(Duration::from_secs(60)).await;
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (sim, ws) = delivered_once(
+        tasks,
+        "flat = \"png\"",
+        "portrait.jpg",
+        &retouchd::imagegen::jpeg_bytes(160, 120, [200, 150, 120]),
+    )
+    .await;
     let files = ws.files("outbox");
     assert!(files.contains(&"portrait/index=1&blendmode=normal&name=Face Lifting.png".to_string()), "{files:?}");
     assert!(!files.contains(&"portrait.png".to_string()), "no finished photo with the flow left out: {files:?}");
@@ -263,13 +275,15 @@ async fn a_face_lifting_flow_layer_is_never_blended_the_layers_come_with_a_note_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn glasses_patches_are_placed_by_their_matrix_as_an_independent_reference_does() {
-    let sim = start_sim(fast_sim()).await;
     let tasks =
         r#"[ { Plugin = "Glasses Anti Glare", "Glasses Glare Removal" = 0.8, LayoutMode = "patch", Layer = 1 } ]"#;
-    let ws = workspace_with_tasks(&sim, tasks, "flat = \"png\"\npsd = true");
-    ws.drop_file("portrait.png", &retouchd::imagegen::png_bytes(160, 120, [180, 140, 120]));
-    let out = ws.run_once(Duration::from_secs(60)).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_sim, ws) = delivered_once(
+        tasks,
+        "flat = \"png\"\npsd = true",
+        "portrait.png",
+        &retouchd::imagegen::png_bytes(160, 120, [180, 140, 120]),
+    )
+    .await;
     let files = ws.files("outbox");
     assert!(!files.iter().any(|f| f.ends_with("render-error.txt")), "{files:?}");
     let layer = ws.path("outbox/portrait/index=0&blendmode=linearLight&name=Glasses Anti Glare.png");
@@ -304,13 +318,15 @@ async fn glasses_patches_are_placed_by_their_matrix_as_an_independent_reference_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_frame_glasses_are_blended_with_linear_light_as_psd_tools_blends_them() {
-    let sim = start_sim(fast_sim()).await;
     let tasks =
         r#"[ { Plugin = "Glasses Anti Glare", "Glasses Glare Removal" = 0.8, LayoutMode = "full", Layer = 1 } ]"#;
-    let ws = workspace_with_tasks(&sim, tasks, "flat = \"png\"\npsd = true");
-    ws.drop_file("portrait.png", &retouchd::imagegen::png_bytes(160, 120, [180, 140, 120]));
-    let out = ws.run_once(Duration::from_secs(60)).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_sim, ws) = delivered_once(
+        tasks,
+        "flat = \"png\"\npsd = true",
+        "portrait.png",
+        &retouchd::imagegen::png_bytes(160, 120, [180, 140, 120]),
+    )
+    .await;
     let layer = ws.path("outbox/portrait/index=0&blendmode=linearLight&name=Glasses Anti Glare.png");
     assert_eq!(decode_png(&layer).0, 160, "a full-size layer");
     // psd-tools' own linear light (numpy) over the same layer must give retouchd's flat photo.
@@ -324,12 +340,14 @@ async fn full_frame_glasses_are_blended_with_linear_light_as_psd_tools_blends_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn color_correction_comes_back_flat_and_the_finished_photo_is_the_servers() {
-    let sim = start_sim(fast_sim()).await;
     let tasks = r#"[ { Plugin = "Color Correction", Layer = 0, "User Params" = { AI = { "Color Correction Mode" = "Full" }, Basic = { "Enable Basic" = true } } } ]"#;
-    let ws = workspace_with_tasks(&sim, tasks, "flat = \"same\"");
-    ws.drop_file("portrait.png", &retouchd::imagegen::png_bytes(160, 120, [120, 100, 90]));
-    let out = ws.run_once(Duration::from_secs(60)).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_sim, ws) = delivered_once(
+        tasks,
+        "flat = \"same\"",
+        "portrait.png",
+        &retouchd::imagegen::png_bytes(160, 120, [120, 100, 90]),
+    )
+    .await;
     let files = ws.files("outbox");
     assert!(files.contains(&"portrait.png".to_string()), "{files:?}");
     let mean = |pixels: &[u8]| pixels.iter().map(|&v| f64::from(v)).sum::<f64>() / pixels.len() as f64;

@@ -369,11 +369,7 @@ async fn an_expired_token_answered_with_401_pauses_uploads_with_the_servers_mess
 async fn face_aware_plugins_that_find_no_face_are_flagged_and_the_face_count_is_shown() {
     let sim = start_sim(fast_sim()).await;
     let ws = Workspace::new(&sim, "", "");
-    let config_text = std::fs::read_to_string(&ws.config).unwrap();
-    let tasks = r#"tasks = [ { Plugin = "Face Detection" }, { Plugin = "Eye Vessels", Alpha1 = 1, Layer = 1 } ]"#;
-    let start = config_text.find("tasks = [").unwrap();
-    let end = start + config_text[start..].find('\n').unwrap();
-    std::fs::write(&ws.config, format!("{}{tasks}{}", &config_text[..start], &config_text[end..])).unwrap();
+    ws.set_tasks(r#"[ { Plugin = "Face Detection" }, { Plugin = "Eye Vessels", Alpha1 = 1, Layer = 1 } ]"#);
     ws.drop_file("with-face.jpg", &photo(1));
     run_once(&ws).await;
     sim.update(|c| c.no_faces = true);

@@ -147,6 +147,14 @@ tasks = [ {{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}, {{ Plugin = "Dodge Burn"
         self.dir.path().join(rel)
     }
 
+    /// Replaces the watch's payload tasks with `tasks` (a TOML array).
+    pub fn set_tasks(&self, tasks: &str) {
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let start = config.find("tasks = [").unwrap();
+        let end = start + config[start..].find('\n').unwrap();
+        std::fs::write(&self.config, format!("{}tasks = {tasks}{}", &config[..start], &config[end..])).unwrap();
+    }
+
     /// Drops a file into the inbox.
     pub fn drop_file(&self, rel: &str, bytes: &[u8]) -> PathBuf {
         write(&self.path("inbox"), rel, bytes)
