@@ -363,7 +363,7 @@ fn batch_run(runtime: &tokio::runtime::Runtime, hook: bool) -> Vec<Row> {
     assert_eq!(stats.charged_starts, 60, "each job charged once");
     let first_upload = stats.timeline.values().map(|t| t.upload_started_us).min().unwrap_or(0);
     let last_completion = stats.timeline.values().map(|t| t.completed_us).max().unwrap_or(0);
-    let last_fetch = stats.timeline.values().filter_map(|t| t.first_get_file_us).max().unwrap_or(0);
+    let last_fetch = stats.timeline.values().filter_map(|t| t.first_served_us).max().unwrap_or(0);
     // A result can be fetched once the server has stored it (its store lag after completion).
     let stored_lag_us = SimConfig::default().store_lag_ms * 1000;
     let ideal = (last_completion + stored_lag_us).saturating_sub(first_upload) as f64 / 1e6;

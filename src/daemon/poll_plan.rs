@@ -8,7 +8,10 @@
 //!
 //! With neither (the first job of a kind, still queued), the waits grow with the job's age
 //! (half of it), so a long queue costs a few requests, not one per interval. Waits are never
-//! shorter than `poll_interval` (itself never below 2 s): learning only ever saves requests.
+//! shorter than `poll_interval` (itself never below 2 s), with one exception: when the job's own
+//! progress dates its end sooner, the request goes then (never within `ESTIMATE_FLOOR` of the
+//! previous one), and the wait after it is a full interval again, so a job is asked at most twice
+//! in any interval.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -57,6 +60,9 @@ const ALPHA: f64 = 0.3;
 const AFTER_FULL: f64 = 0.25;
 /// Ask this much after a learned duration (jobs of a class vary a little).
 const LATE: f64 = 1.02;
+/// The shortest wait, used only when the job's own progress dates its end sooner than one
+/// interval ahead (the API document calls polling every second too frequent).
+pub const ESTIMATE_FLOOR: Duration = Duration::from_millis(1500);
 
 impl PollPlan {
     /// How long the server usually takes for this class, if known (or estimated).
@@ -105,7 +111,11 @@ impl PollPlan {
                 self.estimated.lock().unwrap_or_else(|p| p.into_inner()).insert(class, estimate);
             }
             // Never more than doubling the job's age on an estimate: progress may not be linear.
-            estimate.min(elapsed * 2)
+            let target = estimate.min(elapsed * 2);
+            if !asked_twice_within(sightings, interval) {
+                return target.saturating_sub(elapsed).max(ESTIMATE_FLOOR);
+            }
+            target
         } else {
             match class.and_then(|c| self.expected(c)).map(|d| d.mul_f64(LATE)) {
                 Some(expected) if elapsed < expected => expected,
@@ -113,6 +123,14 @@ impl PollPlan {
             }
         };
         target.saturating_sub(elapsed).max(interval)
+    }
+}
+
+/// Whether the last two answers came less than `interval` apart (a short wait was just used).
+fn asked_twice_within(sightings: &[Sighting], interval: Duration) -> bool {
+    match sightings {
+        [.., before, last] => last.at.saturating_sub(before.at) < interval,
+        _ => false,
     }
 }
 
@@ -250,11 +268,19 @@ mod tests {
     }
 
     #[test]
-    fn waits_are_never_shorter_than_the_interval() {
+    fn waits_are_never_shorter_than_the_interval_unless_the_jobs_own_progress_dates_its_end() {
         let plan = PollPlan::default();
         plan.record(class(), secs(3.0));
+        // History alone never brings a request closer than the interval.
         assert_eq!(plan.next_wait(Some(class()), Duration::ZERO, &[], INTERVAL), INTERVAL);
-        assert_eq!(plan.next_wait(Some(class()), secs(2.0), &[active(2.0, 99.0)], INTERVAL), INTERVAL);
+        assert_eq!(plan.next_wait(Some(class()), secs(5.0), &[queued(5.0)], INTERVAL), INTERVAL);
+        // 80% at 4 s: full at 5 s, asked 1.25 s later, sooner than one interval.
+        assert_eq!(plan.next_wait(Some(class()), secs(4.0), &[active(4.0, 80.0)], INTERVAL), secs(2.25));
+        // 99% at 2 s with a 2 s interval: due at 2.5 s, asked no sooner than the estimate floor.
+        assert_eq!(plan.next_wait(Some(class()), secs(2.0), &[active(2.0, 99.0)], secs(2.0)), ESTIMATE_FLOOR);
+        // Not done at the dated end: the next wait is a full interval (at most two per interval).
+        let twice = [active(4.0, 80.0), active(6.25, 95.0)];
+        assert_eq!(plan.next_wait(Some(class()), secs(6.25), &twice, INTERVAL), INTERVAL);
     }
 
     #[test]

@@ -37,9 +37,15 @@ use crate::source::SourceCheck;
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// With the completion hook, polls come this many times further apart (the fallback).
 const HOOK_FALLBACK_FACTOR: u32 = 4;
-/// getFile may answer 404 for a moment after completion; this many tries, a poll floor apart,
-/// before asking whether the task still exists.
+/// getFile may answer 404 for a moment after completion; this many tries (see
+/// `not_stored_wait`) before asking whether the task still exists.
 const NOT_STORED_TRIES: u32 = 10;
+
+/// The wait before getFile's try `tries + 1` after a "not stored yet" 404: the result is
+/// usually there within a moment, so one second, then the poll floor.
+fn not_stored_wait(tries: u32) -> Duration {
+    if tries == 0 { Duration::from_secs(1) } else { POLL_FLOOR }
+}
 
 pub(super) struct Runner<'a> {
     ctx: &'a Ctx,
@@ -542,8 +548,8 @@ impl<'a> Runner<'a> {
             };
             match job::after_get_file(&err) {
                 Next::NotStoredYet if not_stored_yet < NOT_STORED_TRIES => {
+                    tokio::time::sleep(not_stored_wait(not_stored_yet)).await;
                     not_stored_yet += 1;
-                    tokio::time::sleep(POLL_FLOOR).await;
                 }
                 Next::NotStoredYet => {
                     // Still missing: does the server know the task at all?
@@ -906,4 +912,17 @@ where
     E: From<std::io::Error> + Send + 'static,
 {
     tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| Err(std::io::Error::other(e).into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_not_stored_yet_is_asked_for_again_soon_then_a_poll_floor_apart() {
+        let waits: Vec<_> = (0..5).map(not_stored_wait).collect();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(waits, [ms(1000), POLL_FLOOR, POLL_FLOOR, POLL_FLOOR, POLL_FLOOR]);
+        assert_eq!(not_stored_wait(u32::MAX), POLL_FLOOR);
+    }
 }
