@@ -831,7 +831,7 @@ impl Validator {
             self.problem("state.database", "names no host; write it like postgres://retouchd@db.lan/retouchd");
             return None;
         }
-        let node = raw.node.unwrap_or_else(crate::inbox::host_name);
+        let node = raw.node.unwrap_or_else(crate::vocab::host_name);
         if node.trim().is_empty() || node.len() > 100 {
             self.problem("cluster.node", "give this daemon a name of 1 to 100 characters, unique among the nodes");
             return None;
@@ -1382,7 +1382,7 @@ password = \"abc\"
         assert_eq!(c.database.get_password(), Some(&b"s3cret"[..]));
         assert_eq!(c.location, "postgres://rd:***@db.lan:5433/studio");
         assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
-        assert_eq!((c.node.as_str(), c.lease), (crate::inbox::host_name().as_str(), Duration::from_secs(30)));
+        assert_eq!((c.node.as_str(), c.lease), (crate::vocab::host_name().as_str(), Duration::from_secs(30)));
         // From a file, the credential or PGPASSWORD; PG* variables fill what the URL leaves out.
         std::fs::write(dir.path().join("dbpass"), "from-file\n").unwrap();
         let text = with("database = \"postgres://db.lan/studio\"\ndatabase_password_file = \"dbpass\"");

@@ -340,11 +340,7 @@ const RENDER_SUFFIX: &str = ".render";
 /// What a job's staged things are named after: `job-N` for its first claim, `job-N.gG` when
 /// node took it over under generation G (so no two nodes ever stage under one name).
 pub fn stage_stem(job: i64, generation: i64) -> String {
-    if generation <= crate::journal::FIRST_GENERATION {
-        format!("job-{job}")
-    } else {
-        format!("job-{job}.g{generation}")
-    }
+    if generation <= crate::vocab::FIRST_GENERATION { format!("job-{job}") } else { format!("job-{job}.g{generation}") }
 }
 
 /// The job a staged name belongs to (`job-N…`), if it is one.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::now_secs;
+use crate::vocab::{host_name, now_secs};
 
 /// The file retouchd leaves in each inbox it watches.
 pub const MARKER: &str = ".retouchd";
@@ -172,15 +172,6 @@ fn write_marker(inbox: &Path, owner: Option<&Owner>) -> std::io::Result<()> {
         text.push_str(&toml::to_string(owner).map_err(std::io::Error::other)?);
     }
     crate::beneath::Dir::root(inbox)?.write_replace(Path::new(MARKER), text.as_bytes())
-}
-
-/// This machine's name.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]

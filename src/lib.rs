@@ -1,6 +1,9 @@
 //! retouchd: a hot-folder daemon for the Retouch4me cloud retouching API.
 //!
 //! # Layout
+//! The modules stack in layers without import cycles (checked by `tests/it/architecture.rs`):
+//! [`vocab`] at the bottom imports nothing of ours; [`serve`] (the daemon with the dashboard
+//! beside it) and `main.rs` are on top.
 //! - [`daemon`]: [`daemon::run`] in five steps; its coordinator (queue, running jobs, one method
 //!   per event), admission of ready files, start-up recovery, the per-job runner, the pause gate,
 //!   group commit, metrics and the live status file.
@@ -19,8 +22,11 @@
 //! - [`api`]: the HTTP client, its classified error type, and the retry policy table beside it.
 //! - [`config`]: TOML validated into a ready [`config::Config`], every problem at once;
 //!   [`plugins`]: the plugin table and the payload check against it.
-//! - [`commands`]: `demo`, `process`, `render`, `status`, `retry`, `check`, `init`, the man page; [`exit`]: exit
-//!   codes; [`hooks`], [`systemd`] (sd_notify) and [`logging`] for operations.
+//! - [`commands`]: `demo`, `process`, `render`, `check`, `init`, the man page; [`report`]: the
+//!   status report (`status`, the dashboard's API); [`retry`]: failed files sent again; [`exit`]:
+//!   exit codes; [`hooks`], [`systemd`] (sd_notify) and [`logging`] for operations.
+//! - [`serve`]: the daemon with the dashboard ([`web`]) beside it; [`vocab`]: the clock, the host
+//!   name and the first claim's generation, shared by every layer.
 //! - [`render`]: the finished photo (and PSD) composited from the source and the server's
 //!   layers, with the source's metadata; the daemon's Rendering step and `retouchd render`.
 //! - [`sim`]: a faithful local simulator of the server, with fault-injection knobs.
@@ -57,11 +63,15 @@ pub mod logging;
 pub mod lossless;
 pub mod plugins;
 pub mod render;
+pub mod report;
 pub mod result_cache;
+pub mod retry;
+pub mod serve;
 pub mod share;
 pub mod sim;
 pub mod source;
 pub mod systemd;
 pub mod testkit;
+pub mod vocab;
 pub mod watch;
 pub mod web;

@@ -216,14 +216,9 @@ async fn run(arg: ConfigArg, once: bool, log_format: retouchd::logging::LogForma
             }
         }
     });
-    let options = RunOptions {
-        once,
-        reloads: Some(reloads),
-        reload_source: Some(reload_source),
-        config_file,
-        ..RunOptions::default()
-    };
-    let summary = daemon::run(config, options, shutdown).await?;
+    let options =
+        RunOptions { once, reloads: Some(reloads), reload_source: Some(reload_source), ..RunOptions::default() };
+    let summary = retouchd::serve::run(config, options, config_file, shutdown).await?;
     if once {
         return outcome(&summary);
     }
@@ -280,11 +275,11 @@ fn status(arg: ConfigArg, json: bool) -> Result<(), Failure> {
         return Ok(());
     }
     let journal = open_journal(&config)?;
-    let report = retouchd::commands::status::report(&journal, &config).map_err(|e| Failure::new(exit::JOURNAL, e))?;
+    let report = retouchd::report::report(&journal, &config).map_err(|e| Failure::new(exit::JOURNAL, e))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Failure::new(exit::FAILURE, e))?);
     } else {
-        print!("{}", retouchd::commands::status::render(&report));
+        print!("{}", retouchd::report::render(&report));
     }
     Ok(())
 }
@@ -317,7 +312,7 @@ fn migrate_journal(arg: ConfigArg, from: Option<PathBuf>) -> Result<(), Failure>
 }
 
 fn retry(arg: ConfigArg, job: Option<i64>, failed: bool, refused: bool) -> Result<(), Failure> {
-    use retouchd::commands::retry::{self, Retried, Which};
+    use retouchd::retry::{self, Retried, Which};
     let which = match (job, failed) {
         (Some(id), _) => Which::Job(id),
         (None, true) => Which::Failed { refused },

@@ -144,7 +144,7 @@ fn fill(url: &str, inbox: &Path, outbox: &Path, jobs: i64) {
     let (url, inbox, outbox) = (url.to_string(), inbox.display().to_string(), outbox.display().to_string());
     std::thread::spawn(move || {
         let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("bench database");
-        let now = retouchd::journal::now_ms();
+        let now = retouchd::vocab::now_ms();
         client
             .batch_execute(&format!(
                 "ALTER TABLE jobs DISABLE TRIGGER USER;

@@ -134,7 +134,7 @@ impl Rig {
         }
         drop(journal);
         let conn = rusqlite::Connection::open(self.path("state/journal.sqlite")).expect("journal file");
-        let now = retouchd::journal::now_ms();
+        let now = retouchd::vocab::now_ms();
         conn.execute(
             "UPDATE jobs SET created_at = ?1 - (?2 - id) * 60000 - 30000, updated_at = ?1 - (?2 - id) * 60000",
             [now, jobs as i64],

@@ -1,7 +1,8 @@
 //! The commands a person runs besides the daemon itself: [`demo`], [`process`] (one-shot runs),
-//! [`render`] (finished photos again, without the server),
-//! [`status`], [`retry`], [`check`], [`init`] (first setup) and the manual page ([`man`]). Each is a thin layer over the daemon, the journal and
-//! the API client; `main.rs` only parses arguments and maps their errors to exit codes.
+//! [`render`] (finished photos again, without the server), [`check`], [`init`] (first setup)
+//! and the manual page ([`man`]). Each is a thin layer over the daemon, the journal and the API
+//! client; `main.rs` only parses arguments and maps their errors to exit codes. `status` and
+//! `retry` are [`crate::report`] and [`crate::retry`], which the dashboard uses too.
 
 /// `println!` for the commands, through [`say_line`].
 macro_rules! say {
@@ -15,8 +16,6 @@ pub mod init;
 pub mod man;
 pub mod process;
 pub mod render;
-pub mod retry;
-pub mod status;
 
 /// Prints one line to standard output. A reader that went away (`retouchd process DIR | head`)
 /// does not stop the work, as `println!` would by panicking: the line is dropped.

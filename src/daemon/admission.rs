@@ -116,7 +116,7 @@ pub(super) async fn admit(ctx: &Ctx, item: Queued, again: bool) -> Result<Admiss
         Err(JournalError::Taken { .. }) => return Ok(Admission::Nothing),
         Err(e) => return Err(e),
     };
-    let now = crate::journal::now_ms();
+    let now = crate::vocab::now_ms();
     let record = JobRecord {
         id,
         source,
@@ -124,7 +124,7 @@ pub(super) async fn admit(ctx: &Ctx, item: Queued, again: bool) -> Result<Admiss
         created_at: now,
         updated_at: now,
         progress: None,
-        generation: crate::journal::FIRST_GENERATION,
+        generation: crate::vocab::FIRST_GENERATION,
     };
     ctx.announce(&record);
     Ok(Admission::Job(record, watch))

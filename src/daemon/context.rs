@@ -151,7 +151,7 @@ impl Ctx {
                             "uploads of this watch wait: a result could not be delivered (no credit is spent)");
                         warned = true;
                     }
-                    let retry_at = Some(crate::journal::now_secs() + FOLDER_RETRY.as_secs());
+                    let retry_at = Some(crate::vocab::now_secs() + FOLDER_RETRY.as_secs());
                     let why =
                         format!("held before upload: a result could not be delivered ({why}); no credit is spent");
                     self.job_waits(job, Some(JobWait { why, retry_at }));
@@ -254,7 +254,7 @@ impl Ctx {
                 state: job.state.name(),
                 progress: job.progress,
                 reason: job.state.reason().map(str::to_string),
-                waiting: self.job_wait(job.id).map(|w| w.describe(crate::journal::now_secs())),
+                waiting: self.job_wait(job.id).map(|w| w.describe(crate::vocab::now_secs())),
             });
         }
     }

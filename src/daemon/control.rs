@@ -14,10 +14,10 @@ use super::JobUpdate;
 use super::context::Ctx;
 use super::live_status::LiveStatus;
 pub use super::waiting::WaitingFile;
-use crate::commands::retry::{self, Retried, Which};
 use crate::config::Config;
 use crate::job::{JobState, StateName};
 use crate::journal::{JobId, JournalError};
+use crate::retry::{self, Retried, Which};
 
 /// Reads the configuration file again (the same loader SIGHUP uses).
 pub type ReloadSource = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
@@ -165,6 +165,6 @@ impl Handle {
 
     /// Why a job is held up now (a retry, a pause), in words.
     pub fn job_wait(&self, id: JobId) -> Option<String> {
-        self.ctx.job_wait(id).map(|w| w.describe(crate::journal::now_secs()))
+        self.ctx.job_wait(id).map(|w| w.describe(crate::vocab::now_secs()))
     }
 }

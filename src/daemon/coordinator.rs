@@ -412,7 +412,7 @@ impl Coordinator {
             name.as_ref().is_none_or(|n| inbox.join(rel).to_string_lossy().to_lowercase().contains(n))
         };
         let (mut total, mut files) = (0, Vec::new());
-        let (paused, now) = (self.ctx.gate.why_held(), crate::journal::now_secs());
+        let (paused, now) = (self.ctx.gate.why_held(), crate::vocab::now_secs());
         for (inbox, rel, stamp, place) in all {
             if !matches(inbox, rel) {
                 continue;
@@ -454,7 +454,7 @@ impl Coordinator {
             waiting_files: waiting.files,
             job_waits: self.ctx.all_job_waits(),
             pid: std::process::id(),
-            updated_at: (crate::journal::now_ms() / 1000).max(0) as u64,
+            updated_at: (crate::vocab::now_ms() / 1000).max(0) as u64,
             paused: paused.as_ref().map(|(r, _)| r.clone()),
             pause_detail: paused.map(|(_, m)| m).filter(|m| !m.is_empty()),
             uploading: self.ctx.metrics.uploading(),

@@ -1,10 +1,7 @@
-//! Counters for status lines, and the optional Prometheus endpoint (`[metrics] listen`, off by
-//! default, loopback unless told otherwise): jobs by state, submissions, retries by class, bytes
-//! up and down, job durations, pause state and remaining quota. The exposition format is the
-//! `prometheus-client` crate's (OpenMetrics text).
+//! Counters for status lines and the Prometheus endpoint (see `metrics_endpoint`): jobs by
+//! state, submissions, retries by class, bytes up and down, job durations, pause state and
+//! remaining quota, in a `prometheus-client` registry.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -13,11 +10,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
-use super::context::Ctx;
 use crate::api::PauseReason;
+use crate::job::StateName;
 
 /// Upper bounds (seconds) of the job duration histogram's buckets.
 const DURATION_BUCKETS: [f64; 10] = [5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0];
@@ -124,48 +120,27 @@ impl Metrics {
     pub(super) fn finished(&self, took: Duration) {
         self.durations.observe(took.as_secs_f64());
     }
-}
 
-/// The metrics in the OpenMetrics text format, with the journal's counts and the gate's state
-/// read now.
-pub(super) fn render(ctx: &Ctx) -> String {
-    let m = &ctx.metrics;
-    if let Ok(counts) = ctx.journal.counts() {
-        m.jobs.clear();
-        for (state, n) in counts {
-            m.jobs.get_or_create(&[("state", state.as_str())]).set(n as i64);
+    /// The metrics in the OpenMetrics text format, with the journal's job counts (when read)
+    /// and the pause reason given.
+    pub(super) fn encode(
+        &self,
+        counts: Option<std::collections::BTreeMap<StateName, u64>>,
+        paused: Option<PauseReason>,
+    ) -> String {
+        if let Some(counts) = counts {
+            self.jobs.clear();
+            for (state, n) in counts {
+                self.jobs.get_or_create(&[("state", state.as_str())]).set(n as i64);
+            }
         }
-    }
-    let paused = ctx.gate.paused().map(|(r, _)| r);
-    for reason in PauseReason::ALL {
-        m.paused.get_or_create(&[("reason", reason.as_str())]).set(i64::from(paused == Some(reason)));
-    }
-    let mut out = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {
-        error!(error = %e, "cannot encode the metrics");
-    }
-    out
-}
-
-/// Serves `GET /metrics` on `listen` until `stop`.
-pub(super) async fn serve(ctx: Arc<Ctx>, listen: SocketAddr, stop: CancellationToken) {
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            error!(%listen, error = %e, "cannot serve metrics; check [metrics] listen");
-            return;
+        for reason in PauseReason::ALL {
+            self.paused.get_or_create(&[("reason", reason.as_str())]).set(i64::from(paused == Some(reason)));
         }
-    };
-    info!(%listen, "serving Prometheus metrics at /metrics");
-    let app =
-        axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let ctx = ctx.clone();
-                async move {
-                    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], render(&ctx))
-                }
-            }),
-        );
-    let _ = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            error!(error = %e, "cannot encode the metrics");
+        }
+        out
+    }
 }

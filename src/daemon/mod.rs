@@ -6,7 +6,7 @@
 //!   job tasks share; `coordinator`: the queue, running jobs and one method per event;
 //!   `admission`: a ready file becomes a job; `runner`: one job's steps; `gate`: pauses
 //!   for account and setup problems; `poll_plan`: when to poll; `commits`: group commit of
-//!   journal writes; `metrics`: counters and the Prometheus endpoint; [`live_status`]: what
+//!   journal writes; `metrics`: counters; `metrics_endpoint`: the Prometheus endpoint; [`live_status`]: what
 //!   `retouchd status` reads of a running daemon; [`control`]: what the dashboard may ask and do.
 //!
 //! `run` takes its shutdown signal as a future, so tests and the demo run it in-process and stop
@@ -25,6 +25,7 @@ mod coordinator;
 mod gate;
 pub mod live_status;
 mod metrics;
+mod metrics_endpoint;
 mod poll_plan;
 mod recovery;
 mod runner;
@@ -114,9 +115,18 @@ pub struct RunOptions {
     pub again: bool,
     /// How to read the configuration again (the dashboard's Reload).
     pub reload_source: Option<control::ReloadSource>,
-    /// The config file (the dashboard shows it, secrets redacted).
-    pub config_file: Option<PathBuf>,
+    /// What to serve beside the daemon (the dashboard: see `crate::serve`); not with `files`.
+    pub front: Option<Front>,
 }
+
+/// Something served beside the daemon, started once its context exists and before any job
+/// runs: it gets a handle on the daemon and a token that stops it, and answers with its
+/// address (or why it cannot listen, which stops the start). The daemon knows nothing more of
+/// it, so the dashboard sits above the daemon and never the other way round.
+pub type Front = Box<dyn FnOnce(Handle, CancellationToken) -> FrontStart + Send>;
+
+/// A [`Front`] starting: its address once it listens.
+pub type FrontStart = std::pin::Pin<Box<dyn Future<Output = Result<String, DaemonError>> + Send>>;
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -150,20 +160,12 @@ pub async fn run(
     // 1. Recover: lock, journal, folders, inbox claims, staged leftovers, the server's limits.
     let recovered = recovery::recover(&config, &client, marks_inboxes).await?;
 
-    // 2. The context every job shares. The dashboard needs job news, and its listener opens
-    //    before any job runs (a port in use stops the start with a clear error).
-    let web = config.web.clone().filter(|_| marks_inboxes);
-    let web_listener = match &web {
-        Some(w) => Some(
-            tokio::net::TcpListener::bind(w.listen)
-                .await
-                .map_err(|error| DaemonError::Web { addr: w.listen, error })?,
-        ),
-        None => None,
-    };
+    // 2. The context every job shares. What runs beside the daemon (the dashboard) needs job
+    //    news, and starts before any job runs (a port in use stops the start with a clear error).
+    let front = options.front.take().filter(|_| marks_inboxes);
     let updates = match options.updates.take() {
         Some(tx) => Some(tx),
-        None => web.as_ref().map(|_| broadcast::channel(1024).0),
+        None => front.as_ref().map(|_| broadcast::channel(1024).0),
     };
     let health = Arc::new(cluster::Health::default());
     let commits = commits::Committer::start(Arc::clone(&recovered.journal), Arc::clone(&health));
@@ -171,23 +173,21 @@ pub async fn run(
     if recovered.journal.held()? {
         ctx.gate.hold(true);
     }
+    let cancel = CancellationToken::new();
+    let (requests_tx, mut requests) = mpsc::channel::<control::Request>(64);
+    if let Some(front) = front {
+        let handle = Handle::new(ctx.clone(), requests_tx.clone(), options.reload_source.take());
+        let address = front(handle, cancel.child_token()).await?;
+        let _ = ctx.dashboard.set(address);
+    }
 
     // 3. Resume unfinished jobs by their restart rules.
     let mut coordinator = Coordinator::new(ctx.clone(), options.once, options.again, recovered.claims);
     coordinator.resume(recovered.unfinished);
 
     // 4. Watch the inboxes, or take the given files.
-    let cancel = CancellationToken::new();
     if let Some(listen) = ctx.config().metrics_listen {
-        tokio::spawn(metrics::serve(ctx.clone(), listen, cancel.child_token()));
-    }
-    let (requests_tx, mut requests) = mpsc::channel::<control::Request>(64);
-    if let (Some(web), Some(listener)) = (web, web_listener) {
-        if let Ok(addr) = listener.local_addr() {
-            let _ = ctx.dashboard.set(format!("http://{addr}/"));
-        }
-        let handle = Handle::new(ctx.clone(), requests_tx.clone(), options.reload_source.take());
-        tokio::spawn(crate::web::serve(handle, web, options.config_file.take(), listener, cancel.child_token()));
+        tokio::spawn(metrics_endpoint::serve(ctx.clone(), listen, cancel.child_token()));
     }
     // A node of a shared journal keeps its leases and takes over the jobs of silent nodes.
     let (taken_tx, mut taken) = mpsc::channel::<Vec<crate::journal::JobRecord>>(4);

@@ -73,7 +73,7 @@ pub(super) struct Runner<'a> {
 
 impl<'a> Runner<'a> {
     pub(super) fn new(ctx: &'a Ctx, job: JobRecord, watch: Arc<WatchConfig>) -> Self {
-        let age_at_start = Duration::from_millis((crate::journal::now_ms() - job.created_at).max(0) as u64);
+        let age_at_start = Duration::from_millis((crate::vocab::now_ms() - job.created_at).max(0) as u64);
         let _running = ctx.running.enter(job.id);
         Runner {
             _running,
@@ -208,7 +208,7 @@ impl<'a> Runner<'a> {
         self.attempt += 1;
         warn!(job = self.job.id, file = %self.job.source.rel_path.display(), error = %err, retry_in = ?delay, "{what} failed; will retry");
         self.ctx.metrics.retry(if cap == LOCAL_CAP { "local" } else { what });
-        let retry_at = Some(crate::journal::now_secs() + delay.as_secs_f64().ceil() as u64);
+        let retry_at = Some(crate::vocab::now_secs() + delay.as_secs_f64().ceil() as u64);
         self.ctx.job_waits(&self.job, Some(JobWait { why: format!("{what} failed: {err}"), retry_at }));
         tokio::time::sleep(delay).await;
     }

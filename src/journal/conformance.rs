@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{JobId, JobQuery, Journal, Source, Step, Write, now_ms, timeline_of};
+use super::{JobId, JobQuery, Journal, Source, Step, Write, timeline_of};
 use crate::job::{JobState, StateName};
 use crate::source::Stamp;
+use crate::vocab::now_ms;
 
 /// Opens the journal under test (the same one each time).
 type Open<'a> = &'a dyn Fn() -> Journal;

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::job::{JobState, StateName};
 pub use crate::source::Source;
@@ -99,19 +98,6 @@ impl JournalError {
 }
 
 pub type Result<T> = std::result::Result<T, JournalError>;
-
-/// The generation of a job's first claim (see [`JobRecord::generation`]).
-pub const FIRST_GENERATION: i64 = 1;
-
-/// Now, in Unix milliseconds (the journal's timestamps).
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// The Unix time now, in seconds.
-pub fn now_secs() -> u64 {
-    (now_ms() / 1000).max(0) as u64
-}
 
 fn bytes(path: &Path) -> Vec<u8> {
     path.as_os_str().as_bytes().to_vec()

@@ -24,12 +24,13 @@ use postgres::{Client, NoTls, Row};
 
 use super::{
     Exported, JobId, JobQuery, JobRecord, JournalError, NodeInfo, Result, Source, Step, Store, Write, WriteOutcome,
-    bytes, delivered_outputs, first_with_output, like_pattern, now_ms, output_needle, parse_state, path_of, step_code,
+    bytes, delivered_outputs, first_with_output, like_pattern, output_needle, parse_state, path_of, step_code,
     stored_state, timeline_of,
 };
 use crate::config::ClusterConfig;
 use crate::job::{JobState, StateName};
 use crate::source::Stamp;
+use crate::vocab::now_ms;
 
 /// The schema steps, in order; step N brings the database to version N+1.
 const MIGRATIONS: &[&str] = &[SCHEMA_1];
@@ -161,7 +162,7 @@ impl Postgres {
         // Each node counts files in its own share; an import in one of its own.
         let shard = match role {
             Role::Node => cluster.node.clone(),
-            _ => format!("import-{}", crate::inbox::host_name()),
+            _ => format!("import-{}", crate::vocab::host_name()),
         };
         let writer = Connection::open(cluster.database.clone(), location.clone(), "writer", &shard);
         let reader = Connection::open(cluster.database.clone(), location.clone(), "reader", &shard);
@@ -210,7 +211,7 @@ impl Postgres {
 
     /// Registers this node (or renews its record after a restart).
     fn join(&self, node: String) -> Result<()> {
-        let (host, pid, lease_ms) = (crate::inbox::host_name(), i64::from(std::process::id()), self.lease_ms);
+        let (host, pid, lease_ms) = (crate::vocab::host_name(), i64::from(std::process::id()), self.lease_ms);
         let location = self.location.clone();
         self.writer.call(move |client| {
             let mut tx = client.transaction()?;
@@ -608,7 +609,7 @@ impl Store for Postgres {
     fn renew(&self, running: &[JobId]) -> Result<()> {
         let Some(node) = self.me() else { return Ok(()) };
         let (running, lease_ms) = (running.to_vec(), self.lease_ms);
-        let (host, pid) = (crate::inbox::host_name(), i64::from(std::process::id()));
+        let (host, pid) = (crate::vocab::host_name(), i64::from(std::process::id()));
         let sql = format!(
             "UPDATE jobs SET lease_until = retouchd_now_ms() + $3 WHERE id = ANY($1) AND owner = $2 AND {}",
             unfinished_sql()
@@ -929,7 +930,7 @@ mod tests {
         let err = Journal::for_cluster(&cluster_config(&url, "a", Duration::from_secs(30)), true).unwrap_err();
         assert!(err.to_string().contains("cluster.node"), "{err}");
         // Another live process of this host under the same name (pid 1 always lives).
-        let host = crate::inbox::host_name().replace('\'', "''");
+        let host = crate::vocab::host_name().replace('\'', "''");
         execute(&url, &format!("UPDATE nodes SET host = '{host}', pid = 1 WHERE name = 'a'")).unwrap();
         let err = Journal::for_cluster(&cluster_config(&url, "a", Duration::from_secs(30)), true).unwrap_err();
         assert!(err.to_string().contains("cluster.node"), "{err}");

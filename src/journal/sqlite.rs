@@ -11,11 +11,12 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
     Exported, JobId, JobQuery, JobRecord, JournalError, Result, Source, Step, Store, Write, WriteOutcome, bytes,
-    delivered_outputs, first_with_output, like_pattern, now_ms, output_needle, parse_state, path_of, step_code,
-    stored_state, timeline_of,
+    delivered_outputs, first_with_output, like_pattern, output_needle, parse_state, path_of, step_code, stored_state,
+    timeline_of,
 };
 use crate::job::{JobState, StateName};
 use crate::source::Stamp;
+use crate::vocab::now_ms;
 
 pub const FILE_NAME: &str = "journal.sqlite";
 /// 1: jobs. 2: `latest` marks each file's newest job, and `file_counts` (kept by triggers)
@@ -311,7 +312,7 @@ impl Sqlite {
                 created_at,
                 updated_at,
                 progress,
-                generation: super::FIRST_GENERATION,
+                generation: crate::vocab::FIRST_GENERATION,
             });
         }
         Ok(out)

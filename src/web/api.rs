@@ -16,9 +16,9 @@ use serde::Serialize;
 use super::App;
 use super::auth::Caller;
 use super::views::{self, PAGE, StateFilter};
-use crate::commands::retry::{Retried, Which};
 use crate::daemon::control::Refused;
 use crate::journal::JobId;
+use crate::retry::{Retried, Which};
 
 /// An error answer.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -98,8 +98,7 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
         Err(r) => return refused(r),
     };
     let config = app.handle.config();
-    let report =
-        app.reader.read(move |journal| crate::commands::status::report_with(journal, &config, Some(daemon))).await;
+    let report = app.reader.read(move |journal| crate::report::report_with(journal, &config, Some(daemon))).await;
     match report {
         Ok(report) => Json(report).into_response(),
         Err(r) => refused(r),
@@ -175,7 +174,7 @@ pub async fn retry(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respo
             Some(Retried::Moved { to, .. }) => {
                 done(format!("job #{id}: its file is back in the inbox as {}; it is sent again", to.display()))
             }
-            Some(Retried::Skipped { why: crate::commands::retry::Skip::NoSuchJob, .. }) => {
+            Some(Retried::Skipped { why: crate::retry::Skip::NoSuchJob, .. }) => {
                 error(StatusCode::NOT_FOUND, format!("there is no job #{id}"))
             }
             Some(Retried::Skipped { why, .. }) => {

@@ -272,7 +272,7 @@ pub fn queue(filter: StateFilter, name: &str, page: &JobPage, offset: usize, in_
                 "<div class=\"scroll\"><table id=\"waiting\"><thead><tr><th>File</th><th>Inbox</th><th>Changed</th>\
                  <th>Why it waits</th><th></th></tr></thead><tbody>",
             );
-            let now = crate::journal::now_secs();
+            let now = crate::vocab::now_secs();
             for f in &waiting.files {
                 let file = f.file.display().to_string();
                 // Only a file in the queue can be taken out of it.

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::commands::status::JobView;
 use crate::daemon::control::{Refused, WaitingPage};
 use crate::daemon::{Handle, LiveStatus, USER_PAUSE};
 use crate::job::{JobState, StateName};
 use crate::journal::{JobId, JobQuery, JobRecord, Journal, JournalError, Step};
+use crate::report::JobView;
 
 /// The dashboard's own read-only connection to the journal.
 #[derive(Clone)]
@@ -68,7 +68,7 @@ pub struct Overview {
     pub watches: Vec<WatchView>,
     pub delivered_last_hour: u64,
     /// The nodes of a shared journal (empty for a daemon on its own).
-    pub nodes: Vec<crate::commands::status::NodeView>,
+    pub nodes: Vec<crate::report::NodeView>,
 }
 
 /// A job in a list (the JSON API's and the pages' rows).
@@ -156,17 +156,17 @@ fn journal_error(e: impl std::fmt::Display) -> Refused {
 /// The overview, as of now.
 pub async fn overview(handle: &Handle, reader: &Reader) -> Result<Overview, Refused> {
     let daemon = handle.status().await?;
-    let hour_ago = crate::journal::now_ms() - 3_600_000;
+    let hour_ago = crate::vocab::now_ms() - 3_600_000;
     let config = handle.config();
     let for_nodes = Arc::clone(&config);
     let read = reader
         .read(move |journal| {
-            let now = crate::journal::now_ms();
+            let now = crate::vocab::now_ms();
             Ok((
                 journal.file_counts()?,
                 journal.file_counts_by_inbox()?,
                 journal.delivered_since(hour_ago)?,
-                crate::commands::status::node_views(journal, &for_nodes, now)?,
+                crate::report::node_views(journal, &for_nodes, now)?,
             ))
         })
         .await;
@@ -251,7 +251,7 @@ pub fn row(job: &JobRecord, now_ms: i64, cancellable: bool) -> JobRow {
         _ => false,
     };
     JobRow {
-        view: crate::commands::status::view(job, now_ms),
+        view: crate::report::view(job, now_ms),
         inbox: job.source.inbox.display().to_string(),
         name: job.source.rel_path.display().to_string(),
         created_at: job.created_at,
@@ -289,7 +289,7 @@ pub async fn jobs(
     let mut found = reader.read(move |journal| journal.page(&query)).await?;
     let more = found.len() > limit;
     found.truncate(limit);
-    let now = crate::journal::now_ms();
+    let now = crate::vocab::now_ms();
     let next_before = if more { found.last().map(|j| j.id) } else { None };
     let jobs = found.iter().map(|j| held_row(handle, j, now)).collect();
     Ok(JobPage { jobs, next_before, waiting: None })
@@ -332,7 +332,7 @@ pub async fn job(handle: &Handle, reader: &Reader, id: JobId) -> Result<Option<J
         })
         .await?;
     let Some((timeline, source, job)) = found else { return Ok(None) };
-    let now = crate::journal::now_ms();
+    let now = crate::vocab::now_ms();
     Ok(Some(JobDetail {
         before_thumbnail: source.map(|_| format!("/jobs/{id}/thumbnail/before")),
         after_thumbnail: finished_photo(&job.state).map(|_| format!("/jobs/{id}/thumbnail/after")),

@@ -142,7 +142,7 @@ async fn a_second_daemon_on_an_owned_inbox_is_refused_with_who_owns_it() {
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(5), "{err}");
     let state = ws.path("state").display().to_string();
-    for part in ["in use by another retouchd", &first.id().to_string(), &state, &retouchd::inbox::host_name()] {
+    for part in ["in use by another retouchd", &first.id().to_string(), &state, &retouchd::vocab::host_name()] {
         assert!(err.contains(part), "{part} missing: {err}");
     }
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
 use retouchd::config::{self, Environment};
-use retouchd::daemon::{self, DaemonError, LiveStatus, RunOptions, Summary};
+use retouchd::daemon::{DaemonError, LiveStatus, RunOptions, Summary};
+use retouchd::serve;
 use retouchd::sim::Simulator;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -45,10 +46,9 @@ impl Dash {
             reload_source: Some(std::sync::Arc::new(move || {
                 config::load(&path, &Environment::default()).map_err(|e| e.to_string())
             })),
-            config_file: Some(ws.config.clone()),
             ..RunOptions::default()
         };
-        let task = tokio::spawn(daemon::run(config, options, async {
+        let task = tokio::spawn(serve::run(config, options, Some(ws.config.clone()), async {
             let _ = stopped.await;
         }));
         let state = ws.path("state");
@@ -159,7 +159,7 @@ async fn without_a_password_only_local_names_get_in_and_posts_still_need_the_csr
     // `retouchd status` names the dashboard and the pause.
     let config = config::load(&dash.ws.config, &Environment::default()).unwrap();
     let journal = retouchd::journal::Journal::open_read_only(&config.state_dir).unwrap();
-    let text = retouchd::commands::status::render(&retouchd::commands::status::report(&journal, &config).unwrap());
+    let text = retouchd::report::render(&retouchd::report::report(&journal, &config).unwrap());
     assert!(text.contains(&format!("dashboard: {}/", dash.url)), "{text}");
     assert!(text.contains("PAUSED (user)") && text.contains("press Resume"), "{text}");
     dash.stop().await;
@@ -416,7 +416,7 @@ async fn a_port_in_use_stops_the_start_with_the_key_to_change() {
     let text = std::fs::read_to_string(&ws.config).unwrap();
     std::fs::write(&ws.config, format!("[web]\nlisten = \"127.0.0.1:{port}\"\n{text}")).unwrap();
     let config = config::load(&ws.config, &Environment::default()).unwrap();
-    let err = daemon::run(config, RunOptions::default(), std::future::pending()).await.unwrap_err();
+    let err = serve::run(config, RunOptions::default(), None, std::future::pending()).await.unwrap_err();
     assert!(err.to_string().contains(&format!("web.listen = 127.0.0.1:{port}")), "{err}");
 }
 

@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use retouchd::commands::status;
 use retouchd::config::{self, Config, Environment};
 use retouchd::daemon::{self, DaemonError, LiveStatus, RunOptions, Summary};
 use retouchd::deliver::{STAGING_DIR, Target};
 use retouchd::imagegen;
 use retouchd::job::{JobState, StateName};
 use retouchd::journal::{Journal, Source};
+use retouchd::report;
 use retouchd::sim::{Hostile, SimConfig};
 use retouchd::source::Stamp;
 use tokio::sync::{mpsc, oneshot};
@@ -237,7 +237,7 @@ async fn a_bad_token_pauses_uploads_until_it_works_and_status_says_so() {
     assert_eq!((live.paused.as_deref(), live.pause_detail.as_deref()), (Some("token"), Some("Token issue")));
     let config = load(&ws);
     let journal = Journal::open_read_only(&config.state_dir).unwrap();
-    let text = status::render(&status::report(&journal, &config).unwrap());
+    let text = report::render(&report::report(&journal, &config).unwrap());
     assert!(text.contains("PAUSED (token): Token issue — the server refused the token"), "{text}");
     assert!(!text.contains("journalctl"), "not under systemd: no journalctl hint: {text}");
     until("the token refused twice", || sim.stats().refused_starts >= 2, || format!("{:?}", sim.stats())).await;
@@ -268,8 +268,8 @@ async fn a_bad_token_pauses_uploads_until_it_works_and_status_says_so() {
 fn waiting_now(ws: &Workspace) -> Vec<(String, String, String)> {
     let config = load(ws);
     let Ok(journal) = Journal::open_read_only(&config.state_dir) else { return Vec::new() };
-    let Ok(report) = status::report(&journal, &config) else { return Vec::new() };
-    let kind = |w: &status::WaitingView| serde_json::to_value(&w.why).unwrap()["kind"].as_str().unwrap().to_string();
+    let Ok(report) = report::report(&journal, &config) else { return Vec::new() };
+    let kind = |w: &report::WaitingView| serde_json::to_value(&w.why).unwrap()["kind"].as_str().unwrap().to_string();
     let mut waiting: Vec<_> = report
         .waiting
         .iter()
@@ -306,7 +306,7 @@ async fn every_file_that_waits_is_listed_with_why_and_a_held_job_says_why() {
     assert!(waiting[0].2.contains("job #1 delivered it") && waiting[0].2.contains("--again"), "{waiting:?}");
     assert!(waiting[1].2.contains("fails in 2m") || waiting[1].2.contains("fails in 1m"), "{waiting:?}");
     let config = load(&ws);
-    let text = status::render(&status::report(&Journal::open_read_only(&config.state_dir).unwrap(), &config).unwrap());
+    let text = report::render(&report::report(&Journal::open_read_only(&config.state_dir).unwrap(), &config).unwrap());
     assert!(text.contains("waiting, not sent yet (3):"), "{text}");
     assert!(text.contains("empty.jpg — incomplete (still being copied, or truncated): it fails in"), "{text}");
     assert!(!text.contains(" in flight,"), "the header repeats no count its lists could contradict: {text}");
@@ -319,7 +319,7 @@ async fn every_file_that_waits_is_listed_with_why_and_a_held_job_says_why() {
         "b held by the pause and c queued behind it",
         || {
             let config = load(&ws);
-            let Ok(report) = Journal::open_read_only(&config.state_dir).and_then(|j| status::report(&j, &config))
+            let Ok(report) = Journal::open_read_only(&config.state_dir).and_then(|j| report::report(&j, &config))
             else {
                 return false;
             };
@@ -377,17 +377,17 @@ async fn face_aware_plugins_that_find_no_face_are_flagged_and_the_face_count_is_
     run_once(&ws).await;
     let config = load(&ws);
     let journal = Journal::open_read_only(&config.state_dir).unwrap();
-    let report = status::report(&journal, &config).unwrap();
+    let report = report::report(&journal, &config).unwrap();
     let flagged: Vec<&str> = report.recent_no_face.iter().map(|j| j.file.as_str()).collect();
     assert_eq!(flagged.len(), 1, "{flagged:?}");
     assert!(flagged[0].ends_with("landscape.jpg"), "{flagged:?}");
     assert_eq!(report.recent_no_face[0].faces, Some(0));
     let done = journal.recent_latest(StateName::Done, 10).unwrap();
     let with_face = done.iter().find(|j| j.source.rel_path == Path::new("with-face.jpg")).unwrap();
-    let view = status::view(with_face, 0);
+    let view = report::view(with_face, 0);
     assert_eq!((view.faces, view.no_face), (Some(1), false));
     assert_eq!(view.plugins_run, ["Eye Vessels"], "the plugins result.json says ran");
-    let text = status::render(&report);
+    let text = report::render(&report);
     assert!(text.contains("face-aware plugins found no face") && text.contains("landscape.jpg"), "{text}");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["recent_no_face"][0]["faces"], 0);
@@ -533,14 +533,14 @@ async fn status_shows_the_servers_progress_for_a_job_at_the_server() {
     let config = load(&ws);
     let progress = || {
         let journal = Journal::open_read_only(&config.state_dir).ok()?;
-        let report = status::report(&journal, &config).ok()?;
+        let report = report::report(&journal, &config).ok()?;
         report.in_flight.first().and_then(|j| j.progress.filter(|&p| p > 0.0)).map(|p| (p, report))
     };
     until("a progress figure in status", || progress().is_some(), || format!("{:?}", state_counts(&ws))).await;
     let (first, report) = progress().unwrap();
     let job = &report.in_flight[0];
     assert_eq!(job.state, StateName::Processing);
-    let text = status::render(&report);
+    let text = report::render(&report);
     assert!(text.contains(&format!("processing {first:.0}%")), "{text}");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["in_flight"][0]["progress"].as_f64(), Some(first), "{json}");

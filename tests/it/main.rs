@@ -2,6 +2,7 @@
 //! against a recording server, and the real `retouchd` binary end to end.
 
 mod api_client;
+mod architecture;
 mod bad_input;
 mod browser;
 mod cluster;

@@ -1,5 +1,5 @@
-//! `retouchd retry`: sends failed files again by moving them from failed/ back into their inbox
-//! (where the daemon picks them up as new jobs), removing the `.error.txt` beside them.
+//! Sending failed files again (`retouchd retry`, the dashboard's Retry): each is moved from failed/
+//! back into its inbox (where the daemon picks it up as a new job), its `.error.txt` removed.
 //!
 //! `--failed` takes every file whose newest job failed. Files refused before sending (not a
 //! photo, over the limits) are left unless `--refused` asks for them too, since the same file

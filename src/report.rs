@@ -1,4 +1,5 @@
-//! `retouchd status`: what the journal says, for people (a short report) and scripts (`--json`).
+//! The status report (`retouchd status`, the dashboard's API): what the journal says, for people
+//! (a short report) and scripts (`--json`).
 //! Reads the journal without writing, so it works while the daemon runs. Files are counted by
 //! their newest job, failures are shown where the file is now, and an inbox that cannot be
 //! read is reported rather than stopping the report.
@@ -118,12 +119,12 @@ pub fn report(journal: &Journal, config: &Config) -> Result<Report, JournalError
 
 /// The report with the running daemon's own view `daemon` (the dashboard asks it directly).
 pub fn report_with(journal: &Journal, config: &Config, daemon: Option<LiveStatus>) -> Result<Report, JournalError> {
-    let now = crate::journal::now_ms();
+    let now = crate::vocab::now_ms();
     let mut failures: Vec<JobRecord> = journal.recent_latest(StateName::Failed, 10)?;
     failures.extend(journal.recent_latest(StateName::Rejected, 10)?);
     failures.sort_by_key(|j| std::cmp::Reverse(j.updated_at));
     failures.truncate(10);
-    let now_secs = crate::journal::now_secs();
+    let now_secs = crate::vocab::now_secs();
     let job_waits = daemon.as_ref().map(|d| d.job_waits.clone()).unwrap_or_default();
     let in_flight = journal
         .unfinished()?
