@@ -8,11 +8,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// The Python that has psd-tools: `RETOUCHD_TEST_PYTHON` (CI sets it to its venv), else python3.
-fn python() -> String {
-    std::env::var("RETOUCHD_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 /// Runs tests/psd_check.py; panics with its output unless the PSD passes.
 fn check_psd(psd: &Path, flat: &Path, expected: serde_json::Value) {
     let spec = psd.with_extension("expected.json");
@@ -22,7 +17,7 @@ fn check_psd(psd: &Path, flat: &Path, expected: serde_json::Value) {
         .arg(script)
         .args([psd, flat, &spec])
         .output()
-        .expect("python3 runs (set RETOUCHD_TEST_PYTHON to a Python with psd-tools)");
+        .expect("python3 runs (tests/run makes a venv with psd-tools)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     println!("{text}");
     assert!(out.status.success(), "psd-tools does not accept {}:\n{text}", psd.display());
@@ -297,7 +292,7 @@ async fn glasses_patches_are_placed_by_their_matrix_as_an_independent_reference_
         .arg(ws.path("outbox/portrait/result.json"))
         .arg(ws.path("outbox/portrait.png"))
         .output()
-        .expect("python3 runs (set RETOUCHD_TEST_PYTHON to a Python with numpy and Pillow)");
+        .expect("python3 runs (tests/run makes a venv with numpy and Pillow)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     println!("{text}");
     assert!(out.status.success(), "the reference disagrees:\n{text}");

@@ -2,8 +2,8 @@
 //! tester from PyPI): generated requests for every operation, valid and invalid, with and
 //! without the password, and chained ones (a job id from one answer used in the next). Every
 //! answer must match its documented schema and status, and none may be a 500. The event
-//! stream (endless) is left out. Needs schemathesis next to `RETOUCHD_TEST_PYTHON`; CI
-//! installs it.
+//! stream (endless) is left out. Needs schemathesis in the test venv, which `tests/run`
+//! installs.
 
 use std::process::Command;
 use std::time::Duration;
@@ -12,11 +12,10 @@ use crate::dashboard::{PASSWORD, spawn_with_dashboard};
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs schemathesis (pip install schemathesis==4.32.5) beside RETOUCHD_TEST_PYTHON; CI installs it"]
+#[ignore = "needs schemathesis in the test venv: tests/run installs it"]
 async fn every_answer_of_the_running_daemon_matches_the_openapi_document() {
-    let python = std::env::var("RETOUCHD_TEST_PYTHON").expect("RETOUCHD_TEST_PYTHON names the venv's python");
-    let schemathesis = std::path::Path::new(&python).with_file_name("schemathesis");
-    assert!(schemathesis.exists(), "{} is missing: pip install schemathesis==4.32.5", schemathesis.display());
+    let schemathesis = std::path::Path::new(&python()).with_file_name("schemathesis");
+    assert!(schemathesis.exists(), "{} is missing: run tests/run, which installs it", schemathesis.display());
 
     let sim = start_sim(fast_sim()).await;
     let (ws, _daemon, url) = spawn_with_dashboard(&sim).await;

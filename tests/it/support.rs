@@ -305,3 +305,13 @@ pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
     v[20..24].copy_from_slice(&h.to_be_bytes());
     v
 }
+
+/// The Python with the test tools (psd-tools, numpy, schemathesis): `RETOUCHD_TEST_PYTHON`, else
+/// the venv `tests/run` makes under target/, else `python3`.
+pub fn python() -> String {
+    if let Ok(python) = std::env::var("RETOUCHD_TEST_PYTHON") {
+        return python;
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python");
+    if venv.exists() { venv.to_string_lossy().into_owned() } else { "python3".into() }
+}
