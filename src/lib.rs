@@ -71,6 +71,7 @@ pub mod share;
 pub mod sim;
 pub mod source;
 pub mod systemd;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod vocab;
 pub mod watch;

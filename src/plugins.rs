@@ -135,7 +135,7 @@ pub fn find(name: &str) -> Option<&'static Plugin> {
 /// Whether the plugin `name` works on faces (Face Detection, the eye, teeth, lifting and glasses
 /// plugins), compared without regard to case.
 pub fn is_face_aware(name: &str) -> bool {
-    PLUGINS.iter().any(|p| p.face_aware && p.name.eq_ignore_ascii_case(name))
+    PLUGINS.iter().any(|p| p.face_aware && crate::vocab::same_plugin(p.name, name))
 }
 
 /// The closest of `candidates` to `word`, when it is close enough to be a likely typo.
@@ -448,17 +448,17 @@ pub fn task_plugins(payload: &Value) -> Vec<(String, bool)> {
 /// `layers` it applies to (a payload's layer tasks, or a result's layer files). `flattened`:
 /// plugins the server flattens into the photo (Layer = 0), which no opacity reaches.
 pub fn opacity_name_problem(name: &str, layers: &[&str], flattened: &[&str]) -> Option<String> {
-    if layers.iter().any(|l| l.eq_ignore_ascii_case(name)) {
+    if layers.iter().any(|l| crate::vocab::same_plugin(l, name)) {
         return None;
     }
     let list = if layers.is_empty() { "none".to_string() } else { layers.join(", ") };
-    if flattened.iter().any(|l| l.eq_ignore_ascii_case(name)) {
+    if flattened.iter().any(|l| crate::vocab::same_plugin(l, name)) {
         return Some(format!(
             "\"{name}\" has Layer = 0: the server flattens it into the photo, so an opacity for it changes \
              nothing (the layers: {list}); give its task Layer = 1 to set its strength here"
         ));
     }
-    if let Some(plugin) = PLUGINS.iter().find(|p| p.name.eq_ignore_ascii_case(name)) {
+    if let Some(plugin) = PLUGINS.iter().find(|p| crate::vocab::same_plugin(p.name, name)) {
         return Some(format!(
             "\"{}\" is not among the layers ({list}), so an opacity for it changes nothing; add it to the \
              payload's tasks with Layer = 1, or remove this line",

@@ -1,5 +1,5 @@
 //! Words every layer shares and nothing of ours below them: the clock, the host's name, the
-//! generation of a job's first claim. This module imports nothing from the crate, so anything
+//! generation of a job's first claim, when two plugin names are the same. This module imports nothing from the crate, so anything
 //! may use it without tying the layers into a cycle.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,6 +7,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The generation of a job's first claim (see [`crate::journal::JobRecord::generation`]); a node
 /// that takes a job over claims it under the next one.
 pub const FIRST_GENERATION: i64 = 1;
+
+/// Whether two plugin names (from the config, a flag, a layer file, result.json or the plugin
+/// table) name the same plugin: without regard to ASCII case, as the server's spelling varies.
+pub fn same_plugin(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
 
 /// Now, in Unix milliseconds (the journal's timestamps).
 pub fn now_ms() -> i64 {

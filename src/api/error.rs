@@ -32,14 +32,6 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// Whether sending the same request again later can succeed.
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::Server | ErrorKind::Transport | ErrorKind::Protocol | ErrorKind::RateLimited | ErrorKind::Local
-        )
-    }
-
     /// A short stable name, for logs, metrics and the journal.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -119,10 +111,6 @@ impl ApiError {
     /// A local file problem while serving `route`.
     pub(crate) fn local(route: &'static str, what: String, err: &std::io::Error) -> Self {
         ApiError { os_error: err.raw_os_error(), ..ApiError::new(ErrorKind::Local, route, format!("{what}: {err}")) }
-    }
-
-    pub fn is_retryable(&self) -> bool {
-        self.kind.is_retryable()
     }
 
     pub(crate) fn transport(route: &'static str, err: &reqwest::Error) -> Self {
@@ -228,36 +216,6 @@ mod tests {
         assert_eq!(ErrorKind::classify(200, None, None), None);
         assert_eq!(ErrorKind::classify(200, Some(200), None), None);
         assert_eq!(ErrorKind::classify(500, Some(200), None), Some(ErrorKind::Server));
-    }
-
-    #[test]
-    fn only_server_transport_protocol_local_and_rate_limits_are_retryable() {
-        let retryable: Vec<_> = [
-            ErrorKind::BadToken,
-            ErrorKind::QuotaReached,
-            ErrorKind::InvalidTask,
-            ErrorKind::NoFile,
-            ErrorKind::RateLimited,
-            ErrorKind::Client,
-            ErrorKind::NotFound,
-            ErrorKind::Server,
-            ErrorKind::Transport,
-            ErrorKind::Protocol,
-            ErrorKind::Local,
-        ]
-        .into_iter()
-        .filter(|k| k.is_retryable())
-        .collect();
-        assert_eq!(
-            retryable,
-            vec![
-                ErrorKind::RateLimited,
-                ErrorKind::Server,
-                ErrorKind::Transport,
-                ErrorKind::Protocol,
-                ErrorKind::Local
-            ]
-        );
     }
 
     #[test]

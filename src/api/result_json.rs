@@ -86,7 +86,7 @@ impl ResultJson {
     /// How many faces were found: Face Detection's count when it ran, else the most any plugin
     /// (or the top level) reports.
     pub fn face_count(&self) -> u32 {
-        let detection = self.plugins.iter().find(|p| p.name.eq_ignore_ascii_case("Face Detection"));
+        let detection = self.plugins.iter().find(|p| crate::vocab::same_plugin(&p.name, "Face Detection"));
         let count = match detection {
             Some(d) => d.faces.len(),
             None => self.plugins.iter().map(|p| p.faces.len()).chain([self.faces.len()]).max().unwrap_or(0),
@@ -96,7 +96,7 @@ impl ResultJson {
 
     /// The faces `plugin` placed patches for (with their matrices).
     pub fn faces_of(&self, plugin: &str) -> Vec<&Face> {
-        self.plugins.iter().filter(|p| p.name.eq_ignore_ascii_case(plugin)).flat_map(|p| &p.faces).collect()
+        self.plugins.iter().filter(|p| crate::vocab::same_plugin(&p.name, plugin)).flat_map(|p| &p.faces).collect()
     }
 
     /// What to show of it, given which plugins are face-aware.

@@ -77,8 +77,7 @@ fn render_one(
         if let Some(why) = crate::plugins::opacity_name_problem(plugin, &layer_names, &[]) {
             return Err(format!("--opacity {plugin}={value}: {why}"));
         }
-        settings.opacity.retain(|name, _| !name.eq_ignore_ascii_case(plugin));
-        settings.opacity.insert(plugin.clone(), *value);
+        settings.set_opacity(plugin, *value);
     }
     if !settings.renders() {
         return Err("nothing to make: flat = \"none\" and no --psd".into());

@@ -62,7 +62,7 @@ impl Health {
 
 /// The pause before attempt `attempt` (from 0) to reach the database again.
 pub fn backoff(attempt: u32) -> Duration {
-    (Duration::from_millis(250) * 2u32.saturating_pow(attempt.min(8))).min(MAX_BACKOFF)
+    crate::api::policy::doubling(Duration::from_millis(250), attempt, MAX_BACKOFF)
 }
 
 /// Calls `f` (a blocking journal call) on a blocking thread until the database answers: a

@@ -178,12 +178,13 @@ impl<'a> Runner<'a> {
         retry_after: Option<Duration>,
         cap: Duration,
     ) -> Option<String> {
-        let max_age = self.ctx.config().server.max_job_age;
-        if self.age() > max_age {
-            return Some(format!(
-                "gave up after {} of retrying; last problem while {what}: {err}",
-                humantime::format_duration(Duration::from_secs(max_age.as_secs()))
-            ));
+        let given_up = job::given_up(
+            self.age(),
+            self.ctx.config().server.max_job_age,
+            format_args!("last problem while {what}: {err}"),
+        );
+        if given_up.is_some() {
+            return given_up;
         }
         self.wait_to_retry(what, err, retry_after, cap).await;
         None
@@ -477,15 +478,12 @@ impl<'a> Runner<'a> {
                     if let Some(p) = progress {
                         self.record_progress(p);
                     }
+                    let state = answer.map(|s| s.state.as_str().to_string()).unwrap_or_default();
                     let max_age = self.ctx.config().server.max_job_age;
-                    if self.age() > max_age {
-                        let state = answer.map(|s| s.state.as_str().to_string()).unwrap_or_default();
-                        return Event::Fail {
-                            reason: format!(
-                                "the server did not finish within server.max_job_age ({}); last state `{state}`",
-                                humantime::format_duration(max_age),
-                            ),
-                        };
+                    if let Some(reason) =
+                        job::given_up(self.age(), max_age, format_args!("the server's last state: `{state}`"))
+                    {
+                        return Event::Fail { reason };
                     }
                 }
                 Next::Expired => return self.expired(task_id),

@@ -36,6 +36,20 @@ fn after_error(route: Route, e: &ApiError, fail: impl FnOnce(&ApiError) -> Strin
     }
 }
 
+/// Whether a job of `age` has outlived `server.max_job_age`: then the reason it fails with,
+/// `last` saying what went wrong last (a retried error, or the server's last state). The one
+/// rule for giving up by age, whether the job was retrying a step or waiting for the server.
+pub fn given_up(
+    age: std::time::Duration,
+    max_age: std::time::Duration,
+    last: std::fmt::Arguments<'_>,
+) -> Option<String> {
+    (age > max_age).then(|| {
+        let max_age = std::time::Duration::from_secs(max_age.as_secs());
+        format!("gave up: the job is older than server.max_job_age ({}); {last}", humantime::format_duration(max_age))
+    })
+}
+
 /// After `start` on `host`.
 pub fn after_start(answer: Result<&Started, &ApiError>, host: &str) -> Next {
     match answer {
@@ -113,6 +127,18 @@ mod tests {
 
     fn fails(next: &Next, words: &str) -> bool {
         matches!(next, Next::Advance(Event::Fail { reason }) if reason.contains(words))
+    }
+
+    #[test]
+    fn a_job_older_than_max_job_age_gives_up_with_what_went_wrong_last() {
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(given_up(hour, hour, format_args!("x")), None, "at the limit it goes on");
+        let reason =
+            given_up(hour * 2, hour + std::time::Duration::from_millis(400), format_args!("last problem: timeout"));
+        assert_eq!(
+            reason.as_deref(),
+            Some("gave up: the job is older than server.max_job_age (1h); last problem: timeout")
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@
 
 mod decide;
 
-pub use decide::{Next, after_get_file, after_start, after_status, expired};
+pub use decide::{Next, after_get_file, after_start, after_status, expired, given_up};
 
 use std::path::PathBuf;
 

@@ -155,14 +155,6 @@ fn soft_light(cb: f32, cs: f32) -> f32 {
     }
 }
 
-/// One layer pixel over an opaque backdrop pixel: `alpha` is the layer pixel's alpha times the
-/// layer's opacity, in 0..=1.
-pub fn composite_pixel(mode: BlendMode, backdrop: [f32; 3], layer: [f32; 3], alpha: f32) -> [f32; 3] {
-    let mut out = backdrop;
-    over(&mut out, &layer, alpha, |cb, cs| mode.blend(cb, cs));
-    out
-}
-
 /// `co = (1 - αs)·cb + αs·B(cb, cs)` for one pixel, in place (the module's formula).
 #[inline(always)]
 fn over(backdrop: &mut [f32], layer: &[f32], alpha: f32, blend: impl Fn(f32, f32) -> f32) {
@@ -218,6 +210,14 @@ fn apply_row(backdrop: &mut [f32], layer: &[f32], opacity: f32, blend: impl Fn(f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One layer pixel over an opaque backdrop pixel: `alpha` is the layer pixel's alpha times the
+    /// layer's opacity, in 0..=1.
+    fn composite_pixel(mode: BlendMode, backdrop: [f32; 3], layer: [f32; 3], alpha: f32) -> [f32; 3] {
+        let mut out = backdrop;
+        over(&mut out, &layer, alpha, |cb, cs| mode.blend(cb, cs));
+        out
+    }
 
     const EPS: f32 = 1e-6;
 

@@ -89,7 +89,13 @@ impl OutputSettings {
 
     /// The opacity for a plugin's layer (names matched without regard to case).
     pub fn opacity_for(&self, plugin: &str) -> f32 {
-        self.opacity.iter().find(|(name, _)| name.eq_ignore_ascii_case(plugin)).map_or(1.0, |(_, &o)| o)
+        self.opacity.iter().find(|(name, _)| crate::vocab::same_plugin(name, plugin)).map_or(1.0, |(_, &o)| o)
+    }
+
+    /// Sets a plugin's opacity, replacing one given before under any spelling of its name.
+    pub fn set_opacity(&mut self, plugin: &str, value: f32) {
+        self.opacity.retain(|name, _| !crate::vocab::same_plugin(name, plugin));
+        self.opacity.insert(plugin.to_string(), value);
     }
 }
 
@@ -278,7 +284,7 @@ fn place_patches(
     stack: Vec<(layers::LayerName, PathBuf)>,
     photo: &Photo,
 ) -> Result<Vec<(layers::LayerName, PathBuf)>, Failure> {
-    let is_glasses = |name: &layers::LayerName| name.plugin.eq_ignore_ascii_case(patches::GLASSES);
+    let is_glasses = |name: &layers::LayerName| crate::vocab::same_plugin(&name.plugin, patches::GLASSES);
     if !stack.iter().any(|(name, _)| is_glasses(name)) {
         return Ok(stack);
     }

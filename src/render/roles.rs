@@ -18,9 +18,9 @@ pub enum Role {
 
 /// The role of the layer `plugin` made (names compared without regard to case).
 pub fn role_of(plugin: &str) -> Role {
-    if plugin.eq_ignore_ascii_case("Skin Mask") {
+    if crate::vocab::same_plugin(plugin, "Skin Mask") {
         Role::HelperMask
-    } else if plugin.eq_ignore_ascii_case("Face Lifting") {
+    } else if crate::vocab::same_plugin(plugin, "Face Lifting") {
         Role::Flow
     } else {
         Role::Pixels

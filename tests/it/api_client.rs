@@ -50,7 +50,7 @@ async fn start_with_an_empty_file_is_no_file_uploaded() {
     let err = client_for(&sim, TOKEN).start(&empty, "empty.jpg", LAYERED, "k").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::NoFile, "{err}");
     assert_eq!(err.status, Some(400));
-    assert!(!err.is_retryable());
+    assert!(!retried(&err));
 }
 
 #[tokio::test]
@@ -60,7 +60,7 @@ async fn start_with_a_wrong_token_is_a_token_issue() {
     let photo = write(dir.path(), "photo.jpg", &jpeg());
     let err = client_for(&sim, "wrong").start(&photo, "photo.jpg", LAYERED, "k").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::BadToken, "{err}");
-    assert!(!err.is_retryable());
+    assert!(!retried(&err));
     assert_eq!(sim.stats().charged_starts, 0);
 }
 
@@ -304,7 +304,7 @@ async fn unknown_task_ids_answer_404_on_status_and_get_file() {
     let client = client_for(&sim, TOKEN);
     let err = client.status("s0me-very-l0ng-1d").await.unwrap_err();
     assert_eq!((err.kind, err.status), (ErrorKind::NotFound, Some(404)));
-    assert!(!err.is_retryable());
+    assert!(!retried(&err));
     let err =
         client.get_file("s0me-very-l0ng-1d", &retouchd::beneath::Dir::root(dir.path()).unwrap()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotFound);
@@ -371,7 +371,7 @@ async fn injected_5xx_answers_are_retryable_server_errors_with_retry_after() {
     let sim = start_sim(SimConfig { status_error_rate: 1.0, retry_after_secs: Some(7), ..fast_sim() }).await;
     let err = client_for(&sim, TOKEN).status("any").await.unwrap_err();
     assert_eq!((err.kind, err.status), (ErrorKind::Server, Some(500)));
-    assert!(err.is_retryable());
+    assert!(retried(&err));
     assert_eq!(err.retry_after, Some(Duration::from_secs(7)));
 }
 
@@ -399,7 +399,7 @@ async fn a_dropped_start_is_a_transport_error_and_resending_the_key_is_free() {
     let photo = write(dir.path(), "photo.jpg", &jpeg());
     let client = client_for(&sim, TOKEN);
     let err = client.start(&photo, "photo.jpg", LAYERED, "k").await.unwrap_err();
-    assert!(err.is_retryable(), "{err}");
+    assert!(retried(&err), "{err}");
     assert!(matches!(err.kind, ErrorKind::Transport | ErrorKind::Protocol), "{err}");
     sim.update(|c| c.drop_rate = 0.0);
     let started = client.start(&photo, "photo.jpg", LAYERED, "k").await.unwrap();

@@ -315,3 +315,9 @@ pub fn python() -> String {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python");
     if venv.exists() { venv.to_string_lossy().into_owned() } else { "python3".into() }
 }
+
+/// Whether the retry table sends `err`'s request again (as an upload's would be).
+pub fn retried(err: &retouchd::api::ApiError) -> bool {
+    use retouchd::api::{Action, Route, policy};
+    policy::action(Route::Start, err.kind) == Action::Retry
+}

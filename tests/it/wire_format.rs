@@ -166,7 +166,7 @@ async fn a_download_shorter_than_its_content_length_fails_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let err =
         client(&base, TOKEN).get_file("short", &retouchd::beneath::Dir::root(dir.path()).unwrap()).await.unwrap_err();
-    assert!(err.is_retryable(), "{err}");
+    assert!(retried(&err), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
