@@ -113,3 +113,13 @@ pub async fn run(config: &Config) -> Result<(), CheckError> {
     }
     Ok(())
 }
+/// `retouchd check` from the command line, each problem with its exit code.
+pub async fn cli(config_file: Option<std::path::PathBuf>) -> Result<(), super::Failure> {
+    let config = super::load_config(config_file.as_deref())?;
+    run(&config).await.map_err(|e| match e {
+        CheckError::Client(e) => super::Failure::new(crate::exit::CONFIG, e),
+        CheckError::Server(message) => super::Failure::new(crate::exit::SERVER, message),
+        CheckError::Database(message) => super::Failure::new(crate::exit::JOURNAL, message),
+        CheckError::Folders(message) => super::Failure::new(crate::exit::CONFIG, message),
+    })
+}

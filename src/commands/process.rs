@@ -246,3 +246,21 @@ fn describe_before(before: &Before) -> String {
         other => format!("refused before (job #{}): {}", before.job, other.reason().unwrap_or("")),
     }
 }
+/// `process` uses the daemon's journal, so it cannot run beside a daemon of the same state
+/// folder: say so plainly, with the code for a held state folder.
+pub fn failure(e: anyhow::Error) -> super::Failure {
+    use crate::daemon::DaemonError;
+    match e.downcast::<DaemonError>() {
+        Ok(DaemonError::Lock(crate::lock::LockError::Held { pid, .. })) => super::Failure::new(
+            crate::exit::LOCKED,
+            format!(
+                "the daemon{} is running with this state folder, and `retouchd process` uses the same journal, \
+                 so it cannot run beside it. Drop the files into one of its inboxes instead, or stop it \
+                 first (`systemctl stop retouchd`)",
+                pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            ),
+        ),
+        Ok(other) => super::Failure::from(other),
+        Err(e) => super::Failure::from(e),
+    }
+}

@@ -156,6 +156,47 @@ fn find_source(
     })
 }
 
+/// `retouchd render` from the command line: prints each folder's outputs, and fails when one
+/// could not be rendered.
+pub fn cli(
+    config_file: Option<std::path::PathBuf>,
+    opacity: Vec<(String, f32)>,
+    flat: Option<FlatFormat>,
+    psd: bool,
+    out: Option<std::path::PathBuf>,
+    source: Option<std::path::PathBuf>,
+    paths: Vec<std::path::PathBuf>,
+) -> Result<(), super::Failure> {
+    // The config tells the journal and the watch's settings; with --source it may be absent.
+    let config = match (super::load_config_for(config_file.as_deref(), crate::config::Purpose::Inspect), &source) {
+        (Ok(config), _) => Some(config),
+        (Err(_), Some(_)) => None,
+        (Err(e), None) => return Err(e),
+    };
+    let request =
+        Request { paths: &paths, source: source.as_deref(), opacity: &opacity, flat, psd, out: out.as_deref() };
+    let mut failed = 0;
+    for done in run(config.as_ref(), &request) {
+        match done.outcome {
+            Ok(outputs) => {
+                let list: Vec<String> = outputs.iter().map(|p| p.display().to_string()).collect();
+                println!("{}: wrote {}", done.folder.display(), list.join(", "));
+            }
+            Err(why) => {
+                failed += 1;
+                eprintln!("{}: {why}", done.folder.display());
+            }
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        n => Err(super::Failure::new(
+            crate::exit::FAILURE,
+            format!("{n} of {} folder(s) could not be rendered", paths.len()),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
