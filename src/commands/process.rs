@@ -17,7 +17,6 @@ use tokio::sync::broadcast;
 
 use crate::config::{Config, OnSuccess, WatchConfig, WatchMode};
 use crate::daemon::{self, Before, JobUpdate, RunOptions, Summary};
-use crate::deliver::STAGING_DIR;
 use crate::ignore::IgnoreRules;
 use crate::job::{JobState, StateName};
 use crate::logging::printable;
@@ -211,7 +210,7 @@ pub async fn run(base: Config, request: Request<'_>) -> anyhow::Result<Summary> 
     if request.again {
         say!("--again: files retouched before are sent again; each costs a new credit");
     }
-    let staging_dirs: Vec<PathBuf> = config.watches.iter().map(|w| w.outbox.join(STAGING_DIR)).collect();
+    let staging_dirs: Vec<PathBuf> = config.watches.iter().map(|w| crate::deliver::staging_path(&w.outbox)).collect();
     let (tx, rx) = broadcast::channel(1024);
     let progress = tokio::spawn(show_progress(rx, files.len()));
     let options =

@@ -97,14 +97,8 @@ fn render_one(
         Failure::Bad(reason) => reason,
         Failure::Io(e) => format!("cannot write into {}: {e}", out_dir.display()),
     })?;
-    // Named by the watch's name template, as the daemon names them.
-    let (source_stem, source_ext) = deliver::split_os_name(source.file_name().unwrap_or_default());
-    let stem = settings.name.apply(&render::NameParts {
-        stem: source_stem,
-        ext: source_ext.unwrap_or_default(),
-        watch: &watch,
-        now: std::time::SystemTime::now(),
-    });
+    // Named by the watch's name template, as the daemon's layout names them.
+    let stem = deliver::output_name(&settings.name, source.file_name().unwrap_or_default(), &watch);
     made.iter()
         .map(|m| {
             deliver::place(&m.path, &out_dir, &stem, Some(m.ext)).map_err(|e| format!("cannot place the output: {e}"))

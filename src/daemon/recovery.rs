@@ -100,7 +100,7 @@ fn clean_staging(config: &Config, unfinished: &[JobRecord], shared: bool) {
         unfinished.iter().flat_map(|j| j.state.staged_paths()).flat_map(|p| [Some(p), p.parent()]).flatten().collect();
     let unfinished_ids: HashSet<i64> = unfinished.iter().map(|j| j.id).collect();
     for w in &config.watches {
-        let staging_path = w.outbox.join(STAGING_DIR);
+        let staging_path = deliver::staging_path(&w.outbox);
         // Beneath the outbox's handle: a staging folder swapped for a link is not emptied.
         let Ok(staging) = Dir::root(&w.outbox).and_then(|outbox| outbox.dir(Path::new(STAGING_DIR))) else {
             continue;

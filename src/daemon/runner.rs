@@ -25,7 +25,7 @@ use crate::api::policy::{LOCAL_CAP, NETWORK_CAP, backoff};
 use crate::api::{ErrorKind, PauseReason};
 use crate::beneath::Dir;
 use crate::config::{OnSuccess, POLL_FLOOR, WatchConfig};
-use crate::deliver::{self, DeliverError, Placement, STAGING_DIR, Target};
+use crate::deliver::{self, DeliverError, Layout, Placement, Target};
 use crate::formats::FileKind;
 use crate::job::{self, Event, JobState, Next, Resume};
 use crate::journal::{JobRecord, JournalError};
@@ -51,6 +51,8 @@ pub(super) struct Runner<'a> {
     ctx: &'a Ctx,
     job: JobRecord,
     watch: Arc<WatchConfig>,
+    /// The job's names and places in its outbox.
+    layout: Layout,
     /// Retries of the current step so far.
     attempt: u32,
     /// When this process uploaded the job (not known for jobs resumed after a restart).
@@ -75,11 +77,15 @@ impl<'a> Runner<'a> {
     pub(super) fn new(ctx: &'a Ctx, job: JobRecord, watch: Arc<WatchConfig>) -> Self {
         let age_at_start = Duration::from_millis((crate::vocab::now_ms() - job.created_at).max(0) as u64);
         let _running = ctx.running.enter(job.id);
+        let watch_name = watch.inbox.file_name().unwrap_or_default();
+        let layout =
+            Layout::new(&watch.outbox, &job.source.rel_path, job.id, job.generation, watch_name, &watch.output.name);
         Runner {
             _running,
             ctx,
             job,
             watch,
+            layout,
             attempt: 0,
             submitted_at: None,
             last_failure: None,
@@ -152,11 +158,6 @@ impl<'a> Runner<'a> {
             Resume::SettleFailed { reason } => self.settle_failed(&reason).await,
             Resume::Nothing => unreachable!("run returns before a job with nothing to do"),
         })
-    }
-
-    /// What this runner's staged things are named after (unique to the job's claim).
-    fn stage_stem(&self) -> String {
-        deliver::stage_stem(self.job.id, self.job.generation)
     }
 
     /// Fencing before publishing: in a shared journal, only while this node still holds the job
@@ -265,15 +266,14 @@ impl<'a> Runner<'a> {
         }
         let (source, marked, payload) = (self.job.source.clone(), self.ctx.marks_inboxes, self.watch.payload.clone());
         let cache = self.ctx.results.clone();
-        let (outbox, rel, stem) = (self.watch.outbox.clone(), self.job.source.rel_path.clone(), self.stage_stem());
+        let layout = self.layout.clone();
         let found = tokio::task::spawn_blocking(move || {
             let file = source.open_same(marked).ok()?;
             let key = crate::result_cache::ResultCache::key(&file, &payload).ok()?;
             let Some(cached) = cache.lookup(&key) else { return Some((key, None)) };
-            let staging = deliver::open_staging(&outbox).ok()?;
-            let target = Target::for_result(&outbox, &rel, cached.kind());
-            let name =
-                PathBuf::from(format!("{stem}{}", target.ext.as_deref().map(|e| format!(".{e}")).unwrap_or_default()));
+            let staging = layout.open_staging().ok()?;
+            let target = layout.result_target(cached.kind());
+            let name = layout.staged_result_name(&target);
             cache.restore(&cached, &staging, &name).ok()?;
             let target = target.placing(&staging, &name);
             Some((key, Some((cached.job, staging.path().join(name), target))))
@@ -512,14 +512,11 @@ impl<'a> Runner<'a> {
         let client = self.ctx.client_for_host(host);
         let mut not_stored_yet = 0;
         loop {
-            let outbox = self.watch.outbox.clone();
-            let staging = match on_blocking_thread(move || deliver::open_staging(&outbox)).await {
+            let layout = self.layout.clone();
+            let staging = match on_blocking_thread(move || layout.open_staging()).await {
                 Ok(staging) => staging,
                 Err(e) => {
-                    let e = std::io::Error::new(
-                        e.kind(),
-                        format!("{}: {e}", self.watch.outbox.join(STAGING_DIR).display()),
-                    );
+                    let e = std::io::Error::new(e.kind(), format!("{}: {e}", self.layout.staging_path().display()));
                     if let Some(reason) = self.retry_later("preparing the outbox", &e, None, LOCAL_CAP).await {
                         return Event::Fail { reason };
                     }
@@ -572,8 +569,8 @@ impl<'a> Runner<'a> {
     /// Turns a download into a staged result beside the outbox, on a blocking thread
     /// (extraction writes and syncs files).
     async fn stage(&self, staging: Dir, download: PathBuf, kind: FileKind) -> Result<Event, DeliverError> {
-        let target = Target::for_result(&self.watch.outbox, &self.job.source.rel_path, kind);
-        let (stem, max_bytes) = (self.stage_stem(), self.ctx.config().server.max_result_bytes);
+        let target = self.layout.result_target(kind);
+        let (stem, max_bytes) = (self.layout.stem().to_string(), self.ctx.config().server.max_result_bytes);
         let render = self.renders();
         let (cache, key, job) = (self.ctx.results.clone(), self.content_key.clone(), self.job.id);
         let (source, marked, payload) = (self.job.source.clone(), self.ctx.marks_inboxes, self.watch.payload.clone());
@@ -613,8 +610,7 @@ impl<'a> Runner<'a> {
             return Event::Rendered { main: layers, extras: Vec::new(), render_error: None };
         }
         let _permit = self.ctx.renders.acquire().await.expect("render semaphore is never closed");
-        let work_dir = deliver::render_dir(&staged, &self.stage_stem());
-        let names = self.output_name(&settings);
+        let work_dir = self.layout.render_dir(&staged);
         loop {
             let outcome = self.render_once(&staged, &work_dir, &settings).await;
             let (made, render_error) = match outcome {
@@ -628,20 +624,15 @@ impl<'a> Runner<'a> {
                     }
                 }
             };
-            let to_target = |ext: &str| Target {
-                dir: target.dir.clone(),
-                stem: names.clone(),
-                ext: Some(ext.to_string()),
-                placed: None,
-            };
+            let to_target = |ext: &str| self.layout.output_target(&target, ext);
             let mut extras: Vec<Placement> =
                 made.into_iter().map(|m| Placement { staged: m.path, target: to_target(m.ext) }).collect();
             if let Some(reason) = &render_error {
                 warn!(job = self.job.id, file = %self.job.source.rel_path.display(), reason = %reason,
                     "no finished photo; the layers are delivered with the reason");
-                let (outbox, work, reason) = (self.watch.outbox.clone(), work_dir.clone(), reason.clone());
+                let (layout, work, reason) = (self.layout.clone(), work_dir.clone(), reason.clone());
                 let note = on_blocking_thread(move || {
-                    let staging = deliver::open_staging(&outbox)?;
+                    let staging = layout.open_staging()?;
                     let name = work.file_name().unwrap_or_default();
                     let note = deliver::write_render_note(&staging.anchored().join(name), &reason)?;
                     Ok::<_, std::io::Error>(unanchor(&staging, note))
@@ -663,10 +654,10 @@ impl<'a> Runner<'a> {
     /// The placements with what each staged entry is on disk (see [`Target::placed`]); as they
     /// are when the staging folder cannot be read (the name then falls back to the plain one).
     async fn identify(&self, placements: Vec<Placement>) -> Vec<Placement> {
-        let outbox = self.watch.outbox.clone();
+        let layout = self.layout.clone();
         let fallback = placements.clone();
         on_blocking_thread(move || {
-            let staging = deliver::open_staging(&outbox)?;
+            let staging = layout.open_staging()?;
             let identified = placements.into_iter().map(|p| match p.staged.strip_prefix(staging.path()) {
                 Ok(rel) => Placement { target: p.target.clone().placing(&staging, rel), ..p },
                 Err(_) => p,
@@ -686,7 +677,7 @@ impl<'a> Runner<'a> {
         work_dir: &std::path::Path,
         settings: &render::OutputSettings,
     ) -> Result<Vec<render::Made>, Failure> {
-        let (source, marked, outbox) = (self.job.source.clone(), self.ctx.marks_inboxes, self.watch.outbox.clone());
+        let (source, marked, layout) = (self.job.source.clone(), self.ctx.marks_inboxes, self.layout.clone());
         let names =
             (staged.file_name().unwrap_or_default().to_owned(), work_dir.file_name().unwrap_or_default().to_owned());
         let settings = settings.clone();
@@ -703,7 +694,7 @@ impl<'a> Runner<'a> {
                     ));
                 }
             };
-            let staging = deliver::open_staging(&outbox).map_err(Failure::Io)?;
+            let staging = layout.open_staging().map_err(Failure::Io)?;
             let (result, work) = (staging.anchored().join(&names.0), staging.anchored().join(&names.1));
             let made = render::render(&RenderInput {
                 source: &crate::beneath::anchored(&file),
@@ -726,26 +717,14 @@ impl<'a> Runner<'a> {
         self.watch.output.renders() && !from_archive
     }
 
-    /// The file name (without extension) of the finished outputs.
-    fn output_name(&self, settings: &render::OutputSettings) -> std::ffi::OsString {
-        let file = self.job.source.rel_path.file_name().unwrap_or_default();
-        let (stem, ext) = deliver::split_os_name(file);
-        settings.name.apply(&render::NameParts {
-            stem,
-            ext: ext.unwrap_or_default(),
-            watch: self.watch.inbox.file_name().unwrap_or_default(),
-            now: std::time::SystemTime::now(),
-        })
-    }
-
     /// Publishes every placement; before each attempt, checks that this node still holds the
     /// job (a shared journal: a node that lost it publishes nothing).
     async fn publish(&mut self, placements: Vec<Placement>) -> Result<Event, JournalError> {
         // What result.json says, read while it is staged (a layers folder not kept is not
         // published), else where it was published before a restart.
-        let (outbox, stem) = (self.watch.outbox.clone(), self.stage_stem());
+        let outbox = self.watch.outbox.clone();
         let mut folders: Vec<PathBuf> = placements.iter().map(|p| p.staged.clone()).collect();
-        folders.push(self.watch.outbox.join(STAGING_DIR).join(&stem));
+        folders.push(self.layout.staged_folder());
         let staged_findings = {
             let (outbox, folders) = (outbox.clone(), folders);
             tokio::task::spawn_blocking(move || deliver::findings_in(&outbox, &folders)).await.ok().flatten()
@@ -788,11 +767,8 @@ impl<'a> Runner<'a> {
                 "face-aware plugins ran but found no face: the credit bought little");
         }
         // What was staged for this job and not published (layers not kept, the work folder).
-        let _ = on_blocking_thread(move || {
-            deliver::discard_job_staging(&deliver::open_staging(&outbox)?, &stem);
-            Ok::<_, std::io::Error>(())
-        })
-        .await;
+        let layout = self.layout.clone();
+        let _ = on_blocking_thread(move || layout.discard_staging()).await;
         Ok(Event::Published { outputs, findings })
     }
 

@@ -17,7 +17,9 @@ use crate::beneath::Dir;
 use crate::formats::FileKind;
 
 /// The hidden folder inside each outbox (and done/failed folder) where files are staged.
-pub const STAGING_DIR: &str = ".retouchd-staging";
+mod layout;
+
+pub use layout::{Layout, STAGING_DIR, open_staging, output_name, staged_job, staging_path};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliverError {
@@ -108,14 +110,6 @@ pub fn below<'p>(root: &Path, path: &'p Path) -> io::Result<&'p Path> {
             format!("{} is not inside {}; refused", path.display(), root.display()),
         )
     })
-}
-
-/// Opens an outbox's staging folder (made if missing, readable only by this user, so nobody
-/// else can plant anything inside it).
-pub fn open_staging(outbox: &Path) -> io::Result<Dir> {
-    let staging = Dir::root_made(outbox)?.create_dirs(Path::new(STAGING_DIR))?;
-    let _ = rustix::fs::fchmod(&staging, rustix::fs::Mode::from_raw_mode(0o700));
-    Ok(staging)
 }
 
 /// Where a result is published: `dir/stem[.ext]`, or the first free `stem (N)[.ext]` there.
@@ -224,8 +218,10 @@ pub fn stage_download(
     stem: &str,
     max_bytes: u64,
 ) -> Result<PathBuf, DeliverError> {
-    let staged =
-        PathBuf::from(staged_name(stem, target.ext.as_deref().map(|e| format!(".{e}")).as_deref().unwrap_or("")));
+    let staged = PathBuf::from(layout::staged_name(
+        stem,
+        target.ext.as_deref().map(|e| format!(".{e}")).as_deref().unwrap_or(""),
+    ));
     staging.remove_all(&staged)?;
     match kind {
         FileKind::Zip => {
@@ -332,43 +328,6 @@ pub fn write_render_note(dir: &Path, reason: &str) -> io::Result<PathBuf> {
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     Ok(path)
-}
-
-/// Where a job's finished outputs are made: `job-N.render`, beside its staged result.
-const RENDER_SUFFIX: &str = ".render";
-
-/// What a job's staged things are named after: `job-N` for its first claim, `job-N.gG` when
-/// node took it over under generation G (so no two nodes ever stage under one name).
-pub fn stage_stem(job: i64, generation: i64) -> String {
-    if generation <= crate::vocab::FIRST_GENERATION { format!("job-{job}") } else { format!("job-{job}.g{generation}") }
-}
-
-/// The job a staged name belongs to (`job-N…`), if it is one.
-pub fn staged_job(name: &std::ffi::OsStr) -> Option<i64> {
-    let rest = name.to_str()?.strip_prefix("job-")?;
-    let digits = rest.find(|c: char| !c.is_ascii_digit()).map_or(rest, |end| &rest[..end]);
-    digits.parse().ok()
-}
-
-/// The name of something staged under `stem` (see [`stage_stem`]), followed by `suffix`.
-fn staged_name(stem: &str, suffix: &str) -> String {
-    format!("{stem}{suffix}")
-}
-
-/// The folder a job's finished outputs are made in, beside its staged result.
-pub fn render_dir(staged: &Path, stem: &str) -> PathBuf {
-    staged.with_file_name(staged_name(stem, RENDER_SUFFIX))
-}
-
-/// Removes what may still be staged under `stem` in `staging` once its outputs are published:
-/// its result (`job-N`, or `job-N.jpg|png` for one image) when the finished photo replaced it,
-/// and its work folder `job-N.render`. Named, not searched: the staging folder may hold
-/// thousands of other jobs.
-pub fn discard_job_staging(staging: &Dir, stem: &str) {
-    for suffix in ["", RENDER_SUFFIX, ".jpg", ".png"] {
-        let name = staged_name(stem, suffix);
-        let _ = staging.remove_all(Path::new(&name));
-    }
 }
 
 /// Splits a file name into stem and extension (`a.b.jpg` → `a.b`, `jpg`).
@@ -680,7 +639,7 @@ mod tests {
         fs::write(&download, imagegen::jpeg_bytes(4, 4, [1, 2, 3])).unwrap();
         let target = Target::for_result(&dir.path().join("out"), Path::new("sub/p.jpeg"), FileKind::Jpeg);
         let name = Path::new("download-1");
-        let staged = stage_download(&staging_dir, name, FileKind::Jpeg, &target, &stage_stem(7, 1), 1 << 20).unwrap();
+        let staged = stage_download(&staging_dir, name, FileKind::Jpeg, &target, "job-7", 1 << 20).unwrap();
         assert_eq!(staged, staging.join("job-7.jpg"));
         assert!(!download.exists());
         let published = publish(dir.path(), &staged, &target).unwrap();
@@ -699,7 +658,7 @@ mod tests {
         assert!(err.to_string().contains("staging folder"), "{err}");
 
         fs::write(&download, b"<html>").unwrap();
-        let refused = stage_download(&staging_dir, name, FileKind::Unknown, &target, &stage_stem(8, 3), 1 << 20);
+        let refused = stage_download(&staging_dir, name, FileKind::Unknown, &target, "job-8.g3", 1 << 20);
         assert!(matches!(refused, Err(DeliverError::Unsafe(_))));
         assert!(!download.exists(), "nothing is left behind");
     }
@@ -728,19 +687,6 @@ mod tests {
             assert_eq!(publish(dir.path(), &path, &target).unwrap(), Published::Now(dir.path().join(taken)));
             // A restart before the journal said so: the name it really got, not the plain one.
             assert_eq!(publish(dir.path(), &path, &target).unwrap(), Published::Before(dir.path().join(taken)));
-        }
-    }
-
-    #[test]
-    fn a_node_that_took_a_job_over_stages_under_a_name_of_its_own() {
-        assert_eq!(stage_stem(7, 1), "job-7");
-        assert_eq!(stage_stem(7, 3), "job-7.g3");
-        assert_eq!(render_dir(Path::new("/o/.s/job-7.g3"), &stage_stem(7, 3)), Path::new("/o/.s/job-7.g3.render"));
-        for (name, job) in [("job-7", Some(7)), ("job-7.g3.render", Some(7)), ("job-12.jpg", Some(12))] {
-            assert_eq!(staged_job(std::ffi::OsStr::new(name)), job, "{name}");
-        }
-        for name in [".retouchd-download-5.part", "job-", "jobs-1", "notes"] {
-            assert_eq!(staged_job(std::ffi::OsStr::new(name)), None, "{name}");
         }
     }
 
