@@ -1,30 +1,16 @@
 //! The dashboard's pages, rendered on the server from [`super::views`] (the same data the JSON
 //! API returns): overview, queue, job, config and login. Each page's live part is `<main>`;
 //! the page script fetches it again (`?fragment=main`) when the events say something changed,
-//! so there is one renderer. Every text from a file name, a reason or the config is escaped.
+//! so there is one renderer. The pages are maud templates: every value is escaped unless it is
+//! markup made by a template, so text from a file name, a reason or the config cannot become
+//! markup by accident.
 
-use std::fmt::Write;
+use maud::{DOCTYPE, Markup, html};
 
 use crate::job::StateName;
 use crate::journal::Step;
 
 use super::views::{JobDetail, JobPage, JobRow, Overview, StateFilter};
-
-/// `text` safe inside HTML text and quoted attributes.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// `text` as a query-string value.
 fn query_value(text: &str) -> String {
@@ -41,43 +27,56 @@ pub struct Frame<'a> {
     pub refresh: &'a str,
 }
 
+/// The head every page shares.
+fn head(title: &str, extra: Markup) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            (extra)
+            title { (title) " · retouchd" }
+            link rel="icon" href="/assets/icon.svg" type="image/svg+xml";
+            link rel="stylesheet" href="/assets/app.css";
+        }
+    }
+}
+
 /// A whole page around `main`.
-pub fn page(frame: &Frame, main: &str) -> String {
-    let nav = [("overview", "/", "Overview"), ("queue", "/queue", "Queue"), ("config", "/config", "Config")]
-        .iter()
-        .map(|(key, href, label)| {
-            let current = if *key == frame.nav { " aria-current=\"page\"" } else { "" };
-            format!("<a href=\"{href}\"{current}>{label}</a>")
-        })
-        .collect::<String>();
-    let logout = if frame.logged_in {
-        format!(
-            "<form method=\"post\" action=\"/logout\" class=\"logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-             <button type=\"submit\">Log out</button></form>",
-            escape(frame.csrf)
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"csrf\" content=\"{csrf}\"><title>{title} · retouchd</title>\
-         <link rel=\"icon\" href=\"/assets/icon.svg\" type=\"image/svg+xml\">\
-         <link rel=\"stylesheet\" href=\"/assets/app.css\"><script src=\"/assets/app.js\" defer></script></head>\
-         <body><header><span class=\"brand\">retouchd</span><nav>{nav}</nav>{logout}\
-         <span id=\"live\" class=\"live\" title=\"live updates\">connecting…</span></header>\
-         <main id=\"main\" data-refresh=\"{refresh}\">{main}</main>\
-         <div id=\"toast\" role=\"status\" aria-live=\"polite\"></div></body></html>\n",
-        csrf = escape(frame.csrf),
-        title = escape(frame.title),
-        refresh = escape(frame.refresh),
-    )
+pub fn page(frame: &Frame, main: Markup) -> Markup {
+    let nav = [("overview", "/", "Overview"), ("queue", "/queue", "Queue"), ("config", "/config", "Config")];
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(frame.title, html! {
+                meta name="csrf" content=(frame.csrf);
+                script src="/assets/app.js" defer {}
+            }))
+            body {
+                header {
+                    span.brand { "retouchd" }
+                    nav {
+                        @for (key, href, label) in nav {
+                            a href=(href) aria-current=[(key == frame.nav).then_some("page")] { (label) }
+                        }
+                    }
+                    @if frame.logged_in {
+                        form.logout method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(frame.csrf);
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                    span #live .live title="live updates" { "connecting…" }
+                }
+                main #main data-refresh=(frame.refresh) { (main) }
+                div #toast role="status" aria-live="polite" {}
+            }
+        }
+    }
 }
 
 /// A button that POSTs to `action` through the page script (which shows the answer).
-fn button(action: &str, label: &str, class: &str) -> String {
-    format!("<button type=\"button\" class=\"{class}\" data-action=\"{}\">{}</button>", escape(action), escape(label))
+fn button(action: &str, label: &str, class: &str) -> Markup {
+    html! { button type="button" class=(class) data-action=(action) { (label) } }
 }
 
 fn ago(secs: u64) -> String {
@@ -89,103 +88,92 @@ fn ago(secs: u64) -> String {
     }
 }
 
-fn state_badge(state: StateName) -> String {
-    format!("<span class=\"badge s-{0}\">{0}</span>", state.as_str())
+fn state_badge(state: StateName) -> Markup {
+    html! { span class={ "badge s-" (state.as_str()) } { (state.as_str()) } }
 }
 
 /// The overview's live part.
-pub fn overview(o: &Overview) -> String {
+pub fn overview(o: &Overview) -> Markup {
     let d = &o.daemon;
-    let mut html = String::new();
     let class = if o.state == "running" { "ok" } else { "warn" };
-    let _ = write!(
-        html,
-        "<section class=\"card status {class}\"><h1 id=\"daemon-state\">{}</h1>",
-        escape(&capitalised(&o.state))
-    );
-    if !o.advice.is_empty() {
-        let _ = write!(html, "<p class=\"advice\">{}</p>", escape(&o.advice));
-    }
-    if let Some(detail) = d.pause_detail.as_deref().filter(|s| !s.is_empty()) {
-        let _ = write!(html, "<p class=\"detail\">{}</p>", escape(detail));
-    }
     let credits = d.quota_left.map_or("not known yet".to_string(), |q| q.to_string());
     let at_server = d.in_flight.saturating_sub(d.uploading.max(0) as usize);
-    let _ = write!(
-        html,
-        "<dl class=\"figures\"><div><dt>Retouches left</dt><dd id=\"credits\">{credits}</dd></div>\
-         <div><dt>Uploading</dt><dd>{}</dd></div><div><dt>Other jobs in flight</dt><dd>{at_server}</dd></div>\
-         <div><dt>Waiting, not sent yet</dt><dd>{}</dd></div>\
-         <div><dt>Delivered in the last hour</dt><dd id=\"last-hour\">{}</dd></div></dl><div class=\"actions\">",
-        d.uploading, d.waiting, o.delivered_last_hour
-    );
-    if d.paused.as_deref() == Some(crate::daemon::USER_PAUSE) {
-        html.push_str(&button("/api/resume", "Resume uploads", "primary"));
-    } else {
-        html.push_str(&button("/api/pause", "Pause uploads", ""));
-    }
-    html.push_str(&button("/api/reload", "Reload config", ""));
     let failed = o.counts.get(&StateName::Failed).copied().unwrap_or(0);
-    if failed > 0 {
-        html.push_str(&button("/api/retry-failed", &format!("Retry all failed ({failed})"), "primary"));
-    }
-    html.push_str("</div></section>");
-
-    if !o.nodes.is_empty() {
-        html.push_str("<section class=\"card\"><h2>Nodes</h2><ul class=\"nodes\">");
-        for n in &o.nodes {
-            let life = if n.alive { "alive" } else { "silent" };
-            let _ = write!(
-                html,
-                "<li class=\"{life}\"><strong>{}</strong> on {} — {life}, heartbeat {} s ago, {} job(s)</li>",
-                escape(&n.node.name),
-                escape(&n.node.host),
-                n.heartbeat_age_secs,
-                n.node.jobs
-            );
+    html! {
+        section class={ "card status " (class) } {
+            h1 #daemon-state { (capitalised(&o.state)) }
+            @if !o.advice.is_empty() { p.advice { (o.advice) } }
+            @if let Some(detail) = d.pause_detail.as_deref().filter(|s| !s.is_empty()) { p.detail { (detail) } }
+            dl.figures {
+                div { dt { "Retouches left" } dd #credits { (credits) } }
+                div { dt { "Uploading" } dd { (d.uploading) } }
+                div { dt { "Other jobs in flight" } dd { (at_server) } }
+                div { dt { "Waiting, not sent yet" } dd { (d.waiting) } }
+                div { dt { "Delivered in the last hour" } dd #last-hour { (o.delivered_last_hour) } }
+            }
+            div.actions {
+                @if d.paused.as_deref() == Some(crate::daemon::USER_PAUSE) {
+                    (button("/api/resume", "Resume uploads", "primary"))
+                } @else {
+                    (button("/api/pause", "Pause uploads", ""))
+                }
+                (button("/api/reload", "Reload config", ""))
+                @if failed > 0 { (button("/api/retry-failed", &format!("Retry all failed ({failed})"), "primary")) }
+            }
         }
-        html.push_str("</ul></section>");
-    }
-    html.push_str("<section class=\"card\"><h2>Files by state</h2><ul class=\"counts\">");
-    if o.counts.is_empty() {
-        html.push_str("<li>No jobs yet: drop a photo into an inbox.</li>");
-    }
-    for (state, n) in &o.counts {
-        let _ = write!(
-            html,
-            "<li><a href=\"/queue?state={0}\">{1} <b id=\"count-{0}\">{n}</b></a></li>",
-            state.as_str(),
-            state_badge(*state)
-        );
-    }
-    html.push_str("</ul></section><section class=\"card\"><h2>Watches</h2>");
-    if o.watches.is_empty() {
-        html.push_str("<p>No watch is configured: add a [[watch]] section (or run <code>retouchd init</code>), then Reload config.</p>");
-    } else {
-        html.push_str(
-            "<div class=\"scroll\"><table><thead><tr><th>Inbox</th><th>Outbox</th><th>Health</th>\
-             <th>Done</th><th>Failed</th><th>In flight</th></tr></thead><tbody>",
-        );
-        for w in &o.watches {
-            let count = |s: StateName| w.counts.get(&s).copied().unwrap_or(0);
-            let in_flight: u64 = w.counts.iter().filter(|(s, _)| !s.is_terminal()).map(|(_, n)| n).sum();
-            let health = match &w.unavailable {
-                Some(why) => format!("<span class=\"badge s-failed\">unavailable</span> {}", escape(why)),
-                None => "<span class=\"badge s-done\">ok</span>".to_string(),
-            };
-            let _ = write!(
-                html,
-                "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{health}</td><td>{}</td><td>{}</td><td>{in_flight}</td></tr>",
-                escape(&w.inbox),
-                escape(&w.outbox),
-                count(StateName::Done),
-                count(StateName::Failed) + count(StateName::Rejected),
-            );
+        @if !o.nodes.is_empty() {
+            section.card {
+                h2 { "Nodes" }
+                ul.nodes {
+                    @for n in &o.nodes {
+                        @let life = if n.alive { "alive" } else { "silent" };
+                        li class=(life) {
+                            strong { (n.node.name) } " on " (n.node.host) " — " (life) ", heartbeat "
+                            (n.heartbeat_age_secs) " s ago, " (n.node.jobs) " job(s)"
+                        }
+                    }
+                }
+            }
         }
-        html.push_str("</tbody></table></div>");
+        section.card {
+            h2 { "Files by state" }
+            ul.counts {
+                @if o.counts.is_empty() { li { "No jobs yet: drop a photo into an inbox." } }
+                @for (state, n) in &o.counts {
+                    li { a href={ "/queue?state=" (state.as_str()) } { (state_badge(*state)) " " b id={ "count-" (state.as_str()) } { (n) } } }
+                }
+            }
+        }
+        section.card {
+            h2 { "Watches" }
+            @if o.watches.is_empty() {
+                p { "No watch is configured: add a [[watch]] section (or run " code { "retouchd init" } "), then Reload config." }
+            } @else {
+                div.scroll { table {
+                    thead { tr { th { "Inbox" } th { "Outbox" } th { "Health" } th { "Done" } th { "Failed" } th { "In flight" } } }
+                    tbody {
+                        @for w in &o.watches {
+                            @let count = |s: StateName| w.counts.get(&s).copied().unwrap_or(0);
+                            @let in_flight: u64 = w.counts.iter().filter(|(s, _)| !s.is_terminal()).map(|(_, n)| n).sum();
+                            tr {
+                                td { code { (w.inbox) } }
+                                td { code { (w.outbox) } }
+                                td {
+                                    @match &w.unavailable {
+                                        Some(why) => { span class="badge s-failed" { "unavailable" } " " (why) }
+                                        None => { span class="badge s-done" { "ok" } }
+                                    }
+                                }
+                                td { (count(StateName::Done)) }
+                                td { (count(StateName::Failed) + count(StateName::Rejected)) }
+                                td { (in_flight) }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
     }
-    html.push_str("</section>");
-    html
 }
 
 fn capitalised(text: &str) -> String {
@@ -194,38 +182,30 @@ fn capitalised(text: &str) -> String {
 }
 
 /// One job as a table row.
-fn job_row(j: &JobRow) -> String {
+fn job_row(j: &JobRow) -> Markup {
     let v = &j.view;
-    let progress = match v.progress {
-        Some(p) if v.state == StateName::Processing => {
-            format!(" <progress max=\"100\" value=\"{p:.0}\" title=\"{p:.0} % at the server\"></progress> {p:.0} %")
+    let reason = v.reason.as_deref().or(v.waiting.as_deref());
+    html! {
+        tr id={ "job-" (v.id) } data-state=(v.state.as_str()) {
+            td { a href={ "/jobs/" (v.id) } { "#" (v.id) } }
+            td.file {
+                a href={ "/jobs/" (v.id) } { (j.name) }
+                @if let Some(r) = reason { div.reason { (r) } }
+            }
+            td { code { (j.inbox) } }
+            td.state {
+                (state_badge(v.state))
+                @if let (Some(p), StateName::Processing) = (v.progress, v.state) {
+                    " " progress max="100" value=(format!("{p:.0}")) title=(format!("{p:.0} % at the server")) {} " " (format!("{p:.0}")) " %"
+                }
+            }
+            td { (ago(v.age_secs)) }
+            td.row-actions {
+                @if j.retryable { (button(&format!("/api/jobs/{}/retry", v.id), "Retry", "primary")) }
+                @if j.cancellable { (button(&format!("/api/jobs/{}/cancel", v.id), "Cancel", "")) }
+            }
         }
-        _ => String::new(),
-    };
-    let reason = v
-        .reason
-        .as_deref()
-        .or(v.waiting.as_deref())
-        .map(|r| format!("<div class=\"reason\">{}</div>", escape(r)))
-        .unwrap_or_default();
-    let mut actions = String::new();
-    if j.retryable {
-        actions.push_str(&button(&format!("/api/jobs/{}/retry", v.id), "Retry", "primary"));
     }
-    if j.cancellable {
-        actions.push_str(&button(&format!("/api/jobs/{}/cancel", v.id), "Cancel", ""));
-    }
-    format!(
-        "<tr id=\"job-{id}\" data-state=\"{state}\"><td><a href=\"/jobs/{id}\">#{id}</a></td>\
-         <td class=\"file\"><a href=\"/jobs/{id}\">{name}</a>{reason}</td><td><code>{inbox}</code></td>\
-         <td class=\"state\">{badge}{progress}</td><td>{age}</td><td class=\"row-actions\">{actions}</td></tr>",
-        id = v.id,
-        state = v.state.as_str(),
-        name = escape(&j.name),
-        inbox = escape(&j.inbox),
-        badge = state_badge(v.state),
-        age = ago(v.age_secs),
-    )
 }
 
 const FILTERS: [&str; 14] = [
@@ -246,102 +226,76 @@ const FILTERS: [&str; 14] = [
 ];
 
 /// The queue page's live part: the filter, then the jobs (or waiting files) and the pager.
-pub fn queue(filter: StateFilter, name: &str, page: &JobPage, offset: usize, in_flight_note: Option<&str>) -> String {
-    let mut html =
-        String::from("<form class=\"filter\" method=\"get\" action=\"/queue\"><label>State <select name=\"state\">");
-    for f in FILTERS {
-        let selected = if f == filter.as_str() { " selected" } else { "" };
-        let _ = write!(html, "<option value=\"{f}\"{selected}>{f}</option>");
-    }
-    let _ = write!(
-        html,
-        "</select></label> <label>Name <input type=\"search\" name=\"q\" value=\"{}\" placeholder=\"part of a file name\"></label> \
-         <button type=\"submit\">Filter</button></form>",
-        escape(name)
-    );
-    if let Some(note) = in_flight_note {
-        let _ = write!(html, "<p class=\"note\">{}</p>", escape(note));
-    }
+pub fn queue(filter: StateFilter, name: &str, page: &JobPage, offset: usize, in_flight_note: Option<&str>) -> Markup {
     let q = query_value(name);
-    if let Some(waiting) = &page.waiting {
-        let _ = write!(html, "<h2>Waiting, not sent yet ({})</h2>", waiting.total);
-        if waiting.files.is_empty() {
-            html.push_str("<p>No file is waiting.</p>");
-        } else {
-            html.push_str(
-                "<div class=\"scroll\"><table id=\"waiting\"><thead><tr><th>File</th><th>Inbox</th><th>Changed</th>\
-                 <th>Why it waits</th><th></th></tr></thead><tbody>",
-            );
-            let now = crate::vocab::now_secs();
-            for f in &waiting.files {
-                let file = f.file.display().to_string();
-                // Only a file in the queue can be taken out of it.
-                let cancel = match f.why.is_queued() {
-                    true => format!(
-                        "<button type=\"button\" data-action=\"/api/waiting/cancel\" data-file=\"{}\">Cancel</button>",
-                        escape(&file)
-                    ),
-                    false => String::new(),
-                };
-                let _ = write!(
-                    html,
-                    "<tr><td class=\"file\">{}</td><td><code>{}</code></td><td>{} ago</td><td class=\"reason\">{}</td>\
-                     <td>{cancel}</td></tr>",
-                    escape(&file),
-                    escape(&f.inbox.display().to_string()),
-                    ago(f.changed_secs_ago),
-                    escape(&f.why.describe(now)),
-                );
+    let now = crate::vocab::now_secs();
+    html! {
+        form.filter method="get" action="/queue" {
+            label { "State " select name="state" {
+                @for f in FILTERS { option value=(f) selected[f == filter.as_str()] { (f) } }
+            } }
+            " "
+            label { "Name " input type="search" name="q" value=(name) placeholder="part of a file name"; }
+            " "
+            button type="submit" { "Filter" }
+        }
+        @if let Some(note) = in_flight_note { p.note { (note) } }
+        @if let Some(waiting) = &page.waiting {
+            h2 { "Waiting, not sent yet (" (waiting.total) ")" }
+            @if waiting.files.is_empty() {
+                p { "No file is waiting." }
+            } @else {
+                div.scroll { table #waiting {
+                    thead { tr { th { "File" } th { "Inbox" } th { "Changed" } th { "Why it waits" } th {} } }
+                    tbody {
+                        @for f in &waiting.files {
+                            @let file = f.file.display().to_string();
+                            tr {
+                                td.file { (file) }
+                                td { code { (f.inbox.display().to_string()) } }
+                                td { (ago(f.changed_secs_ago)) " ago" }
+                                td.reason { (f.why.describe(now)) }
+                                // Only a file in the queue can be taken out of it.
+                                td { @if f.why.is_queued() {
+                                    button type="button" data-action="/api/waiting/cancel" data-file=(file) { "Cancel" }
+                                } }
+                            }
+                        }
+                    }
+                } }
             }
-            html.push_str("</tbody></table></div>");
+            @let shown = offset + waiting.files.len();
+            @if shown < waiting.total {
+                p.pager { a href={ "/queue?state=waiting&q=" (q) "&offset=" (shown) } { "Next →" } }
+            }
+        } @else {
+            @if page.jobs.is_empty() {
+                p #no-jobs { "No job matches." }
+            } @else {
+                div.scroll { table #jobs {
+                    thead { tr { th { "Job" } th { "File" } th { "Inbox" } th { "State" } th { "Age" } th {} } }
+                    tbody { @for j in &page.jobs { (job_row(j)) } }
+                } }
+            }
+            @if let Some(before) = page.next_before {
+                p.pager { a href={ "/queue?state=" (filter.as_str()) "&q=" (q) "&before=" (before) } { "Older →" } }
+            }
         }
-        let shown = offset + waiting.files.len();
-        if shown < waiting.total {
-            let _ = write!(
-                html,
-                "<p class=\"pager\"><a href=\"/queue?state=waiting&amp;q={q}&amp;offset={shown}\">Next →</a></p>"
-            );
-        }
-        return html;
     }
-    if page.jobs.is_empty() {
-        html.push_str("<p id=\"no-jobs\">No job matches.</p>");
-    } else {
-        html.push_str(
-            "<div class=\"scroll\"><table id=\"jobs\"><thead><tr><th>Job</th><th>File</th><th>Inbox</th><th>State</th>\
-             <th>Age</th><th></th></tr></thead><tbody>",
-        );
-        for j in &page.jobs {
-            html.push_str(&job_row(j));
-        }
-        html.push_str("</tbody></table></div>");
-    }
-    if let Some(before) = page.next_before {
-        let _ = write!(
-            html,
-            "<p class=\"pager\"><a href=\"/queue?state={}&amp;q={q}&amp;before={before}\">Older →</a></p>",
-            filter.as_str()
-        );
-    }
-    html
 }
 
-fn timeline(steps: &[Step]) -> String {
-    let Some(first) = steps.first() else { return String::new() };
-    let mut html = String::from("<ol class=\"timeline\">");
-    for s in steps {
-        let after = (s.at - first.at).max(0) as u64 / 1000;
-        let _ = write!(
-            html,
-            "<li>{} <time datetime=\"{}\">{}</time> <span class=\"after\">+{}</span></li>",
-            state_badge(s.state),
-            s.at,
-            escape(&utc(s.at)),
-            ago(after)
-        );
+fn timeline(steps: &[Step]) -> Markup {
+    let Some(first) = steps.first() else { return html! {} };
+    html! {
+        ol.timeline {
+            @for s in steps {
+                li {
+                    (state_badge(s.state)) " " time datetime=(s.at) { (utc(s.at)) } " "
+                    span.after { "+" (ago((s.at - first.at).max(0) as u64 / 1000)) }
+                }
+            }
+        }
     }
-    html.push_str("</ol>");
-    html
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS UTC`.
@@ -362,107 +316,84 @@ fn utc(ms: i64) -> String {
 }
 
 /// The job page's live part.
-pub fn job(d: &JobDetail) -> String {
+pub fn job(d: &JobDetail) -> Markup {
     let v = &d.row.view;
-    let mut html = format!("<h1>#{} {} {}</h1>", v.id, escape(&d.row.name), state_badge(v.state));
-    let mut facts = vec![
-        ("Watch (inbox)", format!("<code>{}</code>", escape(&d.row.inbox))),
-        ("The file is now", format!("<code>{}</code>", escape(&v.file))),
-    ];
-    if let Some(task) = &v.task_id {
-        facts.push(("Server task", format!("<code>{}</code>", escape(task))));
-    }
-    if let Some(p) = v.progress {
-        facts.push(("Server progress", format!("<progress max=\"100\" value=\"{p:.0}\"></progress> {p:.0} %")));
-    }
-    if let Some(reason) = &v.reason {
-        facts.push(("Why it failed", format!("<span class=\"reason\">{}</span>", escape(reason))));
-    }
-    if let Some(e) = &v.render_error {
-        facts.push(("No finished photo", format!("<span class=\"reason\">{}</span>", escape(e))));
-    }
-    if let Some(faces) = v.faces {
-        let flag = match v.no_face {
-            true => {
-                " <span class=\"reason\" id=\"no-face\">face-aware plugins ran but found no face: the credit bought little</span>"
+    html! {
+        h1 { "#" (v.id) " " (d.row.name) " " (state_badge(v.state)) }
+        dl.facts {
+            dt { "Watch (inbox)" } dd { code { (d.row.inbox) } }
+            dt { "The file is now" } dd { code { (v.file) } }
+            @if let Some(task) = &v.task_id { dt { "Server task" } dd { code { (task) } } }
+            @if let Some(p) = v.progress {
+                dt { "Server progress" } dd { progress max="100" value=(format!("{p:.0}")) {} " " (format!("{p:.0}")) " %" }
             }
-            false => "",
-        };
-        facts.push(("Faces found", format!("{faces}{flag}")));
-    }
-    if !v.plugins_run.is_empty() {
-        facts.push(("Plugins run", escape(&v.plugins_run.join(", "))));
-    }
-    html.push_str("<dl class=\"facts\">");
-    for (k, val) in facts {
-        let _ = write!(html, "<dt>{k}</dt><dd>{val}</dd>");
-    }
-    html.push_str("</dl><div class=\"actions\">");
-    if d.row.retryable {
-        html.push_str(&button(&format!("/api/jobs/{}/retry", v.id), "Retry", "primary"));
-    }
-    if d.row.cancellable {
-        html.push_str(&button(&format!("/api/jobs/{}/cancel", v.id), "Cancel", ""));
-    }
-    html.push_str("</div><section class=\"card\"><h2>Timeline</h2>");
-    html.push_str(&timeline(&d.timeline));
-    html.push_str("</section>");
-    if d.before_thumbnail.is_some() || d.after_thumbnail.is_some() {
-        html.push_str("<section class=\"card\"><h2>Before and after</h2><div class=\"compare\">");
-        for (label, src) in [("Before", &d.before_thumbnail), ("After", &d.after_thumbnail)] {
-            if let Some(src) = src {
-                let _ = write!(
-                    html,
-                    "<figure><img src=\"{}\" alt=\"{label}\"><figcaption>{label}</figcaption></figure>",
-                    escape(src)
-                );
+            @if let Some(reason) = &v.reason { dt { "Why it failed" } dd { span.reason { (reason) } } }
+            @if let Some(e) = &v.render_error { dt { "No finished photo" } dd { span.reason { (e) } } }
+            @if let Some(faces) = v.faces {
+                dt { "Faces found" }
+                dd {
+                    (faces)
+                    @if v.no_face {
+                        " " span.reason #no-face { "face-aware plugins ran but found no face: the credit bought little" }
+                    }
+                }
+            }
+            @if !v.plugins_run.is_empty() { dt { "Plugins run" } dd { (v.plugins_run.join(", ")) } }
+        }
+        div.actions {
+            @if d.row.retryable { (button(&format!("/api/jobs/{}/retry", v.id), "Retry", "primary")) }
+            @if d.row.cancellable { (button(&format!("/api/jobs/{}/cancel", v.id), "Cancel", "")) }
+        }
+        section.card { h2 { "Timeline" } (timeline(&d.timeline)) }
+        @if d.before_thumbnail.is_some() || d.after_thumbnail.is_some() {
+            section.card {
+                h2 { "Before and after" }
+                div.compare {
+                    @for (label, src) in [("Before", &d.before_thumbnail), ("After", &d.after_thumbnail)] {
+                        @if let Some(src) = src { figure { img src=(src) alt=(label); figcaption { (label) } } }
+                    }
+                }
             }
         }
-        html.push_str("</div></section>");
-    }
-    if !d.outputs.is_empty() {
-        html.push_str("<section class=\"card\"><h2>Outputs</h2><ul class=\"outputs\">");
-        for o in &d.outputs {
-            let _ = write!(html, "<li><code>{}</code></li>", escape(o));
+        @if !d.outputs.is_empty() {
+            section.card { h2 { "Outputs" } ul.outputs { @for o in &d.outputs { li { code { (o) } } } } }
         }
-        html.push_str("</ul></section>");
     }
-    html
 }
 
 /// The config page's live part: the file with its secrets redacted, and where they come from.
-pub fn config(file: &str, text: &str, sources: &[(&str, String)]) -> String {
-    let mut html = format!(
-        "<h1>Configuration</h1><p>From <code>{}</code>, secrets redacted.</p><dl class=\"facts\">",
-        escape(file)
-    );
-    for (k, v) in sources {
-        let _ = write!(html, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(v));
+pub fn config(file: &str, text: &str, sources: &[(&str, String)]) -> Markup {
+    html! {
+        h1 { "Configuration" }
+        p { "From " code { (file) } ", secrets redacted." }
+        dl.facts { @for (k, v) in sources { dt { (k) } dd { (v) } } }
+        pre.config { (text) }
+        (button("/api/reload", "Reload config", ""))
     }
-    let _ = write!(html, "</dl><pre class=\"config\">{}</pre>", escape(text));
-    html.push_str(&button("/api/reload", "Reload config", ""));
-    html
 }
 
 /// The login page.
-pub fn login(next: &str, message: Option<&str>) -> String {
-    let message = message.map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(m))).unwrap_or_default();
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Log in · retouchd</title>\
-         <link rel=\"icon\" href=\"/assets/icon.svg\" type=\"image/svg+xml\">\
-         <link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body class=\"login\"><main>\
-         <h1>retouchd</h1>{message}<form method=\"post\" action=\"/login\">\
-         <input type=\"hidden\" name=\"next\" value=\"{}\"><label>Password \
-         <input type=\"password\" name=\"password\" autocomplete=\"current-password\" required autofocus></label>\
-         <button type=\"submit\" class=\"primary\">Log in</button></form></main></body></html>\n",
-        escape(next)
-    )
+pub fn login(next: &str, message: Option<&str>) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head("Log in", html! {}))
+            body.login { main {
+                h1 { "retouchd" }
+                @if let Some(m) = message { p.error role="alert" { (m) } }
+                form method="post" action="/login" {
+                    input type="hidden" name="next" value=(next);
+                    label { "Password " input type="password" name="password" autocomplete="current-password" required autofocus; }
+                    button type="submit" .primary { "Log in" }
+                }
+            } }
+        }
+    }
 }
 
 /// A page for a problem (no such job, journal unreadable).
-pub fn problem(frame: &Frame, message: &str) -> String {
-    page(frame, &format!("<p class=\"error\">{}</p>", escape(message)))
+pub fn problem(frame: &Frame, message: &str) -> Markup {
+    page(frame, html! { p.error { (message) } })
 }
 
 #[cfg(test)]
@@ -471,7 +402,12 @@ mod tests {
 
     #[test]
     fn text_from_files_cannot_become_markup() {
-        assert_eq!(escape("<img src=x onerror='a'>&\""), "&lt;img src=x onerror=&#39;a&#39;&gt;&amp;&quot;");
+        let evil = "<img src=x onerror='a'>&\"";
+        let shown = config(evil, evil, &[(evil, evil.to_string())]).into_string();
+        assert!(!shown.contains("<img"), "{shown}");
+        assert!(shown.contains("&lt;img src=x onerror='a'&gt;&amp;&quot;"), "{shown}");
+        let login = login("\"><script>", Some("<b>")).into_string();
+        assert!(!login.contains("<script>") && !login.contains("<b>"), "{login}");
         assert_eq!(query_value("a b&c"), "a+b%26c");
     }
 

@@ -32,18 +32,18 @@ fn respond(
     title: &str,
     nav: &str,
     refresh: &str,
-    main: String,
+    main: maud::Markup,
 ) -> Response {
     if params.get("fragment").map(String::as_str) == Some("main") {
-        return Html(main).into_response();
+        return Html(main.into_string()).into_response();
     }
     let frame = Frame { title, nav, csrf: csrf(caller), logged_in: app.auth.needs_login(), refresh };
-    Html(pages::page(&frame, &main)).into_response()
+    Html(pages::page(&frame, main).into_string()).into_response()
 }
 
 fn problem(app: &App, caller: &Caller, status: StatusCode, message: &str) -> Response {
     let frame = Frame { title: "Problem", nav: "", csrf: csrf(caller), logged_in: app.auth.needs_login(), refresh: "" };
-    (status, Html(pages::problem(&frame, message))).into_response()
+    (status, Html(pages::problem(&frame, message).into_string())).into_response()
 }
 
 pub async fn overview(
@@ -176,7 +176,7 @@ pub async fn login_page(State(app): State<Arc<App>>, Query(params): Params) -> R
         return Redirect::to("/").into_response();
     }
     let failed = params.contains_key("failed").then_some("Wrong password.");
-    Html(pages::login(&next_page(&params), failed)).into_response()
+    Html(pages::login(&next_page(&params), failed).into_string()).into_response()
 }
 
 pub async fn login(
