@@ -62,13 +62,12 @@ pub enum JournalError {
     NotWritable { path: PathBuf, detail: String },
     #[error("the journal {path} was written by a newer retouchd (schema {found}, this one knows {knows})")]
     TooNew { path: PathBuf, found: i64, knows: i64 },
-    #[error("journal error on {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// The shared journal's database refused a statement (not a lost connection).
+    #[error(
+        "the journal {path} is from an older retouchd (schema {found}); start `retouchd run` once (or restart the \
+         service), which upgrades it, then ask again"
+    )]
+    Outdated { path: PathBuf, found: i64 },
+    /// The journal's database refused a statement (not a lost connection).
     #[error("journal error on {path}: {detail}")]
     Database { path: PathBuf, detail: String },
     /// The shared journal's database has no tables yet (no node has started on it).
@@ -238,60 +237,19 @@ fn parse_state(id: JobId, data: &str) -> Result<JobState> {
     serde_json::from_str(data).map_err(|e| JournalError::BadRow { id, detail: format!("state `{data}`: {e}") })
 }
 
-/// What every journal backend does. Methods block (a backend may wait on disk or network):
-/// async code calls the slow ones on blocking threads.
-pub trait Store: Send + Sync + std::fmt::Debug {
+/// What every journal backend is: all the roles below, and where it is. Methods block (a backend
+/// may wait on disk or network): async code calls the slow ones on blocking threads.
+pub trait Store: JobWrites + JobQueries + InboxMarks + Copying + Leases + Send + Sync + std::fmt::Debug {
     /// Where the journal is (a file, or a database address without its password), for messages.
     fn path(&self) -> &Path;
+}
 
+/// The daemon's writes: new jobs and their transitions, committed before each returns.
+pub trait JobWrites {
     /// Applies `writes` in order in one transaction. Returns, for each write, the job's id (new
     /// for an insert) or why that write alone was refused (taken, lease lost); `Err` when the
     /// whole batch failed and nothing was written.
     fn write_batch(&self, writes: &[Write<'_>]) -> Result<Vec<WriteOutcome>>;
-
-    /// Jobs not yet done, failed or rejected, oldest first (every node's, in a shared journal).
-    fn unfinished(&self) -> Result<Vec<JobRecord>>;
-    /// The newest job for a source path, if any.
-    fn latest_for(&self, inbox: &Path, rel_path: &Path) -> Result<Option<JobRecord>>;
-    fn get(&self, id: JobId) -> Result<Option<JobRecord>>;
-    /// The newest jobs in one state that are also the newest job of their file (a failure whose
-    /// file was retried and delivered since is not listed), most recently changed first.
-    fn recent_latest(&self, state: StateName, limit: usize) -> Result<Vec<JobRecord>>;
-    /// How many files are in each state, by their newest job (a file that failed, was retried
-    /// and was delivered counts once, as done).
-    fn file_counts(&self) -> Result<BTreeMap<StateName, u64>>;
-    /// How many files each inbox has in each state, by their newest job.
-    fn file_counts_by_inbox(&self) -> Result<BTreeMap<PathBuf, BTreeMap<StateName, u64>>>;
-    /// How many jobs are in each state.
-    fn counts(&self) -> Result<BTreeMap<StateName, u64>>;
-    /// Whether retouchd has put its marker file in this inbox before.
-    fn is_marked(&self, inbox: &Path) -> Result<bool>;
-    /// Remembers that this inbox carries retouchd's marker file.
-    fn mark(&self, inbox: &Path) -> Result<()>;
-    /// Whether a person paused uploads (kept across restarts; for every node of a cluster).
-    fn held(&self) -> Result<bool>;
-    fn set_held(&self, held: bool) -> Result<()>;
-    /// Everything delivered for sources in `inbox` (result files and folders).
-    fn outputs_in(&self, inbox: &Path) -> Result<Vec<PathBuf>>;
-    /// The newest delivered jobs that came without a finished photo (a render problem), among
-    /// the last 10,000 deliveries.
-    fn recent_render_errors(&self, limit: usize) -> Result<Vec<JobRecord>>;
-    /// A page of files by their newest job, newest job first: at most `query.limit` jobs.
-    fn page(&self, query: &JobQuery) -> Result<Vec<JobRecord>>;
-    /// The states a job went through, with their times.
-    fn timeline(&self, id: JobId) -> Result<Vec<Step>>;
-    /// How many files were delivered since `since_ms` (Unix milliseconds), by their newest job.
-    fn delivered_since(&self, since_ms: i64) -> Result<u64>;
-    /// The newest delivered job with `output` among its outputs (a scan: for commands).
-    fn job_with_output(&self, output: &Path) -> Result<Option<JobRecord>>;
-
-    /// Up to `limit` jobs with ids above `after`, in id order, with their histories (a copy).
-    fn jobs_after(&self, after: JobId, limit: usize) -> Result<Vec<Exported>>;
-    /// Writes copied jobs as they were (times, history; new ids, in order), in one transaction.
-    /// Unfinished ones belong to no node (the first to look takes them over).
-    fn import(&self, jobs: &[Exported]) -> Result<()>;
-    /// The inboxes that have carried retouchd's marker file.
-    fn marked_inboxes(&self) -> Result<Vec<PathBuf>>;
 
     /// Records a new job; the state is committed before this returns.
     fn insert(&self, source: &Source, state: &JobState) -> Result<JobId> {
@@ -309,36 +267,114 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let write = Write::Update { id: job.id, generation: job.generation, state };
         self.write_batch(&[write])?.pop().unwrap_or(Ok(0)).map(drop)
     }
+}
 
-    // --- Sharing the journal between nodes (no-ops for a journal only one daemon uses) ---
+/// What status, the dashboard and the daemon read of jobs.
+pub trait JobQueries {
+    /// Jobs not yet done, failed or rejected, oldest first (every node's, in a shared journal).
+    fn unfinished(&self) -> Result<Vec<JobRecord>>;
 
+    /// The newest job for a source path, if any.
+    fn latest_for(&self, inbox: &Path, rel_path: &Path) -> Result<Option<JobRecord>>;
+
+    fn get(&self, id: JobId) -> Result<Option<JobRecord>>;
+
+    /// The newest jobs in one state that are also the newest job of their file (a failure whose
+    /// file was retried and delivered since is not listed), most recently changed first.
+    fn recent_latest(&self, state: StateName, limit: usize) -> Result<Vec<JobRecord>>;
+
+    /// How many files are in each state, by their newest job (a file that failed, was retried
+    /// and was delivered counts once, as done).
+    fn file_counts(&self) -> Result<BTreeMap<StateName, u64>>;
+
+    /// How many files each inbox has in each state, by their newest job.
+    fn file_counts_by_inbox(&self) -> Result<BTreeMap<PathBuf, BTreeMap<StateName, u64>>>;
+
+    /// How many jobs are in each state.
+    fn counts(&self) -> Result<BTreeMap<StateName, u64>>;
+
+    /// Everything delivered for sources in `inbox` (result files and folders).
+    fn outputs_in(&self, inbox: &Path) -> Result<Vec<PathBuf>>;
+
+    /// The newest delivered jobs that came without a finished photo (a render problem), among
+    /// the last 10,000 deliveries.
+    fn recent_render_errors(&self, limit: usize) -> Result<Vec<JobRecord>>;
+
+    /// A page of files by their newest job, newest job first: at most `query.limit` jobs.
+    fn page(&self, query: &JobQuery) -> Result<Vec<JobRecord>>;
+
+    /// The states a job went through, with their times.
+    fn timeline(&self, id: JobId) -> Result<Vec<Step>>;
+
+    /// How many files were delivered since `since_ms` (Unix milliseconds), by their newest job.
+    fn delivered_since(&self, since_ms: i64) -> Result<u64>;
+
+    /// The newest delivered job with `output` among its outputs (a scan: for commands).
+    fn job_with_output(&self, output: &Path) -> Result<Option<JobRecord>>;
+}
+
+/// Inboxes that carry retouchd's marker file, and the pause a person set (kept across restarts).
+pub trait InboxMarks {
+    /// Whether retouchd has put its marker file in this inbox before.
+    fn is_marked(&self, inbox: &Path) -> Result<bool>;
+
+    /// Remembers that this inbox carries retouchd's marker file.
+    fn mark(&self, inbox: &Path) -> Result<()>;
+
+    /// The inboxes that have carried retouchd's marker file.
+    fn marked_inboxes(&self) -> Result<Vec<PathBuf>>;
+
+    /// Whether a person paused uploads (kept across restarts; for every node of a cluster).
+    fn held(&self) -> Result<bool>;
+
+    fn set_held(&self, held: bool) -> Result<()>;
+}
+
+/// Copying a journal into another (`migrate-journal`).
+pub trait Copying {
+    /// Up to `limit` jobs with ids above `after`, in id order, with their histories (a copy).
+    fn jobs_after(&self, after: JobId, limit: usize) -> Result<Vec<Exported>>;
+
+    /// Writes copied jobs as they were (times, history; new ids, in order), in one transaction.
+    /// Unfinished ones belong to no node (the first to look takes them over).
+    fn import(&self, jobs: &[Exported]) -> Result<()>;
+}
+
+/// A node of a shared journal: its claims, leases and takeovers (nothing for a local journal).
+pub trait Leases: JobQueries {
     /// This node's name in a shared journal.
     fn node(&self) -> Option<&str> {
         None
     }
+
     /// The unfinished jobs this daemon resumes at start: all of them for a local journal; in a
     /// shared one, those this node held when it stopped, claimed anew (a new generation).
     fn resume_mine(&self) -> Result<Vec<JobRecord>> {
         self.unfinished()
     }
+
     /// Renews this node's lease on the jobs it runs (`running`), and its heartbeat.
     fn renew(&self, _running: &[JobId]) -> Result<()> {
         Ok(())
     }
+
     /// Claims up to `limit` unfinished jobs whose lease ran out (their node died or lost the
     /// database), other than those in `running`; they are this node's from now on.
     fn take_over(&self, _running: &[JobId], _limit: usize) -> Result<Vec<JobRecord>> {
         Ok(Vec::new())
     }
+
     /// Whether this node still holds `job` under its generation, with its lease valid for at
     /// least `margin_ms` more: checked before publishing a result (fencing).
     fn holds(&self, _job: &JobRecord, _margin_ms: i64) -> Result<bool> {
         Ok(true)
     }
+
     /// Every node of a shared journal with its heartbeat and jobs.
     fn nodes(&self) -> Result<Vec<NodeInfo>> {
         Ok(Vec::new())
     }
+
     /// Says this node stopped (a clean stop), so that its jobs need not wait out the lease.
     fn leave(&self) {}
 }

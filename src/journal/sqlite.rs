@@ -10,9 +10,9 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    Exported, JobId, JobQuery, JobRecord, JournalError, Result, Source, Step, Store, Write, WriteOutcome, bytes,
-    delivered_outputs, first_with_output, like_pattern, output_needle, parse_state, path_of, step_code, stored_state,
-    timeline_of,
+    Copying, Exported, InboxMarks, JobId, JobQueries, JobQuery, JobRecord, JobWrites, JournalError, Leases, Result,
+    Source, Step, Store, Write, WriteOutcome, bytes, delivered_outputs, first_with_output, like_pattern, output_needle,
+    parse_state, path_of, step_code, stored_state, timeline_of,
 };
 use crate::job::{JobState, StateName};
 use crate::source::Stamp;
@@ -31,8 +31,6 @@ pub struct Sqlite {
     path: PathBuf,
     conn: Mutex<Connection>,
     reader: Option<Mutex<Connection>>,
-    /// The schema of the file (a read-only journal may be older than this version).
-    schema: i64,
 }
 
 /// A new job's history starts with its first state at offset 0 (see [`Step`]).
@@ -82,8 +80,8 @@ impl Sqlite {
         let path = state_dir.join(FILE_NAME);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
-        let mut journal = Sqlite { path: path.clone(), conn: Mutex::new(conn), reader: None, schema: 0 };
-        journal.schema = journal.prepare(true)?;
+        let mut journal = Sqlite { path: path.clone(), conn: Mutex::new(conn), reader: None };
+        journal.prepare(true)?;
         // A second connection for reads: with WAL they see every committed write and need not
         // wait for a commit's sync to disk.
         let read_flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -98,8 +96,8 @@ impl Sqlite {
         let path = state_dir.join(FILE_NAME);
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
-        let mut journal = Sqlite { path, conn: Mutex::new(conn), reader: None, schema: 0 };
-        journal.schema = journal.prepare(false)?;
+        let journal = Sqlite { path, conn: Mutex::new(conn), reader: None };
+        journal.prepare(false)?;
         Ok(journal)
     }
 
@@ -138,7 +136,15 @@ impl Sqlite {
                 .map_err(|e| classify(&self.path, e))
         };
         if !writable {
-            return Ok(read_version(&conn)?.unwrap_or(1));
+            // Old journals are migrated once, by the daemon's writable open; a reader (`status`)
+            // changes nothing, so it asks for that first instead of reading an old layout.
+            return match read_version(&conn)?.unwrap_or(1) {
+                v if v < SCHEMA_VERSION => Err(JournalError::Outdated { path: self.path.clone(), found: v }),
+                v if v > SCHEMA_VERSION => {
+                    Err(JournalError::TooNew { path: self.path.clone(), found: v, knows: SCHEMA_VERSION })
+                }
+                v => Ok(v),
+            };
         }
         let terminal = StateName::terminal_sql_list();
         conn.execute_batch(&format!(
@@ -338,7 +344,9 @@ impl Store for Sqlite {
     fn path(&self) -> &Path {
         &self.path
     }
+}
 
+impl JobWrites for Sqlite {
     /// Applies `writes` in order in one transaction: one sync to disk for all of them (none for a
     /// batch of progress figures only). Returns, for each write, the job's id (new for an insert).
     fn write_batch(&self, writes: &[Write<'_>]) -> Result<Vec<WriteOutcome>> {
@@ -354,7 +362,9 @@ impl Store for Sqlite {
         }
         result
     }
+}
 
+impl JobQueries for Sqlite {
     /// Jobs not yet done, failed or rejected, oldest first.
     fn unfinished(&self) -> Result<Vec<JobRecord>> {
         self.query(&format!("{SELECT} WHERE state NOT IN ({}) ORDER BY id", StateName::terminal_sql_list()), [])
@@ -376,13 +386,8 @@ impl Store for Sqlite {
     /// The newest jobs in one state that are also the newest job of their file (a failure whose
     /// file was retried and delivered since is not listed).
     fn recent_latest(&self, state: StateName, limit: usize) -> Result<Vec<JobRecord>> {
-        let newest = if self.schema >= 2 {
-            "latest = 1"
-        } else {
-            "id = (SELECT max(id) FROM jobs WHERE inbox = j.inbox AND rel_path = j.rel_path)"
-        };
         self.query(
-            &format!("{SELECT} AS j WHERE state = ?1 AND {newest} ORDER BY updated_at DESC LIMIT ?2"),
+            &format!("{SELECT} WHERE state = ?1 AND latest = 1 ORDER BY updated_at DESC LIMIT ?2"),
             params![state.as_str(), limit as i64],
         )
     }
@@ -390,22 +395,172 @@ impl Store for Sqlite {
     /// How many files are in each state, by their newest job (a file that failed, was retried
     /// and was delivered counts once, as done). Read from the counts the journal keeps.
     fn file_counts(&self) -> Result<BTreeMap<StateName, u64>> {
-        if self.schema >= 2 {
-            return self.count_states("SELECT state, sum(n) FROM file_counts GROUP BY state HAVING sum(n) > 0");
+        self.count_states("SELECT state, sum(n) FROM file_counts GROUP BY state HAVING sum(n) > 0")
+    }
+
+    /// How many files each inbox has in each state, by their newest job (read from the kept
+    /// counts).
+    fn file_counts_by_inbox(&self) -> Result<BTreeMap<PathBuf, BTreeMap<StateName, u64>>> {
+        let sql = "SELECT inbox, state, n FROM file_counts WHERE n > 0";
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+            .map_err(|e| self.err(e))?;
+        let mut counts: BTreeMap<PathBuf, BTreeMap<StateName, u64>> = BTreeMap::new();
+        for row in rows {
+            let (inbox, name, n) = row.map_err(|e| self.err(e))?;
+            let state = stored_state(&name)?;
+            counts.entry(path_of(inbox)).or_default().insert(state, n.max(0) as u64);
         }
-        // A journal of schema 1, read by a newer `status`: count the hard way.
-        self.count_states(
-            "SELECT state, count(*) FROM jobs
-             WHERE id IN (SELECT max(id) FROM jobs GROUP BY inbox, rel_path) GROUP BY state",
+        Ok(counts)
+    }
+
+    /// How many jobs are in each state.
+    fn counts(&self) -> Result<BTreeMap<StateName, u64>> {
+        self.count_states("SELECT state, count(*) FROM jobs GROUP BY state")
+    }
+
+    /// Everything delivered for sources in `inbox` (result files and folders).
+    fn outputs_in(&self, inbox: &Path) -> Result<Vec<PathBuf>> {
+        let done = self.query(
+            &format!("{SELECT} WHERE inbox = ?1 AND state = ?2"),
+            params![bytes(inbox), StateName::Done.as_str()],
+        )?;
+        Ok(delivered_outputs(done))
+    }
+
+    /// The newest delivered jobs that came without a finished photo (a render problem), among
+    /// the last 10,000 deliveries (so a journal of millions is not read whole).
+    fn recent_render_errors(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        self.query(
+            &format!(
+                "SELECT * FROM ({SELECT} WHERE state = ?1 AND latest = 1 ORDER BY id DESC LIMIT 10000)
+                 WHERE instr(data, '\"render_error\"') > 0 LIMIT ?2"
+            ),
+            params![StateName::Done.as_str(), limit as i64],
         )
     }
 
+    /// A page of files by their newest job, newest job first: at most `query.limit` jobs. With
+    /// states, each state is read through its index and the pages merged; a name filter reads
+    /// jobs newest first until the page is full (so a name that matches nothing reads them all).
+    fn page(&self, query: &JobQuery) -> Result<Vec<JobRecord>> {
+        let before = query.before.unwrap_or(JobId::MAX);
+        let pattern = query.name.as_deref().map(like_pattern).unwrap_or_else(|| "%".into());
+        let limit = query.limit as i64;
+        let sql_for = |state: bool| {
+            format!(
+                "{SELECT} WHERE latest = 1 AND id < ?1 {} AND CAST(rel_path AS TEXT) LIKE ?2 ESCAPE '\\'
+                 ORDER BY id DESC LIMIT ?3",
+                if state { "AND state = ?4" } else { "" }
+            )
+        };
+        if query.states.is_empty() {
+            return self.query(&sql_for(false), params![before, pattern, limit]);
+        }
+        let mut jobs = Vec::new();
+        for state in &query.states {
+            jobs.extend(self.query(&sql_for(true), params![before, pattern, limit, state.as_str()])?);
+        }
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.id));
+        jobs.truncate(query.limit);
+        Ok(jobs)
+    }
+
+    /// The states a job went through, with their times.
+    fn timeline(&self, id: JobId) -> Result<Vec<Step>> {
+        let conn = self.read();
+        let row: Option<(String, String, i64, i64)> = conn
+            .query_row("SELECT history, state, created_at, updated_at FROM jobs WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row
+            .map(|(history, state, created_at, updated_at)| timeline_of(&history, &state, created_at, updated_at))
+            .unwrap_or_default())
+    }
+
+    /// How many files were delivered since `since_ms` (Unix milliseconds), by their newest job.
+    fn delivered_since(&self, since_ms: i64) -> Result<u64> {
+        self.read()
+            .query_row(
+                "SELECT count(*) FROM jobs WHERE state = ?1 AND latest = 1 AND updated_at >= ?2",
+                params![StateName::Done.as_str(), since_ms],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest delivered job with `output` among its outputs (a scan: for commands, not the
+    /// daemon's hot path).
+    fn job_with_output(&self, output: &Path) -> Result<Option<JobRecord>> {
+        let jobs = self.query(
+            &format!("{SELECT} WHERE state = ?1 AND instr(data, ?2) > 0 ORDER BY id DESC"),
+            params![StateName::Done.as_str(), output_needle(output)?],
+        )?;
+        Ok(first_with_output(jobs, output))
+    }
+}
+
+impl InboxMarks for Sqlite {
+    /// Whether retouchd has put its marker file in this inbox before.
+    fn is_marked(&self, inbox: &Path) -> Result<bool> {
+        let key = format!("marker:{}", inbox.display());
+        let found: Option<i64> = self
+            .lock()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(found.is_some())
+    }
+
+    /// Remembers that this inbox carries retouchd's marker file.
+    fn mark(&self, inbox: &Path) -> Result<()> {
+        let key = format!("marker:{}", inbox.display());
+        self.lock()
+            .execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, now_ms()])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn marked_inboxes(&self) -> Result<Vec<PathBuf>> {
+        let conn = self.read();
+        let mut stmt =
+            conn.prepare("SELECT substr(key, 8) FROM meta WHERE key LIKE 'marker:%'").map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| self.err(e))?;
+        rows.map(|r| r.map(PathBuf::from)).collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// Whether a person paused uploads (kept across restarts).
+    fn held(&self) -> Result<bool> {
+        let found: Option<i64> = self
+            .read()
+            .query_row("SELECT value FROM meta WHERE key = 'held'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(found.is_some_and(|v| v != 0))
+    }
+
+    fn set_held(&self, held: bool) -> Result<()> {
+        self.lock()
+            .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('held', ?1)", [i64::from(held)])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+/// A local journal has one node: the defaults (no leases).
+impl Leases for Sqlite {}
+
+impl Copying for Sqlite {
     fn jobs_after(&self, after: JobId, limit: usize) -> Result<Vec<Exported>> {
-        let history = if self.schema >= 3 { "history" } else { "''" };
         let ids_and_histories: Vec<(JobId, String)> = {
             let conn = self.read();
             let mut stmt = conn
-                .prepare(&format!("SELECT id, {history} FROM jobs WHERE id > ?1 ORDER BY id LIMIT ?2"))
+                .prepare("SELECT id, history FROM jobs WHERE id > ?1 ORDER BY id LIMIT ?2")
                 .map_err(|e| self.err(e))?;
             let rows = stmt
                 .query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -447,167 +602,6 @@ impl Store for Sqlite {
         }
         tx.commit().map_err(|e| self.err(e))
     }
-
-    fn marked_inboxes(&self) -> Result<Vec<PathBuf>> {
-        let conn = self.read();
-        let mut stmt =
-            conn.prepare("SELECT substr(key, 8) FROM meta WHERE key LIKE 'marker:%'").map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| self.err(e))?;
-        rows.map(|r| r.map(PathBuf::from)).collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
-    }
-
-    /// Whether retouchd has put its marker file in this inbox before.
-    fn is_marked(&self, inbox: &Path) -> Result<bool> {
-        let key = format!("marker:{}", inbox.display());
-        let found: Option<i64> = self
-            .lock()
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))?;
-        Ok(found.is_some())
-    }
-
-    /// Remembers that this inbox carries retouchd's marker file.
-    fn mark(&self, inbox: &Path) -> Result<()> {
-        let key = format!("marker:{}", inbox.display());
-        self.lock()
-            .execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, now_ms()])
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    /// Whether a person paused uploads (kept across restarts).
-    fn held(&self) -> Result<bool> {
-        let found: Option<i64> = self
-            .read()
-            .query_row("SELECT value FROM meta WHERE key = 'held'", [], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))?;
-        Ok(found.is_some_and(|v| v != 0))
-    }
-
-    fn set_held(&self, held: bool) -> Result<()> {
-        self.lock()
-            .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('held', ?1)", [i64::from(held)])
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    /// Everything delivered for sources in `inbox` (result files and folders).
-    fn outputs_in(&self, inbox: &Path) -> Result<Vec<PathBuf>> {
-        let done = self.query(
-            &format!("{SELECT} WHERE inbox = ?1 AND state = ?2"),
-            params![bytes(inbox), StateName::Done.as_str()],
-        )?;
-        Ok(delivered_outputs(done))
-    }
-
-    /// The newest delivered jobs that came without a finished photo (a render problem), among
-    /// the last 10,000 deliveries (so a journal of millions is not read whole).
-    fn recent_render_errors(&self, limit: usize) -> Result<Vec<JobRecord>> {
-        let newest = if self.schema >= 3 { "AND latest = 1 ORDER BY id DESC" } else { "ORDER BY updated_at DESC" };
-        self.query(
-            &format!(
-                "SELECT * FROM ({SELECT} WHERE state = ?1 {newest} LIMIT 10000)
-                 WHERE instr(data, '\"render_error\"') > 0 LIMIT ?2"
-            ),
-            params![StateName::Done.as_str(), limit as i64],
-        )
-    }
-
-    /// How many files each inbox has in each state, by their newest job (read from the kept
-    /// counts; counted from the jobs in a journal older than schema 3).
-    fn file_counts_by_inbox(&self) -> Result<BTreeMap<PathBuf, BTreeMap<StateName, u64>>> {
-        let sql = if self.schema >= 3 {
-            "SELECT inbox, state, n FROM file_counts WHERE n > 0"
-        } else {
-            "SELECT inbox, state, count(*) FROM jobs
-             WHERE id IN (SELECT max(id) FROM jobs GROUP BY inbox, rel_path) GROUP BY inbox, state"
-        };
-        let conn = self.read();
-        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
-            .map_err(|e| self.err(e))?;
-        let mut counts: BTreeMap<PathBuf, BTreeMap<StateName, u64>> = BTreeMap::new();
-        for row in rows {
-            let (inbox, name, n) = row.map_err(|e| self.err(e))?;
-            let state = stored_state(&name)?;
-            counts.entry(path_of(inbox)).or_default().insert(state, n.max(0) as u64);
-        }
-        Ok(counts)
-    }
-
-    /// A page of files by their newest job, newest job first: at most `query.limit` jobs. With
-    /// states, each state is read through its index and the pages merged; a name filter reads
-    /// jobs newest first until the page is full (so a name that matches nothing reads them all).
-    fn page(&self, query: &JobQuery) -> Result<Vec<JobRecord>> {
-        let newest = if self.schema >= 2 { "latest = 1" } else { "1" };
-        let before = query.before.unwrap_or(JobId::MAX);
-        let pattern = query.name.as_deref().map(like_pattern).unwrap_or_else(|| "%".into());
-        let limit = query.limit as i64;
-        let sql_for = |state: bool| {
-            format!(
-                "{SELECT} WHERE {newest} AND id < ?1 {} AND CAST(rel_path AS TEXT) LIKE ?2 ESCAPE '\\'
-                 ORDER BY id DESC LIMIT ?3",
-                if state { "AND state = ?4" } else { "" }
-            )
-        };
-        if query.states.is_empty() {
-            return self.query(&sql_for(false), params![before, pattern, limit]);
-        }
-        let mut jobs = Vec::new();
-        for state in &query.states {
-            jobs.extend(self.query(&sql_for(true), params![before, pattern, limit, state.as_str()])?);
-        }
-        jobs.sort_by_key(|j| std::cmp::Reverse(j.id));
-        jobs.truncate(query.limit);
-        Ok(jobs)
-    }
-
-    /// The states a job went through, with their times (for a job of schema 3 or later; an
-    /// older one shows its creation and its last change).
-    fn timeline(&self, id: JobId) -> Result<Vec<Step>> {
-        let conn = self.read();
-        let column = if self.schema >= 3 { "history" } else { "''" };
-        let row: Option<(String, String, i64, i64)> = conn
-            .query_row(&format!("SELECT {column}, state, created_at, updated_at FROM jobs WHERE id = ?1"), [id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .optional()
-            .map_err(|e| self.err(e))?;
-        Ok(row
-            .map(|(history, state, created_at, updated_at)| timeline_of(&history, &state, created_at, updated_at))
-            .unwrap_or_default())
-    }
-
-    /// How many files were delivered since `since_ms` (Unix milliseconds), by their newest job.
-    fn delivered_since(&self, since_ms: i64) -> Result<u64> {
-        let newest = if self.schema >= 2 { "AND latest = 1" } else { "" };
-        self.read()
-            .query_row(
-                &format!("SELECT count(*) FROM jobs WHERE state = ?1 {newest} AND updated_at >= ?2"),
-                params![StateName::Done.as_str(), since_ms],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n.max(0) as u64)
-            .map_err(|e| self.err(e))
-    }
-
-    /// The newest delivered job with `output` among its outputs (a scan: for commands, not the
-    /// daemon's hot path).
-    fn job_with_output(&self, output: &Path) -> Result<Option<JobRecord>> {
-        let jobs = self.query(
-            &format!("{SELECT} WHERE state = ?1 AND instr(data, ?2) > 0 ORDER BY id DESC"),
-            params![StateName::Done.as_str(), output_needle(output)?],
-        )?;
-        Ok(first_with_output(jobs, output))
-    }
-
-    /// How many jobs are in each state.
-    fn counts(&self) -> Result<BTreeMap<StateName, u64>> {
-        self.count_states("SELECT state, count(*) FROM jobs GROUP BY state")
-    }
 }
 
 fn classify(path: &Path, e: rusqlite::Error) -> JournalError {
@@ -620,7 +614,7 @@ fn classify(path: &Path, e: rusqlite::Error) -> JournalError {
         Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
             JournalError::NotWritable { path, detail: e.to_string() }
         }
-        _ => JournalError::Sqlite { path, source: e },
+        _ => JournalError::Database { path, detail: e.to_string() },
     }
 }
 
@@ -633,7 +627,7 @@ mod tests {
     }
 
     #[test]
-    fn a_schema_1_journal_is_migrated_once_and_read_as_it_was_before() {
+    fn a_schema_1_journal_is_migrated_once_by_the_daemon_and_a_reader_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         {
@@ -658,21 +652,26 @@ mod tests {
                 .unwrap();
             }
         }
-        // A newer `status` reads the old journal as it is, without changing it.
-        let old = Sqlite::open_read_only(dir.path()).unwrap();
+        // A newer `status` changes nothing: it asks for the daemon to migrate the journal first.
+        let before = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        let err = Sqlite::open_read_only(dir.path()).map(drop).unwrap_err();
+        assert!(matches!(err, JournalError::Outdated { found: 1, .. }), "{err}");
+        assert!(err.to_string().contains("retouchd run"), "{err}");
+        assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), before, "left as it was");
         let expected: BTreeMap<StateName, u64> = [(StateName::Done, 1), (StateName::Failed, 1)].into();
-        assert_eq!(old.file_counts().unwrap(), expected);
-        assert_eq!(old.recent_latest(StateName::Failed, 10).unwrap().len(), 1);
-        drop(old);
         // The daemon migrates it.
         let journal = Sqlite::open(dir.path()).unwrap();
-        assert_eq!(journal.schema, 3);
+        let schema: i64 =
+            journal.lock().query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
+        assert_eq!(schema, SCHEMA_VERSION);
         assert_eq!(journal.file_counts().unwrap(), expected);
         journal.insert(&source("b.jpg"), &JobState::Submitting { key: "k".into() }).unwrap();
         let after: BTreeMap<StateName, u64> = [(StateName::Done, 1), (StateName::Submitting, 1)].into();
         assert_eq!(journal.file_counts().unwrap(), after);
         drop(journal);
         assert_eq!(Sqlite::open(dir.path()).unwrap().file_counts().unwrap(), after, "migrated once");
+        let reader = Sqlite::open_read_only(dir.path()).unwrap();
+        assert_eq!(reader.file_counts().unwrap(), after, "a reader reads the migrated journal");
     }
 
     #[test]

@@ -19,9 +19,9 @@ use postgres::types::ToSql;
 use postgres::{Client, Row};
 
 use super::{
-    Exported, JobId, JobQuery, JobRecord, JournalError, NodeInfo, Result, Source, Step, Store, Write, WriteOutcome,
-    bytes, delivered_outputs, first_with_output, like_pattern, output_needle, parse_state, path_of, step_code,
-    stored_state, timeline_of,
+    Copying, Exported, InboxMarks, JobId, JobQueries, JobQuery, JobRecord, JobWrites, JournalError, Leases, NodeInfo,
+    Result, Source, Step, Store, Write, WriteOutcome, bytes, delivered_outputs, first_with_output, like_pattern,
+    output_needle, parse_state, path_of, step_code, stored_state, timeline_of,
 };
 use crate::config::ClusterConfig;
 use crate::job::{JobState, StateName};
@@ -309,7 +309,9 @@ impl Store for Postgres {
     fn path(&self) -> &Path {
         &self.location
     }
+}
 
+impl JobWrites for Postgres {
     fn write_batch(&self, writes: &[Write<'_>]) -> Result<Vec<WriteOutcome>> {
         enum Owned {
             Insert(Source, JobState),
@@ -398,7 +400,9 @@ impl Store for Postgres {
             Ok(outcomes.into_iter().map(|o| o.expect("every write has an outcome")).collect())
         })
     }
+}
 
+impl JobQueries for Postgres {
     fn unfinished(&self) -> Result<Vec<JobRecord>> {
         self.jobs(format!("SELECT {COLUMNS} FROM jobs WHERE {} ORDER BY id", unfinished_sql()), vec![])
     }
@@ -438,86 +442,6 @@ impl Store for Postgres {
 
     fn counts(&self) -> Result<BTreeMap<StateName, u64>> {
         self.count_states("SELECT state, count(*) FROM jobs GROUP BY state")
-    }
-
-    fn jobs_after(&self, after: JobId, limit: usize) -> Result<Vec<Exported>> {
-        let sql = format!("SELECT {COLUMNS}, history FROM jobs WHERE id > $1 ORDER BY id LIMIT $2");
-        let limit = limit.min(i64::MAX as usize) as i64;
-        let rows = self.reader.call(move |client| Ok(client.query(&sql, &[&after, &limit])?))?;
-        rows.iter().map(|r| Ok(Exported { job: record(r)?, history: r.get(10) })).collect()
-    }
-
-    fn import(&self, jobs: &[Exported]) -> Result<()> {
-        let jobs = jobs.to_vec();
-        self.writer.call(move |client| {
-            let mut tx = client.transaction()?;
-            let insert = tx.prepare(
-                "INSERT INTO jobs (inbox, rel_path, size, mtime_ns, state, data, created_at, updated_at, progress,
-                                   history, owner, generation, lease_until)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, 1, 0)",
-            )?;
-            for Exported { job, history } in &jobs {
-                let data = super::state_data(&job.state)
-                    .map_err(|e| Failure::Refused(JournalError::BadRow { id: job.id, detail: e.to_string() }))?;
-                tx.execute(
-                    &insert,
-                    &[
-                        &bytes(&job.source.inbox),
-                        &bytes(&job.source.rel_path),
-                        &(job.source.stamp.size as i64),
-                        &job.source.stamp.mtime_ns,
-                        &job.state.name().as_str(),
-                        &data,
-                        &job.created_at,
-                        &job.updated_at,
-                        &job.progress,
-                        history,
-                    ],
-                )?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
-    fn marked_inboxes(&self) -> Result<Vec<PathBuf>> {
-        let rows = self
-            .reader
-            .call(|client| Ok(client.query("SELECT substr(key, 8) FROM meta WHERE key LIKE 'marker:%'", &[])?))?;
-        Ok(rows.iter().map(|r| PathBuf::from(r.get::<_, String>(0))).collect())
-    }
-
-    fn is_marked(&self, inbox: &Path) -> Result<bool> {
-        let key = format!("marker:{}", inbox.display());
-        self.reader.call(move |client| Ok(client.query_opt("SELECT 1 FROM meta WHERE key = $1", &[&key])?.is_some()))
-    }
-
-    fn mark(&self, inbox: &Path) -> Result<()> {
-        let key = format!("marker:{}", inbox.display());
-        self.writer.call(move |client| {
-            client.execute(
-                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
-                &[&key, &now_ms()],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn held(&self) -> Result<bool> {
-        self.reader.call(|client| {
-            let row = client.query_opt("SELECT value FROM meta WHERE key = 'held'", &[])?;
-            Ok(row.is_some_and(|r| r.get::<_, i64>(0) != 0))
-        })
-    }
-
-    fn set_held(&self, held: bool) -> Result<()> {
-        self.writer.call(move |client| {
-            client.execute(
-                "INSERT INTO meta (key, value) VALUES ('held', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
-                &[&i64::from(held)],
-            )?;
-            Ok(())
-        })
     }
 
     fn outputs_in(&self, inbox: &Path) -> Result<Vec<PathBuf>> {
@@ -587,7 +511,93 @@ impl Store for Postgres {
         let sql = format!("SELECT {COLUMNS} FROM jobs WHERE state = 'done' AND strpos(data, $1) > 0 ORDER BY id DESC");
         Ok(first_with_output(self.jobs(sql, vec![Box::new(output_needle(output)?)])?, output))
     }
+}
 
+impl InboxMarks for Postgres {
+    fn is_marked(&self, inbox: &Path) -> Result<bool> {
+        let key = format!("marker:{}", inbox.display());
+        self.reader.call(move |client| Ok(client.query_opt("SELECT 1 FROM meta WHERE key = $1", &[&key])?.is_some()))
+    }
+
+    fn mark(&self, inbox: &Path) -> Result<()> {
+        let key = format!("marker:{}", inbox.display());
+        self.writer.call(move |client| {
+            client.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
+                &[&key, &now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn marked_inboxes(&self) -> Result<Vec<PathBuf>> {
+        let rows = self
+            .reader
+            .call(|client| Ok(client.query("SELECT substr(key, 8) FROM meta WHERE key LIKE 'marker:%'", &[])?))?;
+        Ok(rows.iter().map(|r| PathBuf::from(r.get::<_, String>(0))).collect())
+    }
+
+    fn held(&self) -> Result<bool> {
+        self.reader.call(|client| {
+            let row = client.query_opt("SELECT value FROM meta WHERE key = 'held'", &[])?;
+            Ok(row.is_some_and(|r| r.get::<_, i64>(0) != 0))
+        })
+    }
+
+    fn set_held(&self, held: bool) -> Result<()> {
+        self.writer.call(move |client| {
+            client.execute(
+                "INSERT INTO meta (key, value) VALUES ('held', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
+                &[&i64::from(held)],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+impl Copying for Postgres {
+    fn jobs_after(&self, after: JobId, limit: usize) -> Result<Vec<Exported>> {
+        let sql = format!("SELECT {COLUMNS}, history FROM jobs WHERE id > $1 ORDER BY id LIMIT $2");
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = self.reader.call(move |client| Ok(client.query(&sql, &[&after, &limit])?))?;
+        rows.iter().map(|r| Ok(Exported { job: record(r)?, history: r.get(10) })).collect()
+    }
+
+    fn import(&self, jobs: &[Exported]) -> Result<()> {
+        let jobs = jobs.to_vec();
+        self.writer.call(move |client| {
+            let mut tx = client.transaction()?;
+            let insert = tx.prepare(
+                "INSERT INTO jobs (inbox, rel_path, size, mtime_ns, state, data, created_at, updated_at, progress,
+                                   history, owner, generation, lease_until)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, 1, 0)",
+            )?;
+            for Exported { job, history } in &jobs {
+                let data = super::state_data(&job.state)
+                    .map_err(|e| Failure::Refused(JournalError::BadRow { id: job.id, detail: e.to_string() }))?;
+                tx.execute(
+                    &insert,
+                    &[
+                        &bytes(&job.source.inbox),
+                        &bytes(&job.source.rel_path),
+                        &(job.source.stamp.size as i64),
+                        &job.source.stamp.mtime_ns,
+                        &job.state.name().as_str(),
+                        &data,
+                        &job.created_at,
+                        &job.updated_at,
+                        &job.progress,
+                        history,
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+}
+
+impl Leases for Postgres {
     fn node(&self) -> Option<&str> {
         self.node.as_deref()
     }
