@@ -1,5 +1,6 @@
 //! The shared journal: throughput of one node against three on one PostgreSQL and one inbox
-//! (simulator at processing 0), and start-up of a node on a journal of 1,000,000 jobs. The
+//! (simulator at processing 0), start-up of a node on a journal of 1,000,000 jobs, and what one
+//! journal read costs through each thread hop (`journal`). The
 //! database is a throwaway PostgreSQL server on this machine, with synced commits as in
 //! production (see `retouchd::testkit`).
 
@@ -168,4 +169,71 @@ fn fill(url: &str, inbox: &Path, outbox: &Path, jobs: i64) {
     })
     .join()
     .expect("filling thread");
+}
+
+/// What a journal read costs from the daemon's async code: called on a blocking thread (as the
+/// daemon does, through `spawn_blocking`) against called from a plain thread, for the shared
+/// journal (whose calls also cross to the connection's own thread) and for SQLite. Measured to
+/// decide whether PostgreSQL's two thread hops per call are worth replacing with an async client.
+pub fn journal_calls(runtime: &tokio::runtime::Runtime) -> Vec<Row> {
+    use retouchd::job::JobState;
+    use retouchd::journal::{Journal, Source};
+    const CALLS: u32 = 2000;
+    let source = |n: u32| Source {
+        inbox: PathBuf::from("/in"),
+        rel_path: PathBuf::from(format!("{n}.jpg")),
+        stamp: retouchd::source::Stamp { size: 1, mtime_ns: 1 },
+    };
+    let measure = |name: &str, journal: Journal| -> Row {
+        let id = journal.insert(&source(1), &JobState::new("key".into())).expect("a job");
+        let journal = std::sync::Arc::new(journal);
+        let direct = {
+            let started = Instant::now();
+            for _ in 0..CALLS {
+                journal.get(id).expect("a read");
+            }
+            started.elapsed() / CALLS
+        };
+        let from_async = runtime.block_on(async {
+            let started = Instant::now();
+            for _ in 0..CALLS {
+                let journal = journal.clone();
+                tokio::task::spawn_blocking(move || journal.get(id)).await.expect("joined").expect("a read");
+            }
+            started.elapsed() / CALLS
+        });
+        Row::info(
+            "journal",
+            format!("one job read ({name}), mean of {CALLS}: from a plain thread / from async code via spawn_blocking"),
+            format!("{:.0} µs / {:.0} µs", direct.as_secs_f64() * 1e6, from_async.as_secs_f64() * 1e6),
+        )
+    };
+    let mut rows = Vec::new();
+    let dir = tempfile::tempdir().expect("a temp folder");
+    rows.push(measure("SQLite", Journal::open(dir.path()).expect("a SQLite journal")));
+    match PgServer::start(true) {
+        Ok(server) => {
+            let url = server.new_database().expect("a database");
+            let cluster = retouchd::testkit::cluster_config(&url, "bench", Duration::from_secs(30));
+            rows.push(measure(
+                "PostgreSQL, its connection on a thread of its own",
+                Journal::for_cluster(&cluster, true).expect("a shared journal"),
+            ));
+            // The floor: the same row read by a client on the calling thread (no hop at all).
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("a connection");
+            let statement = client.prepare("SELECT data FROM jobs WHERE id = $1").expect("a statement");
+            let started = Instant::now();
+            for _ in 0..CALLS {
+                client.query_opt(&statement, &[&1i64]).expect("a read");
+            }
+            let floor = started.elapsed() / CALLS;
+            rows.push(Row::info(
+                "journal",
+                format!("the same row read by a client on the calling thread (no hop), mean of {CALLS}"),
+                format!("{:.0} µs", floor.as_secs_f64() * 1e6),
+            ));
+        }
+        Err(e) => rows.push(Row::info("journal", "PostgreSQL for the shared journal", format!("skipped: {e}"))),
+    }
+    rows
 }

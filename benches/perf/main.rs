@@ -1,7 +1,7 @@
 //! The performance benchmark: runs the real `retouchd` (release build) against the simulator and
 //! prints one table. `cargo bench --bench perf` runs every scenario; name some to run only
 //! those: `cargo bench --bench perf -- latency idle`. Scenarios: throughput, latency,
-//! politeness, batch, memory, startup, idle, render, dashboard, cluster.
+//! politeness, batch, memory, startup, idle, render, dashboard, cluster, journal.
 
 mod cluster;
 mod compositing;
@@ -39,7 +39,7 @@ impl Row {
 
 type Scenario = fn(&tokio::runtime::Runtime) -> Vec<Row>;
 
-const SCENARIOS: [(&str, Scenario); 10] = [
+const SCENARIOS: [(&str, Scenario); 11] = [
     ("throughput", scenarios::throughput),
     ("latency", scenarios::latency),
     ("politeness", scenarios::politeness),
@@ -50,6 +50,7 @@ const SCENARIOS: [(&str, Scenario); 10] = [
     ("render", compositing::render),
     ("dashboard", dashboard::dashboard),
     ("cluster", cluster::cluster),
+    ("journal", cluster::journal_calls),
 ];
 
 fn main() {
