@@ -822,3 +822,60 @@ async fn retry_says_why_files_stay_and_sends_refused_ones_only_when_asked() {
     assert!(text.contains("1 file(s) sent back"), "{text}");
     assert!(ws.path("inbox/notes.jpg").exists());
 }
+
+/// Delivery and failure hooks run (in real time: the hooks are processes with a timeout), and a
+/// failing hook loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_after_delivery_and_failure_and_a_failing_hook_loses_nothing() {
+    let sim = start_sim(fast_sim()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hooks_file = dir.path().join("hooks.txt");
+    let hooks = format!(
+        r#"on_delivered = ["sh", "-c", "echo \"$RETOUCHD_EVENT|$RETOUCHD_JOB|$RETOUCHD_SOURCE_NOW|$RETOUCHD_OUTPUT\" >> '{0}'; exit 3"]
+on_failed = ["sh", "-c", "echo \"$RETOUCHD_EVENT|$RETOUCHD_REASON\" >> '{0}'"]
+hook_timeout = "5s""#,
+        hooks_file.display()
+    );
+    let ws = Workspace::new(&sim, "", &hooks);
+    ws.drop_file("good.jpg", &photo(1));
+    ws.drop_file("bad.jpg", b"not a photo");
+    let summary = run_once(&ws).await;
+    assert_eq!((summary.done, summary.rejected), (1, 1), "{summary:?}");
+    let lines = std::fs::read_to_string(&hooks_file).unwrap();
+    let done = ws.path("done/good.jpg").display().to_string();
+    let output = ws.path("outbox/good").display().to_string();
+    assert!(lines.lines().any(|l| l.starts_with("delivered|") && l.contains(&done) && l.ends_with(&output)), "{lines}");
+    assert!(lines.lines().any(|l| l.starts_with("failed|this is not a PNG")), "{lines}");
+    assert!(ws.path("outbox/good/result.json").exists(), "a failing hook loses nothing");
+}
+
+/// The Prometheus endpoint of a running daemon (in real time: it is read over HTTP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoint_reports_jobs_submissions_bytes_and_durations() {
+    let sim = start_sim(fast_sim()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ws = Workspace::new(&sim, &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\""), "");
+    ws.drop_file("a.jpg", &photo(1));
+    let daemon = Running::start(&ws);
+    wait_for("delivered", Duration::from_secs(30), async || ws.path("done/a.jpg").exists().then_some(())).await;
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = wait_for("metrics", Duration::from_secs(10), async || {
+        let body = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        body.contains("retouchd_job_duration_seconds_count 1").then_some(body)
+    })
+    .await;
+    daemon.stop().await;
+    for expected in [
+        "retouchd_jobs{state=\"done\"} 1",
+        "retouchd_submissions_total 1",
+        "retouchd_paused{reason=\"token\"} 0",
+        "# TYPE retouchd_job_duration_seconds histogram",
+        "retouchd_job_duration_seconds_bucket{le=\"+Inf\"} 1",
+    ] {
+        assert!(text.contains(expected), "{expected} missing in\n{text}");
+    }
+    assert!(
+        text.contains("retouchd_upload_bytes_total ") && !text.contains("retouchd_upload_bytes_total 0\n"),
+        "{text}"
+    );
+}

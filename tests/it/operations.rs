@@ -98,26 +98,6 @@ fn results_count(ws: &Workspace) -> usize {
     ws.files("outbox").iter().filter(|f| f.ends_with("result.json")).count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hooks_run_after_delivery_and_failure_and_a_failing_hook_loses_nothing() {
-    let sim = start_sim(fast_sim()).await;
-    let hooks = r#"on_delivered = ["sh", "-c", "echo \"$RETOUCHD_EVENT|$RETOUCHD_JOB|$RETOUCHD_SOURCE_NOW|$RETOUCHD_OUTPUT\" >> hooks.txt; exit 3"]
-on_failed = ["sh", "-c", "echo \"$RETOUCHD_EVENT|$RETOUCHD_REASON\" >> hooks.txt"]
-hook_timeout = "5s""#;
-    let ws = Workspace::new(&sim, "", hooks);
-    ws.drop_file("good.jpg", &jpeg());
-    ws.drop_file("bad.jpg", b"not a photo");
-    let out = ws.run_once(Duration::from_secs(60)).await;
-    assert_eq!(out.status.code(), Some(1), "bad.jpg was refused: {}", String::from_utf8_lossy(&out.stdout));
-    let lines = std::fs::read_to_string(ws.path("hooks.txt")).unwrap();
-    let done = ws.path("done/good.jpg").display().to_string();
-    let output = ws.path("outbox/good").display().to_string();
-    assert!(lines.lines().any(|l| l.starts_with("delivered|") && l.contains(&done) && l.ends_with(&output)), "{lines}");
-    assert!(lines.lines().any(|l| l.starts_with("failed|this is not a PNG")), "{lines}");
-    assert!(ws.path("outbox/good/result.json").exists(), "a failing hook loses nothing");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("the hook failed"));
-}
-
 #[test]
 fn completions_and_the_man_page_come_from_the_cli_definition() {
     for shell in ["bash", "zsh", "fish"] {
@@ -194,36 +174,6 @@ async fn a_closed_pipe_neither_stops_process_nor_crashes_the_daemon_on_ctrl_c() 
     let status = wait_exit(&mut daemon.0, Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "a clean stop, not a panic (101)");
     assert!(!ws.path("state/daemon.json").exists(), "it stopped properly");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_metrics_endpoint_reports_jobs_submissions_bytes_and_durations() {
-    let sim = start_sim(fast_sim()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let ws = Workspace::new(&sim, &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\""), "");
-    ws.drop_file("a.jpg", &jpeg());
-    let mut daemon = ws.spawn(&[], "daemon");
-    wait_for("delivered", Duration::from_secs(30), async || ws.path("done/a.jpg").exists().then_some(())).await;
-    let url = format!("http://127.0.0.1:{port}/metrics");
-    let text = wait_for("metrics", Duration::from_secs(10), async || {
-        let body = reqwest::get(&url).await.ok()?.text().await.ok()?;
-        body.contains("retouchd_job_duration_seconds_count 1").then_some(body)
-    })
-    .await;
-    daemon.kill().unwrap();
-    for expected in [
-        "retouchd_jobs{state=\"done\"} 1",
-        "retouchd_submissions_total 1",
-        "retouchd_paused{reason=\"token\"} 0",
-        "# TYPE retouchd_job_duration_seconds histogram",
-        "retouchd_job_duration_seconds_bucket{le=\"+Inf\"} 1",
-    ] {
-        assert!(text.contains(expected), "{expected} missing in\n{text}");
-    }
-    assert!(
-        text.contains("retouchd_upload_bytes_total ") && !text.contains("retouchd_upload_bytes_total 0\n"),
-        "{text}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
