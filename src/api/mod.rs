@@ -130,17 +130,53 @@ pub fn check_url(url: &str, allow_plain_http: bool) -> Result<Url, String> {
     }
 }
 
+/// Whether building a client failed because the machine has no CA certificates (the TLS
+/// verifier says so in its words, somewhere in the error's chain).
+fn no_ca_store(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        if c.to_string().contains("No CA certificates") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 impl Client {
     pub fn new(options: ClientOptions) -> Result<Client, ApiError> {
         let bad = |m: String| ApiError::new(ErrorKind::Client, "config", m);
         check_url(&options.base_url, options.allow_plain_http).map_err(bad)?;
         check_url(&options.balance_url, options.allow_plain_http).map_err(bad)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.idle_timeout)
-            .user_agent(concat!("retouchd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ApiError::transport("config", &e))?;
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(options.connect_timeout)
+                .read_timeout(options.idle_timeout)
+                .user_agent(concat!("retouchd/", env!("CARGO_PKG_VERSION")))
+        };
+        let http = match builder().build() {
+            Ok(http) => http,
+            // No CA store on this machine (a minimal container image): a client that only talks
+            // plain HTTP (the demo, the simulator, a local tunnel) needs none; one that talks
+            // HTTPS cannot verify its server, and is told what to install.
+            Err(e) if no_ca_store(&e) => {
+                let https = [&options.base_url, &options.balance_url].into_iter().find(|u| u.starts_with("https:"));
+                match https {
+                    None => builder()
+                        .tls_certs_only(std::iter::empty())
+                        .build()
+                        .map_err(|e| ApiError::transport("config", &e))?,
+                    Some(url) => {
+                        return Err(bad(format!(
+                            "no CA certificates on this machine, so {url} cannot be verified: install the \
+                             ca-certificates package (or mount the host's /etc/ssl/certs), or point SSL_CERT_FILE \
+                             at a CA bundle"
+                        )));
+                    }
+                }
+            }
+            Err(e) => return Err(ApiError::transport("config", &e)),
+        };
         Ok(Client {
             http,
             base: options.base_url.trim_end_matches('/').to_string(),

@@ -214,12 +214,43 @@ async fn the_demo_runs_without_token_network_or_config() {
     assert!(dir.path().join("demo/outbox/portrait-1/result.json").exists());
     assert!(dir.path().join("demo/failed/not-a-photo.jpg.error.txt").exists());
 
-    // Run again, as it suggests, with one new photo: only that one is sent.
+    // Run again, as it suggests, with one new photo: only that one is sent. This time on a
+    // machine without a CA store (a minimal container image): the demo talks plain HTTP to
+    // loopback and needs none.
     std::fs::write(dir.path().join("demo/inbox/new.jpg"), jpeg()).unwrap();
-    let out = bin().args(["demo", "--dir"]).arg(dir.path().join("demo")).output().unwrap();
+    let (no_certs, no_cert_dir) = (dir.path().join("none.pem"), dir.path().join("no-certs"));
+    std::fs::write(&no_certs, "").unwrap();
+    std::fs::create_dir(&no_cert_dir).unwrap();
+    let out = bin()
+        .args(["demo", "--dir"])
+        .arg(dir.path().join("demo"))
+        .env("SSL_CERT_FILE", &no_certs)
+        .env("SSL_CERT_DIR", &no_cert_dir)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("1 delivered, 0 failed, 0 refused"), "{stdout}");
     assert!(!dir.path().join("demo/outbox/portrait-1 (2)").exists(), "the samples are not sent again");
     assert!(!dir.path().join("demo/failed/not-a-photo (2).jpg").exists());
+}
+
+/// Without a CA store, an HTTPS server cannot be verified: `check` says what to install
+/// instead of a TLS library's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_ca_store_an_https_server_is_refused_with_what_to_install() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    let text = std::fs::read_to_string(&ws.config).unwrap();
+    let text = text.replace(&sim.base_url(), "https://retouch.invalid/api/retouch/v1");
+    assert!(text.contains("https://retouch.invalid"), "{text}");
+    std::fs::write(&ws.config, text).unwrap();
+    let (no_certs, no_cert_dir) = (ws.path("none.pem"), ws.path("no-certs"));
+    std::fs::write(&no_certs, "").unwrap();
+    std::fs::create_dir(&no_cert_dir).unwrap();
+    let out =
+        ws.command(&["check"]).env("SSL_CERT_FILE", &no_certs).env("SSL_CERT_DIR", &no_cert_dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(i32::from(retouchd::exit::CONFIG)), "{stderr}");
+    assert!(stderr.contains("no CA certificates") && stderr.contains("ca-certificates"), "{stderr}");
 }
