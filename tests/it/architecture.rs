@@ -301,3 +301,35 @@ fn the_checker_sees_paths_groups_and_cycles() {
     let straight: BTreeMap<_, _> = [edge("a", "b"), edge("b", "c"), edge("a", "c")].into_iter().collect();
     assert!(cycles(&straight).is_empty());
 }
+
+/// Every source file is in the README's source map (by its path, or by its folder and its
+/// name), and every top-level module in `lib.rs`'s map, so a newcomer finds each one.
+#[test]
+fn the_readme_and_lib_maps_name_every_source_file_and_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme.find("## Source map").expect("README has a source map");
+    let map = &readme[start..];
+    let map = &map[..map[3..].find("\n## ").map_or(map.len(), |end| end + 3)];
+    let mut missing = Vec::new();
+    walk(&root.join("src"), &mut |path| {
+        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let folder = format!("{}/", Path::new(&rel).parent().unwrap().display());
+        // A command is named by its command (`run`), other files by their file name.
+        let stem = name.trim_end_matches(".rs");
+        let in_folder = map.contains(&format!("`{name}`")) || map.contains(&format!("`{stem}`"));
+        let named = map.contains(&rel) || (map.contains(&folder) && in_folder);
+        if !named && !rel.ends_with("/lib.rs") && !rel.contains("/assets/") {
+            missing.push(rel);
+        }
+    });
+    assert!(missing.is_empty(), "README's source map does not name: {missing:?}");
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let unnamed: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod ").and_then(|m| m.strip_suffix(';')))
+        .filter(|m| !lib.contains(&format!("[`{m}`]")) && *m != "testkit")
+        .collect();
+    assert!(unnamed.is_empty(), "lib.rs's map does not name: {unnamed:?}");
+}
