@@ -549,7 +549,7 @@ async fn the_completion_hook_wakes_its_job_a_lost_call_falls_back_to_polling_and
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let web = format!("listen = \"127.0.0.1:{port}\"\npassword = \"{PASSWORD}\"");
     let dash = Dash::start(&web, &format!("hook_url = \"http://127.0.0.1:{port}/\""), "").await;
-    dash.sim.update(|c| c.processing_ms = 6000);
+    dash.sim.update(|c| c.processing_ms = 3000);
     let polls = |sim: &Simulator| sim.stats().polls_by_job.values().sum::<u64>();
 
     // Called: the job is asked about once, when the server says it is done.

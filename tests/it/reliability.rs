@@ -41,7 +41,7 @@ async fn random_sigkills_lose_nothing_and_never_charge_twice() {
     let started = Instant::now();
     for kill in 0..KILLS {
         let mut daemon = ws.spawn(&[], &format!("run{kill}"));
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(300..3000))).await;
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(200..1500))).await;
         for (state, n) in states(&ws) {
             if n > 0 && !["done", "failed", "rejected"].contains(&state.as_str()) {
                 *seen_at_kill.entry(state).or_default() += 1;
