@@ -83,7 +83,7 @@ impl Layout {
 
     /// The staged name of a result restored from the result cache for `target`.
     pub fn staged_result_name(&self, target: &Target) -> PathBuf {
-        PathBuf::from(staged_name(&self.stem, &target.ext.as_deref().map(|e| format!(".{e}")).unwrap_or_default()))
+        staged_result_name(&self.stem, target)
     }
 
     /// The job's folder in the staging folder (a zip result extracted), where result.json is.
@@ -110,6 +110,12 @@ impl Layout {
     }
 }
 
+/// The staged name of a result for `target` under `stem`: `job-N` for a zip's folder,
+/// `job-N.<ext>` for an image.
+pub(super) fn staged_result_name(stem: &str, target: &Target) -> PathBuf {
+    PathBuf::from(staged_name(stem, &target.ext.as_deref().map(|e| format!(".{e}")).unwrap_or_default()))
+}
+
 /// The finished outputs' name for the source file `source_name` of the watch `watch`, by the
 /// watch's name template (with the time now).
 pub fn output_name(template: &NameTemplate, source_name: &OsStr, watch: &OsStr) -> OsString {
@@ -134,7 +140,7 @@ pub fn staged_job(name: &std::ffi::OsStr) -> Option<i64> {
 }
 
 /// The name of something staged under `stem` (see [`stage_stem`]), followed by `suffix`.
-pub(super) fn staged_name(stem: &str, suffix: &str) -> String {
+fn staged_name(stem: &str, suffix: &str) -> String {
     format!("{stem}{suffix}")
 }
 

@@ -218,10 +218,7 @@ pub fn stage_download(
     stem: &str,
     max_bytes: u64,
 ) -> Result<PathBuf, DeliverError> {
-    let staged = PathBuf::from(layout::staged_name(
-        stem,
-        target.ext.as_deref().map(|e| format!(".{e}")).as_deref().unwrap_or(""),
-    ));
+    let staged = layout::staged_result_name(stem, target);
     staging.remove_all(&staged)?;
     match kind {
         FileKind::Zip => {
