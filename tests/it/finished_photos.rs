@@ -268,17 +268,18 @@ async fn a_face_lifting_flow_layer_is_never_blended_the_layers_come_with_a_note_
     assert_eq!(sim.stats().charged_starts, 1);
 }
 
+/// A portrait delivered with Glasses Anti Glare in `layout` mode, as a flat PNG and a PSD.
+async fn glasses_delivered(layout: &str) -> Workspace {
+    let tasks = format!(
+        r#"[ {{ Plugin = "Glasses Anti Glare", "Glasses Glare Removal" = 0.8, LayoutMode = "{layout}", Layer = 1 }} ]"#
+    );
+    let photo = retouchd::imagegen::png_bytes(160, 120, [180, 140, 120]);
+    delivered_once(&tasks, "flat = \"png\"\npsd = true", "portrait.png", &photo).await.1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn glasses_patches_are_placed_by_their_matrix_as_an_independent_reference_does() {
-    let tasks =
-        r#"[ { Plugin = "Glasses Anti Glare", "Glasses Glare Removal" = 0.8, LayoutMode = "patch", Layer = 1 } ]"#;
-    let (_sim, ws) = delivered_once(
-        tasks,
-        "flat = \"png\"\npsd = true",
-        "portrait.png",
-        &retouchd::imagegen::png_bytes(160, 120, [180, 140, 120]),
-    )
-    .await;
+    let ws = glasses_delivered("patch").await;
     let files = ws.files("outbox");
     assert!(!files.iter().any(|f| f.ends_with("render-error.txt")), "{files:?}");
     let layer = ws.path("outbox/portrait/index=0&blendmode=linearLight&name=Glasses Anti Glare.png");
@@ -313,15 +314,7 @@ async fn glasses_patches_are_placed_by_their_matrix_as_an_independent_reference_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_frame_glasses_are_blended_with_linear_light_as_psd_tools_blends_them() {
-    let tasks =
-        r#"[ { Plugin = "Glasses Anti Glare", "Glasses Glare Removal" = 0.8, LayoutMode = "full", Layer = 1 } ]"#;
-    let (_sim, ws) = delivered_once(
-        tasks,
-        "flat = \"png\"\npsd = true",
-        "portrait.png",
-        &retouchd::imagegen::png_bytes(160, 120, [180, 140, 120]),
-    )
-    .await;
+    let ws = glasses_delivered("full").await;
     let layer = ws.path("outbox/portrait/index=0&blendmode=linearLight&name=Glasses Anti Glare.png");
     assert_eq!(decode_png(&layer).0, 160, "a full-size layer");
     // psd-tools' own linear light (numpy) over the same layer must give retouchd's flat photo.
