@@ -198,6 +198,32 @@ impl Dir {
         })
     }
 
+    /// A new file in this folder that has no name (O_TMPFILE), open for reading and writing:
+    /// gone when closed, whatever happens to the process. Where the file system cannot make
+    /// one, a named temporary file is made and unlinked at once.
+    pub fn create_unnamed(&self) -> io::Result<File> {
+        let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
+        match rustix::fs::openat(&self.fd, ".", flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => Ok(File::from(fd)),
+            Err(_) => {
+                for _ in 0..16 {
+                    let name = OsString::from(format!(".unnamed-{:016x}.tmp", random_u64()));
+                    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                    match rustix::fs::openat(&self.fd, name.as_os_str(), flags, Mode::from_raw_mode(0o600)) {
+                        Ok(fd) => {
+                            rustix::fs::unlinkat(&self.fd, name.as_os_str(), rustix::fs::AtFlags::empty())
+                                .map_err(io_err)?;
+                            return Ok(File::from(fd));
+                        }
+                        Err(rustix::io::Errno::EXIST) => continue,
+                        Err(e) => return Err(io_err(e)),
+                    }
+                }
+                Err(io::Error::other(format!("no free temporary name in {}", self.path.display())))
+            }
+        }
+    }
+
     /// Creates a new file in this folder under an unpredictable name starting with `prefix`.
     pub fn create_temp(&self, prefix: &str) -> io::Result<(File, OsString)> {
         for _ in 0..16 {

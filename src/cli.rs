@@ -139,7 +139,7 @@ pub enum Command {
         /// A plugin's strength, PLUGIN=0..1 (e.g. "Dodge Burn=0.5"); repeat for several.
         #[arg(long, value_name = "PLUGIN=STRENGTH", value_parser = retouchd::commands::render::parse_opacity)]
         opacity: Vec<(String, f32)>,
-        /// The finished photo's format: same, jpeg, png or none (default: the watch's).
+        /// The finished photo's format: same, jpeg, png, tiff or none (default: the watch's).
         #[arg(long, value_name = "FORMAT", value_parser = parse_flat)]
         flat: Option<retouchd::render::FlatFormat>,
         /// Also write a layered PSD.
@@ -236,5 +236,6 @@ pub struct SimArgs {
 }
 
 fn parse_flat(text: &str) -> Result<retouchd::render::FlatFormat, String> {
-    retouchd::render::FlatFormat::parse(text).ok_or_else(|| format!("`{text}` is not one of: same, jpeg, png, none"))
+    retouchd::render::FlatFormat::parse(text)
+        .ok_or_else(|| format!("`{text}` is not one of: same, jpeg, png, tiff, none"))
 }

@@ -1,4 +1,4 @@
-//! What a file really is, judged by its bytes: the kind (PNG, JPEG, ZIP), image dimensions read
+//! What a file really is, judged by its bytes: the kind (PNG, JPEG, TIFF, ZIP), image dimensions read
 //! from the header without decoding, and whether the content is complete (not still being copied).
 //!
 //! Names and content types lie (the server serves a ZIP under the original image's name), so
@@ -14,6 +14,9 @@ use std::path::Path;
 pub enum FileKind {
     Png,
     Jpeg,
+    /// Taken from the inbox but never sent as it is: the server gets an 8-bit proxy
+    /// (`crate::proxy`) and the layers are applied to the original.
+    Tiff,
     Zip,
     Unknown,
 }
@@ -24,23 +27,29 @@ impl FileKind {
         match self {
             FileKind::Png => "png",
             FileKind::Jpeg => "jpg",
+            FileKind::Tiff => "tif",
             FileKind::Zip => "zip",
             FileKind::Unknown => "bin",
         }
     }
 
-    /// Whether this is an image the server can retouch.
+    /// Whether this is an image the server can retouch as it is.
     pub fn is_image(self) -> bool {
         matches!(self, FileKind::Png | FileKind::Jpeg)
     }
+
+    /// Whether this is a photo retouchd takes from an inbox (sent as it is, or as a proxy).
+    pub fn is_photo(self) -> bool {
+        matches!(self, FileKind::Png | FileKind::Jpeg | FileKind::Tiff)
+    }
 }
 
-/// Whether a file's name says it is something the server takes (`.jpg`, `.jpeg`, `.png`,
-/// `.zip`, in any case). Used to pass over other files found in folders; what a file really is
+/// Whether a file's name says it is something retouchd takes (`.jpg`, `.jpeg`, `.png`, `.tif`,
+/// `.tiff`, `.zip`, in any case). Used to pass over other files found in folders; what a file really is
 /// is still told by its bytes.
 pub fn has_photo_extension(path: &Path) -> bool {
     let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-    matches!(ext.as_str(), "jpg" | "jpeg" | "png" | "zip")
+    matches!(ext.as_str(), "jpg" | "jpeg" | "png" | "tif" | "tiff" | "zip")
 }
 
 impl std::fmt::Display for FileKind {
@@ -48,6 +57,7 @@ impl std::fmt::Display for FileKind {
         f.write_str(match self {
             FileKind::Png => "PNG",
             FileKind::Jpeg => "JPEG",
+            FileKind::Tiff => "TIFF",
             FileKind::Zip => "ZIP",
             FileKind::Unknown => "unknown",
         })
@@ -56,6 +66,8 @@ impl std::fmt::Display for FileKind {
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 const JPEG_MAGIC: &[u8] = &[0xFF, 0xD8, 0xFF];
+/// Little- and big-endian TIFF, then little- and big-endian BigTIFF.
+const TIFF_MAGICS: [&[u8]; 4] = [b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"];
 const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
 const ZIP_EMPTY_MAGIC: &[u8] = b"PK\x05\x06";
 
@@ -65,6 +77,8 @@ pub fn sniff(head: &[u8]) -> FileKind {
         FileKind::Png
     } else if head.starts_with(JPEG_MAGIC) {
         FileKind::Jpeg
+    } else if TIFF_MAGICS.iter().any(|m| head.starts_with(m)) {
+        FileKind::Tiff
     } else if head.starts_with(ZIP_MAGIC) || head.starts_with(ZIP_EMPTY_MAGIC) {
         FileKind::Zip
     } else {
@@ -91,15 +105,33 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Width and height of a PNG or JPEG, read from its header. `None` when the header is not
+/// Width and height of a PNG, JPEG or TIFF (its first image), read from its header. `None` when the header is not
 /// readable (truncated or corrupt) or the kind has no dimensions.
 pub fn image_dimensions(reader: &mut (impl Read + Seek), kind: FileKind) -> io::Result<Option<(u32, u32)>> {
     reader.seek(SeekFrom::Start(0))?;
     match kind {
         FileKind::Png => png_dimensions(reader),
         FileKind::Jpeg => jpeg_dimensions(reader),
+        FileKind::Tiff => Ok(tiff_chunks_end(reader).map(|(size, _)| size)),
         _ => Ok(None),
     }
+}
+
+/// A TIFF's first image: its size and where its last strip or tile ends. `None` when the
+/// header or the first directory cannot be read (a file still being copied, or damaged).
+fn tiff_chunks_end(reader: &mut (impl Read + Seek)) -> Option<((u32, u32), u64)> {
+    use tiff::tags::Tag;
+    let mut decoder = tiff::decoder::Decoder::new(reader).ok()?;
+    let size = decoder.dimensions().ok()?;
+    let (offsets, counts) = match decoder.find_tag_unsigned_vec::<u64>(Tag::TileOffsets).ok()? {
+        Some(offsets) => (offsets, decoder.find_tag_unsigned_vec::<u64>(Tag::TileByteCounts).ok()??),
+        None => (
+            decoder.find_tag_unsigned_vec::<u64>(Tag::StripOffsets).ok()??,
+            decoder.find_tag_unsigned_vec::<u64>(Tag::StripByteCounts).ok()??,
+        ),
+    };
+    let end = offsets.iter().zip(&counts).map(|(o, c)| o.saturating_add(*c)).max().unwrap_or(0);
+    Some((size, end))
 }
 
 fn png_dimensions(reader: &mut impl Read) -> io::Result<Option<(u32, u32)>> {
@@ -167,7 +199,8 @@ fn jpeg_dimensions(reader: &mut impl Read) -> io::Result<Option<(u32, u32)>> {
 }
 
 /// Whether a file of this kind has all its bytes: a JPEG ends with its end-of-image marker, a
-/// PNG with its IEND chunk, a ZIP has its end-of-central-directory record. Used to tell a file
+/// PNG with its IEND chunk, a TIFF holds every strip or tile of its first image, a ZIP has its
+/// end-of-central-directory record. Used to tell a file
 /// still being copied from a finished one.
 pub fn is_complete(reader: &mut (impl Read + Seek), kind: FileKind) -> io::Result<bool> {
     let len = reader.seek(SeekFrom::End(0))?;
@@ -181,6 +214,10 @@ pub fn is_complete(reader: &mut (impl Read + Seek), kind: FileKind) -> io::Resul
         FileKind::Png => {
             let tail = read_tail(reader, len, 12)?;
             Ok(tail.len() == 12 && &tail[4..8] == b"IEND")
+        }
+        FileKind::Tiff => {
+            reader.seek(SeekFrom::Start(0))?;
+            Ok(tiff_chunks_end(reader).is_some_and(|(_, end)| end <= len))
         }
         FileKind::Zip => {
             // The end-of-central-directory record sits in the last 22 + 65535 bytes.
@@ -228,8 +265,24 @@ mod tests {
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\nrest"), FileKind::Png);
         assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]), FileKind::Jpeg);
         assert_eq!(sniff(b"PK\x03\x04...."), FileKind::Zip);
+        for tiff in [&b"II*\0"[..], b"MM\0*", b"II+\0", b"MM\0+"] {
+            assert_eq!(sniff(tiff), FileKind::Tiff);
+        }
         assert_eq!(sniff(b"<html>"), FileKind::Unknown);
         assert_eq!(sniff(b""), FileKind::Unknown);
+    }
+
+    #[test]
+    fn a_tiff_has_its_dimensions_and_is_complete_only_with_every_strip() {
+        let tiff = crate::imagegen::tiff16_bytes(64, 40, [90, 120, 150]);
+        assert_eq!(image_dimensions(&mut Cursor::new(&tiff), FileKind::Tiff).unwrap(), Some((64, 40)));
+        assert!(is_complete(&mut Cursor::new(&tiff), FileKind::Tiff).unwrap());
+        // The crate writes the directory last: a copy cut short has none, and one with its
+        // directory but not all its strips (data cut from the middle) is incomplete too.
+        let cut = &tiff[..tiff.len() / 2];
+        assert!(!is_complete(&mut Cursor::new(cut), FileKind::Tiff).unwrap());
+        assert_eq!(image_dimensions(&mut Cursor::new(cut), FileKind::Tiff).unwrap(), None);
+        assert!(has_photo_extension(Path::new("a.TIFF")) && has_photo_extension(Path::new("a.tif")));
     }
 
     #[test]

@@ -17,6 +17,23 @@ pub fn png_bytes(width: u32, height: u32, tint: [u8; 3]) -> Vec<u8> {
     out
 }
 
+/// A 16-bit RGB TIFF (Deflate, little-endian strips) of `width` × `height`: a gradient whose
+/// samples use all 16 bits, tinted by `tint`.
+pub fn tiff16_bytes(width: u32, height: u32, tint: [u8; 3]) -> Vec<u8> {
+    let samples: Vec<u16> = gradient(width, height, tint, false)
+        .chunks_exact(3)
+        .enumerate()
+        .flat_map(|(i, p)| p.iter().map(move |&v| u16::from(v) * 257 + (i % 257) as u16).collect::<Vec<_>>())
+        .collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    tiff::encoder::TiffEncoder::new(&mut out)
+        .expect("in-memory TIFF")
+        .with_compression(tiff::encoder::Compression::Deflate(tiff::encoder::DeflateLevel::Fast))
+        .write_image::<tiff::encoder::colortype::RGB16>(width, height, &samples)
+        .expect("in-memory TIFF data");
+    out.into_inner()
+}
+
 /// A baseline JPEG of `width` × `height` with a gradient tinted by `tint`.
 pub fn jpeg_bytes(width: u16, height: u16, tint: [u8; 3]) -> Vec<u8> {
     let mut out = Vec::new();

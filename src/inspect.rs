@@ -38,7 +38,8 @@ pub fn inspect_file(mut file: File, limits: &Limits) -> std::io::Result<Result<F
     let mut head = [0u8; 8];
     let n = file.read(&mut head)?;
     let kind = formats::sniff(&head[..n]);
-    if size > limits.max_file_bytes() {
+    // A TIFF is never sent: its proxy is, and that is checked against the size limit when made.
+    if size > limits.max_file_bytes() && kind != FileKind::Tiff {
         return Ok(Err(format!(
             "the file is {:.1} MB; the server takes at most {} MB",
             mb(size),
@@ -47,10 +48,11 @@ pub fn inspect_file(mut file: File, limits: &Limits) -> std::io::Result<Result<F
     }
     let verdict = match kind {
         FileKind::Unknown => Err(format!(
-            "this is not a PNG, JPEG or ZIP file (its first bytes are {}); only those formats can be retouched",
+            "this is not a PNG, JPEG, TIFF or ZIP file (its first bytes are {}); only those formats can be retouched",
             head[..n].iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(" ")
         )),
         FileKind::Png | FileKind::Jpeg => check_image(&mut file, kind, limits),
+        FileKind::Tiff => check_tiff(&mut file, limits),
         FileKind::Zip => check_zip(file, limits),
     };
     Ok(verdict.map(|()| kind))
@@ -73,6 +75,27 @@ fn check_image(reader: &mut (impl Read + std::io::Seek), kind: FileKind, limits:
         Ok(Some(_)) => Ok(()),
         Ok(None) | Err(_) => Err(format!("the {kind} header cannot be read; the file is corrupt or truncated")),
     }
+}
+
+/// A TIFF is sent as an 8-bit PNG or JPEG proxy of the same pixel size: the server must take
+/// one of those, and the TIFF must be one retouchd can read (RGB or grey, 8 or 16 bits).
+fn check_tiff(file: &mut File, limits: &Limits) -> Result<(), String> {
+    if !limits.image_formats.iter().any(|f| matches!(f.as_str(), "png" | "jpg" | "jpeg")) {
+        return Err("a TIFF is sent as a PNG or JPEG proxy, and the server takes neither".into());
+    }
+    std::io::Seek::rewind(file).map_err(|e| format!("the file cannot be read: {e}"))?;
+    let (w, h) = crate::render::tiff_file::check_header(std::io::BufReader::new(file))?;
+    if w == 0 || h == 0 {
+        return Err(format!("the TIFF header says the image is {w}×{h}; it is corrupt"));
+    }
+    if megapixels(w, h) > limits.max_megapixels {
+        return Err(format!(
+            "the image is {w}×{h} ({:.0} megapixels); the server takes at most {} megapixels",
+            megapixels(w, h),
+            limits.max_megapixels
+        ));
+    }
+    Ok(())
 }
 
 /// The most entries an input zip may have: each photo in it comes back as several files, so an
@@ -119,6 +142,10 @@ fn check_zip(file: File, limits: &Limits) -> Result<(), String> {
         match kind {
             FileKind::Zip => problems.push(format!("`{name}` is a zip inside the zip (nested archives are not taken)")),
             FileKind::Unknown => problems.push(format!("`{name}` is not a PNG or JPEG image")),
+            FileKind::Tiff => problems.push(format!(
+                "`{name}` is a TIFF (a zip is sent as it is and the server takes only PNG and JPEG; drop TIFFs \
+                 into the inbox themselves and they are sent as proxies)"
+            )),
             FileKind::Png | FileKind::Jpeg => match check_image(&mut Cursor::new(&head), kind, limits) {
                 Ok(()) => images += 1,
                 Err(why) if head.len() as u64 == entry.size() => problems.push(format!("`{name}`: {why}")),
@@ -164,9 +191,33 @@ mod tests {
     }
 
     #[test]
+    fn a_tiff_is_judged_by_the_proxy_it_becomes() {
+        let tiff = imagegen::tiff16_bytes(400, 300, [1, 2, 3]);
+        assert_eq!(check(&tiff), Ok(FileKind::Tiff));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.tif");
+        std::fs::write(&path, &tiff).unwrap();
+        // Larger than the server takes, yet passed: its proxy's size is checked when it is made.
+        let small = Limits { max_file_size_mb: 0.0, ..Limits::default() };
+        assert_eq!(inspect(&path, &small).unwrap(), Ok(FileKind::Tiff));
+        let tight = Limits { max_megapixels: 0.1, ..Limits::default() };
+        assert!(inspect(&path, &tight).unwrap().unwrap_err().contains("megapixels"));
+        let png_only = Limits { image_formats: vec!["webp".into()], ..Limits::default() };
+        assert!(inspect(&path, &png_only).unwrap().unwrap_err().contains("takes neither"));
+        let mut cmyk = std::io::Cursor::new(Vec::new());
+        tiff::encoder::TiffEncoder::new(&mut cmyk)
+            .unwrap()
+            .write_image::<tiff::encoder::colortype::CMYK8>(4, 4, &[0u8; 64])
+            .unwrap();
+        assert!(check(&cmyk.into_inner()).unwrap_err().contains("CMYK"));
+        let zip = imagegen::zip_of(&[("a.tif", tiff)]);
+        assert!(check(&zip).unwrap_err().contains("drop TIFFs"));
+    }
+
+    #[test]
     fn empty_text_and_corrupt_files_are_refused_with_reasons() {
         assert!(check(b"").unwrap_err().contains("empty"));
-        assert!(check(b"hello, I am text").unwrap_err().contains("not a PNG, JPEG or ZIP"));
+        assert!(check(b"hello, I am text").unwrap_err().contains("not a PNG, JPEG, TIFF or ZIP"));
         assert!(check(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0, 1, 2, 3, 0xFF, 0xD9]).unwrap_err().contains("cannot be read"));
     }
 

@@ -1,7 +1,9 @@
 //! The finished photo's cost: `retouchd render` flattening a 24-megapixel JPEG with three
 //! full-size RGBA layers (normal, soft light, darken) and writing a JPEG, beside ImageMagick
 //! doing the same composite in the same run; the two composites compared before JPEG (as PNG);
-//! peak memory; and how the time grows with the number of layers.
+//! peak memory; and how the time grows with the number of layers. `render16`: the 16-bit round
+//! trip, a 45-megapixel 16-bit TIFF (and PNG) with three layers written at 16 bits, beside
+//! ImageMagick's Q16 build doing the same in the same run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,6 +64,10 @@ fn photo(path: &Path) {
 /// The layers folder with the first `count` of: Heal (normal), Dodge Burn (soft light),
 /// Mattifier (darken), then more soft-light layers.
 fn layers(dir: &Path, count: usize) -> Vec<(PathBuf, &'static str)> {
+    layers_sized(dir, count, WIDTH, HEIGHT)
+}
+
+fn layers_sized(dir: &Path, count: usize, width: u32, height: u32) -> Vec<(PathBuf, &'static str)> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("layers folder");
     (0..count)
@@ -73,7 +79,7 @@ fn layers(dir: &Path, count: usize) -> Vec<(PathBuf, &'static str)> {
                 n => ("softLight", format!("Relief {n}"), LayerLook::GreyRelief, "SoftLight"),
             };
             let path = dir.join(format!("index={i}&blendmode={mode}&name={plugin}.png"));
-            std::fs::write(&path, layer_png(look, WIDTH, HEIGHT, i as u64)).expect("layer");
+            std::fs::write(&path, layer_png(look, width, height, i as u64)).expect("layer");
             (path, im)
         })
         .collect()
@@ -102,6 +108,9 @@ fn imagemagick(source: &Path, layers: &[(PathBuf, &str)], out: &Path) -> Option<
     }
     if out.extension().is_some_and(|e| e == "jpg") {
         command.args(["-quality", "95", "-sampling-factor", "4:4:4"]);
+    }
+    if out.extension().is_some_and(|e| e == "tif") {
+        command.args(["-depth", "16", "-compress", "zip"]);
     }
     command.arg(out);
     Some(measured(&mut command))
@@ -207,6 +216,98 @@ pub fn render(_runtime: &tokio::runtime::Runtime) -> Vec<Row> {
             format!("{count} layer(s)"),
             format!("{:.2} s ({:.1} ms/MP)", best.as_secs_f64(), best.as_secs_f64() * 1000.0 / mp),
         ));
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    rows
+}
+
+const WIDTH_45: u32 = 8192;
+const HEIGHT_45: u32 = 5504;
+
+/// A photo-like 45 MP 16-bit RGB image: gradients using all 16 bits, with fine noise.
+fn photo16() -> Vec<u16> {
+    let mut rng = fastrand::Rng::with_seed(45);
+    let mut samples = Vec::with_capacity((WIDTH_45 * HEIGHT_45 * 3) as usize);
+    for y in 0..HEIGHT_45 {
+        for x in 0..WIDTH_45 {
+            let n = rng.u16(..2000);
+            samples.push((20_000 + x * 28_000 / WIDTH_45) as u16 + n);
+            samples.push((15_000 + y * 25_000 / HEIGHT_45) as u16 + n);
+            samples.push(18_000 + n);
+        }
+    }
+    samples
+}
+
+/// The 16-bit round trip at 45 MP: a Deflate TIFF (as Lightroom exports) and a 16-bit PNG, each
+/// with three full-size layers, written at 16 bits by retouchd and by ImageMagick (Q16), one run
+/// each (best of two for retouchd), with peak memory.
+pub fn render16(_runtime: &tokio::runtime::Runtime) -> Vec<Row> {
+    let root = bench_root().join("render16");
+    std::fs::create_dir_all(&root).expect("bench folder");
+    let samples = photo16();
+    let tiff_source = root.join("photo.tif");
+    {
+        let file = std::io::BufWriter::new(std::fs::File::create(&tiff_source).expect("tiff"));
+        let mut tiff = tiff::encoder::TiffEncoder::new(file)
+            .expect("tiff")
+            .with_compression(tiff::encoder::Compression::Deflate(tiff::encoder::DeflateLevel::Fast))
+            .with_predictor(tiff::encoder::Predictor::Horizontal);
+        tiff.write_image::<tiff::encoder::colortype::RGB16>(WIDTH_45, HEIGHT_45, &samples).expect("tiff");
+    }
+    let png_source = root.join("photo.png");
+    {
+        let file = std::io::BufWriter::new(std::fs::File::create(&png_source).expect("png"));
+        let mut encoder = png::Encoder::new(file, WIDTH_45, HEIGHT_45);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Sixteen);
+        encoder.set_compression(png::Compression::Fast);
+        let bytes: Vec<u8> = samples.iter().flat_map(|v| v.to_be_bytes()).collect();
+        encoder.write_header().expect("png").write_image_data(&bytes).expect("png");
+    }
+    drop(samples);
+    let stack = layers_sized(&root.join("photo"), 3, WIDTH_45, HEIGHT_45);
+    let mp = f64::from(WIDTH_45 * HEIGHT_45) / 1e6;
+    let mut rows = Vec::new();
+    for (source, flat, ext) in [(&tiff_source, "tiff", "tif"), (&png_source, "png", "png")] {
+        let what = format!("{mp:.0} MP 16-bit {} + 3 layers → 16-bit {}", ext.to_uppercase(), ext.to_uppercase());
+        let (mut ours, mut our_rss) = (Duration::MAX, 0.0f64);
+        for _ in 0..2 {
+            let (t, rss, ok) = retouchd_render(source, &root.join("photo"), &root.join("ours"), flat);
+            assert!(ok, "retouchd render failed");
+            ours = ours.min(t);
+            our_rss = our_rss.max(rss);
+        }
+        rows.push(Row::info("render16", format!("{what}, retouchd"), format!("{:.2} s", ours.as_secs_f64())));
+        rows.push(Row::judged(
+            "render16",
+            "retouchd's peak RSS for it",
+            format!("{our_rss:.0} MB"),
+            "< 1000 MB",
+            our_rss < 1000.0,
+        ));
+        match imagemagick(source, &stack, &root.join(format!("magick.{ext}"))) {
+            Some((theirs, their_rss, true)) => {
+                rows.push(Row::info(
+                    "render16",
+                    "the same with ImageMagick (Debian's Q16 convert … -composite)",
+                    format!("{:.2} s, {their_rss:.0} MB peak", theirs.as_secs_f64()),
+                ));
+                let speedup = theirs.as_secs_f64() / ours.as_secs_f64();
+                rows.push(Row::judged(
+                    "render16",
+                    "retouchd's speed-up over ImageMagick",
+                    format!("{speedup:.1}×"),
+                    "> 1×",
+                    speedup > 1.0,
+                ));
+            }
+            _ => rows.push(Row::info(
+                "render16",
+                "ImageMagick",
+                "not installed, or failed (apt-get install imagemagick)",
+            )),
+        }
     }
     let _ = std::fs::remove_dir_all(&root);
     rows

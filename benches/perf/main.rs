@@ -39,7 +39,7 @@ impl Row {
 
 type Scenario = fn(&tokio::runtime::Runtime) -> Vec<Row>;
 
-const SCENARIOS: [(&str, Scenario); 11] = [
+const SCENARIOS: [(&str, Scenario); 12] = [
     ("throughput", scenarios::throughput),
     ("latency", scenarios::latency),
     ("politeness", scenarios::politeness),
@@ -48,6 +48,7 @@ const SCENARIOS: [(&str, Scenario); 11] = [
     ("startup", scenarios::startup),
     ("idle", scenarios::idle),
     ("render", compositing::render),
+    ("render16", compositing::render16),
     ("dashboard", dashboard::dashboard),
     ("cluster", cluster::cluster),
     ("journal", cluster::journal_calls),

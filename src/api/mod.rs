@@ -235,6 +235,8 @@ impl Client {
             FileKind::Png => "image/png",
             FileKind::Jpeg => "image/jpeg",
             FileKind::Zip => "application/zip",
+            // Never sent (its proxy is); named for what it is all the same.
+            FileKind::Tiff => "image/tiff",
             FileKind::Unknown => "application/octet-stream",
         };
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(handle, 64 * 1024));

@@ -42,6 +42,7 @@ pub(super) struct RawOutput {
     pub(super) flat: Option<String>,
     pub(super) psd: Option<bool>,
     pub(super) jpeg_quality: Option<i64>,
+    pub(super) tiff_compression: Option<String>,
     pub(super) metadata: Option<String>,
     pub(super) name: Option<String>,
     #[serde(default)]

@@ -489,7 +489,16 @@ impl Validator {
         if let Some(text) = raw.flat {
             match FlatFormat::parse(&text) {
                 Some(flat) => out.flat = flat,
-                None => self.problem(at("flat"), format!("`{text}` is not one of: same, jpeg, png, none")),
+                None => self.problem(at("flat"), format!("`{text}` is not one of: same, jpeg, png, tiff, none")),
+            }
+        }
+        if let Some(text) = raw.tiff_compression {
+            match crate::render::TiffCompression::parse(&text) {
+                Some(c) => out.tiff_compression = c,
+                None => self.problem(
+                    at("tiff_compression"),
+                    format!("`{text}` is not one of: {}", crate::render::TiffCompression::NAMES),
+                ),
             }
         }
         match raw.jpeg_quality {

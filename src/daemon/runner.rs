@@ -366,6 +366,21 @@ impl<'a> Runner<'a> {
                 }
                 Err(SourceCheck::Same) => unreachable!("open_same gives the file when it is the same"),
             };
+            let (file, name) = match self.sendable(file, &name).await {
+                Ok(sendable) => sendable,
+                Err(crate::proxy::ProxyError::Refused(reason)) => {
+                    release_probe(self.ctx);
+                    return Event::Fail { reason: format!("no 8-bit proxy could be made to send: {reason}") };
+                }
+                Err(crate::proxy::ProxyError::Io(e)) => {
+                    drop(permit);
+                    release_probe(self.ctx);
+                    if let Some(reason) = self.retry_later("making the 8-bit proxy", &e, None, LOCAL_CAP).await {
+                        return Event::Fail { reason };
+                    }
+                    continue;
+                }
+            };
             self.ctx.job_waits(&self.job, None);
             self.ctx.metrics.upload_started(1);
             // One client for the call and the host recorded with it (a reload may swap clients).
@@ -410,6 +425,36 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+    }
+
+    /// What goes to the server for the opened source, under what name: a TIFF goes as its 8-bit
+    /// proxy ([`crate::proxy`]), written to an unnamed file in the staging folder (nothing is
+    /// left behind by a crash); other files go as they are.
+    async fn sendable(
+        &self,
+        file: std::fs::File,
+        name: &str,
+    ) -> Result<(std::fs::File, String), crate::proxy::ProxyError> {
+        use crate::proxy::ProxyError;
+        let mut head = [0u8; 8];
+        let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0).unwrap_or(0);
+        if crate::formats::sniff(&head[..n]) != FileKind::Tiff {
+            return Ok((file, name.to_string()));
+        }
+        let (layout, max_bytes) = (self.layout.clone(), self.ctx.limits.max_file_bytes());
+        let started = Instant::now();
+        let made = tokio::task::spawn_blocking(move || {
+            let staging = layout.open_staging().map_err(ProxyError::Io)?;
+            let mut out = staging.create_unnamed().map_err(ProxyError::Io)?;
+            crate::proxy::make(&file, &mut out, max_bytes).map(|proxy| (out, proxy))
+        })
+        .await
+        .unwrap_or_else(|e| Err(ProxyError::Io(std::io::Error::other(e))))?;
+        let (out, proxy) = made;
+        let sent_name = Path::new(name).with_extension(proxy.kind.extension()).to_string_lossy().into_owned();
+        info!(job = self.job.id, file = %self.job.source.rel_path.display(), proxy = %proxy.kind, bytes = proxy.bytes,
+            took = ?started.elapsed(), "sending an 8-bit proxy of the TIFF");
+        Ok((out, sent_name))
     }
 
     /// Journals the server's progress figure, at most every [`PROGRESS_EVERY`].

@@ -230,7 +230,8 @@ pub fn stage_download(
             result?;
         }
         FileKind::Png | FileKind::Jpeg => staging.rename_replace(download, &staged)?,
-        FileKind::Unknown => {
+        // The server answers with PNG, JPEG or ZIP; anything else is not kept.
+        FileKind::Tiff | FileKind::Unknown => {
             let _ = staging.remove_file(download);
             return Err(DeliverError::Unsafe(
                 "the server sent something that is neither a ZIP archive nor an image".into(),

@@ -1,4 +1,5 @@
-//! Reading pictures: the source photo (baseline or progressive JPEG, 8- or 16-bit PNG) whole,
+//! Reading pictures: the source photo (baseline or progressive JPEG, 8- or 16-bit PNG or TIFF)
+//! whole,
 //! with its metadata; and the server's layer PNGs (8 or 16 bits, grey, RGB, RGBA or palette)
 //! row by row, so a stack of full-size layers never has to fit in memory at once.
 //! Every problem is a plain sentence naming the file.
@@ -22,13 +23,25 @@ fn name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-/// Reads a JPEG or PNG photo.
+/// Reads a JPEG, PNG or TIFF photo (a TIFF is decoded from the file, never held twice).
 pub fn read_photo(path: &Path) -> Result<Photo, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    use std::io::Read;
+    let fail = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut file = File::open(path).map_err(fail)?;
+    let mut head = [0u8; 8];
+    let n = file.read(&mut head).map_err(fail)?;
+    if formats::sniff(&head[..n]) == FileKind::Tiff {
+        std::io::Seek::rewind(&mut file).map_err(fail)?;
+        let reader = BufReader::with_capacity(1 << 20, file);
+        let (image, meta) = super::tiff_file::read(reader).map_err(|e| format!("{}: {e}", name(path)))?;
+        return Ok(Photo { image, meta, kind: FileKind::Tiff });
+    }
+    let mut bytes = head[..n].to_vec();
+    file.read_to_end(&mut bytes).map_err(fail)?;
     match formats::sniff(&bytes) {
         FileKind::Jpeg => read_jpeg(&bytes).map_err(|e| format!("{}: {e}", name(path))),
         FileKind::Png => read_png(&bytes).map_err(|e| format!("{}: {e}", name(path))),
-        _ => Err(format!("{} is neither a JPEG nor a PNG image", name(path))),
+        _ => Err(format!("{} is not a JPEG, PNG or TIFF image", name(path))),
     }
 }
 
@@ -39,7 +52,7 @@ pub fn read_metadata(path: &Path) -> Result<(Metadata, FileKind, (u32, u32)), St
     let fail = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", path.display());
     let mut file = BufReader::new(File::open(path).map_err(|e| fail(&e))?);
     let kind = formats::sniff(std::io::BufRead::fill_buf(&mut file).map_err(|e| fail(&e))?);
-    let unreadable = || format!("{} is neither a readable JPEG nor PNG image", name(path));
+    let unreadable = || format!("{} is not a readable JPEG, PNG or TIFF image", name(path));
     match kind {
         FileKind::Jpeg => {
             let size = formats::image_dimensions(&mut file, kind).ok().flatten().ok_or_else(unreadable)?;
@@ -67,6 +80,9 @@ pub fn read_metadata(path: &Path) -> Result<(Metadata, FileKind, (u32, u32)), St
                 png::Decoder::new(file).read_info().map_err(|e| format!("{}: not a readable PNG ({e})", name(path)))?;
             Ok((Metadata::from_png(reader.info()), kind, reader.info().size()))
         }
+        FileKind::Tiff => super::tiff_file::read_metadata(file)
+            .map(|(meta, size)| (meta, kind, size))
+            .map_err(|e| format!("{}: {e}", name(path))),
         _ => Err(unreadable()),
     }
 }
@@ -133,28 +149,12 @@ fn to_rgb_image(
     let samples = match depth {
         png::BitDepth::Sixteen => {
             let values: Vec<u16> = buf.chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect();
-            Samples::Sixteen(grey_to_rgb(&values, in_ch, out_ch, pixels))
+            Samples::Sixteen(super::image::grey_to_rgb(&values, in_ch, out_ch, pixels))
         }
-        png::BitDepth::Eight => Samples::Eight(grey_to_rgb(buf, in_ch, out_ch, pixels)),
+        png::BitDepth::Eight => Samples::Eight(super::image::grey_to_rgb(buf, in_ch, out_ch, pixels)),
         other => return Err(format!("{other:?}-bit samples that did not expand")),
     };
     Ok(Image { width, height, channels: out_ch, samples })
-}
-
-/// Samples of `in_ch` channels per pixel as RGB(A): grey is repeated into red, green and blue
-/// (its alpha kept); RGB and RGBA are taken as they are.
-fn grey_to_rgb<T: Copy>(samples: &[T], in_ch: usize, out_ch: usize, pixels: usize) -> Vec<T> {
-    if in_ch == out_ch {
-        return samples.to_vec();
-    }
-    let mut out = Vec::with_capacity(pixels * out_ch);
-    for px in samples.chunks_exact(in_ch) {
-        out.extend_from_slice(&[px[0]; 3]);
-        if in_ch == 2 {
-            out.push(px[1]);
-        }
-    }
-    out
 }
 
 /// A layer PNG read one row at a time, each row as RGBA floats in 0..=1.

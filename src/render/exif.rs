@@ -171,6 +171,127 @@ pub fn strip_gps(exif: &mut [u8]) {
     }
 }
 
+/// One IFD entry lifted out of its block: its value's bytes in little-endian order, so it can be
+/// laid out again in another file (a TIFF finished photo, or an EXIF block made from a TIFF).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub tag: u16,
+    pub kind: u16,
+    pub count: u32,
+    pub value: Vec<u8>,
+}
+
+/// The fields an EXIF block carries: IFD0's (without its pointers), the EXIF sub-IFD's (without
+/// the interoperability pointer, whose block is not carried) and the GPS sub-IFD's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields {
+    pub main: Vec<Field>,
+    pub exif: Vec<Field>,
+    pub gps: Vec<Field>,
+}
+
+/// IFD0 tags that describe the picture or its making (not how its pixels are stored), carried
+/// between files: description, make, model, orientation, resolution, software, date, artist,
+/// host computer, copyright.
+pub const DESCRIPTIVE: [u16; 12] = [270, 271, 272, 274, 282, 283, 296, 305, 306, 315, 316, 33432];
+const INTEROP_IFD: u16 = 0xA005;
+
+/// Swaps each value of a field between byte orders (a RATIONAL is two LONGs).
+pub fn swap_values(kind: u16, bytes: &mut [u8]) {
+    let unit = match kind {
+        3 | 8 => 2,
+        4 | 9 | 11 | 5 | 10 | 13 => 4,
+        12 | 16 | 17 | 18 => 8,
+        _ => return,
+    };
+    for value in bytes.chunks_exact_mut(unit) {
+        value.reverse();
+    }
+}
+
+/// The fields of an EXIF block; `None` when it does not parse.
+pub fn fields(exif: &[u8]) -> Option<Fields> {
+    let mut copy = exif.to_vec();
+    let tiff = Tiff::new(&mut copy)?;
+    let read = |ifd: usize, keep: &dyn Fn(u16) -> bool| -> Vec<Field> {
+        tiff.entries(ifd)
+            .into_iter()
+            .filter(|e| keep(e.tag))
+            .filter_map(|e| {
+                let size = value_size(e.kind).checked_mul(e.count as usize)?;
+                let at = if size <= 4 { e.at + 8 } else { tiff.u32_at(e.at + 8)? as usize };
+                let mut value = tiff.bytes.get(at..at.checked_add(size)?)?.to_vec();
+                if !tiff.little {
+                    swap_values(e.kind, &mut value);
+                }
+                Some(Field { tag: e.tag, kind: e.kind, count: e.count, value })
+            })
+            .collect()
+    };
+    let ifd0 = tiff.ifd0()?;
+    let main = read(ifd0, &|tag| tag != EXIF_IFD && tag != GPS_IFD);
+    let exif = tiff.sub_ifd(EXIF_IFD).map(|ifd| read(ifd, &|tag| tag != INTEROP_IFD)).unwrap_or_default();
+    let gps = tiff.sub_ifd(GPS_IFD).map(|ifd| read(ifd, &|_| true)).unwrap_or_default();
+    Some(Fields { main, exif, gps })
+}
+
+/// An EXIF block (little-endian TIFF structure) holding `fields`.
+pub fn build(fields: &Fields) -> Vec<u8> {
+    /// Lays out one IFD at the end of `out`: its entries, then the values that do not fit in
+    /// an entry. Returns where each pointer entry's value sits, to be filled in later.
+    fn layout(out: &mut Vec<u8>, entries: &[Field], pointers: &[u16]) -> Vec<(u16, usize)> {
+        let start = out.len();
+        let count = entries.len() + pointers.len();
+        let mut all: Vec<(u16, u16, u32, &[u8])> =
+            entries.iter().map(|f| (f.tag, f.kind, f.count, f.value.as_slice())).collect();
+        all.extend(pointers.iter().map(|&tag| (tag, LONG, 1, &[0u8; 4][..])));
+        all.sort_by_key(|e| e.0);
+        let mut data_at = start + 2 + count * 12 + 4;
+        let mut data = Vec::new();
+        let mut slots = Vec::new();
+        out.extend_from_slice(&(count as u16).to_le_bytes());
+        for (tag, kind, n, value) in all {
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&kind.to_le_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+            if pointers.contains(&tag) {
+                slots.push((tag, out.len()));
+            }
+            if value.len() <= 4 {
+                let mut inline = [0u8; 4];
+                inline[..value.len()].copy_from_slice(value);
+                out.extend_from_slice(&inline);
+            } else {
+                out.extend_from_slice(&(data_at as u32).to_le_bytes());
+                data.extend_from_slice(value);
+                data_at += value.len();
+                if value.len() % 2 == 1 {
+                    data.push(0);
+                    data_at += 1;
+                }
+            }
+        }
+        out.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+        out.extend_from_slice(&data);
+        slots
+    }
+    let mut out = b"II*\0\x08\0\0\0".to_vec();
+    let mut pointers = Vec::new();
+    if !fields.exif.is_empty() {
+        pointers.push(EXIF_IFD);
+    }
+    if !fields.gps.is_empty() {
+        pointers.push(GPS_IFD);
+    }
+    let slots = layout(&mut out, &fields.main, &pointers);
+    for (tag, slot) in slots {
+        let at = out.len() as u32;
+        out[slot..slot + 4].copy_from_slice(&at.to_le_bytes());
+        layout(&mut out, if tag == EXIF_IFD { &fields.exif } else { &fields.gps }, &[]);
+    }
+    out
+}
+
 /// Bytes per value of a TIFF type.
 fn value_size(kind: u16) -> usize {
     match kind {
@@ -228,6 +349,11 @@ pub(crate) mod tests {
         b
     }
 
+    /// The fields of [`sample`], for other modules' tests.
+    pub(crate) fn tests_fields() -> Fields {
+        fields(&sample(false, 6)).expect("the sample parses")
+    }
+
     fn read_number(exif: &mut [u8], sub: Option<u16>, tag: u16) -> Option<u32> {
         let tiff = Tiff::new(exif)?;
         let ifd = match sub {
@@ -276,5 +402,20 @@ pub(crate) mod tests {
         strip_gps(&mut truncated);
         assert_eq!(orientation(&truncated), None, "IFD0 runs past the end");
         assert_eq!(truncated, before);
+    }
+
+    #[test]
+    fn fields_lifted_from_either_byte_order_build_a_block_that_reads_the_same() {
+        let little = fields(&sample(true, 6)).unwrap();
+        assert_eq!(fields(&sample(false, 6)).unwrap(), little, "values come out little-endian");
+        assert_eq!(little.main.iter().map(|f| f.tag).collect::<Vec<_>>(), [IMAGE_WIDTH, ORIENTATION]);
+        assert_eq!(little.gps[0].value.len(), 24, "three RATIONALs, out of line");
+        let mut built = build(&little);
+        assert_eq!(fields(&built).unwrap(), little);
+        assert_eq!(orientation(&built), Some(6));
+        assert_eq!(read_number(&mut built, Some(EXIF_IFD), PIXEL_Y), Some(3000));
+        let latitude: Vec<u32> =
+            little.gps[0].value.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(latitude, [48, 1, 51, 1, 2900, 100]);
     }
 }

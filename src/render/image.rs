@@ -131,6 +131,22 @@ impl Image {
     }
 }
 
+/// Samples of `in_ch` channels per pixel as RGB(A): grey is repeated into red, green and blue
+/// (its alpha kept); RGB and RGBA are taken as they are.
+pub fn grey_to_rgb<T: Copy>(samples: &[T], in_ch: usize, out_ch: usize, pixels: usize) -> Vec<T> {
+    if in_ch == out_ch {
+        return samples.to_vec();
+    }
+    let mut out = Vec::with_capacity(pixels * out_ch);
+    for px in samples.chunks_exact(in_ch) {
+        out.extend_from_slice(&[px[0]; 3]);
+        if in_ch == 2 {
+            out.push(px[1]);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

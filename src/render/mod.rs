@@ -21,6 +21,7 @@ pub mod metadata;
 pub mod patches;
 pub mod psd;
 pub mod roles;
+pub mod tiff_file;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 use self::decode::{LayerRows, Photo};
 use self::image::Image;
 pub use self::metadata::MetadataPolicy;
+pub use self::tiff_file::TiffCompression;
 use crate::formats::{self, FileKind};
 
 /// The format of the finished photo (`[watch.output] flat`).
@@ -37,6 +39,8 @@ pub enum FlatFormat {
     Same,
     Jpeg,
     Png,
+    /// TIFF at the image's own depth (16 bits from a 16-bit source).
+    Tiff,
     None,
 }
 
@@ -46,6 +50,7 @@ impl FlatFormat {
             "same" => Some(FlatFormat::Same),
             "jpeg" | "jpg" => Some(FlatFormat::Jpeg),
             "png" => Some(FlatFormat::Png),
+            "tiff" | "tif" => Some(FlatFormat::Tiff),
             "none" => Some(FlatFormat::None),
             _ => None,
         }
@@ -60,6 +65,7 @@ pub struct OutputSettings {
     pub flat: FlatFormat,
     pub psd: bool,
     pub jpeg_quality: u8,
+    pub tiff_compression: TiffCompression,
     pub metadata: MetadataPolicy,
     /// The finished outputs' file name without extension; see [`NameTemplate`].
     pub name: NameTemplate,
@@ -74,6 +80,7 @@ impl Default for OutputSettings {
             flat: FlatFormat::Same,
             psd: false,
             jpeg_quality: 95,
+            tiff_compression: TiffCompression::default(),
             metadata: MetadataPolicy::All,
             name: NameTemplate::default(),
             opacity: BTreeMap::new(),
@@ -380,6 +387,7 @@ fn render_flattened(input: &RenderInput) -> Result<Vec<Made>, Failure> {
         FlatFormat::Same => source_kind,
         FlatFormat::Jpeg => FileKind::Jpeg,
         FlatFormat::Png => FileKind::Png,
+        FlatFormat::Tiff => FileKind::Tiff,
     };
     let ext = wanted_kind.extension();
     let path = input.work_dir.join(format!("flat.{ext}"));
@@ -418,20 +426,31 @@ fn write_flat(
     meta: &metadata::Metadata,
     kind: FileKind,
 ) -> Result<Option<Made>, Failure> {
-    let as_png = match input.settings.flat {
+    let wanted = match input.settings.flat {
         FlatFormat::None => return Ok(None),
-        FlatFormat::Png => true,
-        FlatFormat::Jpeg => false,
-        FlatFormat::Same => kind == FileKind::Png,
+        FlatFormat::Png => FileKind::Png,
+        FlatFormat::Jpeg => FileKind::Jpeg,
+        FlatFormat::Tiff => FileKind::Tiff,
+        FlatFormat::Same if matches!(kind, FileKind::Png | FileKind::Tiff) => kind,
+        FlatFormat::Same => FileKind::Jpeg,
     };
+    let ext = wanted.extension();
+    let path = input.work_dir.join(format!("flat.{ext}"));
+    if wanted == FileKind::Tiff {
+        // Streamed to the file: a 16-bit photo's TIFF is hundreds of megabytes.
+        let file = std::fs::File::create(&path).map_err(Failure::Io)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        tiff_file::write(image, meta, input.settings.tiff_compression, &mut out)?;
+        let file = out.into_inner().map_err(|e| Failure::Io(e.into_error()))?;
+        file.sync_all().map_err(Failure::Io)?;
+        return Ok(Some(Made { path, ext }));
+    }
     let mut bytes = Vec::new();
-    if as_png {
+    if wanted == FileKind::Png {
         encode::write_png(image, meta, &mut bytes).map_err(Failure::Bad)?;
     } else {
         encode::write_jpeg(image, meta, input.settings.jpeg_quality, &mut bytes).map_err(Failure::Bad)?;
     }
-    let ext = if as_png { FileKind::Png.extension() } else { FileKind::Jpeg.extension() };
-    let path = input.work_dir.join(format!("flat.{ext}"));
     write_synced(&path, &bytes).map_err(Failure::Io)?;
     Ok(Some(Made { path, ext }))
 }
@@ -446,7 +465,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Whether a source can have a finished photo at all (an archive of photos cannot: its
 /// results are delivered as the server sent them).
 pub fn can_render(source: &Path) -> bool {
-    formats::sniff_file(source).is_ok_and(FileKind::is_image)
+    formats::sniff_file(source).is_ok_and(FileKind::is_photo)
 }
 
 #[cfg(test)]

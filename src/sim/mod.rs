@@ -168,6 +168,9 @@ pub struct SimStats {
     pub hook_urls: BTreeMap<String, String>,
     /// Starts that created a job and cost a credit.
     pub charged_starts: u64,
+    /// Charged starts per kind of uploaded file (`PNG`, `JPEG`, `ZIP`).
+    #[serde(default)]
+    pub charged_by_kind: BTreeMap<String, u64>,
     /// Charged starts per SHA-256 of the uploaded file.
     pub charged_by_hash: BTreeMap<String, u64>,
     /// Start requests per Idempotency-Key (including repeats).

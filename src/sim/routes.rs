@@ -239,6 +239,11 @@ fn decide_start(
     if file.size > config.max_file_size_mb * 1024 * 1024 {
         return refuse(error(StatusCode::BAD_REQUEST, "File is too large"));
     }
+    // The limits route names the formats taken (png, jpg, jpeg and zip); what the real server
+    // answers to another is not documented: refused here, before any charge.
+    if !file.kind.is_image() && file.kind != FileKind::Zip {
+        return refuse(error(StatusCode::BAD_REQUEST, "Unsupported file format"));
+    }
     let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     let processing = processing_time(config, &payload, file.size);
     let created_us = unix_us();
@@ -275,6 +280,7 @@ fn decide_start(
         tokio::spawn(call_hook(shared.clone(), url, id.clone(), ready, chance(config.hook_drop_rate)));
     }
     inner.stats.charged_starts += 1;
+    *inner.stats.charged_by_kind.entry(file.kind.to_string()).or_default() += 1;
     *inner.stats.charged_by_hash.entry(file.hash).or_default() += 1;
     inner.stats.payloads.push(payload);
     let left = remaining(inner.stats.charged_starts);

@@ -143,7 +143,7 @@ fn make_from(file: &File, picture: &Path) -> Result<Vec<u8>, String> {
                 picture.display()
             ));
         }
-        _ => return Err(format!("{} is not a readable JPEG or PNG", picture.display())),
+        _ => return Err(format!("{} is not a readable JPEG, PNG or TIFF", picture.display())),
     }
     let photo = read_photo(&crate::beneath::anchored(file))?;
     let image = photo.image.oriented(photo.meta.orientation());
@@ -214,6 +214,16 @@ mod tests {
         let thumb = read_photo(&dir.path().join("t.jpg")).unwrap();
         assert_eq!((thumb.image.width, thumb.image.height), (480, 320));
         assert!(make(&dir.path().join("missing.jpg")).unwrap_err().contains("missing.jpg"));
+    }
+
+    #[test]
+    fn a_sixteen_bit_tiff_original_gets_a_thumbnail() {
+        let dir = tempfile::tempdir().unwrap();
+        let photo = dir.path().join("p.tif");
+        std::fs::write(&photo, crate::imagegen::tiff16_bytes(960, 640, [200, 160, 140])).unwrap();
+        std::fs::write(dir.path().join("t.jpg"), make(&photo).unwrap()).unwrap();
+        let thumb = read_photo(&dir.path().join("t.jpg")).unwrap();
+        assert_eq!((thumb.image.width, thumb.image.height), (480, 320));
     }
 
     #[test]

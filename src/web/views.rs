@@ -303,11 +303,11 @@ fn outputs(state: &JobState) -> &[PathBuf] {
     }
 }
 
-/// The finished photo among a job's outputs (a JPEG or PNG file), for the "after" preview.
+/// The finished photo among a job's outputs (a JPEG, PNG or TIFF file), for the "after" preview.
 pub fn finished_photo(state: &JobState) -> Option<&Path> {
     outputs(state).iter().map(PathBuf::as_path).find(|p| {
         let ext = p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-        matches!(ext.as_str(), "jpg" | "jpeg" | "png") && p.is_file()
+        matches!(ext.as_str(), "jpg" | "jpeg" | "png" | "tif" | "tiff") && p.is_file()
     })
 }
 

@@ -42,7 +42,7 @@ async fn every_bad_file_gets_a_clear_outcome_and_every_good_one_is_delivered() {
         ("empty.jpg", vec![], "empty"),
         ("truncated.jpg", jpeg()[..jpeg().len() / 2].to_vec(), "incomplete"),
         ("truncated.png", whole_png[..whole_png.len() - 20].to_vec(), "incomplete"),
-        ("text.jpg", b"I am text, not a photo".to_vec(), "not a PNG, JPEG or ZIP"),
+        ("text.jpg", b"I am text, not a photo".to_vec(), "not a PNG, JPEG, TIFF or ZIP"),
         ("too-many-pixels.png", png_declaring(40_000, 40_000), "megapixels"),
         ("too-big.jpg", padded_jpeg(2), "at most 1 MB"),
         ("notes.zip", imagegen::zip_of(&[("a.jpg", photo(9)), ("notes.txt", b"hi".to_vec())]), "notes.txt"),

@@ -3,6 +3,7 @@
 //! flat photo), a render problem delivered with its reason, and `retouchd render` tuning a
 //! plugin without the server.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -342,4 +343,102 @@ async fn color_correction_comes_back_flat_and_the_finished_photo_is_the_servers(
     let (_, _, before) = decode_png(&ws.path("done/portrait.png"));
     let (_, _, after) = decode_png(&ws.path("outbox/portrait.png"));
     assert!(mean(&after) > mean(&before) * 1.05, "the server's exposure lift: {} → {}", mean(&before), mean(&after));
+}
+
+/// Runs tests/tiff_check.py with `args`; panics with its output unless it passes.
+fn tiff_check(args: &[&std::ffi::OsStr]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tiff_check.py");
+    let out = std::process::Command::new(python())
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs (tests/run makes a venv with tifffile, numpy and Pillow)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "tiff_check.py {args:?}:\n{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sixteen_bit_tiff_is_sent_as_an_8_bit_proxy_and_finished_at_16_bits_with_its_profile() {
+    let sim = start_sim(fast_sim()).await;
+    let tasks = r#"[ { Plugin = "Heal", Alpha1 = 1, Layer = 1 }, { Plugin = "Mattifier", Alpha1 = 1, Layer = 1 } ]"#;
+    let ws = workspace_with_tasks(&sim, tasks, "psd = true");
+    // The source by an independent writer (tifffile: Deflate, little-endian strips); the other
+    // layouts by libtiff's tiffcp: LZW in big-endian tiles, PackBits in a BigTIFF.
+    let made = tempfile::tempdir().unwrap();
+    let source = made.path().join("deflate-strips.tif");
+    tiff_check(&[OsStr::new("make"), source.as_os_str()]);
+    // A camera's EXIF (sub-IFD and GPS) and IPTC, added by exiftool as a raw developer would.
+    let exif =
+        ["-DateTimeOriginal=2026:12:06 10:00:00", "-LensModel=Test 85mm", "-GPSLatitude=48.85", "-GPSLatitudeRef=N"];
+    let iptc = ["-IPTC:Keywords=retouchd", "-IPTC:By-line=A. Photographer"];
+    let tagged = std::process::Command::new("exiftool")
+        .args(["-q", "-overwrite_original"])
+        .args(exif)
+        .args(iptc)
+        .arg(&source)
+        .status()
+        .expect("exiftool runs (tests/run installs it)");
+    assert!(tagged.success());
+    let variants: [(&str, &[&str]); 2] = [
+        ("lzw-tiles-big-endian.tif", &["-c", "lzw", "-t", "-w", "64", "-l", "64", "-B"]),
+        ("packbits-bigtiff.tif", &["-c", "packbits", "-8"]),
+    ];
+    for (name, args) in variants {
+        let out = std::process::Command::new("tiffcp").args(args).arg(&source).arg(made.path().join(name)).output();
+        let out = out.expect("tiffcp runs (tests/run installs libtiff-tools)");
+        assert!(out.status.success(), "tiffcp: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let names = ["deflate-strips.tif", "lzw-tiles-big-endian.tif", "packbits-bigtiff.tif"];
+    for name in names {
+        ws.drop_file(name, &std::fs::read(made.path().join(name)).unwrap());
+    }
+    let out = ws.run_once(Duration::from_secs(60)).await;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    // The server got three 8-bit PNG proxies and charged one credit for each TIFF.
+    let stats = sim.stats();
+    assert_eq!(stats.charged_by_kind, [("PNG".to_string(), 3)].into(), "{:?}", ws.files("outbox"));
+    for name in names {
+        let stem = name.trim_end_matches(".tif");
+        assert_eq!(
+            std::fs::read(ws.path(&format!("done/{name}"))).unwrap(),
+            std::fs::read(made.path().join(name)).unwrap()
+        );
+        // The tags are the variant's own (tiffcp leaves XMP out); the samples are the same in
+        // every variant, and tifffile decodes the Deflate one.
+        let summary = tiff_check(&[
+            OsStr::new("check"),
+            made.path().join(name).as_os_str(),
+            ws.path(&format!("outbox/{stem}.tif")).as_os_str(),
+            ws.path(&format!("outbox/{stem}")).as_os_str(),
+            source.as_os_str(),
+        ]);
+        println!("{name}: {summary}");
+        let psd = std::fs::read(ws.path(&format!("outbox/{stem}.psd"))).unwrap();
+        assert_eq!(&psd[22..24], &[0, 16], "the PSD of a 16-bit original is 16-bit");
+    }
+
+    // EXIF, GPS and IPTC as exiftool reads them in the finished photo.
+    let read = std::process::Command::new("exiftool")
+        .args(["-j", "-DateTimeOriginal", "-LensModel", "-GPSLatitude", "-Keywords", "-By-line", "-ProfileDescription"])
+        .arg(ws.path("outbox/deflate-strips.tif"))
+        .output()
+        .unwrap();
+    let tags: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    let tags = &tags[0];
+    assert_eq!(tags["DateTimeOriginal"], "2026:12:06 10:00:00", "{tags}");
+    assert_eq!(tags["LensModel"], "Test 85mm", "{tags}");
+    assert!(tags["GPSLatitude"].as_str().is_some_and(|l| l.starts_with("48 deg 51")), "{tags}");
+    assert_eq!((&tags["Keywords"], &tags["By-line"]), (&"retouchd".into(), &"A. Photographer".into()), "{tags}");
+    assert_eq!(tags["ProfileDescription"], "ProPhoto RGB", "{tags}");
+
+    // `render` makes it again from the original, as the daemon did.
+    let out = ws.command(&["render", "--out", "again", "outbox/deflate-strips"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        std::fs::read(ws.path("again/deflate-strips.tif")).unwrap(),
+        std::fs::read(ws.path("outbox/deflate-strips.tif")).unwrap(),
+        "the same finished photo"
+    );
 }

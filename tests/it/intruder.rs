@@ -145,7 +145,7 @@ async fn links_planted_in_done_failed_and_outbox_are_never_followed() {
     assert_eq!(std::fs::read(private.join("victim.txt")).unwrap(), b"keep me");
     assert!(ws.path("failed/bad.jpg").exists());
     let note = std::fs::read_to_string(ws.path("failed/bad.jpg.error.txt")).unwrap();
-    assert!(note.contains("not a PNG, JPEG or ZIP"), "{note}");
+    assert!(note.contains("not a PNG, JPEG, TIFF or ZIP"), "{note}");
     assert_eq!(count(&ws, StateName::Delivering), 1, "the paid result is kept for when the folder is fixed");
 }
 
