@@ -115,6 +115,27 @@ pub enum Command {
         #[arg(long)]
         no_check: bool,
     },
+    /// Pause uploads from every inbox, or from one (--watch), until `retouchd resume` or for a
+    /// while (--for 2h). Jobs already at the server go on. Kept across restarts; a running
+    /// daemon (or every node of a shared journal) takes it within seconds.
+    Pause {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this inbox (one of the config's).
+        #[arg(long, value_name = "INBOX")]
+        watch: Option<std::path::PathBuf>,
+        /// End the pause by itself after this long (e.g. 2h, 90m).
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// End a pause: every one, or only that of an inbox (--watch).
+    Resume {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this inbox's pause.
+        #[arg(long, value_name = "INBOX")]
+        watch: Option<std::path::PathBuf>,
+    },
     /// Validate the config, then probe the server and the token (spends no credit).
     Check {
         #[command(flatten)]
@@ -233,6 +254,14 @@ pub struct SimArgs {
     /// Answer 460/461/462 as HTTP 200 with the code in the body.
     #[arg(long)]
     pub codes_in_body: bool,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("a pause of no time; give a duration like 2h or 90m".into()),
+        Err(e) => Err(format!("`{text}` is not a duration ({e}); give one like 2h or 90m")),
+    }
 }
 
 fn parse_flat(text: &str) -> Result<retouchd::render::FlatFormat, String> {

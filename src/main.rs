@@ -47,6 +47,8 @@ fn main() -> ExitCode {
                 commands::status::retry(config.config, job, failed, refused)
             }
             Command::Check { config } => commands::check::cli(config.config).await,
+            Command::Pause { config, watch, duration } => commands::pause::pause(config.config, watch, duration),
+            Command::Resume { config, watch } => commands::pause::resume(config.config, watch),
             Command::Init {
                 config,
                 inbox,

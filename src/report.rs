@@ -72,8 +72,21 @@ pub struct Report {
     pub recent_no_face: Vec<JobView>,
     /// Inboxes that cannot be read now (an unmounted share), with why.
     pub unavailable_inboxes: Vec<String>,
+    /// The pauses people set that hold now (`retouchd pause`, the dashboard), from the journal:
+    /// shown whether or not the daemon runs.
+    pub pauses: Vec<PauseView>,
     /// A shared journal's nodes, each with its last heartbeat and the jobs it holds.
     pub nodes: Vec<NodeView>,
+}
+
+/// A person's pause, as shown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PauseView {
+    /// The inbox it holds; `None`: every inbox.
+    pub inbox: Option<String>,
+    /// When it ends by itself (Unix seconds); `None`: when resumed.
+    pub until: Option<i64>,
+    pub says: String,
 }
 
 /// One node of a shared journal, as shown.
@@ -147,8 +160,20 @@ pub fn report_with(journal: &Journal, config: &Config, daemon: Option<LiveStatus
         ),
         None => (Vec::new(), 0),
     };
+    let pauses = journal.pauses()?;
+    let all = pauses.all.filter(|h| h.active(now)).map(|h| (None, h));
+    let pauses = all
+        .into_iter()
+        .chain(pauses.watches.iter().filter(|(_, h)| h.active(now)).map(|(w, h)| (Some(w.as_path()), *h)))
+        .map(|(inbox, hold)| PauseView {
+            inbox: inbox.map(|i| i.display().to_string()),
+            until: hold.until_ms.map(|ms| ms / 1000),
+            says: crate::daemon::hold_words(inbox, hold),
+        })
+        .collect();
     Ok(Report {
         daemon,
+        pauses,
         journal: journal.path().display().to_string(),
         counts: journal.file_counts()?,
         in_flight,
@@ -202,7 +227,8 @@ pub fn render(report: &Report) -> String {
                 "daemon: running (pid {}); since start {} done, {} failed, {} refused\n",
                 d.pid, d.done, d.failed, d.refused
             );
-            if let Some(reason) = &d.paused {
+            // A person's pause is shown from the journal, below.
+            if let Some(reason) = d.paused.as_ref().filter(|r| *r != crate::daemon::USER_PAUSE) {
                 text.push_str(&format!(
                     "PAUSED ({reason}): {} — {}\n",
                     printable(d.pause_detail.as_deref().unwrap_or("")),
@@ -237,6 +263,9 @@ pub fn render(report: &Report) -> String {
         }
         None => "daemon: not running\n".to_string(),
     };
+    for pause in &report.pauses {
+        out.push_str(&format!("PAUSED: {}\n", printable(&pause.says)));
+    }
     for inbox in &report.unavailable_inboxes {
         out.push_str(&format!("inbox cannot be read: {}\n", printable(inbox)));
     }

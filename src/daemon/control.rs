@@ -113,15 +113,19 @@ impl Handle {
         }))
     }
 
-    /// Pauses (true) or resumes (false) uploads; kept in the journal across restarts. Jobs at
-    /// the server go on while paused.
+    /// Pauses (true) or resumes (false) uploads from every inbox, until resumed; kept in the
+    /// journal across restarts (as `retouchd pause` does). Jobs at the server go on while paused.
     pub async fn hold(&self, held: bool) -> Result<String, Refused> {
         let ctx = self.ctx.clone();
-        tokio::task::spawn_blocking(move || ctx.journal.set_held(held))
-            .await
-            .map_err(|e| Refused::Unavailable(e.to_string()))?
-            .map_err(|e| Refused::Unavailable(e.to_string()))?;
-        let changed = self.ctx.gate.hold(held);
+        let hold = held.then_some(crate::journal::Hold { until_ms: None });
+        let holds = tokio::task::spawn_blocking(move || {
+            ctx.journal.set_pause(None, hold)?;
+            ctx.journal.pauses()
+        })
+        .await
+        .map_err(|e| Refused::Unavailable(e.to_string()))?
+        .map_err(|e| Refused::Unavailable(e.to_string()))?;
+        let changed = self.ctx.gate.set_holds(holds);
         Ok(match (held, changed) {
             (true, true) => "uploads paused; jobs already at the server go on".into(),
             (true, false) => "uploads were already paused".into(),

@@ -412,7 +412,7 @@ impl Coordinator {
             name.as_ref().is_none_or(|n| inbox.join(rel).to_string_lossy().to_lowercase().contains(n))
         };
         let (mut total, mut files) = (0, Vec::new());
-        let (paused, now) = (self.ctx.gate.why_held(), crate::vocab::now_secs());
+        let now = crate::vocab::now_secs();
         for (inbox, rel, stamp, place) in all {
             if !matches(inbox, rel) {
                 continue;
@@ -422,8 +422,8 @@ impl Coordinator {
                 continue;
             }
             let why = match place {
-                Place::Queued => match (&paused, self.ctx.folder_problem(inbox)) {
-                    (Some(reason), _) => Why::Paused { reason: reason.clone() },
+                Place::Queued => match (self.ctx.gate.why_held(inbox), self.ctx.folder_problem(inbox)) {
+                    (Some(reason), _) => Why::Paused { reason },
                     (None, Some(problem)) => Why::FoldersUnwritable { problem },
                     (None, None) => {
                         Why::Slot { in_flight: self.jobs.len(), max_in_flight: config.server.max_in_flight }
@@ -445,9 +445,9 @@ impl Coordinator {
     }
 
     pub(super) fn live_status(&self) -> LiveStatus {
-        let paused = match self.ctx.gate.is_held() {
-            true => Some((USER_PAUSE.to_string(), String::new())),
-            false => self.ctx.gate.paused().map(|(r, m)| (r.as_str().to_string(), m)),
+        let paused = match self.ctx.gate.held_all() {
+            Some(hold) => Some((USER_PAUSE.to_string(), super::gate::hold_words(None, hold))),
+            None => self.ctx.gate.paused().map(|(r, m)| (r.as_str().to_string(), m)),
         };
         let waiting = self.waiting_page(None, 0, super::live_status::WAITING_SHOWN);
         LiveStatus {

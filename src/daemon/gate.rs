@@ -1,11 +1,12 @@
 //! The submission gate: account and setup problems (bad token, quota reached, no start route)
 //! pause every upload instead of failing files. While paused, one "probe" upload is let through
 //! every retry interval; the first success reopens the gate for all. A config reload reopens it
-//! at once. A person may also hold it (Pause on the dashboard): nothing passes, not even a
-//! probe, until they release it.
+//! at once. A person may also hold it, for every inbox or one (`retouchd pause`, Pause on the
+//! dashboard; kept in the journal): nothing it holds passes, not even a probe, until they
+//! release it or the time they gave ends.
 
+use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 pub use crate::api::PauseReason;
+use crate::journal::{Hold, Holds};
 
 #[derive(Debug)]
 struct Paused {
@@ -26,8 +28,8 @@ struct Paused {
 #[derive(Debug, Default)]
 pub struct Gate {
     paused: Mutex<Option<Paused>>,
-    /// Held by a person: no upload starts.
-    held: AtomicBool,
+    /// Held by people (for all inboxes or some): no upload they hold starts.
+    holds: Mutex<Holds>,
     changed: Notify,
     /// Wakes whoever shows the pause (the live status) when it starts, changes or ends.
     shown: Notify,
@@ -45,14 +47,29 @@ impl Gate {
         self.paused.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until an upload may go.
-    pub async fn pass(&self) -> Pass {
+    fn holds(&self) -> std::sync::MutexGuard<'_, Holds> {
+        self.holds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until an upload from `inbox` may go.
+    pub async fn pass(&self, inbox: &Path) -> Pass {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.held.load(Ordering::SeqCst) {
-                notified.await;
+            if let Some((_, hold)) = self.holding(inbox) {
+                match hold.until_ms {
+                    // Held until a time: wait for it (at least a second, so a clock that does
+                    // not move cannot spin this loop), or for a change.
+                    Some(until) => {
+                        let left = (until - crate::vocab::now_ms()).max(1000) as u64;
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(left)) => {}
+                            _ = notified => {}
+                        }
+                    }
+                    None => notified.await,
+                }
                 continue;
             }
             let wait = {
@@ -123,20 +140,30 @@ impl Gate {
         self.changed.notify_waiters();
     }
 
-    /// Holds (true) or releases (false) every upload not yet started; returns whether that
+    /// Takes the pauses people set (as the journal holds them now); returns whether that
     /// changed anything.
-    pub fn hold(&self, held: bool) -> bool {
-        let changed = self.held.swap(held, Ordering::SeqCst) != held;
-        if changed {
-            info!(held, "uploads {} by a person", if held { "paused" } else { "resumed" });
-            self.changed.notify_waiters();
-            self.shown.notify_one();
+    pub fn set_holds(&self, holds: Holds) -> bool {
+        let mut current = self.holds();
+        if *current == holds {
+            return false;
         }
-        changed
+        info!(all = ?holds.all, inboxes = holds.watches.len(), "uploads paused or resumed by a person");
+        *current = holds;
+        drop(current);
+        self.changed.notify_waiters();
+        self.shown.notify_one();
+        true
     }
 
-    pub fn is_held(&self) -> bool {
-        self.held.load(Ordering::SeqCst)
+    /// The pause a person set that holds `inbox` now, if any (`None` as its inbox: all).
+    pub fn holding(&self, inbox: &Path) -> Option<(Option<std::path::PathBuf>, Hold)> {
+        let holds = self.holds();
+        holds.holding(inbox, crate::vocab::now_ms()).map(|(w, h)| (w.map(Path::to_path_buf), h))
+    }
+
+    /// The pause a person set for every inbox, while it holds.
+    pub fn held_all(&self) -> Option<Hold> {
+        self.holds().all.filter(|h| h.active(crate::vocab::now_ms()))
     }
 
     /// Waits until a pause starts, changes its reason, or ends.
@@ -144,10 +171,10 @@ impl Gate {
         self.shown.notified().await;
     }
 
-    /// Why uploads do not go now, in words, if they do not.
-    pub fn why_held(&self) -> Option<String> {
-        if self.is_held() {
-            return Some("paused by a person (Resume on the dashboard)".into());
+    /// Why uploads from `inbox` do not go now, in words, if they do not.
+    pub fn why_held(&self, inbox: &Path) -> Option<String> {
+        if let Some((watch, hold)) = self.holding(inbox) {
+            return Some(hold_words(watch.as_deref(), hold));
         }
         self.paused().map(|(reason, message)| format!("{}: {message} ({})", reason.as_str(), reason.advice()))
     }
@@ -158,6 +185,31 @@ impl Gate {
     }
 }
 
+/// A person's pause in words: what it holds, until when, and how to end it.
+pub fn hold_words(watch: Option<&Path>, hold: Hold) -> String {
+    let what = match watch {
+        Some(inbox) => {
+            format!("uploads from {} paused by a person", crate::logging::printable(&inbox.display().to_string()))
+        }
+        None => "paused by a person".to_string(),
+    };
+    let resume = match watch {
+        Some(inbox) => format!("`retouchd resume --watch {}`", inbox.display()),
+        None => "`retouchd resume`, or Resume on the dashboard".to_string(),
+    };
+    match hold.until_ms {
+        Some(until) => format!("{what} until {} ({resume} ends it sooner)", until_words(until)),
+        None => format!("{what} ({resume})"),
+    }
+}
+
+/// A pause's end as people read it: UTC, to the minute.
+pub fn until_words(until_ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(until_ms.max(0) as u64);
+    let text = humantime::format_rfc3339_seconds(at).to_string(); // 2026-12-06T20:15:00Z
+    format!("{} {} UTC", &text[..10], &text[11..16])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,13 +217,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_paused_gate_lets_one_probe_through_per_interval_and_reopens_on_success() {
         let gate = std::sync::Arc::new(Gate::default());
-        assert_eq!(gate.pass().await, Pass::Open);
+        assert_eq!(gate.pass(Path::new("/in")).await, Pass::Open);
         gate.report_pause(PauseReason::Token, "Token issue".into(), Duration::from_secs(60));
         assert_eq!(gate.paused().unwrap().0, PauseReason::Token);
 
         let waiter = tokio::spawn({
             let gate = gate.clone();
-            async move { gate.pass().await }
+            async move { gate.pass(Path::new("/in")).await }
         });
         tokio::time::sleep(Duration::from_secs(59)).await;
         assert!(!waiter.is_finished(), "nothing passes before the retry interval");
@@ -180,7 +232,7 @@ mod tests {
 
         let second = tokio::spawn({
             let gate = gate.clone();
-            async move { gate.pass().await }
+            async move { gate.pass(Path::new("/in")).await }
         });
         tokio::time::sleep(Duration::from_secs(120)).await;
         assert!(!second.is_finished(), "only one probe at a time");
@@ -192,16 +244,37 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_held_gate_lets_nothing_through_until_released() {
         let gate = std::sync::Arc::new(Gate::default());
-        assert!(gate.hold(true));
-        assert!(!gate.hold(true), "holding twice changes nothing");
+        let all = Holds { all: Some(Hold { until_ms: None }), watches: vec![] };
+        assert!(gate.set_holds(all.clone()));
+        assert!(!gate.set_holds(all), "holding twice changes nothing");
         let waiter = tokio::spawn({
             let gate = gate.clone();
-            async move { gate.pass().await }
+            async move { gate.pass(Path::new("/in")).await }
         });
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert!(!waiter.is_finished(), "nothing passes while held");
-        assert!(gate.hold(false));
+        assert!(gate.why_held(Path::new("/in")).unwrap().contains("retouchd resume"));
+        assert!(gate.set_holds(Holds::default()));
         assert_eq!(waiter.await.unwrap(), Pass::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_of_one_inbox_holds_only_it() {
+        let gate = std::sync::Arc::new(Gate::default());
+        gate.set_holds(Holds { all: None, watches: vec![("/a".into(), Hold { until_ms: None })] });
+        let held = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.pass(Path::new("/a")).await }
+        });
+        assert_eq!(gate.pass(Path::new("/b")).await, Pass::Open, "another inbox goes on");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!held.is_finished());
+        let why = gate.why_held(Path::new("/a")).unwrap();
+        assert!(why.contains("uploads from /a") && why.contains("--watch /a"), "{why}");
+        // A pause whose end has passed holds nothing.
+        gate.set_holds(Holds { all: None, watches: vec![("/a".into(), Hold { until_ms: Some(1_000) })] });
+        assert_eq!(held.await.unwrap(), Pass::Open);
+        assert_eq!(until_words(1_765_052_100_000), "2025-12-06 20:15 UTC");
     }
 
     #[tokio::test(start_paused = true)]
@@ -209,6 +282,6 @@ mod tests {
         let gate = Gate::default();
         gate.report_pause(PauseReason::Quota, "limit".into(), Duration::from_secs(900));
         gate.retry_now();
-        assert_eq!(gate.pass().await, Pass::Probe);
+        assert_eq!(gate.pass(Path::new("/in")).await, Pass::Probe);
     }
 }

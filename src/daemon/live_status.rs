@@ -97,7 +97,8 @@ impl LiveStatus {
         Some(match crate::api::PauseReason::ALL.into_iter().find(|r| r.as_str() == reason) {
             Some(r) => r.advice(),
             None if reason == USER_PAUSE => {
-                "uploads were paused on the dashboard; press Resume there (jobs already at the server go on)"
+                "uploads were paused by a person (the dashboard or `retouchd pause`); press Resume, or run \
+                 `retouchd resume` (jobs already at the server go on)"
             }
             None => "see the daemon's log",
         })

@@ -48,6 +48,7 @@ pub fn raise_open_file_limit() {
 
 pub use control::Handle;
 pub use gate::{Gate, PauseReason};
+pub use gate::{hold_words, until_words};
 pub use live_status::{LIVE_STATUS_FILE, LiveStatus, USER_PAUSE};
 pub use metrics::Metrics;
 
@@ -170,9 +171,7 @@ pub async fn run(
     let health = Arc::new(cluster::Health::default());
     let commits = commits::Committer::start(Arc::clone(&recovered.journal), Arc::clone(&health));
     let ctx = Arc::new(context::Ctx::new(config, &recovered, commits, health, client, updates, marks_inboxes));
-    if recovered.journal.held()? {
-        ctx.gate.hold(true);
-    }
+    ctx.gate.set_holds(recovered.journal.pauses()?);
     let cancel = CancellationToken::new();
     let (requests_tx, mut requests) = mpsc::channel::<control::Request>(64);
     if let Some(front) = front {
@@ -189,6 +188,7 @@ pub async fn run(
     if let Some(listen) = ctx.config().metrics_listen {
         tokio::spawn(metrics_endpoint::serve(ctx.clone(), listen, cancel.child_token()));
     }
+    tokio::spawn(follow_holds(ctx.clone(), cancel.child_token()));
     // A node of a shared journal keeps its leases and takes over the jobs of silent nodes.
     let (taken_tx, mut taken) = mpsc::channel::<Vec<crate::journal::JobRecord>>(4);
     if let Some(cluster) = ctx.config().cluster.clone().filter(|_| ctx.journal.node().is_some()) {
@@ -263,4 +263,28 @@ pub async fn run(
     LiveStatus::remove(&state_dir);
     info!("retouchd stopped");
     result
+}
+
+/// How often the daemon reads the pauses people set (`retouchd pause` from a shell, or on
+/// another node of a shared journal).
+const HOLDS_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps the gate's pauses as the journal has them.
+async fn follow_holds(ctx: Arc<context::Ctx>, cancel: CancellationToken) {
+    let mut every = tokio::time::interval(HOLDS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let journal = Arc::clone(&ctx.journal);
+        match tokio::task::spawn_blocking(move || journal.pauses()).await {
+            Ok(Ok(holds)) => {
+                ctx.gate.set_holds(holds);
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "the pauses could not be read; kept as they were"),
+            Err(_) => {}
+        }
+    }
 }

@@ -309,11 +309,11 @@ impl<'a> Runner<'a> {
             let pass = tokio::select! {
                 pass = async {
                     self.ctx.until_deliverable(&self.watch, &self.job).await;
-                    if let Some(why) = self.ctx.gate.why_held() {
+                    if let Some(why) = self.ctx.gate.why_held(&self.watch.inbox) {
                         let why = format!("uploads are paused: {why}");
                         self.ctx.job_waits(&self.job, Some(JobWait { why, retry_at: None }));
                     }
-                    self.ctx.gate.pass().await
+                    self.ctx.gate.pass(&self.watch.inbox).await
                 } => pass,
                 () = &mut cancelled_now => return cancelled(),
             };

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{JobId, JobQuery, Journal, Source, Step, Write, timeline_of};
+use super::{Hold, Holds, JobId, JobQuery, Journal, Source, Step, Write, timeline_of};
 use crate::job::{JobState, StateName};
 use crate::source::Stamp;
 use crate::vocab::now_ms;
@@ -231,16 +231,25 @@ fn non_utf8_names_survive(open: Open<'_>) {
 fn markers_and_the_hold_are_kept(open: Open<'_>) {
     let journal = open();
     assert!(!journal.is_marked(Path::new("/in")).unwrap());
-    assert!(!journal.held().unwrap());
+    assert_eq!(journal.pauses().unwrap(), Holds::default());
     journal.mark(Path::new("/in")).unwrap();
-    journal.set_held(true).unwrap();
+    journal.set_pause(None, Some(Hold { until_ms: None })).unwrap();
+    journal.set_pause(Some(Path::new("/in2")), Some(Hold { until_ms: Some(5_000) })).unwrap();
     drop(journal);
     let journal = open();
     assert!(journal.is_marked(Path::new("/in")).unwrap());
     assert!(!journal.is_marked(Path::new("/in2")).unwrap());
-    assert!(journal.held().unwrap());
-    journal.set_held(false).unwrap();
-    assert!(!journal.held().unwrap());
+    let holds = journal.pauses().unwrap();
+    assert_eq!(holds.all, Some(Hold { until_ms: None }));
+    assert_eq!(holds.watches, [(PathBuf::from("/in2"), Hold { until_ms: Some(5_000) })]);
+    assert_eq!(holds.holding(Path::new("/in2"), 6_000), Some((None, Hold { until_ms: None })), "all first");
+    journal.set_pause(None, None).unwrap();
+    let holds = journal.pauses().unwrap();
+    assert_eq!(holds.holding(Path::new("/in2"), 4_000).map(|h| h.1), Some(Hold { until_ms: Some(5_000) }));
+    assert_eq!(holds.holding(Path::new("/in2"), 6_000), None, "ended by itself");
+    assert_eq!(holds.holding(Path::new("/in"), 4_000), None);
+    journal.set_pause(Some(Path::new("/in2")), None).unwrap();
+    assert_eq!(journal.pauses().unwrap(), Holds::default());
 }
 
 fn render_errors_are_found_among_deliveries(open: Open<'_>) {

@@ -40,8 +40,12 @@ pub fn copy(from: &Journal, to: &Journal, mut progress: impl FnMut(u64)) -> Resu
     for inbox in from.marked_inboxes()? {
         to.mark(&inbox)?;
     }
-    if from.held()? {
-        to.set_held(true)?;
+    let holds = from.pauses()?;
+    if let Some(hold) = holds.all {
+        to.set_pause(None, Some(hold))?;
+    }
+    for (inbox, hold) in holds.watches {
+        to.set_pause(Some(&inbox), Some(hold))?;
     }
     Ok(copied)
 }

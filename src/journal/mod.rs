@@ -324,10 +324,76 @@ pub trait InboxMarks {
     /// The inboxes that have carried retouchd's marker file.
     fn marked_inboxes(&self) -> Result<Vec<PathBuf>>;
 
-    /// Whether a person paused uploads (kept across restarts; for every node of a cluster).
-    fn held(&self) -> Result<bool>;
+    /// The pauses people set, as stored: (`held` for every inbox or `held:<inbox>` for one, its
+    /// value: 1 until resumed, else the time it ends in Unix milliseconds).
+    fn pause_rows(&self) -> Result<Vec<(String, i64)>>;
 
-    fn set_held(&self, held: bool) -> Result<()>;
+    /// Stores (`Some`) or removes (`None`) one pause row.
+    fn put_pause_row(&self, key: &str, value: Option<i64>) -> Result<()>;
+
+    /// The pauses people set (kept across restarts; for every node of a cluster), ended ones
+    /// included (see [`Hold::active`]).
+    fn pauses(&self) -> Result<Holds> {
+        let mut holds = Holds::default();
+        for (key, value) in self.pause_rows()? {
+            // 0: a release written by an older retouchd.
+            let hold = match value {
+                0 => continue,
+                1 => Hold { until_ms: None },
+                until => Hold { until_ms: Some(until) },
+            };
+            match key.strip_prefix(HOLD_KEY).and_then(|rest| rest.strip_prefix(':')) {
+                Some(inbox) => holds.watches.push((PathBuf::from(inbox), hold)),
+                None if key == HOLD_KEY => holds.all = Some(hold),
+                None => {}
+            }
+        }
+        holds.watches.sort();
+        Ok(holds)
+    }
+
+    /// Pauses uploads (`Some`) from every inbox (`watch: None`) or one, or ends that pause.
+    fn set_pause(&self, watch: Option<&Path>, hold: Option<Hold>) -> Result<()> {
+        let key = match watch {
+            Some(inbox) => format!("{HOLD_KEY}:{}", inbox.display()),
+            None => HOLD_KEY.to_string(),
+        };
+        // 1 stands for "until resumed"; an end time is always far above it.
+        self.put_pause_row(&key, hold.map(|h| h.until_ms.map_or(1, |until| until.max(2))))
+    }
+}
+
+const HOLD_KEY: &str = "held";
+
+/// A pause a person set (`retouchd pause`, the dashboard's Pause): until when, if it ends by
+/// itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Hold {
+    pub until_ms: Option<i64>,
+}
+
+impl Hold {
+    /// Whether it still holds at `now_ms`.
+    pub fn active(&self, now_ms: i64) -> bool {
+        self.until_ms.is_none_or(|until| until > now_ms)
+    }
+}
+
+/// Every pause people set: for all inboxes, and per inbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holds {
+    pub all: Option<Hold>,
+    pub watches: Vec<(PathBuf, Hold)>,
+}
+
+impl Holds {
+    /// The pause that holds `inbox` at `now_ms`, if any: the one for all inboxes first.
+    pub fn holding(&self, inbox: &Path, now_ms: i64) -> Option<(Option<&Path>, Hold)> {
+        if let Some(all) = self.all.filter(|h| h.active(now_ms)) {
+            return Some((None, all));
+        }
+        self.watches.iter().find(|(w, h)| w == inbox && h.active(now_ms)).map(|(w, h)| (Some(w.as_path()), *h))
+    }
 }
 
 /// Copying a journal into another (`migrate-journal`).
@@ -411,6 +477,16 @@ impl Journal {
             (Some(cluster), _) => Journal::for_cluster(cluster, writable),
             (None, true) => Journal::open(&config.state_dir),
             (None, false) => Journal::open_read_only(&config.state_dir),
+        }
+    }
+
+    /// The journal `config` names, for a command that writes without being the daemon
+    /// (`retouchd pause`): the shared database as no node, or the SQLite file (made if needed,
+    /// so a pause can be set before the daemon first starts).
+    pub fn for_command(config: &crate::config::Config) -> Result<Journal> {
+        match &config.cluster {
+            Some(cluster) => Ok(Journal { store: Box::new(pg::Postgres::connect(cluster, pg::Role::Admin)?) }),
+            None => Journal::open(&config.state_dir),
         }
     }
 

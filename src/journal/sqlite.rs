@@ -534,20 +534,22 @@ impl InboxMarks for Sqlite {
         rows.map(|r| r.map(PathBuf::from)).collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
-    /// Whether a person paused uploads (kept across restarts).
-    fn held(&self) -> Result<bool> {
-        let found: Option<i64> = self
-            .read()
-            .query_row("SELECT value FROM meta WHERE key = 'held'", [], |r| r.get(0))
-            .optional()
+    fn pause_rows(&self) -> Result<Vec<(String, i64)>> {
+        let conn = self.read();
+        let mut stmt = conn
+            .prepare("SELECT key, value FROM meta WHERE key = 'held' OR key LIKE 'held:%'")
             .map_err(|e| self.err(e))?;
-        Ok(found.is_some_and(|v| v != 0))
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
-    fn set_held(&self, held: bool) -> Result<()> {
-        self.lock()
-            .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('held', ?1)", [i64::from(held)])
-            .map_err(|e| self.err(e))?;
+    fn put_pause_row(&self, key: &str, value: Option<i64>) -> Result<()> {
+        let conn = self.lock();
+        match value {
+            Some(v) => conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, v]),
+            None => conn.execute("DELETE FROM meta WHERE key = ?1", [key]),
+        }
+        .map_err(|e| self.err(e))?;
         Ok(())
     }
 }

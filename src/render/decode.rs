@@ -23,24 +23,30 @@ fn name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-/// Reads a JPEG, PNG or TIFF photo (a TIFF is decoded from the file, never held twice).
+/// Reads a JPEG, PNG or TIFF photo. A PNG or TIFF is decoded from the file as it is read, so a
+/// 45-megapixel 16-bit photo costs its pixels' memory and little more.
 pub fn read_photo(path: &Path) -> Result<Photo, String> {
     use std::io::Read;
     let fail = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
     let mut file = File::open(path).map_err(fail)?;
     let mut head = [0u8; 8];
     let n = file.read(&mut head).map_err(fail)?;
-    if formats::sniff(&head[..n]) == FileKind::Tiff {
-        std::io::Seek::rewind(&mut file).map_err(fail)?;
-        let reader = BufReader::with_capacity(1 << 20, file);
-        let (image, meta) = super::tiff_file::read(reader).map_err(|e| format!("{}: {e}", name(path)))?;
-        return Ok(Photo { image, meta, kind: FileKind::Tiff });
-    }
-    let mut bytes = head[..n].to_vec();
-    file.read_to_end(&mut bytes).map_err(fail)?;
-    match formats::sniff(&bytes) {
-        FileKind::Jpeg => read_jpeg(&bytes).map_err(|e| format!("{}: {e}", name(path))),
-        FileKind::Png => read_png(&bytes).map_err(|e| format!("{}: {e}", name(path))),
+    let named = |e: String| format!("{}: {e}", name(path));
+    match formats::sniff(&head[..n]) {
+        FileKind::Tiff | FileKind::Png => {
+            std::io::Seek::rewind(&mut file).map_err(fail)?;
+            let reader = BufReader::with_capacity(1 << 20, file);
+            if formats::sniff(&head[..n]) == FileKind::Png {
+                return read_png(reader).map_err(named);
+            }
+            let (image, meta) = super::tiff_file::read(reader).map_err(named)?;
+            Ok(Photo { image, meta, kind: FileKind::Tiff })
+        }
+        FileKind::Jpeg => {
+            let mut bytes = head[..n].to_vec();
+            file.read_to_end(&mut bytes).map_err(fail)?;
+            read_jpeg(&bytes).map_err(named)
+        }
         _ => Err(format!("{} is not a JPEG, PNG or TIFF image", name(path))),
     }
 }
@@ -116,17 +122,65 @@ fn read_jpeg(bytes: &[u8]) -> Result<Photo, String> {
     Ok(Photo { image, meta: Metadata::from_jpeg(bytes), kind: FileKind::Jpeg })
 }
 
-fn read_png(bytes: &[u8]) -> Result<Photo, String> {
-    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+fn read_png(input: impl std::io::BufRead + std::io::Seek) -> Result<Photo, String> {
+    let mut decoder = png::Decoder::new(input);
     decoder.set_transformations(png::Transformations::EXPAND);
     let mut reader = decoder.read_info().map_err(|e| format!("not a readable PNG ({e})"))?;
-    let size = reader.output_buffer_size().ok_or("the PNG is too large")?;
-    let mut buf = vec![0; size];
-    let frame = reader.next_frame(&mut buf).map_err(|e| format!("the PNG data is damaged ({e})"))?;
-    buf.truncate(frame.buffer_size());
-    let meta = Metadata::from_png(reader.info());
-    let image = to_rgb_image(frame.width, frame.height, frame.color_type, frame.bit_depth, &buf)?;
-    Ok(Photo { image, meta, kind: FileKind::Png })
+    let damaged = |e: png::DecodingError| format!("the PNG data is damaged ({e})");
+    let image = if reader.info().interlaced {
+        // Interlaced rows come in passes: decoded whole.
+        let mut buf = vec![0; reader.output_buffer_size().ok_or("the PNG is too large")?];
+        let frame = reader.next_frame(&mut buf).map_err(damaged)?;
+        buf.truncate(frame.buffer_size());
+        to_rgb_image(frame.width, frame.height, frame.color_type, frame.bit_depth, &buf)?
+    } else {
+        let (width, height) = reader.info().size();
+        let (color, depth) = reader.output_color_type();
+        let (in_ch, out_ch) = png_channels(color)?;
+        let (w, total) = (width as usize, width as usize * height as usize * out_ch);
+        let samples = match depth {
+            png::BitDepth::Sixteen => {
+                let mut out: Vec<u16> = Vec::with_capacity(total);
+                while let Some(row) = reader.next_row().map_err(damaged)? {
+                    let values: Vec<u16> =
+                        row.data().chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect();
+                    out.extend_from_slice(&super::image::grey_to_rgb(&values, in_ch, out_ch, w));
+                }
+                Samples::Sixteen(out)
+            }
+            png::BitDepth::Eight => {
+                let mut out: Vec<u8> = Vec::with_capacity(total);
+                while let Some(row) = reader.next_row().map_err(damaged)? {
+                    out.extend_from_slice(&super::image::grey_to_rgb(row.data(), in_ch, out_ch, w));
+                }
+                Samples::Eight(out)
+            }
+            other => return Err(format!("{other:?}-bit samples that did not expand")),
+        };
+        let got = match &samples {
+            Samples::Eight(s) => s.len(),
+            Samples::Sixteen(s) => s.len(),
+        };
+        if got != total {
+            return Err("the PNG ends early".into());
+        }
+        // Chunks after the image data (an XMP packet may be there).
+        let _ = reader.finish();
+        Image { width, height, channels: out_ch, samples }
+    };
+    Ok(Photo { image, meta: Metadata::from_png(reader.info()), kind: FileKind::Png })
+}
+
+/// Channels per pixel in and out (grey becomes RGB) of a decoded PNG colour type.
+fn png_channels(color: png::ColorType) -> Result<(usize, usize), String> {
+    use png::ColorType::*;
+    match color {
+        Grayscale => Ok((1, 3)),
+        GrayscaleAlpha => Ok((2, 4)),
+        Rgb => Ok((3, 3)),
+        Rgba => Ok((4, 4)),
+        Indexed => Err("a palette PNG that did not expand".into()),
+    }
 }
 
 /// Decoded PNG samples (after EXPAND: 8 or 16 bits, grey, grey+alpha, RGB or RGBA) as RGB(A).
@@ -137,14 +191,7 @@ fn to_rgb_image(
     depth: png::BitDepth,
     buf: &[u8],
 ) -> Result<Image, String> {
-    use png::ColorType::*;
-    let (in_ch, out_ch) = match color {
-        Grayscale => (1, 3),
-        GrayscaleAlpha => (2, 4),
-        Rgb => (3, 3),
-        Rgba => (4, 4),
-        Indexed => return Err("a palette PNG that did not expand".into()),
-    };
+    let (in_ch, out_ch) = png_channels(color)?;
     let pixels = width as usize * height as usize;
     let samples = match depth {
         png::BitDepth::Sixteen => {

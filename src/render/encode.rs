@@ -40,8 +40,16 @@ pub fn write_png(image: &Image, meta: &Metadata, out: impl Write) -> Result<(), 
     match &image.samples {
         Samples::Eight(s) => writer.write_image_data(s).map_err(fail)?,
         Samples::Sixteen(s) => {
-            let bytes: Vec<u8> = s.iter().flat_map(|v| v.to_be_bytes()).collect();
-            writer.write_image_data(&bytes).map_err(fail)?
+            // Big-endian a row at a time: never a second copy of a 16-bit photo.
+            let mut stream = writer.stream_writer().map_err(fail)?;
+            let row_len = image.width as usize * image.channels;
+            let mut bytes = Vec::with_capacity(row_len * 2);
+            for row in s.chunks_exact(row_len.max(1)) {
+                bytes.clear();
+                bytes.extend(row.iter().flat_map(|v| v.to_be_bytes()));
+                stream.write_all(&bytes).map_err(|e| format!("cannot write the PNG: {e}"))?;
+            }
+            return stream.finish().map_err(fail);
         }
     }
     writer.finish().map_err(fail)

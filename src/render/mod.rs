@@ -436,23 +436,54 @@ fn write_flat(
     };
     let ext = wanted.extension();
     let path = input.work_dir.join(format!("flat.{ext}"));
-    if wanted == FileKind::Tiff {
-        // Streamed to the file: a 16-bit photo's TIFF is hundreds of megabytes.
-        let file = std::fs::File::create(&path).map_err(Failure::Io)?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        tiff_file::write(image, meta, input.settings.tiff_compression, &mut out)?;
-        let file = out.into_inner().map_err(|e| Failure::Io(e.into_error()))?;
-        file.sync_all().map_err(Failure::Io)?;
+    if wanted == FileKind::Jpeg {
+        let mut bytes = Vec::new();
+        encode::write_jpeg(image, meta, input.settings.jpeg_quality, &mut bytes).map_err(Failure::Bad)?;
+        write_synced(&path, &bytes).map_err(Failure::Io)?;
         return Ok(Some(Made { path, ext }));
     }
-    let mut bytes = Vec::new();
-    if wanted == FileKind::Png {
-        encode::write_png(image, meta, &mut bytes).map_err(Failure::Bad)?;
-    } else {
-        encode::write_jpeg(image, meta, input.settings.jpeg_quality, &mut bytes).map_err(Failure::Bad)?;
+    // Streamed to the file: a 16-bit photo's PNG or TIFF is hundreds of megabytes. A writer
+    // that fails (a full disk) is an I/O problem; the encoder's own, a bad input.
+    let file = std::fs::File::create(&path).map_err(Failure::Io)?;
+    let mut out = IoWatch { inner: std::io::BufWriter::with_capacity(1 << 20, file), failed: None };
+    let written = match wanted {
+        FileKind::Tiff => tiff_file::write(image, meta, input.settings.tiff_compression, &mut out),
+        _ => encode::write_png(image, meta, &mut out).map_err(Failure::Bad),
+    };
+    if let Some(e) = out.failed.take() {
+        return Err(Failure::Io(e));
     }
-    write_synced(&path, &bytes).map_err(Failure::Io)?;
+    written?;
+    let file = out.inner.into_inner().map_err(|e| Failure::Io(e.into_error()))?;
+    file.sync_all().map_err(Failure::Io)?;
     Ok(Some(Made { path, ext }))
+}
+
+/// A writer that remembers its first I/O error, so an encoder's failure can be told apart
+/// from the disk's.
+struct IoWatch<W> {
+    inner: W,
+    failed: Option<std::io::Error>,
+}
+
+impl<W: std::io::Write> std::io::Write for IoWatch<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).inspect_err(|e| {
+            self.failed.get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|e| {
+            self.failed.get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+}
+
+impl<W: std::io::Seek> std::io::Seek for IoWatch<W> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -200,7 +200,7 @@ fn describe(daemon: &LiveStatus) -> (String, String) {
     if let (Some(reason), Some(advice)) = (&daemon.paused, daemon.pause_advice()) {
         let state = match crate::api::PauseReason::ALL.into_iter().find(|r| r.as_str() == reason) {
             Some(r) => format!("paused: {}", pause_words(r)),
-            None if reason == USER_PAUSE => "paused from the dashboard".into(),
+            None if reason == USER_PAUSE => daemon.pause_detail.clone().unwrap_or_else(|| "paused by a person".into()),
             None => format!("paused: {reason}"),
         };
         return (state, advice.to_string());

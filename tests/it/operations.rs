@@ -386,3 +386,51 @@ async fn process_says_why_a_file_is_held_up_instead_of_an_endless_submitting() {
     assert!(said.contains("503") || said.contains("unavailable") || said.contains("down"), "{said}");
     assert_eq!(sim.stats().charged_starts, 0);
 }
+
+/// `retouchd pause` and `resume` from a shell: for one inbox or all, before the daemon starts or
+/// while it runs, kept across a restart, shown by `status`; jobs wait and nothing is charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_from_a_shell_hold_uploads_across_a_restart() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    let inbox = ws.path("inbox");
+    let run = |args: &[&str]| {
+        let out = ws.command(args).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    };
+    let (code, said) = run(&["pause", "--watch", "/no/such/inbox"]);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("is not an inbox of the config"), "{said}");
+
+    // One inbox, for two hours, before the daemon starts.
+    let (code, said) = run(&["pause", "--watch", inbox.to_str().unwrap(), "--for", "2h"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("Uploads from") && said.contains("until") && said.contains("UTC"), "{said}");
+    let daemon = ws.spawn(&[], "daemon");
+    ws.drop_file("a.jpg", &imagegen_jpeg(1));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sim.stats().start_requests, 0, "nothing is sent from a paused inbox");
+    let (_, status) = run(&["status"]);
+    assert!(status.contains("PAUSED: uploads from") && status.contains("--watch"), "{status}");
+    let (_, said) = run(&["resume"]);
+    assert!(said.contains("uploads resumed"), "{said}");
+    wait_for("a.jpg delivered", Duration::from_secs(30), async || ws.path("done/a.jpg").exists().then_some(())).await;
+
+    // Every inbox, while it runs; kept when the daemon restarts.
+    let (_, said) = run(&["pause"]);
+    assert!(said.contains("Paused by a person"), "{said}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ws.drop_file("b.jpg", &imagegen_jpeg(2));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(daemon);
+    let _daemon = ws.spawn(&[], "again");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sim.stats().charged_starts, 1, "b.jpg waits through the restart");
+    let (_, status) = run(&["status"]);
+    assert!(status.contains("PAUSED: paused by a person (`retouchd resume`"), "{status}");
+    let (_, said) = run(&["resume"]);
+    assert!(said.contains("uploads resumed"), "{said}");
+    wait_for("b.jpg delivered", Duration::from_secs(30), async || ws.path("done/b.jpg").exists().then_some(())).await;
+    assert_eq!(run(&["resume"]).1.trim(), "nothing was paused");
+}

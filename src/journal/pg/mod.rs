@@ -537,19 +537,23 @@ impl InboxMarks for Postgres {
         Ok(rows.iter().map(|r| PathBuf::from(r.get::<_, String>(0))).collect())
     }
 
-    fn held(&self) -> Result<bool> {
+    fn pause_rows(&self) -> Result<Vec<(String, i64)>> {
         self.reader.call(|client| {
-            let row = client.query_opt("SELECT value FROM meta WHERE key = 'held'", &[])?;
-            Ok(row.is_some_and(|r| r.get::<_, i64>(0) != 0))
+            let rows = client.query("SELECT key, value FROM meta WHERE key = 'held' OR key LIKE 'held:%'", &[])?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
     }
 
-    fn set_held(&self, held: bool) -> Result<()> {
+    fn put_pause_row(&self, key: &str, value: Option<i64>) -> Result<()> {
+        let key = key.to_string();
         self.writer.call(move |client| {
-            client.execute(
-                "INSERT INTO meta (key, value) VALUES ('held', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
-                &[&i64::from(held)],
-            )?;
+            match value {
+                Some(v) => client.execute(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
+                    &[&key, &v],
+                )?,
+                None => client.execute("DELETE FROM meta WHERE key = $1", &[&key])?,
+            };
             Ok(())
         })
     }
