@@ -113,6 +113,8 @@ pub struct WatchConfig {
     pub payload: String,
     /// What is delivered: the layers, the finished photo, a PSD (`[watch.output]`).
     pub output: crate::render::OutputSettings,
+    /// When uploads may start (`[schedule]`, or the watch's own `schedule`); `None`: any time.
+    pub schedule: Option<crate::schedule::Windows>,
     /// Send a photo whose bytes and payload match a delivered job's again (a new credit),
     /// instead of reusing that job's result.
     pub resend_identical: bool,
@@ -340,6 +342,31 @@ tasks = [{{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}]
 "#,
             d = dir.display()
         )
+    }
+
+    #[test]
+    fn upload_windows_come_from_schedule_or_the_watch_and_bad_ones_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        // [schedule] must come before [[watch]] in the file: put it first.
+        let with = |global: &str, own: &str| format!("{global}\n{}{own}", base_config(dir.path()));
+        let config =
+            parse(&with("[schedule]\nuploads = [\"Sat,Sun\"]\ntimezone = \"UTC\"", ""), dir.path(), &env()).unwrap();
+        let windows = config.watches[0].schedule.as_ref().expect("the watch takes [schedule]");
+        assert_eq!(windows.text, ["Sat,Sun"]);
+        let own = "[watch.schedule]\nuploads = [\"Mon-Fri 20:00-07:00\"]\n";
+        let config =
+            parse(&with("[schedule]\nuploads = [\"Sat,Sun\"]\ntimezone = \"UTC\"", own), dir.path(), &env()).unwrap();
+        assert_eq!(config.watches[0].schedule.as_ref().unwrap().text, ["Mon-Fri 20:00-07:00"]);
+        assert!(parse(&base_config(dir.path()), dir.path(), &env()).unwrap().watches[0].schedule.is_none());
+        let bad = with(
+            "[schedule]\nuploads = [\"Mo 20:00-07:00\"]",
+            "[watch.schedule]\nuploads = [\"Sat\"]\ntimezone = \"Nowhere/Here\"\n",
+        );
+        let problems = parse(&bad, dir.path(), &env()).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"schedule.uploads") && keys.contains(&"watch[0].schedule.timezone"), "{problems:?}");
+        let missing = parse(&with("[schedule]\ntimezone = \"UTC\"", ""), dir.path(), &env()).unwrap_err();
+        assert!(missing.iter().any(|p| p.key == "schedule.uploads" && p.message.contains("Mon-Fri")), "{missing:?}");
     }
 
     #[test]

@@ -20,8 +20,16 @@ pub(super) struct RawConfig {
     pub(super) render: RawRender,
     pub(super) web: Option<RawWeb>,
     pub(super) cluster: Option<RawCluster>,
+    pub(super) schedule: Option<RawSchedule>,
     #[serde(default)]
     pub(super) watch: Vec<RawWatch>,
+}
+
+/// `[schedule]` (or a watch's `schedule`): upload windows.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub(super) struct RawSchedule {
+    pub(super) uploads: Option<Vec<String>>,
+    pub(super) timezone: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +127,7 @@ pub(super) struct RawWatch {
     pub(super) allow_unknown_plugins: Option<bool>,
     pub(super) payload: Option<toml::Table>,
     pub(super) output: Option<RawOutput>,
+    pub(super) schedule: Option<RawSchedule>,
 }
 
 /// A duration as written: text like "5s", or a mistake the validator explains (a bare number).

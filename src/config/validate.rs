@@ -83,7 +83,14 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let max_renders = v.count("render.max_renders", raw.render.max_renders, cores);
-    let watches: Vec<WatchConfig> = raw.watch.into_iter().enumerate().filter_map(|(i, w)| v.watch(i, w)).collect();
+    let global_schedule = raw.schedule.clone();
+    let schedule = raw.schedule.and_then(|s| v.schedule("schedule", s, None));
+    let watches: Vec<WatchConfig> = raw
+        .watch
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, w)| v.watch(i, w, schedule.as_ref(), global_schedule.as_ref()))
+        .collect();
     v.cross_check(&watches);
     match (server, state_dir, v.problems.is_empty()) {
         (Some(server), Some(state_dir), true) => {
@@ -375,7 +382,36 @@ impl Validator {
         dir
     }
 
-    fn watch(&mut self, i: usize, raw: RawWatch) -> Option<WatchConfig> {
+    /// Upload windows from `[schedule]` or a watch's `schedule` (`global`: `[schedule]`, whose
+    /// time zone a watch's windows take unless they name their own).
+    fn schedule(
+        &mut self,
+        key: &str,
+        raw: RawSchedule,
+        global: Option<&RawSchedule>,
+    ) -> Option<crate::schedule::Windows> {
+        let Some(uploads) = raw.uploads else {
+            self.problem(format!("{key}.uploads"), "missing; give windows like [\"Mon-Fri 20:00-07:00\", \"Sat,Sun\"]");
+            return None;
+        };
+        let timezone = raw.timezone.or_else(|| global.and_then(|g| g.timezone.clone()));
+        match crate::schedule::Windows::parse(&uploads, timezone.as_deref()) {
+            Ok(windows) => Some(windows),
+            Err(e) => {
+                let which = if e.starts_with("timezone") { "timezone" } else { "uploads" };
+                self.problem(format!("{key}.{which}"), e);
+                None
+            }
+        }
+    }
+
+    fn watch(
+        &mut self,
+        i: usize,
+        raw: RawWatch,
+        schedule: Option<&crate::schedule::Windows>,
+        global_schedule: Option<&RawSchedule>,
+    ) -> Option<WatchConfig> {
         let key = |name: &str| format!("watch[{i}].{name}");
         let before = self.problems.len();
         let folder = |v: &mut Self, name: &str, value: Option<PathBuf>, required: bool| -> Option<PathBuf> {
@@ -458,6 +494,10 @@ impl Validator {
             resend_identical: raw.resend_identical.unwrap_or(false),
             payload: payload.unwrap_or_default(),
             output: self.output(&key("output"), raw.output.unwrap_or_default()),
+            schedule: match raw.schedule {
+                Some(own) => self.schedule(&key("schedule"), own, global_schedule),
+                None => schedule.cloned(),
+            },
         };
         let payload_json = serde_json::from_str(&watch.payload).unwrap_or_default();
         if !watch.payload.is_empty() {

@@ -422,7 +422,10 @@ impl Coordinator {
                 continue;
             }
             let why = match place {
-                Place::Queued => match (self.ctx.gate.why_held(inbox), self.ctx.folder_problem(inbox)) {
+                Place::Queued => match (
+                    self.ctx.gate.why_held(inbox).or_else(|| window_closed(&config, inbox)),
+                    self.ctx.folder_problem(inbox),
+                ) {
                     (Some(reason), _) => Why::Paused { reason },
                     (None, Some(problem)) => Why::FoldersUnwritable { problem },
                     (None, None) => {
@@ -508,6 +511,12 @@ async fn guarded(key: JobKey, work: impl Future<Output = Result<Ended, JournalEr
         }
     };
     (key, outcome)
+}
+
+/// Why `inbox`'s files wait for their upload window now, if they do.
+fn window_closed(config: &crate::config::Config, inbox: &std::path::Path) -> Option<String> {
+    let watch = admission::watch_for(config, inbox)?;
+    watch.schedule.as_ref()?.closed_words(jiff::Timestamp::now())
 }
 
 #[cfg(test)]

@@ -309,6 +309,7 @@ impl<'a> Runner<'a> {
             let pass = tokio::select! {
                 pass = async {
                     self.ctx.until_deliverable(&self.watch, &self.job).await;
+                    self.until_window().await;
                     if let Some(why) = self.ctx.gate.why_held(&self.watch.inbox) {
                         let why = format!("uploads are paused: {why}");
                         self.ctx.job_waits(&self.job, Some(JobWait { why, retry_at: None }));
@@ -425,6 +426,20 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+    }
+
+    /// Waits while the watch's upload windows are closed (`[schedule]`), saying until when. The
+    /// wait is the time to the next opening as the wall clock says; after it the job goes on.
+    async fn until_window(&self) {
+        let Some(windows) = &self.watch.schedule else { return };
+        let now = jiff::Timestamp::now();
+        let (Some(why), Some(next)) = (windows.closed_words(now), windows.next_open(now)) else { return };
+        let wait = next.duration_since(now).unsigned_abs();
+        info!(job = self.job.id, file = %self.job.source.rel_path.display(), %why, "waiting for the upload window");
+        let retry_at = Some(next.as_second().max(0) as u64);
+        self.ctx.job_waits(&self.job, Some(JobWait { why, retry_at }));
+        tokio::time::sleep(wait).await;
+        self.ctx.job_waits(&self.job, None);
     }
 
     /// What goes to the server for the opened source, under what name: a TIFF goes as its 8-bit

@@ -879,3 +879,31 @@ async fn the_metrics_endpoint_reports_jobs_submissions_bytes_and_durations() {
         "{text}"
     );
 }
+
+/// `[schedule] uploads`: a file dropped outside every window waits, saying when the next one
+/// opens, and goes when it opens (the window here opens eleven minutes from now, UTC).
+#[tokio::test(start_paused = true)]
+async fn a_file_waits_for_its_upload_window_and_goes_when_it_opens() {
+    let sim = start_sim(fast_sim()).await;
+    let now = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC);
+    let minute = |m: i32| format!("{:02}:{:02}", m.rem_euclid(1440) / 60, m.rem_euclid(1440) % 60);
+    let opens = i32::from(now.hour()) * 60 + i32::from(now.minute()) + 11;
+    let rule = format!("Mon-Sun {}-{}", minute(opens), minute(opens + 60));
+    let ws = Workspace::new(&sim, "", &format!("[watch.schedule]\nuploads = [\"{rule}\"]\ntimezone = \"UTC\"\n"));
+    ws.drop_file("night.jpg", &photo(21));
+    let daemon = Running::start(&ws);
+    let config = load(&ws);
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert_eq!(sim.stats().start_requests, 0, "nothing is sent outside the window");
+    let journal = Journal::open_read_only(&config.state_dir).unwrap();
+    let text = report::render(&report::report(&journal, &config).unwrap());
+    assert!(text.contains("outside the upload windows") && text.contains("next window at"), "{text}");
+    until(
+        "night.jpg delivered once the window opens",
+        || ws.path("done/night.jpg").exists(),
+        || format!("{:?}", state_counts(&ws)),
+    )
+    .await;
+    assert_eq!(sim.stats().charged_starts, 1);
+    daemon.stop().await;
+}
