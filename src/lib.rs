@@ -13,7 +13,8 @@
 //! - [`source`]: a job's source file, its version stamp and the one "is it still the same file?"
 //!   check; [`inbox`]: an inbox's marker file and owner record; [`watch`]: watching inboxes (notify as hints, scans as truth) and readiness;
 //!   [`ignore`]: files that are never jobs; [`inspect`]: checks against the server's limits;
-//!   [`proxy`]: the 8-bit stand-in sent for a TIFF; [`schedule`]: upload windows in local time.
+//!   [`proxy`]: the 8-bit stand-in sent for a TIFF; [`schedule`]: upload windows in local time;
+//!   [`budget`]: credit budgets per local day and month.
 //! - [`beneath`]: file work beneath an opened folder, links refused, temporary files exclusive;
 //!   [`lossless`]: paths in the journal as they are on disk; [`result_cache`]: paid results
 //!   kept by content, so the same photo is never paid for twice; [`share`]: file work on an
@@ -46,6 +47,7 @@
 
 pub mod api;
 pub mod beneath;
+pub mod budget;
 pub mod commands;
 pub mod config;
 pub mod daemon;

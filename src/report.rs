@@ -75,8 +75,22 @@ pub struct Report {
     /// The pauses people set that hold now (`retouchd pause`, the dashboard), from the journal:
     /// shown whether or not the daemon runs.
     pub pauses: Vec<PauseView>,
+    /// Credits spent today and this month (local) against each budget (`[budget]` first, then
+    /// the watches' own), counted from the journal's charged starts.
+    pub budgets: Vec<BudgetView>,
     /// A shared journal's nodes, each with its last heartbeat and the jobs it holds.
     pub nodes: Vec<NodeView>,
+}
+
+/// A credit budget and what is spent of it, as shown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetView {
+    /// The inbox it covers; `None`: every inbox.
+    pub inbox: Option<String>,
+    pub per_day: Option<u64>,
+    pub per_month: Option<u64>,
+    pub today: u64,
+    pub this_month: u64,
 }
 
 /// A person's pause, as shown.
@@ -171,9 +185,11 @@ pub fn report_with(journal: &Journal, config: &Config, daemon: Option<LiveStatus
             says: crate::daemon::hold_words(inbox, hold),
         })
         .collect();
+    let budgets = budget_views(journal, config)?;
     Ok(Report {
         daemon,
         pauses,
+        budgets,
         journal: journal.path().display().to_string(),
         counts: journal.file_counts()?,
         in_flight,
@@ -212,6 +228,34 @@ pub fn node_views(journal: &Journal, config: &Config, now: i64) -> Result<Vec<No
         .map(|node| {
             let age = (now - node.heartbeat).max(0);
             NodeView { heartbeat_age_secs: (age / 1000) as u64, alive: age <= lease, node }
+        })
+        .collect())
+}
+
+/// Each budget with what the journal says is spent of it.
+fn budget_views(journal: &Journal, config: &Config) -> Result<Vec<BudgetView>, JournalError> {
+    let budgets: Vec<(Option<&std::path::Path>, &crate::budget::Budget)> = config
+        .budget
+        .iter()
+        .map(|b| (None, b))
+        .chain(config.watches.iter().filter_map(|w| w.budget.as_ref().map(|b| (Some(w.inbox.as_path()), b))))
+        .collect();
+    let now = jiff::Timestamp::now();
+    let Some(since) = budgets.iter().map(|(_, b)| b.month_start_ms(now)).min() else { return Ok(Vec::new()) };
+    let charges = crate::journal::charges_since(&**journal, since)?;
+    Ok(budgets
+        .into_iter()
+        .map(|(inbox, budget)| {
+            let times: Vec<i64> =
+                charges.iter().filter(|(i, _)| inbox.is_none_or(|own| i == own)).map(|(_, at)| *at).collect();
+            let spent = budget.spent(&times, now);
+            BudgetView {
+                inbox: inbox.map(|i| i.display().to_string()),
+                per_day: budget.per_day,
+                per_month: budget.per_month,
+                today: spent.today,
+                this_month: spent.this_month,
+            }
         })
         .collect())
 }
@@ -263,6 +307,17 @@ pub fn render(report: &Report) -> String {
         }
         None => "daemon: not running\n".to_string(),
     };
+    for b in &report.budgets {
+        let of = |limit: Option<u64>| limit.map(|l| format!(" of {l}")).unwrap_or_default();
+        let whose = b.inbox.as_deref().map(|i| format!(" from {}", printable(i))).unwrap_or_default();
+        out.push_str(&format!(
+            "credits spent{whose}: {}{} today, {}{} this month (budget)\n",
+            b.today,
+            of(b.per_day),
+            b.this_month,
+            of(b.per_month)
+        ));
+    }
     for pause in &report.pauses {
         out.push_str(&format!("PAUSED: {}\n", printable(&pause.says)));
     }

@@ -115,6 +115,8 @@ pub struct WatchConfig {
     pub output: crate::render::OutputSettings,
     /// When uploads may start (`[schedule]`, or the watch's own `schedule`); `None`: any time.
     pub schedule: Option<crate::schedule::Windows>,
+    /// This watch's own credit budget (`[watch.budget]`), counted over its inbox alone.
+    pub budget: Option<crate::budget::Budget>,
     /// Send a photo whose bytes and payload match a delivered job's again (a new credit),
     /// instead of reusing that job's result.
     pub resend_identical: bool,
@@ -142,6 +144,8 @@ pub struct Config {
     pub max_renders: usize,
     /// The most the cache of paid results may hold (`state.result_cache_mb`; 0: none kept).
     pub result_cache_mb: u64,
+    /// The credit budget over every inbox (`[budget]`).
+    pub budget: Option<crate::budget::Budget>,
     pub watches: Vec<WatchConfig>,
     /// The web dashboard, when `[web]` is present.
     pub web: Option<WebConfig>,

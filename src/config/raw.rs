@@ -21,8 +21,17 @@ pub(super) struct RawConfig {
     pub(super) web: Option<RawWeb>,
     pub(super) cluster: Option<RawCluster>,
     pub(super) schedule: Option<RawSchedule>,
+    pub(super) budget: Option<RawBudget>,
     #[serde(default)]
     pub(super) watch: Vec<RawWatch>,
+}
+
+/// `[budget]` (or a watch's `budget`): credits per local day and month.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub(super) struct RawBudget {
+    pub(super) per_day: Option<i64>,
+    pub(super) per_month: Option<i64>,
+    pub(super) timezone: Option<String>,
 }
 
 /// `[schedule]` (or a watch's `schedule`): upload windows.
@@ -128,6 +137,7 @@ pub(super) struct RawWatch {
     pub(super) payload: Option<toml::Table>,
     pub(super) output: Option<RawOutput>,
     pub(super) schedule: Option<RawSchedule>,
+    pub(super) budget: Option<RawBudget>,
 }
 
 /// A duration as written: text like "5s", or a mistake the validator explains (a bare number).

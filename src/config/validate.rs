@@ -83,13 +83,19 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let max_renders = v.count("render.max_renders", raw.render.max_renders, cores);
+    let zone = raw
+        .budget
+        .as_ref()
+        .and_then(|b| b.timezone.clone())
+        .or_else(|| raw.schedule.as_ref().and_then(|s| s.timezone.clone()));
+    let budget = raw.budget.clone().and_then(|b| v.budget("budget", b, zone.as_deref()));
     let global_schedule = raw.schedule.clone();
     let schedule = raw.schedule.and_then(|s| v.schedule("schedule", s, None));
     let watches: Vec<WatchConfig> = raw
         .watch
         .into_iter()
         .enumerate()
-        .filter_map(|(i, w)| v.watch(i, w, schedule.as_ref(), global_schedule.as_ref()))
+        .filter_map(|(i, w)| v.watch(i, w, schedule.as_ref(), global_schedule.as_ref(), zone.as_deref()))
         .collect();
     v.cross_check(&watches);
     match (server, state_dir, v.problems.is_empty()) {
@@ -103,6 +109,7 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
                 max_renders,
                 result_cache_mb,
                 watches,
+                budget,
                 web,
                 cluster,
                 warnings: v.warnings,
@@ -405,12 +412,37 @@ impl Validator {
         }
     }
 
+    /// A credit budget; `zone`: `[budget]`'s (or `[schedule]`'s) time zone, unless it names one.
+    fn budget(&mut self, key: &str, raw: RawBudget, zone: Option<&str>) -> Option<crate::budget::Budget> {
+        let mut count = |name: &str, value: Option<i64>| match value {
+            None => None,
+            Some(n) if n >= 0 => Some(n as u64),
+            Some(n) => {
+                self.problem(format!("{key}.{name}"), format!("{n} is below zero; give the most credits to spend"));
+                None
+            }
+        };
+        let (per_day, per_month) = (count("per_day", raw.per_day), count("per_month", raw.per_month));
+        if raw.per_day.is_none() && raw.per_month.is_none() {
+            self.problem(key.to_string(), "sets no limit; give per_day, per_month or both");
+            return None;
+        }
+        match crate::budget::Budget::new(per_day, per_month, raw.timezone.as_deref().or(zone)) {
+            Ok(budget) => Some(budget),
+            Err(e) => {
+                self.problem(format!("{key}.timezone"), e);
+                None
+            }
+        }
+    }
+
     fn watch(
         &mut self,
         i: usize,
         raw: RawWatch,
         schedule: Option<&crate::schedule::Windows>,
         global_schedule: Option<&RawSchedule>,
+        zone: Option<&str>,
     ) -> Option<WatchConfig> {
         let key = |name: &str| format!("watch[{i}].{name}");
         let before = self.problems.len();
@@ -494,6 +526,7 @@ impl Validator {
             resend_identical: raw.resend_identical.unwrap_or(false),
             payload: payload.unwrap_or_default(),
             output: self.output(&key("output"), raw.output.unwrap_or_default()),
+            budget: raw.budget.and_then(|b| self.budget(&key("budget"), b, zone)),
             schedule: match raw.schedule {
                 Some(own) => self.schedule(&key("schedule"), own, global_schedule),
                 None => schedule.cloned(),

@@ -32,6 +32,8 @@ pub(crate) struct Ctx {
     pub(super) commits: Committer,
     pub(super) gate: Gate,
     pub(super) uploads: Semaphore,
+    /// Credits held for starts not journaled yet (see [`ChargeHold`]).
+    pub(super) pending_charges: Arc<Mutex<PendingCharges>>,
     /// Finished photos being made at once (`render.max_renders`).
     pub(super) renders: Semaphore,
     client: RwLock<Client>,
@@ -90,6 +92,7 @@ impl Ctx {
             hooks,
             results,
             uploads: Semaphore::new(config.server.max_uploads),
+            pending_charges: Arc::default(),
             renders: Semaphore::new(config.max_renders),
             config: RwLock::new(Arc::new(config)),
             journal: Arc::clone(&recovered.journal),
@@ -352,5 +355,43 @@ fn resize(semaphore: &Semaphore, old: usize, new: usize) {
         semaphore.add_permits(new - old);
     } else if new < old {
         semaphore.forget_permits(old - new);
+    }
+}
+
+/// Credits held by jobs between their budget check and their start being journaled, by inbox,
+/// and how many holds were released so far: a check whose journal count was read before a
+/// release reads again, so a start journaled meanwhile is never missed.
+#[derive(Debug, Default)]
+pub(super) struct PendingCharges {
+    pub(super) held: HashMap<PathBuf, u64>,
+    pub(super) released: u64,
+}
+
+/// One credit of a budget held by a job between the budget check and its start being journaled,
+/// so two jobs checked at once cannot both take the last credit. Released when dropped.
+pub(super) struct ChargeHold {
+    pending: Arc<Mutex<PendingCharges>>,
+    inbox: PathBuf,
+}
+
+impl ChargeHold {
+    /// Holds a credit for `inbox` (the caller holds the lock on `pending` as `guard`).
+    pub(super) fn new(
+        pending: &Arc<Mutex<PendingCharges>>,
+        guard: &mut PendingCharges,
+        inbox: &std::path::Path,
+    ) -> ChargeHold {
+        *guard.held.entry(inbox.to_path_buf()).or_default() += 1;
+        ChargeHold { pending: Arc::clone(pending), inbox: inbox.to_path_buf() }
+    }
+}
+
+impl Drop for ChargeHold {
+    fn drop(&mut self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = pending.held.get_mut(&self.inbox) {
+            *n = n.saturating_sub(1);
+        }
+        pending.released += 1;
     }
 }

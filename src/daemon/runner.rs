@@ -71,6 +71,8 @@ pub(super) struct Runner<'a> {
     content_key: Option<String>,
     /// Keeps the job among those whose lease this node renews, while the runner lives.
     _running: super::cluster::RunningGuard,
+    /// A credit of a budget held until this job's start is journaled.
+    charge_hold: Option<super::context::ChargeHold>,
 }
 
 impl<'a> Runner<'a> {
@@ -94,6 +96,7 @@ impl<'a> Runner<'a> {
             progress_written: None,
             cancellable: false,
             content_key: None,
+            charge_hold: None,
         }
     }
 
@@ -138,6 +141,8 @@ impl<'a> Runner<'a> {
             };
             self.attempt = 0;
             self.ctx.advance(&mut self.job, event).await?;
+            // The start (or its failure) is journaled: the charge counts from the journal now.
+            self.charge_hold = None;
             if self.job.state.is_terminal() {
                 self.ctx.hooks.forget(self.job.id);
                 self.ctx.metrics.finished(self.age());
@@ -310,6 +315,7 @@ impl<'a> Runner<'a> {
                 pass = async {
                     self.ctx.until_deliverable(&self.watch, &self.job).await;
                     self.until_window().await;
+                    self.until_within_budget().await;
                     if let Some(why) = self.ctx.gate.why_held(&self.watch.inbox) {
                         let why = format!("uploads are paused: {why}");
                         self.ctx.job_waits(&self.job, Some(JobWait { why, retry_at: None }));
@@ -440,6 +446,64 @@ impl<'a> Runner<'a> {
         self.ctx.job_waits(&self.job, Some(JobWait { why, retry_at }));
         tokio::time::sleep(wait).await;
         self.ctx.job_waits(&self.job, None);
+    }
+
+    /// Waits while a credit budget that covers this job is spent (`[budget]`, the watch's own
+    /// `[watch.budget]`), saying until when; then holds one credit of it until the start is
+    /// journaled. The count is the journal's charged starts (every node, every restart) plus
+    /// the starts held by other jobs now.
+    async fn until_within_budget(&mut self) {
+        let config = self.ctx.config();
+        let inbox = self.watch.inbox.clone();
+        let budgets: Vec<(&str, crate::budget::Budget, bool)> =
+            [("the", config.budget.clone(), false), ("this inbox's", self.watch.budget.clone(), true)]
+                .into_iter()
+                .filter_map(|(whose, budget, own)| budget.map(|b| (whose, b, own)))
+                .collect();
+        if budgets.is_empty() {
+            return;
+        }
+        let lock = |ctx: &Ctx| Arc::clone(&ctx.pending_charges);
+        let (reached, now) = loop {
+            let seen = lock(self.ctx).lock().unwrap_or_else(|p| p.into_inner()).released;
+            let now = jiff::Timestamp::now();
+            let since = budgets.iter().map(|(_, b, _)| b.month_start_ms(now)).min().unwrap_or(0);
+            let journal = Arc::clone(&self.ctx.journal);
+            let read = tokio::task::spawn_blocking(move || crate::journal::charges_since(&**journal, since)).await;
+            let charges = match read {
+                Ok(Ok(charges)) => charges,
+                Ok(Err(e)) => {
+                    warn!(job = self.job.id, error = %e,
+                        "the credits spent could not be counted; the budget is not checked for this upload");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let pending = lock(self.ctx);
+            let mut guard = pending.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.released != seen {
+                continue; // a start was journaled after the count was read: count again
+            }
+            let reached = budgets.iter().find_map(|(whose, budget, own)| {
+                let times: Vec<i64> = charges.iter().filter(|(i, _)| !own || *i == inbox).map(|(_, at)| *at).collect();
+                let held = if *own { guard.held.get(&inbox).copied().unwrap_or(0) } else { guard.held.values().sum() };
+                budget.reached(&times, held, now).map(|r| (r.words(whose), r.resumes))
+            });
+            if reached.is_none() {
+                self.charge_hold = Some(super::context::ChargeHold::new(&pending, &mut guard, &inbox));
+            }
+            break (reached, now);
+        };
+        let Some((why, resumes)) = reached else { return };
+        warn!(job = self.job.id, file = %self.job.source.rel_path.display(), %why, "budget_reached: the file waits");
+        let retry_at = Some(resumes.as_second().max(0) as u64);
+        self.ctx.job_waits(&self.job, Some(JobWait { why, retry_at }));
+        tokio::time::sleep(resumes.duration_since(now).unsigned_abs()).await;
+        self.ctx.job_waits(&self.job, None);
+        // A new period: the credit is held as after a passed check.
+        let pending = lock(self.ctx);
+        let mut guard = pending.lock().unwrap_or_else(|p| p.into_inner());
+        self.charge_hold = Some(super::context::ChargeHold::new(&pending, &mut guard, &inbox));
     }
 
     /// What goes to the server for the opened source, under what name: a TIFF goes as its 8-bit

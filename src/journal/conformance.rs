@@ -184,6 +184,21 @@ fn each_state_change_is_kept_in_the_jobs_timeline(open: Open<'_>) {
     );
 }
 
+fn charged_starts_are_counted_from_the_processing_step(open: Open<'_>) {
+    let journal = open();
+    let before = now_ms();
+    let charged = journal.insert(&source("a.jpg"), &JobState::new("k".into())).unwrap();
+    update(&journal, charged, &JobState::Processing { task_id: "t".into(), host: "h".into() });
+    update(&journal, charged, &done());
+    let refused = journal.insert(&source("b.jpg"), &JobState::new("k2".into())).unwrap();
+    update(&journal, refused, &failed());
+    let charges = super::charges_since(&*journal, before).unwrap();
+    assert_eq!(charges.len(), 1, "only the job the server took: {charges:?}");
+    assert_eq!(charges[0].0, Path::new("/in"));
+    assert!(charges[0].1 >= before);
+    assert_eq!(super::charges_since(&*journal, now_ms() + 60_000).unwrap(), vec![], "none after it");
+}
+
 fn pages_list_newest_jobs_of_files_by_state_and_name_without_overlap(open: Open<'_>) {
     let journal = open();
     for i in 0..25 {
@@ -293,6 +308,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    charged_starts_are_counted_from_the_processing_step,
     kept_counts_match_the_jobs_through_random_inserts_retries_and_state_changes,
     jobs_round_trip_and_unfinished_ones_come_back,
     a_file_retried_and_delivered_counts_once_as_done,

@@ -122,6 +122,27 @@ fn step_code(state: StateName) -> String {
 
 /// Reads a `history` column back; an entry this version cannot read is skipped. An empty one
 /// (a job from before histories were kept) shows its creation and its last change.
+/// The code of the step that means a credit was charged: the server took the job.
+fn charge_code() -> String {
+    step_code(StateName::Processing)
+}
+
+/// The credits charged since `since_ms`, each as (inbox, when): a job's first Processing step,
+/// which the server's acceptance of its start is journaled as. Every node of a shared journal
+/// sees the same charges, and a restart forgets none.
+pub fn charges_since(journal: &dyn JobQueries, since_ms: i64) -> Result<Vec<(PathBuf, i64)>> {
+    let code = charge_code();
+    Ok(journal
+        .charge_rows(since_ms)?
+        .into_iter()
+        .filter_map(|(inbox, history, created_at)| {
+            let step = history.split(';').find(|entry| entry.starts_with(code.as_str()))?;
+            let at = created_at + step[code.len()..].parse::<i64>().ok()?;
+            (at >= since_ms).then_some((inbox, at))
+        })
+        .collect())
+}
+
 fn timeline_of(history: &str, state: &str, created_at: i64, updated_at: i64) -> Vec<Step> {
     let steps: Vec<Step> = history
         .split(';')
@@ -308,6 +329,10 @@ pub trait JobQueries {
 
     /// How many files were delivered since `since_ms` (Unix milliseconds), by their newest job.
     fn delivered_since(&self, since_ms: i64) -> Result<u64>;
+
+    /// The rows that may hold a credit charged since `since_ms`: (inbox, history, created_at)
+    /// of jobs that reached Processing and changed since then. See [`charges_since`].
+    fn charge_rows(&self, since_ms: i64) -> Result<Vec<(PathBuf, String, i64)>>;
 
     /// The newest delivered job with `output` among its outputs (a scan: for commands).
     fn job_with_output(&self, output: &Path) -> Result<Option<JobRecord>>;

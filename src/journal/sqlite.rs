@@ -494,6 +494,19 @@ impl JobQueries for Sqlite {
             .map_err(|e| self.err(e))
     }
 
+    fn charge_rows(&self, since_ms: i64) -> Result<Vec<(PathBuf, String, i64)>> {
+        let conn = self.read();
+        let mut stmt = conn
+            .prepare("SELECT inbox, history, created_at FROM jobs WHERE updated_at >= ?1 AND instr(history, ?2) > 0")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![since_ms, super::charge_code()], |r| {
+                Ok((super::path_of(r.get(0)?), r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
     /// The newest delivered job with `output` among its outputs (a scan: for commands, not the
     /// daemon's hot path).
     fn job_with_output(&self, output: &Path) -> Result<Option<JobRecord>> {

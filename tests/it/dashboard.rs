@@ -161,7 +161,7 @@ async fn without_a_password_only_local_names_get_in_and_posts_still_need_the_csr
     let journal = retouchd::journal::Journal::open_read_only(&config.state_dir).unwrap();
     let text = retouchd::report::render(&retouchd::report::report(&journal, &config).unwrap());
     assert!(text.contains(&format!("dashboard: {}/", dash.url)), "{text}");
-    assert!(text.contains("PAUSED (user)") && text.contains("press Resume"), "{text}");
+    assert!(text.contains("PAUSED: paused by a person") && text.contains("Resume on the dashboard"), "{text}");
     dash.stop().await;
 }
 

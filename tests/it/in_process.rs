@@ -907,3 +907,29 @@ async fn a_file_waits_for_its_upload_window_and_goes_when_it_opens() {
     assert_eq!(sim.stats().charged_starts, 1);
     daemon.stop().await;
 }
+
+/// `[budget] per_day`: counted from the journal's charged starts; once spent, the next file
+/// waits (saying until when) and nothing more is charged; `status` shows what is spent.
+#[tokio::test(start_paused = true)]
+async fn a_spent_day_budget_holds_the_next_file_and_charges_nothing_more() {
+    let sim = start_sim(fast_sim()).await;
+    let ws = Workspace::new(&sim, "", "");
+    // [budget] must come before [[watch]]: put it first.
+    let text = std::fs::read_to_string(&ws.config).unwrap();
+    std::fs::write(&ws.config, format!("[budget]\nper_day = 1\ntimezone = \"UTC\"\n{text}")).unwrap();
+    let config = load(&ws);
+    ws.drop_file("first.jpg", &photo(31));
+    let daemon = Running::start(&ws);
+    until("first.jpg delivered", || ws.path("done/first.jpg").exists(), String::new).await;
+    ws.drop_file("second.jpg", &photo(32));
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(sim.stats().charged_starts, 1, "the budget of one credit a day is spent");
+    assert_eq!(sim.stats().start_requests, 1, "and nothing more is even sent");
+    let journal = Journal::open_read_only(&config.state_dir).unwrap();
+    let report = report::report(&journal, &config).unwrap();
+    let text = report::render(&report);
+    assert!(text.contains("credits spent: 1 of 1 today"), "{text}");
+    assert!(text.contains("credit budget reached: 1 of 1 credits today; uploads resume at"), "{text}");
+    assert!(ws.path("inbox/second.jpg").exists(), "the file waits in its inbox");
+    daemon.stop().await;
+}

@@ -495,6 +495,17 @@ impl JobQueries for Postgres {
             .unwrap_or_default())
     }
 
+    fn charge_rows(&self, since_ms: i64) -> Result<Vec<(PathBuf, String, i64)>> {
+        let code = super::charge_code();
+        self.reader.call(move |client| {
+            let rows = client.query(
+                "SELECT inbox, history, created_at FROM jobs WHERE updated_at >= $1 AND position($2 in history) > 0",
+                &[&since_ms, &code],
+            )?;
+            Ok(rows.iter().map(|r| (super::path_of(r.get(0)), r.get(1), r.get(2))).collect())
+        })
+    }
+
     fn delivered_since(&self, since_ms: i64) -> Result<u64> {
         self.reader.call(move |client| {
             let n: i64 = client
