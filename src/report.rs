@@ -174,17 +174,7 @@ pub fn report_with(journal: &Journal, config: &Config, daemon: Option<LiveStatus
         ),
         None => (Vec::new(), 0),
     };
-    let pauses = journal.pauses()?;
-    let all = pauses.all.filter(|h| h.active(now)).map(|h| (None, h));
-    let pauses = all
-        .into_iter()
-        .chain(pauses.watches.iter().filter(|(_, h)| h.active(now)).map(|(w, h)| (Some(w.as_path()), *h)))
-        .map(|(inbox, hold)| PauseView {
-            inbox: inbox.map(|i| i.display().to_string()),
-            until: hold.until_ms.map(|ms| ms / 1000),
-            says: crate::daemon::hold_words(inbox, hold),
-        })
-        .collect();
+    let pauses = pause_views(journal, now)?;
     let budgets = budget_views(journal, config)?;
     Ok(Report {
         daemon,
@@ -232,8 +222,23 @@ pub fn node_views(journal: &Journal, config: &Config, now: i64) -> Result<Vec<No
         .collect())
 }
 
+/// The pauses people set that hold at `now_ms`, the one for every inbox first.
+pub fn pause_views(journal: &Journal, now_ms: i64) -> Result<Vec<PauseView>, JournalError> {
+    let pauses = journal.pauses()?;
+    let all = pauses.all.filter(|h| h.active(now_ms)).map(|h| (None, h));
+    Ok(all
+        .into_iter()
+        .chain(pauses.watches.iter().filter(|(_, h)| h.active(now_ms)).map(|(w, h)| (Some(w.as_path()), *h)))
+        .map(|(inbox, hold)| PauseView {
+            inbox: inbox.map(|i| i.display().to_string()),
+            until: hold.until_ms.map(|ms| ms / 1000),
+            says: crate::daemon::hold_words(inbox, hold),
+        })
+        .collect())
+}
+
 /// Each budget with what the journal says is spent of it.
-fn budget_views(journal: &Journal, config: &Config) -> Result<Vec<BudgetView>, JournalError> {
+pub fn budget_views(journal: &Journal, config: &Config) -> Result<Vec<BudgetView>, JournalError> {
     let budgets: Vec<(Option<&std::path::Path>, &crate::budget::Budget)> = config
         .budget
         .iter()

@@ -121,6 +121,21 @@ pub fn overview(o: &Overview) -> Markup {
                 @if failed > 0 { (button("/api/retry-failed", &format!("Retry all failed ({failed})"), "primary")) }
             }
         }
+        @if !o.pauses.is_empty() || !o.budgets.is_empty() {
+            section.card #controls {
+                h2 { "Pauses and budgets" }
+                ul {
+                    @for p in &o.pauses { li.warn { (p.says) } }
+                    @for b in &o.budgets {
+                        li {
+                            "Credits spent" @if let Some(inbox) = &b.inbox { " from " (inbox) } ": "
+                            (b.today) @if let Some(l) = b.per_day { " of " (l) } " today, "
+                            (b.this_month) @if let Some(l) = b.per_month { " of " (l) } " this month"
+                        }
+                    }
+                }
+            }
+        }
         @if !o.nodes.is_empty() {
             section.card {
                 h2 { "Nodes" }

@@ -69,6 +69,10 @@ pub struct Overview {
     pub delivered_last_hour: u64,
     /// The nodes of a shared journal (empty for a daemon on its own).
     pub nodes: Vec<crate::report::NodeView>,
+    /// The pauses people set that hold now (for every inbox or one).
+    pub pauses: Vec<crate::report::PauseView>,
+    /// Credits spent today and this month against each budget.
+    pub budgets: Vec<crate::report::BudgetView>,
 }
 
 /// A job in a list (the JSON API's and the pages' rows).
@@ -167,11 +171,12 @@ pub async fn overview(handle: &Handle, reader: &Reader) -> Result<Overview, Refu
                 journal.file_counts_by_inbox()?,
                 journal.delivered_since(hour_ago)?,
                 crate::report::node_views(journal, &for_nodes, now)?,
+                (crate::report::pause_views(journal, now)?, crate::report::budget_views(journal, &for_nodes)?),
             ))
         })
         .await;
     // While a shared journal's database is away the page still says what the daemon does.
-    let (counts, by_inbox, delivered_last_hour, nodes) = match read {
+    let (counts, by_inbox, delivered_last_hour, nodes, (pauses, budgets)) = match read {
         Err(_) if daemon.database_unreachable.is_some() => Default::default(),
         other => other?,
     };
@@ -192,7 +197,7 @@ pub async fn overview(handle: &Handle, reader: &Reader) -> Result<Overview, Refu
         })
         .collect();
     let (state, advice) = describe(&daemon);
-    Ok(Overview { daemon, state, advice, counts, watches, delivered_last_hour, nodes })
+    Ok(Overview { daemon, state, advice, counts, watches, delivered_last_hour, nodes, pauses, budgets })
 }
 
 /// The daemon's state in a word or two, and what to do about it.
