@@ -737,6 +737,36 @@ mod tests {
     }
 
     #[test]
+    fn a_rotated_sixteen_bit_tiff_is_turned_like_a_camera_jpeg_and_stays_sixteen_bit() {
+        let case = Case::new();
+        // Stored 3 wide, 2 tall, orientation 6 (shown turned clockwise): red = 1000 + stored x.
+        let stored: Vec<u16> = (0..6).flat_map(|i| [1000 + (i % 3) as u16, 2000, 3000]).collect();
+        let meta = Metadata {
+            exif: Some(exif::tests::sample(true, 6)),
+            icc: Some(b"adobe rgb".to_vec()),
+            ..Metadata::default()
+        };
+        let image = image::Image { width: 3, height: 2, channels: 3, samples: image::Samples::Sixteen(stored) };
+        tiff_file::write(&image, &meta, TiffCompression::Lzw, std::fs::File::create(case.path("raw.tif")).unwrap())
+            .unwrap();
+        // The server's layers come upright (2 wide, 3 tall): fully transparent, so nothing changes.
+        png_file(&case.path("layers").join(layer_name(0, "normal", "Heal")), 2, 3, 4, &[0u16; 24], false);
+        let made = case.render("raw.tif").unwrap();
+        assert_eq!(made[0].ext, "tif");
+        let (out, out_meta) = tiff_file::read(std::fs::File::open(&made[0].path).unwrap()).unwrap();
+        assert_eq!((out.width, out.height, out.is_16_bit()), (2, 3, true));
+        assert_eq!(out_meta.orientation(), 1, "turned, so shown as stored");
+        assert_eq!(out_meta.icc, meta.icc);
+        // Upright (x, y) is stored (y, 1 - x): its red is 1000 + y, bit for bit.
+        let image::Samples::Sixteen(samples) = &out.samples else { unreachable!() };
+        for y in 0..3 {
+            for x in 0..2 {
+                assert_eq!(samples[(y * 2 + x) * 3], 1000 + y as u16, "({x}, {y})");
+            }
+        }
+    }
+
+    #[test]
     fn bad_layers_and_sources_are_reasons_that_name_the_problem() {
         let case = Case::new();
         png_file(&case.path("photo.png"), 4, 4, 3, &[10; 48], false);

@@ -336,6 +336,20 @@ mod tests {
     }
 
     #[test]
+    fn no_gps_leaves_the_location_out_of_a_tiff_and_keeps_the_rest() {
+        let image = photo(Samples::Sixteen(vec![1000; 45]), 3);
+        let filtered = meta().filtered(crate::render::MetadataPolicy::NoGps);
+        let mut file = std::io::Cursor::new(Vec::new());
+        write(&image, &filtered, TiffCompression::Deflate, &mut file).unwrap();
+        file.set_position(0);
+        let (_, read_meta) = read(&mut file).unwrap();
+        let fields = exif::fields(read_meta.exif.as_deref().unwrap()).unwrap();
+        assert!(fields.gps.is_empty(), "no GPS block");
+        assert_eq!(fields.exif, exif::tests::tests_fields().exif, "the camera's EXIF stays");
+        assert_eq!(read_meta.icc, meta().icc);
+    }
+
+    #[test]
     fn unreadable_kinds_are_refused_in_plain_words() {
         let mut cmyk = std::io::Cursor::new(Vec::new());
         TiffEncoder::new(&mut cmyk).unwrap().write_image::<colortype::CMYK8>(2, 2, &[0u8; 16]).unwrap();
