@@ -50,13 +50,7 @@ pub struct Spent {
 impl Budget {
     /// `timezone`: an IANA name (default: the system's local time).
     pub fn new(per_day: Option<u64>, per_month: Option<u64>, timezone: Option<&str>) -> Result<Budget, String> {
-        let tz = match timezone {
-            Some(name) => TimeZone::get(name).map_err(|e| {
-                format!("timezone \"{name}\" is not known ({e}); use an IANA name like \"Europe/Berlin\"")
-            })?,
-            None => TimeZone::system(),
-        };
-        Ok(Budget { per_day, per_month, tz })
+        Ok(Budget { per_day, per_month, tz: crate::schedule::time_zone(timezone)? })
     }
 
     fn local(&self, at: Timestamp) -> ZonedDateTime {
@@ -99,7 +93,7 @@ impl Budget {
                     spent: used,
                     limit,
                     resumes: end.timestamp(),
-                    resumes_local: end.strftime("%a %Y-%m-%d %H:%M %Z").to_string(),
+                    resumes_local: crate::schedule::local_words(&end),
                 })
             })
     }

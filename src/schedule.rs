@@ -107,6 +107,20 @@ fn parse_rule(text: &str) -> Result<Rule, String> {
     Ok(Rule { days, span })
 }
 
+/// The time zone a schedule or budget is read in: an IANA name, or the system's local time.
+pub fn time_zone(name: Option<&str>) -> Result<TimeZone, String> {
+    match name {
+        Some(name) => TimeZone::get(name)
+            .map_err(|e| format!("timezone \"{name}\" is not known ({e}); use an IANA name like \"Europe/Berlin\"")),
+        None => Ok(TimeZone::system()),
+    }
+}
+
+/// A moment as people read it in a schedule's or budget's zone: `Mon 2026-12-07 20:00 CET`.
+pub fn local_words(at: &ZonedDateTime) -> String {
+    at.strftime("%a %Y-%m-%d %H:%M %Z").to_string()
+}
+
 impl Windows {
     /// Reads the rules; `timezone` is an IANA name (default: the system's).
     pub fn parse(rules: &[String], timezone: Option<&str>) -> Result<Windows, String> {
@@ -115,13 +129,7 @@ impl Windows {
         }
         let parsed =
             rules.iter().map(|r| parse_rule(r).map_err(|e| format!("\"{r}\": {e}"))).collect::<Result<Vec<_>, _>>()?;
-        let tz = match timezone {
-            Some(name) => TimeZone::get(name).map_err(|e| {
-                format!("timezone \"{name}\" is not known ({e}); use an IANA name like \"Europe/Berlin\"")
-            })?,
-            None => TimeZone::system(),
-        };
-        Ok(Windows { rules: parsed, tz, text: rules.to_vec() })
+        Ok(Windows { rules: parsed, tz: time_zone(timezone)?, text: rules.to_vec() })
     }
 
     fn local(&self, at: Timestamp) -> ZonedDateTime {
@@ -188,7 +196,7 @@ impl Windows {
         Some(format!(
             "outside the upload windows ({}); next window at {}",
             self.text.join(", "),
-            self.local(next).strftime("%a %Y-%m-%d %H:%M %Z")
+            local_words(&self.local(next))
         ))
     }
 }
