@@ -39,7 +39,7 @@ pub fn resume(config_file: Option<PathBuf>, watch: Option<PathBuf>) -> Result<()
             journal.set_pause(Some(&inbox), None).map_err(failed)?;
             say!("{}", if had { "uploads from that inbox resumed" } else { "that inbox was not paused" });
             if let Some(all) = pauses.all.filter(|h| h.active(now)) {
-                say!("Every inbox is still {}.", hold_words(None, all).trim_start_matches("paused").trim());
+                say!("Every inbox is still paused: {}.", hold_words(None, all));
             }
         }
         None => {
