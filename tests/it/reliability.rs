@@ -363,6 +363,11 @@ async fn a_share_that_stops_answering_is_reported_and_the_other_inbox_goes_on() 
     for d in ["nas-src", "nas", "nas-out", "nas-done", "nas-failed"] {
         std::fs::create_dir_all(ws.path(d)).unwrap();
     }
+    // Declared before the share, so dropped after it: the share answers again (SIGCONT) before
+    // the daemon is killed and waited for. Killed while one of its threads waits on the hung
+    // mount, the daemon stays a zombie that cannot be reaped, and the test hung in its wait
+    // (seen once in a clean-clone CI run).
+    let _daemon: Daemon;
     let share = HangingShare::mount(&ws.path("nas-src"), &ws.path("nas"));
     // A second watch on the share, with the same payload.
     let config = std::fs::read_to_string(&ws.config).unwrap();
@@ -373,7 +378,7 @@ async fn a_share_that_stops_answering_is_reported_and_the_other_inbox_goes_on() 
         .replace("done_dir = \"done\"", "done_dir = \"nas-done\"")
         .replace("failed_dir = \"failed\"", "failed_dir = \"nas-failed\"");
     std::fs::write(&ws.config, format!("{config}\n{second}")).unwrap();
-    let _daemon = ws.spawn(&[], "daemon");
+    _daemon = ws.spawn(&[], "daemon");
     let state = ws.path("state");
     wait_for("the daemon ready", Duration::from_secs(30), async || retouchd::daemon::LiveStatus::read(&state)).await;
     share.hang();
