@@ -34,6 +34,11 @@ pub enum Command {
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// Only say whether the running daemon is well (exit 0) or not (exit 1, with why): it
+        /// reported within a minute, no disk is full, the journal answers, and the token and
+        /// server setup work. For a container's HEALTHCHECK or a monitoring script.
+        #[arg(long, conflicts_with = "json")]
+        health: bool,
     },
     /// Send failed files again: moves them from failed/ back into their inbox. Give a job
     /// number (from `retouchd status`), or --failed for every failed file.
@@ -67,8 +72,9 @@ pub enum Command {
         /// Send files that were retouched (or refused) before again. Each costs a new credit.
         #[arg(long)]
         again: bool,
-        /// Files and folders (folders are searched recursively; only .jpg, .jpeg, .png and .zip
-        /// files are taken from them, junk skipped).
+        /// Files and folders (folders are searched recursively; only .jpg, .jpeg, .png, .tif,
+        /// .tiff and .zip files are taken from them, junk skipped). One run is one batch
+        /// (`batch_done` is notified when it ends).
         #[arg(required = true)]
         paths: Vec<std::path::PathBuf>,
     },
@@ -135,6 +141,15 @@ pub enum Command {
         /// Only this inbox's pause.
         #[arg(long, value_name = "INBOX")]
         watch: Option<std::path::PathBuf>,
+    },
+    /// Send a test event to every [[notify]] channel (or the one named), at once, and say what
+    /// each answered.
+    NotifyTest {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only the channel with this name.
+        #[arg(long, value_name = "NAME")]
+        channel: Option<String>,
     },
     /// Validate the config, then probe the server and the token (spends no credit).
     Check {

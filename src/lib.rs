@@ -26,7 +26,8 @@
 //!   [`plugins`]: the plugin table and the payload check against it.
 //! - [`commands`]: `demo`, `process`, `render`, `check`, `init`, the man page; [`report`]: the
 //!   status report (`status`, the dashboard's API); [`retry`]: failed files sent again; [`exit`]:
-//!   exit codes; [`hooks`], [`systemd`] (sd_notify) and [`logging`] for operations.
+//!   exit codes; [`hooks`], [`systemd`] (sd_notify) and [`logging`] for operations;
+//!   [`notify`]: events told to webhooks, ntfy and e-mail (queued in the journal by the daemon).
 //! - [`serve`]: the daemon with the dashboard ([`web`]) beside it; [`vocab`]: the clock, the host
 //!   name and the first claim's generation, shared by every layer.
 //! - [`render`]: the finished photo (and PSD) composited from the source and the server's
@@ -64,6 +65,7 @@ pub mod journal;
 pub mod lock;
 pub mod logging;
 pub mod lossless;
+pub mod notify;
 pub mod plugins;
 pub mod proxy;
 pub mod render;

@@ -41,12 +41,13 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run { config, once } => commands::run::run(config.config, once, log_format).await,
-            Command::Status { config, json } => commands::status::status(config.config, json),
+            Command::Status { config, json, health } => commands::status::status(config.config, json, health),
             Command::MigrateJournal { config, from } => commands::migrate::migrate_journal(config.config, from),
             Command::Retry { config, job, failed, refused } => {
                 commands::status::retry(config.config, job, failed, refused)
             }
             Command::Check { config } => commands::check::cli(config.config).await,
+            Command::NotifyTest { config, channel } => commands::notify_test::notify_test(config.config, channel).await,
             Command::Pause { config, watch, duration } => commands::pause::pause(config.config, watch, duration),
             Command::Resume { config, watch } => commands::pause::resume(config.config, watch),
             Command::Init {

@@ -80,6 +80,8 @@ pub struct Report {
     pub budgets: Vec<BudgetView>,
     /// A shared journal's nodes, each with its last heartbeat and the jobs it holds.
     pub nodes: Vec<NodeView>,
+    /// Notifications not yet taken by their receivers, per channel (`[[notify]]`).
+    pub notices: Vec<crate::journal::NoticeBacklog>,
 }
 
 /// A credit budget and what is spent of it, as shown.
@@ -196,6 +198,7 @@ pub fn report_with(journal: &Journal, config: &Config, daemon: Option<LiveStatus
             .collect(),
         unavailable_inboxes: config.unavailable_inboxes.clone(),
         nodes: node_views(journal, config, now)?,
+        notices: journal.notice_backlog()?,
     })
 }
 
@@ -325,6 +328,26 @@ pub fn render(report: &Report) -> String {
     }
     for pause in &report.pauses {
         out.push_str(&format!("PAUSED: {}\n", printable(&pause.says)));
+    }
+    for b in report.daemon.iter().flat_map(|d| &d.batches) {
+        out.push_str(&format!(
+            "batch {}: {} of {} file(s) settled ({} delivered, {} failed, {} refused)\n",
+            printable(&b.folder),
+            b.settled,
+            b.files,
+            b.delivered,
+            b.failed,
+            b.refused
+        ));
+    }
+    for n in &report.notices {
+        let error = n.last_error.as_deref().map(|e| format!("; last try: {}", printable(e))).unwrap_or_default();
+        out.push_str(&format!(
+            "notifications waiting for {}: {} (oldest since {}){error}\n",
+            n.channel,
+            n.waiting,
+            crate::notify::rfc3339(n.oldest_at)
+        ));
     }
     for inbox in &report.unavailable_inboxes {
         out.push_str(&format!("inbox cannot be read: {}\n", printable(inbox)));

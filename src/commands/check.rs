@@ -51,6 +51,15 @@ pub async fn run(config: &Config) -> Result<(), CheckError> {
         return Err(CheckError::Folders(problems.join("\n")));
     }
     say!("folders: every outbox, done and failed folder can be written");
+    for channel in &config.notify {
+        let events: Vec<&str> = channel.events.iter().map(|k| k.as_str()).collect();
+        say!(
+            "notify {} ({}): valid, for {}; nothing sent (`retouchd notify-test` sends a test)",
+            channel.name,
+            channel.target.kind(),
+            events.join(", ")
+        );
+    }
     if let Some(cluster) = config.cluster.clone() {
         let location = cluster.location.clone();
         let journal = tokio::task::spawn_blocking(move || {

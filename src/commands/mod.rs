@@ -1,6 +1,6 @@
 //! The commands: [`run`] (the daemon), [`demo`], [`process`] (one-shot runs), [`render`]
 //! (finished photos again, without the server), [`status`] (and `retry`), [`check`], [`init`]
-//! (first setup), [`migrate`], [`pause`] (and `resume`), [`sim`] and the manual page ([`man`]). Each is a thin layer over
+//! (first setup), [`migrate`], [`pause`] (and `resume`), [`notify_test`], [`sim`] and the manual page ([`man`]). Each is a thin layer over
 //! the daemon, the journal and the API client, and fails with a [`Failure`] that carries its
 //! exit code; `main.rs` only parses arguments and dispatches. The status report and retrying
 //! are [`crate::report`] and [`crate::retry`], which the dashboard uses too.
@@ -16,6 +16,7 @@ pub mod demo;
 pub mod init;
 pub mod man;
 pub mod migrate;
+pub mod notify_test;
 pub mod pause;
 pub mod process;
 pub mod render;

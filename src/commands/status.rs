@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use super::{Failure, load_config_for, open_journal};
 use crate::{config, exit};
 
-pub fn status(config_file: Option<PathBuf>, json: bool) -> Result<(), Failure> {
+pub fn status(config_file: Option<PathBuf>, json: bool, health: bool) -> Result<(), Failure> {
     let config = load_config_for(config_file.as_deref(), config::Purpose::Inspect)?;
+    if health {
+        return daemon_health(&config);
+    }
     if config.cluster.is_none() && !config.state_dir.join(crate::journal::FILE_NAME).exists() {
         println!("no journal yet in {}; start `retouchd run` first", config.state_dir.display());
         return Ok(());
@@ -20,6 +23,22 @@ pub fn status(config_file: Option<PathBuf>, json: bool) -> Result<(), Failure> {
         print!("{}", crate::report::render(&report));
     }
     Ok(())
+}
+
+/// `retouchd status --health`: one line and the exit code, from the running daemon's own
+/// status alone (no journal read, so it answers while a shared journal's database is away).
+fn daemon_health(config: &config::Config) -> Result<(), Failure> {
+    let unwell = |why: String| Err(Failure::new(exit::FAILURE, format!("unhealthy: {why}")));
+    let Some(daemon) = crate::daemon::LiveStatus::read(&config.state_dir) else {
+        return unwell(format!("no daemon runs with the state folder {}", config.state_dir.display()));
+    };
+    match daemon.health(crate::vocab::now_secs()) {
+        Ok(()) => {
+            println!("healthy: {}", daemon.line());
+            Ok(())
+        }
+        Err(why) => unwell(why),
+    }
 }
 
 /// `retouchd retry`: failed files sent again ([`crate::retry`]).

@@ -6,10 +6,12 @@
 //! keys are errors (a typo must not silently fall back to a default). Durations are
 //! human-readable ("5s", "2m", "1h 30m").
 
+mod notify;
 mod raw;
 mod secrets;
 mod validate;
 
+pub use notify::DEFAULT_BATCH_QUIET;
 pub use secrets::redact_url;
 pub use validate::{parse, parse_for};
 
@@ -149,6 +151,10 @@ pub struct Config {
     pub watches: Vec<WatchConfig>,
     /// The web dashboard, when `[web]` is present.
     pub web: Option<WebConfig>,
+    /// Where events are sent (`[[notify]]`).
+    pub notify: Vec<crate::notify::Channel>,
+    /// A batch closes once its folder was quiet this long and every file settled (`[batches] quiet`).
+    pub batch_quiet: Duration,
     /// The shared PostgreSQL journal and this node, when `[state] database` is set.
     pub cluster: Option<ClusterConfig>,
     /// Things worth telling the user that do not stop the daemon.
@@ -346,6 +352,81 @@ tasks = [{{ Plugin = "Heal", Alpha1 = 1, Layer = 1 }}]
 "#,
             d = dir.display()
         )
+    }
+
+    #[test]
+    fn notify_channels_take_their_kinds_keys_secrets_and_events_and_bad_ones_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hook-secret"), "0123456789abcdef0123\n").unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir_all(&creds).unwrap();
+        std::fs::write(creds.join("notify-mail-password"), "from-credential").unwrap();
+        let env = Environment { credentials_directory: Some(creds), ..env() };
+        let with = |sections: &str| format!("[batches]\nquiet = \"30s\"\n{sections}\n{}", base_config(dir.path()));
+        let good = r#"
+[[notify]]
+kind = "webhook"
+url = "https://hooks.example.com/retouchd"
+secret_file = "hook-secret"
+events = ["batch_done", "failed"]
+[[notify]]
+kind = "ntfy"
+url = "https://ntfy.sh/studio-42"
+[[notify]]
+name = "mail"
+kind = "email"
+smtp_host = "smtp.example.com"
+username = "studio"
+from = "retouchd <studio@example.com>"
+to = ["me@example.com"]
+"#;
+        let config = parse(&with(good), dir.path(), &env).unwrap();
+        assert_eq!(config.batch_quiet, Duration::from_secs(30));
+        let names: Vec<(&str, &str)> = config.notify.iter().map(|c| (c.name.as_str(), c.target.kind())).collect();
+        assert_eq!(names, [("webhook-1", "webhook"), ("ntfy-2", "ntfy"), ("mail", "email")]);
+        assert_eq!(config.notify[0].events.len(), 2);
+        assert_eq!(config.notify[1].events.len(), 6, "all by default");
+        assert!(
+            !config.notify[2].events.contains(&crate::notify::EventKind::Failed),
+            "e-mail: per batch, not per photo"
+        );
+        match &config.notify[2].target {
+            crate::notify::Target::Email(smtp) => {
+                assert_eq!((smtp.port, smtp.login.as_ref().unwrap().1.expose()), (587, "from-credential"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &config.notify[0].target {
+            crate::notify::Target::Webhook { secret, .. } => assert_eq!(secret.expose(), "0123456789abcdef0123"),
+            other => panic!("{other:?}"),
+        }
+        for (section, key) in [
+            ("[[notify]]\nkind = \"pager\"", "notify[0].kind"),
+            ("[[notify]]\nkind = \"webhook\"\nurl = \"https://x.example/h\"", "notify[0].secret"),
+            ("[[notify]]\nkind = \"webhook\"\nurl = \"https://x.example/h\"\nsecret = \"short\"", "notify[0].secret"),
+            ("[[notify]]\nkind = \"ntfy\"\nurl = \"https://ntfy.sh/\"", "notify[0].url"),
+            ("[[notify]]\nkind = \"ntfy\"\nurl = \"https://ntfy.sh/a\"\nsmtp_host = \"x\"", "notify[0].smtp_host"),
+            ("[[notify]]\nkind = \"ntfy\"\nurl = \"https://ntfy.sh/a\"\nevents = [\"done\"]", "notify[0].events"),
+            (
+                "[[notify]]\nkind = \"email\"\nsmtp_host = \"m\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\nevents = [\"failed\"]",
+                "notify[0].events",
+            ),
+            (
+                "[[notify]]\nkind = \"email\"\nsmtp_host = \"m\"\nsecurity = \"none\"\nusername = \"u\"\npassword = \"p\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]",
+                "notify[0].security",
+            ),
+            (
+                "[[notify]]\nkind = \"email\"\nsmtp_host = \"m\"\nfrom = \"not an address\"\nto = [\"d@e.f\"]",
+                "notify[0].from",
+            ),
+            (
+                "[[notify]]\nkind = \"ntfy\"\nurl = \"https://ntfy.sh/a\"\n[[notify]]\nname = \"ntfy-1\"\nkind = \"ntfy\"\nurl = \"https://ntfy.sh/b\"",
+                "notify[1].name",
+            ),
+        ] {
+            let problems = parse(&with(section), dir.path(), &env).unwrap_err();
+            assert!(problems.iter().any(|p| p.key == key), "{section}: {problems:?}");
+        }
     }
 
     #[test]

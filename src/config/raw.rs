@@ -22,8 +22,39 @@ pub(super) struct RawConfig {
     pub(super) cluster: Option<RawCluster>,
     pub(super) schedule: Option<RawSchedule>,
     pub(super) budget: Option<RawBudget>,
+    pub(super) batches: Option<RawBatches>,
+    #[serde(default)]
+    pub(super) notify: Vec<RawNotify>,
     #[serde(default)]
     pub(super) watch: Vec<RawWatch>,
+}
+
+/// `[batches]`: when files dropped apart still belong together.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawBatches {
+    pub(super) quiet: Option<RawDuration>,
+}
+
+/// One `[[notify]]` section: a channel, with the keys of every kind (the validator says which
+/// belong to which).
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawNotify {
+    pub(super) name: Option<String>,
+    pub(super) kind: Option<String>,
+    pub(super) events: Option<Vec<String>>,
+    pub(super) url: Option<String>,
+    pub(super) secret: Option<String>,
+    pub(super) secret_file: Option<PathBuf>,
+    pub(super) token: Option<String>,
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) smtp_host: Option<String>,
+    pub(super) smtp_port: Option<i64>,
+    pub(super) security: Option<String>,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    pub(super) from: Option<String>,
+    pub(super) to: Option<Vec<String>>,
 }
 
 /// `[budget]` (or a watch's `budget`): credits per local day and month.

@@ -98,6 +98,8 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
         .filter_map(|(i, w)| v.watch(i, w, schedule.as_ref(), global_schedule.as_ref(), zone.as_deref()))
         .collect();
     v.cross_check(&watches);
+    let notify = v.channels(raw.notify, env);
+    let batch_quiet = v.batch_quiet(raw.batches);
     match (server, state_dir, v.problems.is_empty()) {
         (Some(server), Some(state_dir), true) => {
             let unavailable_inboxes = v.unavailable_inboxes;
@@ -111,6 +113,8 @@ pub fn parse_for(text: &str, base: &Path, env: &Environment, purpose: Purpose) -
                 watches,
                 budget,
                 web,
+                notify,
+                batch_quiet,
                 cluster,
                 warnings: v.warnings,
                 unavailable_inboxes,

@@ -66,6 +66,10 @@ pub(crate) struct Ctx {
     job_waits: Mutex<HashMap<JobId, JobWait>>,
     /// The completion hook (`server.hook_url`).
     pub(super) hooks: super::completion_hook::Hooks,
+    /// Where events go (`[[notify]]`).
+    pub(super) notifier: super::notices::Notifier,
+    /// The budget periods already announced as reached (whose, when they end).
+    pub(super) budgets_announced: Mutex<std::collections::HashSet<(String, i64)>>,
 }
 
 /// When a watch's folders were probed, and what was found (why they cannot be written).
@@ -76,6 +80,13 @@ const FOLDER_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(6
 /// How often a watch whose folders cannot be written tries them again.
 const FOLDER_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Where news goes: each job's progress (for progress displays) and events (for the
+/// notifications).
+pub(super) struct News {
+    pub(super) updates: Option<broadcast::Sender<JobUpdate>>,
+    pub(super) notifier: super::notices::Notifier,
+}
+
 impl Ctx {
     pub(super) fn new(
         config: Config,
@@ -83,9 +94,10 @@ impl Ctx {
         commits: Committer,
         health: Arc<Health>,
         client: Client,
-        updates: Option<broadcast::Sender<JobUpdate>>,
+        news: News,
         marks_inboxes: bool,
     ) -> Ctx {
+        let News { updates, notifier } = news;
         let results = crate::result_cache::ResultCache::new(&config.state_dir, config.result_cache_mb);
         let hooks = super::completion_hook::Hooks::new(&config.state_dir, config.server.hook_url.as_deref());
         Ctx {
@@ -97,7 +109,9 @@ impl Ctx {
             config: RwLock::new(Arc::new(config)),
             journal: Arc::clone(&recovered.journal),
             commits,
-            gate: Gate::default(),
+            gate: Gate::with_notifier(notifier.clone()),
+            notifier,
+            budgets_announced: Mutex::default(),
             client: RwLock::new(client),
             other_hosts: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),

@@ -4,7 +4,7 @@
 //! [`super::run`]'s loop only waits for the next of these and hands it over.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::admission::{self, Admission, Queued};
+use super::batches::{Batches, Settled};
 use super::claims::Claims;
 use super::context::Ctx;
 use super::control::{Request, WaitingPage};
@@ -32,8 +33,8 @@ pub(super) type JobKey = (PathBuf, PathBuf);
 pub(super) type JobOutcome = (JobKey, Result<Ended, JournalError>);
 
 pub(super) enum Ended {
-    /// The job ran to this final record.
-    Ran(JobRecord),
+    /// The job ran to this final record; whether the server charged a credit for it.
+    Ran(JobRecord, bool),
     /// An earlier job handled this version of the file.
     Before(JobRecord),
     /// The file turned out not to be a job.
@@ -74,6 +75,8 @@ pub(super) struct Coordinator {
     summary: Summary,
     /// The claims on the inboxes (none for `retouchd process`).
     claims: Option<Claims>,
+    /// Files dropped together, until each batch is told about (`batch_done`).
+    batches: Batches,
 }
 
 impl Coordinator {
@@ -99,6 +102,7 @@ impl Coordinator {
             ready_announced: false,
             summary: Summary::default(),
             claims,
+            batches: Batches::default(),
         }
     }
 
@@ -114,7 +118,8 @@ impl Coordinator {
             let key = (job.source.inbox.clone(), job.source.rel_path.clone());
             self.active.insert(key.clone());
             let ctx = self.ctx.clone();
-            self.spawn_job(key, async move { Runner::new(&ctx, job, watch).run().await.map(Ended::Ran) });
+            self.batches.arrived(&key, job.created_at);
+            self.spawn_job(key, async move { ran(&ctx, Runner::new(&ctx, job, watch).run().await).await });
         }
     }
 
@@ -135,9 +140,17 @@ impl Coordinator {
     /// Queues exactly these files (inbox, path below it) instead of watching (`retouchd process`).
     pub(super) fn take_files(&mut self, files: Vec<(PathBuf, PathBuf)>) {
         self.once = true;
+        // One run, one batch: shown as the folder the files share.
+        if let Some(first) = files.first().map(|(inbox, _)| inbox.clone()) {
+            let shared = files.iter().fold(first, |common, (inbox, _)| {
+                common.ancestors().find(|a| inbox.starts_with(a)).map(Path::to_path_buf).unwrap_or_default()
+            });
+            self.batches.whole_run(shared);
+        }
         for (inbox, rel) in files {
             match crate::beneath::Dir::root(&inbox).and_then(|dir| dir.metadata(&rel)) {
                 Ok(meta) if meta.is_file() => {
+                    self.batches.arrived(&(inbox.clone(), rel.clone()), crate::vocab::now_ms());
                     self.queue.push_back(Queued { inbox, rel, stamp: Stamp::of(&meta), reject: None, cancelled: false })
                 }
                 _ => warn!(file = %inbox.join(&rel).display(), "not a regular file; skipped"),
@@ -165,7 +178,7 @@ impl Coordinator {
         self.spawn_job(key, async move {
             match admission::admit(&ctx, item, again).await {
                 Ok(Admission::Job(job, watch)) => {
-                    Runner::new(&ctx, job, watch).cancellable().run().await.map(Ended::Ran)
+                    ran(&ctx, Runner::new(&ctx, job, watch).cancellable().run().await).await
                 }
                 Ok(Admission::Before(job)) => Ok(Ended::Before(job)),
                 Ok(Admission::Nothing) => Ok(Ended::Nothing),
@@ -223,7 +236,11 @@ impl Coordinator {
                 self.unavailable.remove(&inbox);
             }
             WatchEvent::Gone { inbox, rel } => {
-                self.kept.remove(&(inbox, rel));
+                let key = (inbox, rel);
+                if !self.active.contains(&key) {
+                    self.batches.forget(&key);
+                }
+                self.kept.remove(&key);
             }
         }
     }
@@ -233,6 +250,7 @@ impl Coordinator {
     fn enqueue(&mut self, item: Queued) {
         let key = item.key();
         self.kept.remove(&key);
+        self.batches.arrived(&key, crate::vocab::now_ms());
         if self.active.contains(&key) {
             self.deferred.insert(key, item);
         } else if item.reject.is_some() {
@@ -268,17 +286,48 @@ impl Coordinator {
         let outcome = match outcome {
             Err(JournalError::LostLease { id }) => {
                 warn!(job = id, file = %key.1.display(), "another node took this job over (this node's lease on it ran out); leaving it to that node");
+                self.batches.forget(&key);
                 return Ok(());
             }
             other => other?,
         };
+        if !matches!(outcome, Ended::Ran(..)) {
+            self.batches.forget(&key);
+        }
         match outcome {
-            Ended::Ran(job) => match job.state {
-                JobState::Done { .. } => self.summary.done += 1,
-                JobState::Failed { .. } => self.summary.failed += 1,
-                JobState::Rejected { .. } => self.summary.rejected += 1,
-                _ => {}
-            },
+            Ended::Ran(job, charged) => {
+                let settled = match &job.state {
+                    JobState::Done { .. } => {
+                        self.summary.done += 1;
+                        Some(Settled::Delivered { charged })
+                    }
+                    JobState::Failed { reason, .. } => {
+                        self.summary.failed += 1;
+                        Some(Settled::Failed { charged, reason: reason.clone() })
+                    }
+                    JobState::Rejected { reason, .. } => {
+                        self.summary.rejected += 1;
+                        Some(Settled::Refused { reason: reason.clone() })
+                    }
+                    _ => None,
+                };
+                match settled {
+                    Some(settled) => {
+                        if let Settled::Failed { reason, .. } | Settled::Refused { reason } = &settled {
+                            let outcome = if matches!(settled, Settled::Failed { .. }) { "failed" } else { "refused" };
+                            self.ctx.notifier.emit(crate::notify::Event::Failed {
+                                file: job.source.path().display().to_string(),
+                                job: job.id,
+                                outcome: outcome.to_string(),
+                                reason: reason.clone(),
+                            });
+                        }
+                        self.batches.settled(&key, settled);
+                    }
+                    None => self.batches.forget(&key),
+                }
+                self.close_batches();
+            }
             // Only a run to the end reports these (a daemon sees kept files again and again).
             Ended::Before(job) if self.once => {
                 self.summary.before.push(Before { file: job.source.path(), job: job.id, state: job.state })
@@ -290,6 +339,27 @@ impl Coordinator {
             Ended::Nothing => {}
         }
         Ok(())
+    }
+
+    /// Tells about the batches that are done (`batch_done`). With `once`, at the end of the run,
+    /// every batch closes without waiting for its quiet period.
+    pub(super) fn close_batches(&mut self) {
+        let config = self.ctx.config();
+        let quiet = if self.is_finished() { std::time::Duration::ZERO } else { config.batch_quiet };
+        let mut on_its_way: HashSet<&JobKey> = self.active.iter().chain(self.deferred.keys()).collect();
+        let queued: Vec<JobKey> = self.queue.iter().map(Queued::key).collect();
+        on_its_way.extend(queued.iter());
+        let outbox_of = |inbox: &std::path::Path| admission::watch_for(&config, inbox).map(|w| w.outbox.clone());
+        for report in self.batches.close_done(quiet, outbox_of, |f| on_its_way.contains(f)) {
+            info!(folder = %report.folder, delivered = report.delivered, failed = report.failed,
+                refused = report.refused, credits = report.credits, "batch_done");
+            self.ctx.notifier.emit(crate::notify::Event::BatchDone(report));
+        }
+    }
+
+    /// When a batch may close next (its quiet period ends).
+    pub(super) fn next_batch_close(&self) -> Option<tokio::time::Instant> {
+        self.batches.next_close(self.ctx.config().batch_quiet)
     }
 
     /// Counts the jobs that have ended but were not looked at yet (at shutdown).
@@ -482,6 +552,7 @@ impl Coordinator {
             log_command: LiveStatus::log_command_of_this_process(),
             node: self.ctx.journal.node().map(str::to_string),
             database_unreachable: self.ctx.health.problem(),
+            batches: self.batches.views(),
         }
     }
 
@@ -498,6 +569,15 @@ impl Coordinator {
         let _ = tokio::task::spawn_blocking(move || journal.leave()).await;
     }
 }
+/// A job's run, with whether the server charged for it (its history has a Processing step).
+async fn ran(ctx: &Arc<Ctx>, run: Result<JobRecord, JournalError>) -> Result<Ended, JournalError> {
+    let job = run?;
+    let (journal, id) = (Arc::clone(&ctx.journal), job.id);
+    let steps = tokio::task::spawn_blocking(move || journal.timeline(id)).await;
+    let charged = matches!(steps, Ok(Ok(steps)) if steps.iter().any(|s| s.state == StateName::Processing));
+    Ok(Ended::Ran(job, charged))
+}
+
 /// A file's task with its key: a panic in `work` becomes "nothing happened" (logged), so the
 /// key always comes back.
 async fn guarded(key: JobKey, work: impl Future<Output = Result<Ended, JournalError>>) -> JobOutcome {

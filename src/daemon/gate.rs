@@ -15,6 +15,7 @@ use tracing::{error, info};
 
 pub use crate::api::PauseReason;
 use crate::journal::{Hold, Holds};
+use crate::notify::Event;
 
 #[derive(Debug)]
 struct Paused {
@@ -33,6 +34,10 @@ pub struct Gate {
     changed: Notify,
     /// Wakes whoever shows the pause (the live status) when it starts, changes or ends.
     shown: Notify,
+    /// Where `paused` and `resumed` events go.
+    notifier: super::notices::Notifier,
+    /// The people's pauses in force when last looked at (all: `None`), to announce changes.
+    announced: Mutex<Vec<Option<std::path::PathBuf>>>,
 }
 
 /// Whether the caller passed as a normal upload or as the probe of a paused gate.
@@ -43,6 +48,11 @@ pub enum Pass {
 }
 
 impl Gate {
+    /// A gate that tells `notifier` when uploads pause and resume.
+    pub fn with_notifier(notifier: super::notices::Notifier) -> Gate {
+        Gate { notifier, ..Gate::default() }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Paused>> {
         self.paused.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -101,6 +111,7 @@ impl Gate {
         let was = self.lock().take();
         if let Some(p) = was {
             info!(reason = p.reason.as_str(), "the server accepts uploads again; resuming");
+            self.notifier.emit(Event::Resumed { reason: p.reason.as_str().to_string() });
             self.changed.notify_waiters();
             self.shown.notify_one();
         }
@@ -113,6 +124,8 @@ impl Gate {
         if first {
             let advice = reason.advice();
             error!(reason = reason.as_str(), detail = %message, retry_every = %humantime::format_duration(retry_every), "{advice}");
+            self.notifier
+                .emit(Event::Paused { reason: reason.as_str().to_string(), detail: format!("{message} ({advice})") });
             self.shown.notify_one();
         }
         *guard = Some(Paused { reason, message, retry_at: Instant::now() + retry_every, retry_every, probing: false });
@@ -140,9 +153,33 @@ impl Gate {
         self.changed.notify_waiters();
     }
 
+    /// Takes the pauses people set as the journal has them at start (nothing is announced).
+    pub fn load_holds(&self, holds: Holds) {
+        *self.announced.lock().unwrap_or_else(|p| p.into_inner()) =
+            in_force(&holds).into_iter().map(|(w, _)| w).collect();
+        *self.holds() = holds;
+    }
+
     /// Takes the pauses people set (as the journal holds them now); returns whether that
-    /// changed anything.
+    /// changed anything. A pause that starts is announced as `paused`, one that ends (released,
+    /// or its time up) as `resumed`.
     pub fn set_holds(&self, holds: Holds) -> bool {
+        let now_in_force = in_force(&holds);
+        {
+            let mut announced = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+            for (watch, hold) in now_in_force.iter().filter(|(w, _)| !announced.contains(w)) {
+                let detail = hold_words(watch.as_deref(), *hold);
+                self.notifier.emit(Event::Paused { reason: super::live_status::USER_PAUSE.to_string(), detail });
+            }
+            for watch in announced.iter().filter(|w| !now_in_force.iter().any(|(a, _)| a == *w)) {
+                let reason = match watch {
+                    Some(inbox) => format!("the pause of {}", inbox.display()),
+                    None => "the pause of every inbox".to_string(),
+                };
+                self.notifier.emit(Event::Resumed { reason });
+            }
+            *announced = now_in_force.into_iter().map(|(w, _)| w).collect();
+        }
         let mut current = self.holds();
         if *current == holds {
             return false;
@@ -183,6 +220,14 @@ impl Gate {
     pub fn paused(&self) -> Option<(PauseReason, String)> {
         self.lock().as_ref().map(|p| (p.reason, p.message.clone()))
     }
+}
+
+/// The people's pauses that hold now: (`None` for every inbox, or the inbox; the pause).
+fn in_force(holds: &Holds) -> Vec<(Option<std::path::PathBuf>, Hold)> {
+    let now = crate::vocab::now_ms();
+    let all = holds.all.filter(|a| a.active(now)).map(|a| (None, a));
+    let watches = holds.watches.iter().filter(|(_, w)| w.active(now)).map(|(p, w)| (Some(p.clone()), *w));
+    all.into_iter().chain(watches).collect()
 }
 
 /// A person's pause in words: what it holds, until when, and how to end it.
@@ -275,6 +320,52 @@ mod tests {
         gate.set_holds(Holds { all: None, watches: vec![("/a".into(), Hold { until_ms: Some(1_000) })] });
         assert_eq!(held.await.unwrap(), Pass::Open);
         assert_eq!(until_words(1_765_052_100_000), "2025-12-06 20:15 UTC");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_and_their_ends_are_announced_once_each() {
+        use super::super::notices::Notifier;
+        use crate::notify::Transport;
+        let dir = tempfile::tempdir().unwrap();
+        let journal = std::sync::Arc::new(crate::journal::Journal::open(dir.path()).unwrap());
+        let heard: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let transport: Transport = {
+            let heard = std::sync::Arc::clone(&heard);
+            std::sync::Arc::new(move |_, notice: crate::notify::Notice, _| {
+                let heard = std::sync::Arc::clone(&heard);
+                Box::pin(async move {
+                    heard.lock().unwrap().push(format!("{}: {}", notice.event.kind().as_str(), notice.message));
+                    Ok(())
+                })
+            })
+        };
+        let channel = crate::notify::Channel {
+            name: "hook".into(),
+            events: [crate::notify::EventKind::Paused, crate::notify::EventKind::Resumed].into(),
+            target: crate::notify::Target::Ntfy { url: "http://127.0.0.1:9/t".into(), token: None },
+        };
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let gate = Gate::with_notifier(Notifier::start(vec![channel], journal, transport, cancel.clone()));
+        gate.load_holds(Holds { all: Some(Hold { until_ms: None }), watches: vec![] });
+        gate.set_holds(Holds { all: Some(Hold { until_ms: None }), watches: vec![] });
+        gate.set_holds(Holds::default());
+        gate.report_pause(PauseReason::Token, "Token issue".into(), Duration::from_secs(60));
+        gate.report_pause(PauseReason::Token, "Token issue".into(), Duration::from_secs(60));
+        gate.report_ok();
+        gate.set_holds(Holds {
+            all: None,
+            watches: vec![("/a".into(), Hold { until_ms: Some(crate::vocab::now_ms() - 1) })],
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let heard = heard.lock().unwrap().clone();
+        let kinds: Vec<&str> = heard.iter().map(|h| h.split(':').next().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            ["resumed", "paused", "resumed"],
+            "a pause kept from before the start is not news; {heard:?}"
+        );
+        assert!(heard[1].starts_with("paused: token: Token issue"), "{heard:?}");
+        cancel.cancel();
     }
 
     #[tokio::test(start_paused = true)]

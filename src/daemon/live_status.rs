@@ -48,6 +48,9 @@ pub struct LiveStatus {
     /// Why each held-up job waits (a retry, a pause), by job id.
     #[serde(default)]
     pub job_waits: std::collections::BTreeMap<i64, JobWait>,
+    /// The batches still open (files dropped together, not all settled or not quiet yet).
+    #[serde(default)]
+    pub batches: Vec<super::batches::BatchView>,
 }
 
 /// How many waiting files the status file lists (the dashboard pages through all of them).
@@ -55,6 +58,10 @@ pub const WAITING_SHOWN: usize = 200;
 
 /// [`LiveStatus::paused`] while a person holds uploads (Pause on the dashboard).
 pub const USER_PAUSE: &str = "user";
+
+/// A daemon that has not rewritten its status for this long is not well (it writes it every
+/// pulse, 10 s or systemd's watchdog half-period).
+pub const HEALTHY_WITHIN_SECS: u64 = 60;
 
 /// Its file name in the state folder.
 pub const LIVE_STATUS_FILE: &str = "daemon.json";
@@ -102,6 +109,29 @@ impl LiveStatus {
             }
             None => "see the daemon's log",
         })
+    }
+
+    /// Whether the daemon is well at `now_secs` (`retouchd status --health`, a container's
+    /// HEALTHCHECK): it wrote this within [`HEALTHY_WITHIN_SECS`], no outbox disk is full, the
+    /// shared journal answers, and uploads are not stopped by a problem only a person can fix
+    /// (the token, the start route). A person's pause, a quota wait or a closed upload window is
+    /// well. `Err` says what is wrong.
+    pub fn health(&self, now_secs: u64) -> Result<(), String> {
+        let age = now_secs.saturating_sub(self.updated_at);
+        if age > HEALTHY_WITHIN_SECS {
+            return Err(format!("the daemon has not reported for {age}s (it may hang)"));
+        }
+        if let Some(outbox) = &self.disk_full {
+            return Err(format!("the disk of {outbox} is full"));
+        }
+        if let Some(problem) = &self.database_unreachable {
+            return Err(format!("the journal database cannot be reached: {problem}"));
+        }
+        let needs_a_person = [crate::api::PauseReason::Token, crate::api::PauseReason::Route];
+        if let Some(reason) = self.paused.as_deref().filter(|r| needs_a_person.iter().any(|p| p.as_str() == *r)) {
+            return Err(format!("uploads paused: {reason}: {}", self.pause_advice().unwrap_or_default()));
+        }
+        Ok(())
     }
 
     /// The one-line status for systemd's STATUS= and logs.
@@ -157,6 +187,30 @@ mod tests {
                 why: super::super::waiting::Why::Settling { settle_secs: 5 },
             }],
             job_waits: [(2, JobWait { why: "uploading failed".into(), retry_at: Some(9) })].into(),
+            batches: vec![super::super::batches::BatchView {
+                folder: "/in/shoot".into(),
+                files: 3,
+                settled: 1,
+                delivered: 1,
+                failed: 0,
+                refused: 0,
+                since: 1,
+            }],
+        }
+    }
+
+    #[test]
+    fn health_is_a_fresh_report_without_a_problem_only_a_person_can_fix() {
+        let now = 1_000;
+        let well = LiveStatus { updated_at: now - 20, paused: None, ..sample() };
+        assert_eq!(well.health(now), Ok(()));
+        let stale = LiveStatus { updated_at: now - HEALTHY_WITHIN_SECS - 1, ..well.clone() };
+        assert!(stale.health(now).unwrap_err().contains("has not reported"));
+        assert!(LiveStatus { disk_full: Some("/out".into()), ..well.clone() }.health(now).is_err());
+        let token = LiveStatus { paused: Some("token".into()), ..well.clone() };
+        assert!(token.health(now).unwrap_err().starts_with("uploads paused: token"));
+        for fine in ["quota", USER_PAUSE] {
+            assert_eq!(LiveStatus { paused: Some(fine.into()), ..well.clone() }.health(now), Ok(()), "{fine}");
         }
     }
 

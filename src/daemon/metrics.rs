@@ -97,19 +97,22 @@ impl Metrics {
         self.retries.get_or_create(&[("class", class)]).inc();
     }
 
-    pub(super) fn submitted(&self, bytes: u64, quota: Option<i64>, warn_below: i64) {
+    /// Counts an upload; returns the credits left when they just fell below `warn_below` (once,
+    /// until they are topped up again).
+    pub(super) fn submitted(&self, bytes: u64, quota: Option<i64>, warn_below: i64) -> Option<i64> {
         self.submissions.inc();
         self.bytes_up.inc_by(bytes);
-        if let Some(q) = quota {
-            self.quota_left.store(q, Ordering::Relaxed);
-            self.quota_gauge.get_or_create(&Vec::new()).set(q);
-            let low = q < warn_below;
-            if low && !self.low_quota_warned.swap(true, Ordering::Relaxed) {
-                warn!(left = q, "only {q} credits left (server.low_quota_warning = {warn_below})");
-            } else if !low {
-                self.low_quota_warned.store(false, Ordering::Relaxed);
-            }
+        let q = quota?;
+        self.quota_left.store(q, Ordering::Relaxed);
+        self.quota_gauge.get_or_create(&Vec::new()).set(q);
+        let low = q < warn_below;
+        if low && !self.low_quota_warned.swap(true, Ordering::Relaxed) {
+            warn!(left = q, "only {q} credits left (server.low_quota_warning = {warn_below})");
+            return Some(q);
+        } else if !low {
+            self.low_quota_warned.store(false, Ordering::Relaxed);
         }
+        None
     }
 
     pub(super) fn downloaded(&self, bytes: u64) {

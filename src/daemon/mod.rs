@@ -15,6 +15,7 @@
 //! new token, payload and intervals, and watchers restart only if the watches changed.
 
 mod admission;
+mod batches;
 mod claims;
 mod cluster;
 mod commits;
@@ -26,6 +27,7 @@ mod gate;
 pub mod live_status;
 mod metrics;
 mod metrics_endpoint;
+mod notices;
 mod poll_plan;
 mod recovery;
 mod runner;
@@ -46,6 +48,7 @@ pub fn raise_open_file_limit() {
     }
 }
 
+pub use batches::BatchView;
 pub use control::Handle;
 pub use gate::{Gate, PauseReason};
 pub use gate::{hold_words, until_words};
@@ -118,6 +121,8 @@ pub struct RunOptions {
     pub reload_source: Option<control::ReloadSource>,
     /// What to serve beside the daemon (the dashboard: see `crate::serve`); not with `files`.
     pub front: Option<Front>,
+    /// How notifications are sent (tests give their own; the real one by default).
+    pub transport: Option<crate::notify::Transport>,
 }
 
 /// Something served beside the daemon, started once its context exists and before any job
@@ -170,9 +175,16 @@ pub async fn run(
     };
     let health = Arc::new(cluster::Health::default());
     let commits = commits::Committer::start(Arc::clone(&recovered.journal), Arc::clone(&health));
-    let ctx = Arc::new(context::Ctx::new(config, &recovered, commits, health, client, updates, marks_inboxes));
-    ctx.gate.set_holds(recovered.journal.pauses()?);
     let cancel = CancellationToken::new();
+    let notifier = notices::Notifier::start(
+        config.notify.clone(),
+        Arc::clone(&recovered.journal),
+        options.transport.take().unwrap_or_else(crate::notify::real_transport),
+        cancel.child_token(),
+    );
+    let news = context::News { updates, notifier };
+    let ctx = Arc::new(context::Ctx::new(config, &recovered, commits, health, client, news, marks_inboxes));
+    ctx.gate.load_holds(recovered.journal.pauses()?);
     let (requests_tx, mut requests) = mpsc::channel::<control::Request>(64);
     if let Some(front) = front {
         let handle = Handle::new(ctx.clone(), requests_tx.clone(), options.reload_source.take());
@@ -219,10 +231,15 @@ pub async fn run(
             systemd.ready(&coordinator.on_tick().line());
         }
         if coordinator.is_finished() {
+            coordinator.close_batches();
+            ctx.notifier.flush(NOTICES_AT_THE_END).await;
             break Ok(coordinator.summary());
         }
+        let batch_close = coordinator.next_batch_close();
         tokio::select! {
             _ = &mut shutdown => break coordinator.collect_finished().map(|()| coordinator.summary()),
+            () = async { tokio::time::sleep_until(batch_close.unwrap_or_else(tokio::time::Instant::now)).await },
+                if batch_close.is_some() => coordinator.close_batches(),
             _ = pulse.tick() => {
                 let status = coordinator.on_tick();
                 // Nothing before READY: systemd hears the service is up first, then its pulse.
@@ -264,6 +281,10 @@ pub async fn run(
     info!("retouchd stopped");
     result
 }
+
+/// How long a run to the end (`retouchd process`) gives its last notices to be sent before it
+/// returns (what is left waits in the journal for the daemon or the next run).
+const NOTICES_AT_THE_END: Duration = Duration::from_secs(15);
 
 /// How often the daemon reads the pauses people set (`retouchd pause` from a shell, or on
 /// another node of a shared journal).

@@ -404,7 +404,10 @@ impl<'a> Runner<'a> {
                     self.ctx.gate.report_ok();
                     self.ctx.server_answered();
                     let config = self.ctx.config();
-                    self.ctx.metrics.submitted(self.job.source.stamp.size, quota, config.server.low_quota_warning);
+                    let threshold = config.server.low_quota_warning;
+                    if let Some(left) = self.ctx.metrics.submitted(self.job.source.stamp.size, quota, threshold) {
+                        self.ctx.notifier.emit(crate::notify::Event::LowCredits { left, threshold });
+                    }
                     if let Event::Started { task_id, .. } = &event {
                         info!(job = self.job.id, file = %self.job.source.rel_path.display(), task_id = %task_id, "submitted");
                     }
@@ -487,15 +490,16 @@ impl<'a> Runner<'a> {
             let reached = budgets.iter().find_map(|(whose, budget, own)| {
                 let times: Vec<i64> = charges.iter().filter(|(i, _)| !own || *i == inbox).map(|(_, at)| *at).collect();
                 let held = if *own { guard.held.get(&inbox).copied().unwrap_or(0) } else { guard.held.values().sum() };
-                budget.reached(&times, held, now).map(|r| (r.words(whose), r.resumes))
+                budget.reached(&times, held, now).map(|r| (r.words(whose), r.resumes, *own))
             });
             if reached.is_none() {
                 self.charge_hold = Some(super::context::ChargeHold::new(&pending, &mut guard, &inbox));
             }
             break (reached, now);
         };
-        let Some((why, resumes)) = reached else { return };
+        let Some((why, resumes, own)) = reached else { return };
         warn!(job = self.job.id, file = %self.job.source.rel_path.display(), %why, "budget_reached: the file waits");
+        self.announce_budget(&why, resumes, own);
         let retry_at = Some(resumes.as_second().max(0) as u64);
         self.ctx.job_waits(&self.job, Some(JobWait { why, retry_at }));
         tokio::time::sleep(resumes.duration_since(now).unsigned_abs()).await;
@@ -504,6 +508,24 @@ impl<'a> Runner<'a> {
         let pending = lock(self.ctx);
         let mut guard = pending.lock().unwrap_or_else(|p| p.into_inner());
         self.charge_hold = Some(super::context::ChargeHold::new(&pending, &mut guard, &inbox));
+    }
+
+    /// Tells about a spent budget once per budget and period (not once per waiting file).
+    fn announce_budget(&self, why: &str, resumes: jiff::Timestamp, own: bool) {
+        let whose = if own { self.watch.inbox.display().to_string() } else { String::new() };
+        let first = self
+            .ctx
+            .budgets_announced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((whose.clone(), resumes.as_millisecond()));
+        if first {
+            self.ctx.notifier.emit(crate::notify::Event::BudgetReached {
+                budget: if whose.is_empty() { "all inboxes".to_string() } else { whose },
+                words: why.to_string(),
+                resumes_at: crate::notify::rfc3339(resumes.as_millisecond()),
+            });
+        }
     }
 
     /// What goes to the server for the opened source, under what name: a TIFF goes as its 8-bit

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{Hold, Holds, JobId, JobQuery, Journal, Source, Step, Write, timeline_of};
+use super::{Hold, Holds, JobId, JobQuery, Journal, NoticeClaim, Source, Step, Write, timeline_of};
 use crate::job::{JobState, StateName};
 use crate::source::Stamp;
 use crate::vocab::now_ms;
@@ -281,6 +281,33 @@ fn render_errors_are_found_among_deliveries(open: Open<'_>) {
     assert_eq!(found, [b]);
 }
 
+fn notices_wait_in_order_per_channel_and_survive_a_reopen(open: Open<'_>) {
+    let journal = open();
+    let queued: Vec<(String, String)> =
+        [("hook", "1"), ("mail", "a"), ("hook", "2")].iter().map(|(c, b)| (c.to_string(), b.to_string())).collect();
+    journal.queue_notices(&queued).unwrap();
+    let now = now_ms();
+    let NoticeClaim::Due(first) = journal.claim_notice("hook", now, 60_000).unwrap() else { panic!("one is due") };
+    assert_eq!((first.body.as_str(), first.attempts), ("1", 0));
+    // Claimed: nobody else gets it, nor the younger one behind it, until the lease ends.
+    assert_eq!(journal.claim_notice("hook", now + 1, 60_000).unwrap(), NoticeClaim::Later(now + 60_000));
+    journal.notice_failed(first.id, now + 5_000, "connection refused").unwrap();
+    let backlog = journal.notice_backlog().unwrap();
+    assert_eq!(backlog.iter().map(|b| (b.channel.as_str(), b.waiting)).collect::<Vec<_>>(), [("hook", 2), ("mail", 1)]);
+    assert_eq!(backlog[0].last_error.as_deref(), Some("connection refused"));
+    drop(journal);
+    let journal = open();
+    assert_eq!(journal.claim_notice("hook", now + 10, 60_000).unwrap(), NoticeClaim::Later(now + 5_000));
+    let NoticeClaim::Due(again) = journal.claim_notice("hook", now + 5_000, 60_000).unwrap() else { panic!("due") };
+    assert_eq!((again.id, again.attempts), (first.id, 1), "the same one, in order");
+    journal.notice_sent(again.id).unwrap();
+    let NoticeClaim::Due(second) = journal.claim_notice("hook", now + 5_000, 60_000).unwrap() else { panic!("due") };
+    assert_eq!(second.body, "2");
+    journal.notice_sent(second.id).unwrap();
+    assert_eq!(journal.claim_notice("hook", now + 5_000, 60_000).unwrap(), NoticeClaim::Empty);
+    assert!(matches!(journal.claim_notice("mail", now, 60_000).unwrap(), NoticeClaim::Due(n) if n.body == "a"));
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -319,4 +346,5 @@ conformance!(
     non_utf8_names_survive,
     markers_and_the_hold_are_kept,
     render_errors_are_found_among_deliveries,
+    notices_wait_in_order_per_channel_and_survive_a_reopen,
 );

@@ -260,7 +260,9 @@ fn parse_state(id: JobId, data: &str) -> Result<JobState> {
 
 /// What every journal backend is: all the roles below, and where it is. Methods block (a backend
 /// may wait on disk or network): async code calls the slow ones on blocking threads.
-pub trait Store: JobWrites + JobQueries + InboxMarks + Copying + Leases + Send + Sync + std::fmt::Debug {
+pub trait Store:
+    JobWrites + JobQueries + InboxMarks + Notices + Copying + Leases + Send + Sync + std::fmt::Debug
+{
     /// Where the journal is (a file, or a database address without its password), for messages.
     fn path(&self) -> &Path;
 }
@@ -419,6 +421,61 @@ impl Holds {
         }
         self.watches.iter().find(|(w, h)| w == inbox && h.active(now_ms)).map(|(w, h)| (Some(w.as_path()), *h))
     }
+}
+
+/// A notification waiting to be sent (see [`Notices`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedNotice {
+    pub id: i64,
+    pub channel: String,
+    /// The event as sent (JSON, see [`crate::notify::Notice`]).
+    pub body: String,
+    /// How many tries failed so far.
+    pub attempts: i64,
+}
+
+/// What a channel's queue has for its sender now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoticeClaim {
+    /// Nothing waits.
+    Empty,
+    /// The oldest waits until this time (Unix milliseconds): a retry's backoff, or another
+    /// node sending it now.
+    Later(i64),
+    /// The oldest, now this sender's until the lease given ends.
+    Due(QueuedNotice),
+}
+
+/// What waits to be sent on one channel, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NoticeBacklog {
+    pub channel: String,
+    pub waiting: u64,
+    /// When the oldest was queued (Unix milliseconds).
+    pub oldest_at: i64,
+    /// Why its last try failed.
+    pub last_error: Option<String>,
+}
+
+/// The notifications' outbox: each event, for each channel that wants it, is kept until its
+/// receiver took it, so an outage or a restart loses none. Each channel sends in order: only
+/// its oldest notice is ever handed out, and while one sender has it (a lease) no other node
+/// sends it.
+pub trait Notices {
+    /// Queues `(channel, body)` pairs, in order, in one transaction.
+    fn queue_notices(&self, notices: &[(String, String)]) -> Result<()>;
+
+    /// The oldest notice of `channel`, claimed until `now_ms + lease_ms` if it is due at `now_ms`.
+    fn claim_notice(&self, channel: &str, now_ms: i64, lease_ms: i64) -> Result<NoticeClaim>;
+
+    /// The receiver took it: it leaves the queue.
+    fn notice_sent(&self, id: i64) -> Result<()>;
+
+    /// A try failed: count it and try again at `retry_at` (Unix milliseconds).
+    fn notice_failed(&self, id: i64, retry_at: i64, error: &str) -> Result<()>;
+
+    /// What waits, per channel.
+    fn notice_backlog(&self) -> Result<Vec<NoticeBacklog>>;
 }
 
 /// Copying a journal into another (`migrate-journal`).

@@ -10,9 +10,10 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    Copying, Exported, InboxMarks, JobId, JobQueries, JobQuery, JobRecord, JobWrites, JournalError, Leases, Result,
-    Source, Step, Store, Write, WriteOutcome, bytes, delivered_outputs, first_with_output, like_pattern, output_needle,
-    parse_state, path_of, step_code, stored_state, timeline_of,
+    Copying, Exported, InboxMarks, JobId, JobQueries, JobQuery, JobRecord, JobWrites, JournalError, Leases,
+    NoticeBacklog, NoticeClaim, Notices, QueuedNotice, Result, Source, Step, Store, Write, WriteOutcome, bytes,
+    delivered_outputs, first_with_output, like_pattern, output_needle, parse_state, path_of, step_code, stored_state,
+    timeline_of,
 };
 use crate::job::{JobState, StateName};
 use crate::source::Stamp;
@@ -22,8 +23,9 @@ pub const FILE_NAME: &str = "journal.sqlite";
 /// 1: jobs. 2: `latest` marks each file's newest job, and `file_counts` (kept by triggers)
 /// counts files by the state of their newest job, so counting needs no scan. 3: each job's
 /// `history` (its states with their times), files counted per inbox, and the newest jobs of
-/// each state indexed by id (the dashboard's pages).
-const SCHEMA_VERSION: i64 = 3;
+/// each state indexed by id (the dashboard's pages). 4: `notices`, the notifications not yet
+/// taken by their receivers.
+const SCHEMA_VERSION: i64 = 4;
 
 /// The SQLite journal: one connection writes; a second one reads.
 #[derive(Debug)]
@@ -173,12 +175,18 @@ impl Sqlite {
                     .map_err(|e| classify(&self.path, e))?;
                 self.migrate_to_2(&mut conn)?;
                 self.migrate_to_3(&mut conn)?;
+                self.migrate_to_4(&mut conn)?;
             }
             Some(1) => {
                 self.migrate_to_2(&mut conn)?;
                 self.migrate_to_3(&mut conn)?;
+                self.migrate_to_4(&mut conn)?;
             }
-            Some(2) => self.migrate_to_3(&mut conn)?,
+            Some(2) => {
+                self.migrate_to_3(&mut conn)?;
+                self.migrate_to_4(&mut conn)?;
+            }
+            Some(3) => self.migrate_to_4(&mut conn)?,
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(JournalError::TooNew { path: self.path.clone(), found: v, knows: SCHEMA_VERSION });
             }
@@ -256,6 +264,20 @@ impl Sqlite {
                      ON CONFLICT (inbox, state) DO UPDATE SET n = n + 1;
              END;
              UPDATE meta SET value = 3 WHERE key = 'schema';",
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Schema 3 → 4: the notifications' outbox (see [`super::Notices`]).
+    fn migrate_to_4(&self, conn: &mut Connection) -> Result<()> {
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute_batch(
+            "CREATE TABLE notices (id INTEGER PRIMARY KEY, channel TEXT NOT NULL, body TEXT NOT NULL,
+                                   attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,
+                                   created_at INTEGER NOT NULL, last_error TEXT);
+             CREATE INDEX notices_by_channel ON notices(channel, id);
+             UPDATE meta SET value = 4 WHERE key = 'schema';",
         )
         .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
@@ -564,6 +586,83 @@ impl InboxMarks for Sqlite {
         }
         .map_err(|e| self.err(e))?;
         Ok(())
+    }
+}
+
+impl Notices for Sqlite {
+    fn queue_notices(&self, notices: &[(String, String)]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let now = now_ms();
+        for (channel, body) in notices {
+            tx.execute(
+                "INSERT INTO notices (channel, body, next_at, created_at) VALUES (?1, ?2, ?3, ?3)",
+                params![channel, body, now],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn claim_notice(&self, channel: &str, now_ms: i64, lease_ms: i64) -> Result<NoticeClaim> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let oldest = tx
+            .query_row(
+                "SELECT id, body, attempts, next_at FROM notices WHERE channel = ?1 ORDER BY id LIMIT 1",
+                [channel],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let claim = match oldest {
+            None => NoticeClaim::Empty,
+            Some((_, _, _, next_at)) if next_at > now_ms => NoticeClaim::Later(next_at),
+            Some((id, body, attempts, _)) => {
+                tx.execute("UPDATE notices SET next_at = ?2 WHERE id = ?1", params![id, now_ms + lease_ms])
+                    .map_err(|e| self.err(e))?;
+                NoticeClaim::Due(QueuedNotice { id, channel: channel.to_string(), body, attempts })
+            }
+        };
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(claim)
+    }
+
+    fn notice_sent(&self, id: i64) -> Result<()> {
+        self.lock().execute("DELETE FROM notices WHERE id = ?1", [id]).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn notice_failed(&self, id: i64, retry_at: i64, error: &str) -> Result<()> {
+        self.lock()
+            .execute(
+                "UPDATE notices SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, retry_at, error],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn notice_backlog(&self) -> Result<Vec<NoticeBacklog>> {
+        let conn = self.read();
+        let mut stmt = conn
+            .prepare(
+                "SELECT channel, count(*), min(created_at),
+                        (SELECT last_error FROM notices o WHERE o.channel = n.channel ORDER BY id LIMIT 1)
+                   FROM notices n GROUP BY channel ORDER BY channel",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(NoticeBacklog {
+                    channel: r.get(0)?,
+                    waiting: r.get::<_, i64>(1)?.max(0) as u64,
+                    oldest_at: r.get(2)?,
+                    last_error: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 }
 

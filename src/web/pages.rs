@@ -136,6 +136,22 @@ pub fn overview(o: &Overview) -> Markup {
                 }
             }
         }
+        @if !d.batches.is_empty() {
+            section.card #batches {
+                h2 { "Open batches" }
+                ul {
+                    @for b in &d.batches {
+                        li {
+                            (b.folder) ": " (b.settled) " of " (b.files) " settled"
+                            " (" (b.delivered) " delivered"
+                            @if b.failed > 0 { ", " (b.failed) " failed" }
+                            @if b.refused > 0 { ", " (b.refused) " refused" } ") "
+                            progress max=(b.files) value=(b.settled) {}
+                        }
+                    }
+                }
+            }
+        }
         @if !o.nodes.is_empty() {
             section.card {
                 h2 { "Nodes" }

@@ -12,6 +12,7 @@ mod finished_photos;
 mod hostile;
 mod in_process;
 mod intruder;
+mod notifications;
 mod odd_inputs;
 mod openapi;
 mod operations;

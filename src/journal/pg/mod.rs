@@ -20,8 +20,9 @@ use postgres::{Client, Row};
 
 use super::{
     Copying, Exported, InboxMarks, JobId, JobQueries, JobQuery, JobRecord, JobWrites, JournalError, Leases, NodeInfo,
-    Result, Source, Step, Store, Write, WriteOutcome, bytes, delivered_outputs, first_with_output, like_pattern,
-    output_needle, parse_state, path_of, step_code, stored_state, timeline_of,
+    NoticeBacklog, NoticeClaim, Notices, QueuedNotice, Result, Source, Step, Store, Write, WriteOutcome, bytes,
+    delivered_outputs, first_with_output, like_pattern, output_needle, parse_state, path_of, step_code, stored_state,
+    timeline_of,
 };
 use crate::config::ClusterConfig;
 use crate::job::{JobState, StateName};
@@ -33,7 +34,7 @@ mod connection;
 use connection::{Connection, Failure};
 
 /// The schema steps, in order; step N brings the database to version N+1.
-const MIGRATIONS: &[&str] = &[SCHEMA_1];
+const MIGRATIONS: &[&str] = &[SCHEMA_1, SCHEMA_2];
 /// The version this retouchd writes.
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Serializes schema changes between nodes starting at once (an arbitrary constant).
@@ -110,6 +111,20 @@ END $$;
 CREATE TRIGGER jobs_recounted_on_state AFTER UPDATE OF state ON jobs
     FOR EACH ROW WHEN (OLD.latest AND NEW.latest AND OLD.state <> NEW.state)
     EXECUTE FUNCTION jobs_recounted_on_state();
+";
+
+/// The notifications' outbox (see [`super::Notices`]).
+const SCHEMA_2: &str = "
+CREATE TABLE notices (
+    id bigserial PRIMARY KEY,
+    channel text NOT NULL,
+    body text NOT NULL,
+    attempts bigint NOT NULL DEFAULT 0,
+    next_at bigint NOT NULL,
+    created_at bigint NOT NULL,
+    last_error text
+);
+CREATE INDEX notices_by_channel ON notices (channel, id);
 ";
 
 const COLUMNS: &str = "id, inbox, rel_path, size, mtime_ns, data, created_at, updated_at, progress, generation";
@@ -566,6 +581,91 @@ impl InboxMarks for Postgres {
                 None => client.execute("DELETE FROM meta WHERE key = $1", &[&key])?,
             };
             Ok(())
+        })
+    }
+}
+
+impl Notices for Postgres {
+    fn queue_notices(&self, notices: &[(String, String)]) -> Result<()> {
+        let notices = notices.to_vec();
+        self.writer.call(move |client| {
+            let mut tx = client.transaction()?;
+            for (channel, body) in &notices {
+                tx.execute(
+                    "INSERT INTO notices (channel, body, next_at, created_at)
+                     VALUES ($1, $2, retouchd_now_ms(), retouchd_now_ms())",
+                    &[channel, body],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The oldest row is locked while it is looked at, so two nodes never both claim it (and
+    /// neither skips to a younger one: each channel stays in order).
+    fn claim_notice(&self, channel: &str, now_ms: i64, lease_ms: i64) -> Result<NoticeClaim> {
+        let channel = channel.to_string();
+        self.writer.call(move |client| {
+            let mut tx = client.transaction()?;
+            let oldest = tx.query_opt(
+                "SELECT id, body, attempts, next_at FROM notices WHERE channel = $1 ORDER BY id LIMIT 1 FOR UPDATE",
+                &[&channel],
+            )?;
+            let claim = match oldest {
+                None => NoticeClaim::Empty,
+                Some(row) if row.get::<_, i64>(3) > now_ms => NoticeClaim::Later(row.get(3)),
+                Some(row) => {
+                    let id: i64 = row.get(0);
+                    tx.execute("UPDATE notices SET next_at = $2 WHERE id = $1", &[&id, &(now_ms + lease_ms)])?;
+                    NoticeClaim::Due(QueuedNotice {
+                        id,
+                        channel: channel.clone(),
+                        body: row.get(1),
+                        attempts: row.get(2),
+                    })
+                }
+            };
+            tx.commit()?;
+            Ok(claim)
+        })
+    }
+
+    fn notice_sent(&self, id: i64) -> Result<()> {
+        self.writer.call(move |client| {
+            client.execute("DELETE FROM notices WHERE id = $1", &[&id])?;
+            Ok(())
+        })
+    }
+
+    fn notice_failed(&self, id: i64, retry_at: i64, error: &str) -> Result<()> {
+        let error = error.to_string();
+        self.writer.call(move |client| {
+            client.execute(
+                "UPDATE notices SET attempts = attempts + 1, next_at = $2, last_error = $3 WHERE id = $1",
+                &[&id, &retry_at, &error],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn notice_backlog(&self) -> Result<Vec<NoticeBacklog>> {
+        self.reader.call(|client| {
+            let rows = client.query(
+                "SELECT channel, count(*), min(created_at),
+                        (SELECT last_error FROM notices o WHERE o.channel = n.channel ORDER BY id LIMIT 1)
+                   FROM notices n GROUP BY channel ORDER BY channel",
+                &[],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| NoticeBacklog {
+                    channel: r.get(0),
+                    waiting: r.get::<_, i64>(1).max(0) as u64,
+                    oldest_at: r.get(2),
+                    last_error: r.get(3),
+                })
+                .collect())
         })
     }
 }
