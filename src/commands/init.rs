@@ -633,6 +633,34 @@ mod tests {
         assert_eq!(Strength::parse("strong"), None);
     }
 
+    /// The container's default config (made on its first start) is valid as the container sees
+    /// it (token and dashboard password as credentials) and carries the portrait preset.
+    #[test]
+    fn the_container_config_is_valid_and_carries_the_portrait_preset_at_normal_strength() {
+        let text = include_str!("../../packaging/container/config.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display().to_string();
+        for d in ["photos/inbox", "photos/outbox", "photos/done", "photos/failed", "config", "creds"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("creds/token"), "t").unwrap();
+        std::fs::write(dir.path().join("creds/web-password"), "a long dashboard password").unwrap();
+        let env = crate::config::Environment {
+            credentials_directory: Some(dir.path().join("creds")),
+            ..crate::config::Environment::default()
+        };
+        let mounted =
+            text.replace("\"/photos", &format!("\"{root}/photos")).replace("\"/config", &format!("\"{root}/config"));
+        let config = crate::config::parse(&mounted, dir.path(), &env).unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(config.watches[0].mode, crate::config::WatchMode::Auto, "scans network shares");
+        assert!(!config.web.as_ref().unwrap().listen.ip().is_loopback(), "the dashboard is reachable");
+        let table: toml::Table = toml::from_str(text).unwrap();
+        let tasks = &table["watch"].as_array().unwrap()[0]["payload"]["tasks"];
+        let preset: toml::Table =
+            toml::from_str(&format!("tasks = {}", preset("portrait").unwrap().tasks_toml(Strength::Normal))).unwrap();
+        assert_eq!(tasks, &preset["tasks"], "the portrait preset at normal strength");
+    }
+
     #[test]
     fn the_config_names_the_token_file_and_never_the_token() {
         let answers = Answers {
