@@ -13,20 +13,21 @@ Every request is appended to RECORDS as one JSON line.
 """
 
 import json
+import logging
 import os
 import re
 import socket
 import ssl
 import sys
 import threading
-import warnings
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-warnings.simplefilter("ignore")  # aiosmtpd 1.4 warns about its own deprecated attribute
+# aiosmtpd 1.4 logs a warning about an attribute it sets itself at each login.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 records_path, readme, secret, ntfy_token, smtp_user, smtp_password, cert, key = sys.argv[1:9]
 lock = threading.Lock()
 

@@ -52,13 +52,7 @@ pub async fn run(config: &Config) -> Result<(), CheckError> {
     }
     say!("folders: every outbox, done and failed folder can be written");
     for channel in &config.notify {
-        let events: Vec<&str> = channel.events.iter().map(|k| k.as_str()).collect();
-        say!(
-            "notify {} ({}): valid, for {}; nothing sent (`retouchd notify-test` sends a test)",
-            channel.name,
-            channel.target.kind(),
-            events.join(", ")
-        );
+        say!("notify {}: valid; nothing sent (`retouchd notify-test` sends a test)", channel.describe());
     }
     if let Some(cluster) = config.cluster.clone() {
         let location = cluster.location.clone();

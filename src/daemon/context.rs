@@ -341,6 +341,10 @@ impl Ctx {
             warn!("[web] changes need a restart; the dashboard keeps its address and password");
             new.web = old.web.clone();
         }
+        if !crate::notify::Channel::same(&new.notify, &old.notify) {
+            warn!("[[notify]] changes need a restart; the notifications keep their channels");
+            new.notify = old.notify.clone();
+        }
         match Client::new(new.server.client_options()) {
             Ok(client) => *self.client.write().unwrap_or_else(|p| p.into_inner()) = client,
             Err(e) => {

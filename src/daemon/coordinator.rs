@@ -296,34 +296,32 @@ impl Coordinator {
         }
         match outcome {
             Ended::Ran(job, charged) => {
-                let settled = match &job.state {
+                // How it ended, and what went wrong (told as a `failed` event).
+                let (settled, miss) = match &job.state {
                     JobState::Done { .. } => {
                         self.summary.done += 1;
-                        Some(Settled::Delivered { charged })
+                        (Some(Settled::Delivered { charged }), None)
                     }
                     JobState::Failed { reason, .. } => {
                         self.summary.failed += 1;
-                        Some(Settled::Failed { charged, reason: reason.clone() })
+                        (Some(Settled::Failed { charged, reason: reason.clone() }), Some(("failed", reason)))
                     }
                     JobState::Rejected { reason, .. } => {
                         self.summary.rejected += 1;
-                        Some(Settled::Refused { reason: reason.clone() })
+                        (Some(Settled::Refused { reason: reason.clone() }), Some(("refused", reason)))
                     }
-                    _ => None,
+                    _ => (None, None),
                 };
+                if let Some((outcome, reason)) = miss {
+                    self.ctx.notifier.emit(crate::notify::Event::Failed {
+                        file: job.source.path().display().to_string(),
+                        job: job.id,
+                        outcome: outcome.to_string(),
+                        reason: reason.clone(),
+                    });
+                }
                 match settled {
-                    Some(settled) => {
-                        if let Settled::Failed { reason, .. } | Settled::Refused { reason } = &settled {
-                            let outcome = if matches!(settled, Settled::Failed { .. }) { "failed" } else { "refused" };
-                            self.ctx.notifier.emit(crate::notify::Event::Failed {
-                                file: job.source.path().display().to_string(),
-                                job: job.id,
-                                outcome: outcome.to_string(),
-                                reason: reason.clone(),
-                            });
-                        }
-                        self.batches.settled(&key, settled);
-                    }
+                    Some(settled) => self.batches.settled(&key, settled),
                     None => self.batches.forget(&key),
                 }
                 self.close_batches();

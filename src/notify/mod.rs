@@ -276,6 +276,18 @@ impl Channel {
     pub fn wants(&self, kind: EventKind) -> bool {
         kind == EventKind::Test || self.events.contains(&kind)
     }
+
+    /// `name (kind), for event, event…`, as `check` says it.
+    pub fn describe(&self) -> String {
+        let events: Vec<&str> = self.events.iter().map(|k| k.as_str()).collect();
+        format!("{} ({}), for {}", self.name, self.target.kind(), events.join(", "))
+    }
+
+    /// Whether `a` and `b` are the same channels (secrets aside: they are never compared).
+    pub fn same(a: &[Channel], b: &[Channel]) -> bool {
+        let seen = |cs: &[Channel]| cs.iter().map(|c| format!("{} {:?}", c.describe(), c.target)).collect::<Vec<_>>();
+        seen(a) == seen(b)
+    }
 }
 
 /// Where a channel sends.

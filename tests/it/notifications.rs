@@ -127,7 +127,10 @@ async fn a_batch_is_told_to_a_signed_webhook_ntfy_and_one_email_and_an_outage_lo
     let check = command(&ws, &["check"]).output().unwrap();
     let said = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{said}{}", String::from_utf8_lossy(&check.stderr));
-    assert!(said.contains("notify office (email): valid, for batch_done, paused, resumed"), "{said}");
+    assert!(
+        said.contains("notify office (email), for batch_done, paused, resumed, low_credits, budget_reached: valid"),
+        "{said}"
+    );
     assert!(receivers.records().is_empty(), "check sent nothing");
 
     // `notify-test` sends one test event to each, at once.
