@@ -443,6 +443,38 @@ mod tests {
     }
 
     #[test]
+    fn the_overview_shows_open_batches_pauses_and_budgets_escaped() {
+        let evil = "/in/<b>shoot</b>";
+        let daemon: crate::daemon::LiveStatus = serde_json::from_value(serde_json::json!({
+            "pid": 1, "updated_at": 1, "paused": null, "pause_detail": null, "uploading": 0, "in_flight": 2,
+            "waiting": 0, "done": 1, "failed": 0, "refused": 0, "quota_left": 40, "inboxes_unavailable": [],
+            "batches": [{ "folder": evil, "files": 5, "settled": 3, "delivered": 2, "failed": 1, "refused": 0, "since": 1 }],
+        }))
+        .unwrap();
+        let shown = Overview {
+            daemon,
+            state: "running".into(),
+            advice: String::new(),
+            counts: std::collections::BTreeMap::new(),
+            watches: Vec::new(),
+            delivered_last_hour: 0,
+            nodes: Vec::new(),
+            pauses: vec![crate::report::PauseView { inbox: None, until: None, says: "paused by a person".into() }],
+            budgets: vec![crate::report::BudgetView {
+                inbox: None,
+                per_day: Some(200),
+                per_month: None,
+                today: 37,
+                this_month: 90,
+            }],
+        };
+        let page = overview(&shown).into_string();
+        assert!(page.contains("&lt;b&gt;shoot&lt;/b&gt;: 3 of 5 settled (2 delivered, 1 failed)"), "{page}");
+        assert!(page.contains(r#"<progress max="5" value="3">"#), "{page}");
+        assert!(page.contains("37 of 200 today, 90 this month") && page.contains("paused by a person"), "{page}");
+    }
+
+    #[test]
     fn times_are_shown_in_utc() {
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(1_796_000_000_123), "2026-11-30 00:53:20 UTC");

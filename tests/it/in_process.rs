@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use retouchd::config::{self, Config, Environment};
@@ -42,9 +43,14 @@ struct Running {
 
 impl Running {
     fn start(ws: &Workspace) -> Running {
+        Running::start_with(ws, None)
+    }
+
+    /// As [`Running::start`], sending notifications through `transport`.
+    fn start_with(ws: &Workspace, transport: Option<retouchd::notify::Transport>) -> Running {
         let (stop, stopped) = oneshot::channel::<()>();
         let (reloads, reload_rx) = mpsc::channel(1);
-        let options = RunOptions { reloads: Some(reload_rx), ..RunOptions::default() };
+        let options = RunOptions { reloads: Some(reload_rx), transport, ..RunOptions::default() };
         let task = tokio::spawn(daemon::run(load(ws), options, async {
             let _ = stopped.await;
         }));
@@ -909,17 +915,30 @@ async fn a_file_waits_for_its_upload_window_and_goes_when_it_opens() {
 }
 
 /// `[budget] per_day`: counted from the journal's charged starts; once spent, the next file
-/// waits (saying until when) and nothing more is charged; `status` shows what is spent.
+/// waits (saying until when) and nothing more is charged; `status` shows what is spent and the
+/// open batch; `budget_reached` is told once, however long the file waits.
 #[tokio::test(start_paused = true)]
 async fn a_spent_day_budget_holds_the_next_file_and_charges_nothing_more() {
     let sim = start_sim(fast_sim()).await;
     let ws = Workspace::new(&sim, "", "");
-    // [budget] must come before [[watch]]: put it first.
+    // [budget] must come before [[watch]]: put it first; [[notify]] goes last.
     let text = std::fs::read_to_string(&ws.config).unwrap();
-    std::fs::write(&ws.config, format!("[budget]\nper_day = 1\ntimezone = \"UTC\"\n{text}")).unwrap();
+    let channel = "[[notify]]\nkind = \"ntfy\"\nurl = \"http://127.0.0.1:9/studio\"\n";
+    std::fs::write(&ws.config, format!("[budget]\nper_day = 1\ntimezone = \"UTC\"\n{text}\n{channel}")).unwrap();
     let config = load(&ws);
+    let told: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let transport: retouchd::notify::Transport = {
+        let told = Arc::clone(&told);
+        Arc::new(move |_, notice: retouchd::notify::Notice, _| {
+            let told = Arc::clone(&told);
+            Box::pin(async move {
+                told.lock().unwrap().push(format!("{}: {}", notice.event.kind().as_str(), notice.message));
+                Ok(())
+            })
+        })
+    };
     ws.drop_file("first.jpg", &photo(31));
-    let daemon = Running::start(&ws);
+    let daemon = Running::start_with(&ws, Some(transport));
     until("first.jpg delivered", || ws.path("done/first.jpg").exists(), String::new).await;
     ws.drop_file("second.jpg", &photo(32));
     tokio::time::sleep(Duration::from_secs(600)).await;
@@ -931,5 +950,12 @@ async fn a_spent_day_budget_holds_the_next_file_and_charges_nothing_more() {
     assert!(text.contains("credits spent: 1 of 1 today"), "{text}");
     assert!(text.contains("credit budget reached: 1 of 1 credits today; uploads resume at"), "{text}");
     assert!(ws.path("inbox/second.jpg").exists(), "the file waits in its inbox");
+    let told = told.lock().unwrap().clone();
+    let reached: Vec<&String> = told.iter().filter(|t| t.starts_with("budget_reached")).collect();
+    assert_eq!(reached.len(), 1, "told once: {told:?}");
+    assert!(reached[0].contains("1 of 1 credits today"), "{told:?}");
+    assert!(!told.iter().any(|t| t.starts_with("batch_done")), "second.jpg keeps the batch open: {told:?}");
+    let batches = &report.daemon.as_ref().expect("the daemon's status").batches;
+    assert_eq!((batches.len(), batches[0].files, batches[0].settled), (1, 2, 1), "{batches:?}");
     daemon.stop().await;
 }
