@@ -31,6 +31,7 @@ impl Drop for Receivers {
 }
 
 impl Receivers {
+    /// Starts the receivers and adds a channel for each to the workspace's config.
     fn start(ws: &Workspace) -> Receivers {
         // A certificate for 127.0.0.1 that retouchd trusts through SSL_CERT_FILE (STARTTLS).
         let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
@@ -52,12 +53,16 @@ impl Receivers {
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let ports: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("receivers said {line:?}: {e}"));
-        Receivers {
+        let receivers = Receivers {
             http: ports["http"].as_u64().unwrap() as u16,
             smtp: ports["smtp"].as_u64().unwrap() as u16,
             child,
             records,
-        }
+        };
+        let mut text = std::fs::read_to_string(&ws.config).unwrap();
+        text.push_str(&receivers.config());
+        std::fs::write(&ws.config, text).unwrap();
+        receivers
     }
 
     fn records(&self) -> Vec<Value> {
@@ -119,9 +124,6 @@ async fn a_batch_is_told_to_a_signed_webhook_ntfy_and_one_email_and_an_outage_lo
     let sim = start_sim(fast_sim()).await;
     let ws = Workspace::new(&sim, "", "");
     let receivers = Receivers::start(&ws);
-    let mut text = std::fs::read_to_string(&ws.config).unwrap();
-    text.push_str(&receivers.config());
-    std::fs::write(&ws.config, text).unwrap();
 
     // `check` validates every channel and sends nothing.
     let check = command(&ws, &["check"]).output().unwrap();
@@ -227,9 +229,6 @@ async fn a_process_run_is_one_batch_told_before_it_returns() {
     let sim = start_sim(fast_sim()).await;
     let ws = Workspace::new(&sim, "", "");
     let receivers = Receivers::start(&ws);
-    let mut text = std::fs::read_to_string(&ws.config).unwrap();
-    text.push_str(&receivers.config());
-    std::fs::write(&ws.config, text).unwrap();
     let shoot = ws.path("shoot");
     write(&shoot, "one/a.jpg", &distinct_jpeg(7));
     write(&shoot, "two/b.jpg", &distinct_jpeg(8));
