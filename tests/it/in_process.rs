@@ -73,6 +73,22 @@ async fn until(what: &str, mut check: impl FnMut() -> bool, show: impl Fn() -> S
     }
 }
 
+/// A notification transport that takes every notice and keeps `kind: message` of each.
+fn recording_transport() -> (retouchd::notify::Transport, Arc<std::sync::Mutex<Vec<String>>>) {
+    let told: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let transport: retouchd::notify::Transport = {
+        let told = Arc::clone(&told);
+        Arc::new(move |_, notice: retouchd::notify::Notice, _| {
+            let told = Arc::clone(&told);
+            Box::pin(async move {
+                told.lock().unwrap().push(format!("{}: {}", notice.event.kind().as_str(), notice.message));
+                Ok(())
+            })
+        })
+    };
+    (transport, told)
+}
+
 fn state_counts(ws: &Workspace) -> BTreeMap<StateName, u64> {
     Journal::open_read_only(&ws.path("state")).and_then(|j| j.counts()).unwrap_or_default()
 }
@@ -926,17 +942,7 @@ async fn a_spent_day_budget_holds_the_next_file_and_charges_nothing_more() {
     let channel = "[[notify]]\nkind = \"ntfy\"\nurl = \"http://127.0.0.1:9/studio\"\n";
     std::fs::write(&ws.config, format!("[budget]\nper_day = 1\ntimezone = \"UTC\"\n{text}\n{channel}")).unwrap();
     let config = load(&ws);
-    let told: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-    let transport: retouchd::notify::Transport = {
-        let told = Arc::clone(&told);
-        Arc::new(move |_, notice: retouchd::notify::Notice, _| {
-            let told = Arc::clone(&told);
-            Box::pin(async move {
-                told.lock().unwrap().push(format!("{}: {}", notice.event.kind().as_str(), notice.message));
-                Ok(())
-            })
-        })
-    };
+    let (transport, told) = recording_transport();
     ws.drop_file("first.jpg", &photo(31));
     let daemon = Running::start_with(&ws, Some(transport));
     until("first.jpg delivered", || ws.path("done/first.jpg").exists(), String::new).await;
@@ -957,5 +963,34 @@ async fn a_spent_day_budget_holds_the_next_file_and_charges_nothing_more() {
     assert!(!told.iter().any(|t| t.starts_with("batch_done")), "second.jpg keeps the batch open: {told:?}");
     let batches = &report.daemon.as_ref().expect("the daemon's status").batches;
     assert_eq!((batches.len(), batches[0].files, batches[0].settled), (1, 2, 1), "{batches:?}");
+    daemon.stop().await;
+}
+
+/// Credits running low are told once (not at every upload), and the account's quota running
+/// out pauses uploads and is told as `paused`.
+#[tokio::test(start_paused = true)]
+async fn low_credits_are_told_once_and_a_spent_quota_as_a_pause() {
+    let sim = start_sim(SimConfig { quota: Some(3), ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "low_quota_warning = 5", "");
+    let text = std::fs::read_to_string(&ws.config).unwrap();
+    std::fs::write(&ws.config, format!("{text}\n[[notify]]\nkind = \"ntfy\"\nurl = \"http://127.0.0.1:9/studio\"\n"))
+        .unwrap();
+    let (transport, told) = recording_transport();
+    let daemon = Running::start_with(&ws, Some(transport));
+    for (i, name) in ["a.jpg", "b.jpg", "c.jpg", "d.jpg"].iter().enumerate() {
+        ws.drop_file(name, &photo(60 + i as u32));
+    }
+    until(
+        "three delivered",
+        || state_counts(&ws).get(&StateName::Done) == Some(&3),
+        || format!("{:?}", state_counts(&ws)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let told = told.lock().unwrap().clone();
+    let low: Vec<&String> = told.iter().filter(|t| t.starts_with("low_credits")).collect();
+    assert_eq!(low.len(), 1, "once, when they fell below 5: {told:?}");
+    assert!(low[0].contains("has 2 retouching credit(s) left"), "{told:?}");
+    assert!(told.iter().any(|t| t.starts_with("paused: quota")), "the spent quota pauses uploads: {told:?}");
     daemon.stop().await;
 }
