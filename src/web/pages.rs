@@ -121,11 +121,17 @@ pub fn overview(o: &Overview) -> Markup {
                 @if failed > 0 { (button("/api/retry-failed", &format!("Retry all failed ({failed})"), "primary")) }
             }
         }
-        @if !o.pauses.is_empty() || !o.budgets.is_empty() {
+        @if !o.pauses.is_empty() || !o.budgets.is_empty() || !o.notices.is_empty() {
             section.card #controls {
-                h2 { "Pauses and budgets" }
+                h2 { "Pauses, budgets and notifications" }
                 ul {
                     @for p in &o.pauses { li.warn { (p.says) } }
+                    @for n in &o.notices {
+                        li.warn {
+                            (n.waiting) " notification(s) waiting for " (n.channel)
+                            @if let Some(e) = &n.last_error { " (last try: " (e) ")" }
+                        }
+                    }
                     @for b in &o.budgets {
                         li {
                             "Credits spent" @if let Some(inbox) = &b.inbox { " from " (inbox) } ": "
@@ -443,7 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn the_overview_shows_open_batches_pauses_and_budgets_escaped() {
+    fn the_overview_shows_open_batches_pauses_budgets_and_waiting_notifications_escaped() {
         let evil = "/in/<b>shoot</b>";
         let daemon: crate::daemon::LiveStatus = serde_json::from_value(serde_json::json!({
             "pid": 1, "updated_at": 1, "paused": null, "pause_detail": null, "uploading": 0, "in_flight": 2,
@@ -467,11 +473,18 @@ mod tests {
                 today: 37,
                 this_month: 90,
             }],
+            notices: vec![crate::journal::NoticeBacklog {
+                channel: "webhook-1".into(),
+                waiting: 3,
+                oldest_at: 0,
+                last_error: Some("answered <503>".into()),
+            }],
         };
         let page = overview(&shown).into_string();
         assert!(page.contains("&lt;b&gt;shoot&lt;/b&gt;: 3 of 5 settled (2 delivered, 1 failed)"), "{page}");
         assert!(page.contains(r#"<progress max="5" value="3">"#), "{page}");
         assert!(page.contains("37 of 200 today, 90 this month") && page.contains("paused by a person"), "{page}");
+        assert!(page.contains("3 notification(s) waiting for webhook-1 (last try: answered &lt;503&gt;)"), "{page}");
     }
 
     #[test]

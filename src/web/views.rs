@@ -73,6 +73,8 @@ pub struct Overview {
     pub pauses: Vec<crate::report::PauseView>,
     /// Credits spent today and this month against each budget.
     pub budgets: Vec<crate::report::BudgetView>,
+    /// Notifications not yet taken by their receivers, per channel.
+    pub notices: Vec<crate::journal::NoticeBacklog>,
 }
 
 /// A job in a list (the JSON API's and the pages' rows).
@@ -171,12 +173,16 @@ pub async fn overview(handle: &Handle, reader: &Reader) -> Result<Overview, Refu
                 journal.file_counts_by_inbox()?,
                 journal.delivered_since(hour_ago)?,
                 crate::report::node_views(journal, &for_nodes, now)?,
-                (crate::report::pause_views(journal, now)?, crate::report::budget_views(journal, &for_nodes)?),
+                (
+                    crate::report::pause_views(journal, now)?,
+                    crate::report::budget_views(journal, &for_nodes)?,
+                    journal.notice_backlog()?,
+                ),
             ))
         })
         .await;
     // While a shared journal's database is away the page still says what the daemon does.
-    let (counts, by_inbox, delivered_last_hour, nodes, (pauses, budgets)) = match read {
+    let (counts, by_inbox, delivered_last_hour, nodes, (pauses, budgets, notices)) = match read {
         Err(_) if daemon.database_unreachable.is_some() => Default::default(),
         other => other?,
     };
@@ -197,7 +203,7 @@ pub async fn overview(handle: &Handle, reader: &Reader) -> Result<Overview, Refu
         })
         .collect();
     let (state, advice) = describe(&daemon);
-    Ok(Overview { daemon, state, advice, counts, watches, delivered_last_hour, nodes, pauses, budgets })
+    Ok(Overview { daemon, state, advice, counts, watches, delivered_last_hour, nodes, pauses, budgets, notices })
 }
 
 /// The daemon's state in a word or two, and what to do about it.

@@ -159,7 +159,10 @@ async fn without_a_password_only_local_names_get_in_and_posts_still_need_the_csr
     let overview: Value = dash.get("/api/overview").send().await.unwrap().json().await.unwrap();
     assert!(overview["pauses"][0]["says"].as_str().is_some_and(|s| s.contains("paused by a person")), "{overview}");
     let page = dash.get("/").send().await.unwrap().text().await.unwrap();
-    assert!(page.contains("Pauses and budgets") && page.contains("retouchd resume"), "the overview shows the pause");
+    assert!(
+        page.contains("Pauses, budgets and notifications") && page.contains("retouchd resume"),
+        "the overview shows the pause"
+    );
     // `retouchd status` names the dashboard and the pause.
     let config = config::load(&dash.ws.config, &Environment::default()).unwrap();
     let journal = retouchd::journal::Journal::open_read_only(&config.state_dir).unwrap();
