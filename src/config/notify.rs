@@ -53,7 +53,7 @@ impl Validator {
             return None;
         }
         // Keys of another kind are a mistake worth saying (a copied section, a typo in `kind`).
-        let given: [(&str, bool); 12] = [
+        let given: [(&str, bool); 10] = [
             ("url", raw.url.is_some()),
             ("secret", raw.secret.is_some() || raw.secret_file.is_some()),
             ("token", raw.token.is_some() || raw.token_file.is_some()),
@@ -64,8 +64,6 @@ impl Validator {
             ("password", raw.password.is_some() || raw.password_file.is_some()),
             ("from", raw.from.is_some()),
             ("to", raw.to.is_some()),
-            ("name", true),
-            ("events", true),
         ];
         let belongs: &[&str] = match kind.as_str() {
             "webhook" => &["url", "secret"],
@@ -77,7 +75,7 @@ impl Validator {
             }
         };
         for (k, set) in given {
-            if set && !belongs.contains(&k) && !matches!(k, "name" | "events") {
+            if set && !belongs.contains(&k) {
                 self.problem(key(k), format!("does not belong to kind = \"{kind}\" (it takes {})", belongs.join(", ")));
             }
         }
@@ -238,6 +236,13 @@ impl Validator {
                 "a login is never sent unencrypted: use starttls or tls, or a relay without login",
             );
             return None;
+        }
+        let local = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if security == Security::None && !local {
+            self.warnings.push(format!(
+                "{}: security = \"none\" to {host}: the messages travel unencrypted; use starttls or tls beyond this machine",
+                key("security")
+            ));
         }
         let mut address = |k: &str, text: &str| match text.parse::<lettre::message::Mailbox>() {
             Ok(mailbox) => Some(mailbox),
