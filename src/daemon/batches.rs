@@ -145,19 +145,17 @@ impl Batches {
         }
     }
 
-    /// Closes the batches that are done: every file settled (a pending file for which
-    /// `on_its_way` says no has vanished) and quiet for `quiet` (or at once with `quiet` zero).
-    /// Each comes back as its report; batches in which nothing was counted close silently.
+    /// Closes the batches that are done: every file settled or forgotten, and quiet for `quiet`
+    /// (or at once with `quiet` zero). Each comes back as its report; batches in which nothing
+    /// was counted close silently.
     pub(super) fn close_done(
         &mut self,
         quiet: Duration,
         outbox_of: impl Fn(&Path) -> Option<PathBuf>,
-        on_its_way: impl Fn(&JobKey) -> bool,
     ) -> Vec<BatchReport> {
         let now = Instant::now();
         let mut done = Vec::new();
         self.open.retain(|(inbox, folder), batch| {
-            batch.pending.retain(|f| on_its_way(f));
             if !batch.pending.is_empty() || now < batch.last_arrival + quiet {
                 return true;
             }
@@ -235,20 +233,21 @@ mod tests {
         );
         batches.settled(&file("shoot/a.jpg"), Settled::Delivered { charged: true });
         batches.settled(&file("shoot/b.jpg"), Settled::Failed { charged: true, reason: "no face".into() });
-        assert!(batches.close_done(quiet, outbox, |_| true).is_empty(), "c.jpg is on its way");
+        assert!(batches.close_done(quiet, outbox).is_empty(), "c.jpg is on its way");
         batches.settled(&file("shoot/raw/c.jpg"), Settled::Refused { reason: "too big".into() });
         batches.settled(&file("shoot/raw/c.jpg"), Settled::Delivered { charged: true }); // counted once
-        assert!(batches.close_done(quiet, outbox, |_| true).is_empty(), "not quiet yet");
+        assert!(batches.close_done(quiet, outbox).is_empty(), "not quiet yet");
         assert_eq!(batches.next_close(quiet), Some(Instant::now() + quiet));
         tokio::time::sleep(quiet).await;
-        let reports = batches.close_done(quiet, outbox, |_| true);
+        let reports = batches.close_done(quiet, outbox);
         assert_eq!(reports.len(), 1, "the loose file is still on its way");
         let report = &reports[0];
         assert_eq!((report.delivered, report.failed, report.refused, report.credits), (1, 1, 1, 2));
         assert_eq!((report.folder.as_str(), report.outbox.as_str()), ("/in/shoot", "/out/shoot"));
         assert_eq!(report.misses.len(), 2);
-        // The loose file vanished (no longer on its way): its batch closes silently.
-        assert!(batches.close_done(quiet, outbox, |_| false).is_empty());
+        // The loose file vanished (forgotten): its batch closes silently.
+        batches.forget(&file("loose.jpg"));
+        assert!(batches.close_done(quiet, outbox).is_empty());
         assert!(batches.views().is_empty());
     }
 
@@ -262,9 +261,9 @@ mod tests {
         batches.arrived(&file("b.jpg"), 50_000);
         batches.settled(&file("b.jpg"), Settled::Delivered { charged: false });
         tokio::time::sleep(Duration::from_secs(50)).await;
-        assert!(batches.close_done(quiet, |_| None, |_| true).is_empty());
+        assert!(batches.close_done(quiet, |_| None).is_empty());
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let reports = batches.close_done(quiet, |_| None, |_| true);
+        let reports = batches.close_done(quiet, |_| None);
         assert_eq!((reports[0].delivered, reports[0].credits), (2, 1), "one batch, one of them reused (no credit)");
     }
 }

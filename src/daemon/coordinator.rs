@@ -344,11 +344,8 @@ impl Coordinator {
     pub(super) fn close_batches(&mut self) {
         let config = self.ctx.config();
         let quiet = if self.is_finished() { std::time::Duration::ZERO } else { config.batch_quiet };
-        let mut on_its_way: HashSet<&JobKey> = self.active.iter().chain(self.deferred.keys()).collect();
-        let queued: Vec<JobKey> = self.queue.iter().map(Queued::key).collect();
-        on_its_way.extend(queued.iter());
         let outbox_of = |inbox: &std::path::Path| admission::watch_for(&config, inbox).map(|w| w.outbox.clone());
-        for report in self.batches.close_done(quiet, outbox_of, |f| on_its_way.contains(f)) {
+        for report in self.batches.close_done(quiet, outbox_of) {
             info!(folder = %report.folder, delivered = report.delivered, failed = report.failed,
                 refused = report.refused, credits = report.credits, "batch_done");
             self.ctx.notifier.emit(crate::notify::Event::BatchDone(report));
@@ -390,7 +387,11 @@ impl Coordinator {
             Ok(true) => {
                 self.start_watchers(tx, parent);
                 self.unavailable.clear();
-                self.queue.clear();
+                // Dropped from the queue, they leave their batches; the new watchers find those
+                // still there, and they arrive again.
+                for item in self.queue.drain(..) {
+                    self.batches.forget(&item.key());
+                }
                 self.deferred.clear();
                 self.kept.clear();
                 self.board.clear();

@@ -466,9 +466,9 @@ impl<'a> Runner<'a> {
         if budgets.is_empty() {
             return;
         }
-        let lock = |ctx: &Ctx| Arc::clone(&ctx.pending_charges);
+        let pending = Arc::clone(&self.ctx.pending_charges);
         let (reached, now) = loop {
-            let seen = lock(self.ctx).lock().unwrap_or_else(|p| p.into_inner()).released;
+            let seen = pending.lock().unwrap_or_else(|p| p.into_inner()).released;
             let now = jiff::Timestamp::now();
             let since = budgets.iter().map(|(_, b, _)| b.month_start_ms(now)).min().unwrap_or(0);
             let journal = Arc::clone(&self.ctx.journal);
@@ -482,7 +482,6 @@ impl<'a> Runner<'a> {
                 }
                 Err(_) => return,
             };
-            let pending = lock(self.ctx);
             let mut guard = pending.lock().unwrap_or_else(|p| p.into_inner());
             if guard.released != seen {
                 continue; // a start was journaled after the count was read: count again
@@ -505,7 +504,6 @@ impl<'a> Runner<'a> {
         tokio::time::sleep(resumes.duration_since(now).unsigned_abs()).await;
         self.ctx.job_waits(&self.job, None);
         // A new period: the credit is held as after a passed check.
-        let pending = lock(self.ctx);
         let mut guard = pending.lock().unwrap_or_else(|p| p.into_inner());
         self.charge_hold = Some(super::context::ChargeHold::new(&pending, &mut guard, &inbox));
     }
