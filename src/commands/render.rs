@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::deliver;
+use crate::deliver::{self, NameTemplate};
 use crate::job::JobState;
 use crate::journal::Journal;
 use crate::render::{self, Failure, FlatFormat, OutputSettings, RenderInput};
@@ -66,7 +66,7 @@ fn render_one(
             folder.display()
         ));
     }
-    let (source, mut settings, watch) = find_source(config, journal, request.source, &folder)?;
+    let (source, mut settings, name, watch) = find_source(config, journal, request.source, &folder)?;
     if let Some(flat) = request.flat {
         settings.flat = flat;
     }
@@ -98,7 +98,7 @@ fn render_one(
         Failure::Io(e) => format!("cannot write into {}: {e}", out_dir.display()),
     })?;
     // Named by the watch's name template, as the daemon's layout names them.
-    let stem = deliver::output_name(&settings.name, source.file_name().unwrap_or_default(), &watch);
+    let stem = deliver::output_name(&name, source.file_name().unwrap_or_default(), &watch);
     made.iter()
         .map(|m| {
             deliver::place(&m.path, &out_dir, &stem, Some(m.ext)).map_err(|e| format!("cannot place the output: {e}"))
@@ -116,24 +116,25 @@ fn layer_plugins(folder: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The source photo for a layers folder, and the output settings of its watch.
+/// The source photo for a layers folder, and its watch: its output settings, name template and
+/// folder name (for the template's `{watch}`).
 fn find_source(
     config: Option<&Config>,
     journal: Option<&Journal>,
     given: Option<&Path>,
     folder: &Path,
-) -> Result<(PathBuf, OutputSettings, std::ffi::OsString), String> {
+) -> Result<(PathBuf, OutputSettings, NameTemplate, std::ffi::OsString), String> {
     let job = journal.and_then(|j| j.job_with_output(folder).ok().flatten());
     // The watch's folder name, for the name template's `{watch}`.
     let watch =
         job.as_ref().and_then(|j| j.source.inbox.file_name()).map(std::ffi::OsStr::to_os_string).unwrap_or_default();
-    let settings = job
+    let (settings, name) = job
         .as_ref()
         .and_then(|job| config?.watches.iter().find(|w| w.inbox == job.source.inbox))
-        .map(|w| w.output.clone())
+        .map(|w| (w.output.clone(), w.output_name.clone()))
         .unwrap_or_default();
     if let Some(source) = given {
-        return Ok((source.to_path_buf(), settings, watch));
+        return Ok((source.to_path_buf(), settings, name, watch));
     }
     let Some(job) = job else {
         return Err(format!(
@@ -145,7 +146,7 @@ fn find_source(
         JobState::Done { moved_to, .. } => [moved_to.clone(), Some(job.source.path())],
         _ => [None, Some(job.source.path())],
     };
-    candidates.into_iter().flatten().find(|p| p.is_file()).map(|p| (p, settings, watch)).ok_or_else(|| {
+    candidates.into_iter().flatten().find(|p| p.is_file()).map(|p| (p, settings, name, watch)).ok_or_else(|| {
         format!("its photo ({}) is no longer in done/ or the inbox; give it with --source FILE", job.source.file_name())
     })
 }

@@ -115,6 +115,8 @@ pub struct WatchConfig {
     pub payload: String,
     /// What is delivered: the layers, the finished photo, a PSD (`[watch.output]`).
     pub output: crate::render::OutputSettings,
+    /// The finished outputs' file name without extension (`[watch.output] name`).
+    pub output_name: crate::deliver::NameTemplate,
     /// When uploads may start (`[schedule]`, or the watch's own `schedule`); `None`: any time.
     pub schedule: Option<crate::schedule::Windows>,
     /// This watch's own credit budget (`[watch.budget]`), counted over its inbox alone.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::raw::*;
 use super::*;
 use crate::api;
+use crate::deliver::NameTemplate;
 
 /// Validates config text to run with. Relative paths are taken from `base`.
 pub fn parse(text: &str, base: &Path, env: &Environment) -> Result<Config, Vec<Problem>> {
@@ -511,6 +512,7 @@ impl Validator {
             }
         }
         let payload = self.payload(&key("payload"), raw.payload, raw.allow_unknown_plugins.unwrap_or(false));
+        let (output, output_name) = self.output(&key("output"), raw.output.unwrap_or_default());
         let watch = WatchConfig {
             inbox,
             outbox,
@@ -529,7 +531,8 @@ impl Validator {
             hook_timeout: self.duration(&key("hook_timeout"), raw.hook_timeout, "60s"),
             resend_identical: raw.resend_identical.unwrap_or(false),
             payload: payload.unwrap_or_default(),
-            output: self.output(&key("output"), raw.output.unwrap_or_default()),
+            output,
+            output_name,
             budget: raw.budget.and_then(|b| self.budget(&key("budget"), b, zone)),
             schedule: match raw.schedule {
                 Some(own) => self.schedule(&key("schedule"), own, global_schedule),
@@ -557,9 +560,11 @@ impl Validator {
         (self.problems.len() == before).then_some(watch)
     }
 
-    fn output(&mut self, key: &str, raw: RawOutput) -> crate::render::OutputSettings {
-        use crate::render::{FlatFormat, MetadataPolicy, NameTemplate, OutputSettings};
+    /// `[watch.output]`: what is made, and the name it is given.
+    fn output(&mut self, key: &str, raw: RawOutput) -> (crate::render::OutputSettings, NameTemplate) {
+        use crate::render::{FlatFormat, MetadataPolicy, OutputSettings};
         let mut out = OutputSettings::default();
+        let mut name = NameTemplate::default();
         let at = |sub: &str| format!("{key}.{sub}");
         out.layers = raw.layers.unwrap_or(true);
         out.psd = raw.psd.unwrap_or(false);
@@ -593,7 +598,7 @@ impl Validator {
         }
         if let Some(text) = raw.name {
             match NameTemplate::parse(&text) {
-                Ok(name) => out.name = name,
+                Ok(parsed) => name = parsed,
                 // The token error names the token: said once when the template is only that.
                 Err(why) if why.starts_with(&format!("`{text}`")) => self.problem(at("name"), why),
                 Err(why) => self.problem(at("name"), format!("`{text}` {why}")),
@@ -621,7 +626,7 @@ impl Validator {
                 "delivers nothing: layers = false with flat = \"none\" and psd = false; keep one of them",
             );
         }
-        out
+        (out, name)
     }
 
     fn payload(&mut self, key: &str, raw: Option<toml::Table>, allow_unknown: bool) -> Option<String> {

@@ -81,7 +81,7 @@ impl<'a> Runner<'a> {
         let _running = ctx.running.enter(job.id);
         let watch_name = watch.inbox.file_name().unwrap_or_default();
         let layout =
-            Layout::new(&watch.outbox, &job.source.rel_path, job.id, job.generation, watch_name, &watch.output.name);
+            Layout::new(&watch.outbox, &job.source.rel_path, job.id, job.generation, watch_name, &watch.output_name);
         Runner {
             _running,
             ctx,

@@ -9,10 +9,9 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{Target, split_os_name};
+use super::{NameParts, NameTemplate, Target, split_os_name};
 use crate::beneath::Dir;
 use crate::formats::FileKind;
-use crate::render::{NameParts, NameTemplate};
 
 /// The staging folder's name, inside each outbox.
 pub const STAGING_DIR: &str = ".retouchd-staging";

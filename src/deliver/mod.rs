@@ -18,8 +18,10 @@ use crate::formats::FileKind;
 
 /// The hidden folder inside each outbox (and done/failed folder) where files are staged.
 mod layout;
+mod name;
 
 pub use layout::{Layout, STAGING_DIR, open_staging, output_name, staged_job, staging_path};
+pub use name::{NameParts, NameTemplate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliverError {

@@ -279,7 +279,9 @@ pub trait JobWrites {
         self.write_batch(&[Write::Insert(source, state)])?.pop().unwrap_or(Ok(0))
     }
 
-    /// Records many jobs in one transaction (imports, and benchmarks that need a big journal).
+    /// Records many jobs in one transaction (the conformance suite, and benchmarks that need a
+    /// big journal); not in the shipped library.
+    #[cfg(any(test, feature = "testkit"))]
     fn insert_batch(&self, jobs: &[(Source, JobState)]) -> Result<()> {
         let writes: Vec<Write<'_>> = jobs.iter().map(|(source, state)| Write::Insert(source, state)).collect();
         self.write_batch(&writes)?.into_iter().try_for_each(|outcome| outcome.map(drop))
