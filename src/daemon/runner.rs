@@ -454,7 +454,8 @@ impl<'a> Runner<'a> {
     /// Waits while a credit budget that covers this job is spent (`[budget]`, the watch's own
     /// `[watch.budget]`), saying until when; then holds one credit of it until the start is
     /// journaled. The count is the journal's charged starts (every node, every restart) plus
-    /// the starts held by other jobs now.
+    /// the starts held by other jobs now, and it is counted again after every wait: when a
+    /// period ends, the files that waited for it take its credits one by one, never all at once.
     async fn until_within_budget(&mut self) {
         let config = self.ctx.config();
         let inbox = self.watch.inbox.clone();
@@ -467,7 +468,7 @@ impl<'a> Runner<'a> {
             return;
         }
         let pending = Arc::clone(&self.ctx.pending_charges);
-        let (reached, now) = loop {
+        loop {
             let seen = pending.lock().unwrap_or_else(|p| p.into_inner()).released;
             let now = jiff::Timestamp::now();
             let since = budgets.iter().map(|(_, b, _)| b.month_start_ms(now)).min().unwrap_or(0);
@@ -478,34 +479,36 @@ impl<'a> Runner<'a> {
                 Ok(Err(e)) => {
                     warn!(job = self.job.id, error = %e,
                         "the credits spent could not be counted; the budget is not checked for this upload");
-                    return;
+                    break;
                 }
-                Err(_) => return,
+                Err(_) => break,
             };
-            let mut guard = pending.lock().unwrap_or_else(|p| p.into_inner());
-            if guard.released != seen {
-                continue; // a start was journaled after the count was read: count again
-            }
-            let reached = budgets.iter().find_map(|(whose, budget, own)| {
-                let times: Vec<i64> = charges.iter().filter(|(i, _)| !own || *i == inbox).map(|(_, at)| *at).collect();
-                let held = if *own { guard.held.get(&inbox).copied().unwrap_or(0) } else { guard.held.values().sum() };
-                budget.reached(&times, held, now).map(|r| (r.words(whose), r.resumes, *own))
-            });
-            if reached.is_none() {
-                self.charge_hold = Some(super::context::ChargeHold::new(&pending, &mut guard, &inbox));
-            }
-            break (reached, now);
-        };
-        let Some((why, resumes, own)) = reached else { return };
-        warn!(job = self.job.id, file = %self.job.source.rel_path.display(), %why, "budget_reached: the file waits");
-        self.announce_budget(&why, resumes, own);
-        let retry_at = Some(resumes.as_second().max(0) as u64);
-        self.ctx.job_waits(&self.job, Some(JobWait { why, retry_at }));
-        tokio::time::sleep(resumes.duration_since(now).unsigned_abs()).await;
+            let checked = {
+                let mut guard = pending.lock().unwrap_or_else(|p| p.into_inner());
+                // A start journaled after the count was read: count again.
+                (guard.released == seen).then(|| {
+                    let reached = budgets.iter().find_map(|(whose, budget, own)| {
+                        let times: Vec<i64> =
+                            charges.iter().filter(|(i, _)| !own || *i == inbox).map(|(_, at)| *at).collect();
+                        let held =
+                            if *own { guard.held.get(&inbox).copied().unwrap_or(0) } else { guard.held.values().sum() };
+                        budget.reached(&times, held, now).map(|r| (r.words(whose), r.resumes, *own))
+                    });
+                    if reached.is_none() {
+                        self.charge_hold = Some(super::context::ChargeHold::new(&pending, &mut guard, &inbox));
+                    }
+                    reached
+                })
+            };
+            let Some(reached) = checked else { continue };
+            let Some((why, resumes, own)) = reached else { break };
+            warn!(job = self.job.id, file = %self.job.source.rel_path.display(), %why, "budget_reached: the file waits");
+            self.announce_budget(&why, resumes, own);
+            let retry_at = Some(resumes.as_second().max(0) as u64);
+            self.ctx.job_waits(&self.job, Some(JobWait { why, retry_at }));
+            tokio::time::sleep(until(now, resumes)).await;
+        }
         self.ctx.job_waits(&self.job, None);
-        // A new period: the credit is held as after a passed check.
-        let mut guard = pending.lock().unwrap_or_else(|p| p.into_inner());
-        self.charge_hold = Some(super::context::ChargeHold::new(&pending, &mut guard, &inbox));
     }
 
     /// Tells about a spent budget once per budget and period (not once per waiting file).
@@ -1012,6 +1015,12 @@ pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic".into())
+}
+
+/// How long to wait from `now` until the wall clock reads `then`: at least a second, so a wait
+/// that ends at the edge of a period never spins.
+fn until(now: jiff::Timestamp, then: jiff::Timestamp) -> Duration {
+    then.duration_since(now).unsigned_abs().max(Duration::from_secs(1))
 }
 
 /// The real path of something made through the staging folder's anchored path.

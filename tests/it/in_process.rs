@@ -701,8 +701,9 @@ async fn files_deleted_renamed_or_rewritten_before_upload_are_handled() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn thousands_of_files_dropped_at_once_are_all_delivered() {
-    const FILES: u32 = 1500;
+async fn a_thousand_files_dropped_at_once_are_all_delivered() {
+    // More than three times the jobs allowed in flight: most of them wait in the queue.
+    const FILES: u32 = 1000;
     let sim = start_sim(SimConfig { processing_ms: 0, completion_lag_ms: 0, store_lag_ms: 0, ..fast_sim() }).await;
     let ws = Workspace::new(&sim, "max_in_flight = 300\nmax_uploads = 8", "");
     for i in 0..FILES {
@@ -930,39 +931,63 @@ async fn a_file_waits_for_its_upload_window_and_goes_when_it_opens() {
     daemon.stop().await;
 }
 
-/// `[budget] per_day`: counted from the journal's charged starts; once spent, the next file
-/// waits (saying until when) and nothing more is charged; `status` shows what is spent and the
-/// open batch; `budget_reached` is told once, however long the file waits.
+/// A time zone whose next midnight, by the wall clock, is one minute to an hour away, and that
+/// distance: a paused clock can then run past the end of its day while the wall clock stays in
+/// the same day there.
+fn zone_with_midnight_soon() -> (String, Duration) {
+    let now = jiff::Timestamp::now();
+    let fixed = (-14..=12).map(|h: i32| if h == 0 { "UTC".to_string() } else { format!("Etc/GMT{h:+}") });
+    fixed
+        .map(|zone| {
+            let local = now.in_tz(&zone).unwrap();
+            let midnight = local.tomorrow().unwrap().start_of_day().unwrap().timestamp();
+            (zone, midnight.duration_since(now).unsigned_abs())
+        })
+        .filter(|(_, away)| *away >= Duration::from_secs(60))
+        .min_by_key(|(_, away)| *away)
+        .unwrap()
+}
+
+/// A day budget of one credit: the first photo is sent, the next two wait (saying until when)
+/// and nothing more is charged, not even when a timer runs past the end of the day while the
+/// wall clock has not (each wait is counted again); `status` shows what is spent and the open
+/// batch; `budget_reached` is told once, however long the files wait.
 #[tokio::test(start_paused = true)]
-async fn a_spent_day_budget_holds_the_next_file_and_charges_nothing_more() {
+async fn a_spent_day_budget_holds_the_next_files_and_charges_nothing_more() {
     let sim = start_sim(fast_sim()).await;
     let ws = Workspace::new(&sim, "", "");
+    let (zone, midnight_in) = zone_with_midnight_soon();
     // [budget] must come before [[watch]]: put it first; [[notify]] goes last.
     let text = std::fs::read_to_string(&ws.config).unwrap();
     let channel = "[[notify]]\nkind = \"ntfy\"\nurl = \"http://127.0.0.1:9/studio\"\n";
-    std::fs::write(&ws.config, format!("[budget]\nper_day = 1\ntimezone = \"UTC\"\n{text}\n{channel}")).unwrap();
+    std::fs::write(&ws.config, format!("[budget]\nper_day = 1\ntimezone = \"{zone}\"\n{text}\n{channel}")).unwrap();
     let config = load(&ws);
     let (transport, told) = recording_transport();
     ws.drop_file("first.jpg", &photo(31));
     let daemon = Running::start_with(&ws, Some(transport));
     until("first.jpg delivered", || ws.path("done/first.jpg").exists(), String::new).await;
     ws.drop_file("second.jpg", &photo(32));
-    tokio::time::sleep(Duration::from_secs(600)).await;
-    assert_eq!(sim.stats().charged_starts, 1, "the budget of one credit a day is spent");
+    ws.drop_file("third.jpg", &photo(33));
+    // Past the day's end by the timers, not by the wall clock.
+    tokio::time::sleep(midnight_in + Duration::from_secs(300)).await;
+    assert_eq!(sim.stats().charged_starts, 1, "the budget of one credit a day is spent ({zone})");
     assert_eq!(sim.stats().start_requests, 1, "and nothing more is even sent");
     let journal = Journal::open_read_only(&config.state_dir).unwrap();
     let report = report::report(&journal, &config).unwrap();
     let text = report::render(&report);
     assert!(text.contains("credits spent: 1 of 1 today"), "{text}");
     assert!(text.contains("credit budget reached: 1 of 1 credits today; uploads resume at"), "{text}");
-    assert!(ws.path("inbox/second.jpg").exists(), "the file waits in its inbox");
+    assert!(
+        ws.path("inbox/second.jpg").exists() && ws.path("inbox/third.jpg").exists(),
+        "the files wait in their inbox"
+    );
     let told = told.lock().unwrap().clone();
     let reached: Vec<&String> = told.iter().filter(|t| t.starts_with("budget_reached")).collect();
     assert_eq!(reached.len(), 1, "told once: {told:?}");
     assert!(reached[0].contains("1 of 1 credits today"), "{told:?}");
-    assert!(!told.iter().any(|t| t.starts_with("batch_done")), "second.jpg keeps the batch open: {told:?}");
+    assert!(!told.iter().any(|t| t.starts_with("batch_done")), "the waiting files keep the batch open: {told:?}");
     let batches = &report.daemon.as_ref().expect("the daemon's status").batches;
-    assert_eq!((batches.len(), batches[0].files, batches[0].settled), (1, 2, 1), "{batches:?}");
+    assert_eq!((batches.len(), batches[0].files, batches[0].settled), (1, 3, 1), "{batches:?}");
     daemon.stop().await;
 }
 
