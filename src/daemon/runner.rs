@@ -1044,6 +1044,136 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::{cluster, commits, context, notices, recovery};
+    use crate::job::StateName;
+    use crate::sim::{SimConfig, Simulator};
+
+    const TOKEN: &str = "runner-test-token-0123456789";
+
+    /// One runner's world: a simulated server, a state folder and one watch, and the context
+    /// the daemon would give its jobs.
+    struct World {
+        sim: Simulator,
+        dir: tempfile::TempDir,
+        ctx: Ctx,
+    }
+
+    impl World {
+        async fn new(sim: SimConfig) -> World {
+            let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), SimConfig { token: TOKEN.into(), ..sim })
+                .await
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let text = format!(
+                "[server]\nurl = \"{url}\"\nbalance_url = \"{balance}\"\ntoken = \"{TOKEN}\"\npoll_interval = \"2s\"\n\
+                 [state]\ndir = \"state\"\n\
+                 [[watch]]\ninbox = \"inbox\"\noutbox = \"outbox\"\ndone_dir = \"done\"\nfailed_dir = \"failed\"\n\
+                 [watch.payload]\nmode = \"professional\"\n\
+                 [[watch.payload.tasks]]\nPlugin = \"Heal\"\nLayer = 1\n",
+                url = sim.base_url(),
+                balance = sim.balance_url(),
+            );
+            for folder in ["inbox", "outbox", "done", "failed", "state"] {
+                std::fs::create_dir(dir.path().join(folder)).unwrap();
+            }
+            std::fs::write(dir.path().join("config.toml"), text).unwrap();
+            let config =
+                crate::config::load(&dir.path().join("config.toml"), &crate::config::Environment::default()).unwrap();
+            let client = crate::api::Client::new(config.server.client_options()).unwrap();
+            let recovered = recovery::recover(&config, &client, false).await.unwrap();
+            let health = Arc::new(cluster::Health::default());
+            let commits = commits::Committer::start(Arc::clone(&recovered.journal), Arc::clone(&health));
+            let notifier = notices::Notifier::start(
+                Vec::new(),
+                Arc::clone(&recovered.journal),
+                crate::notify::real_transport(),
+                tokio_util::sync::CancellationToken::new(),
+            );
+            let news = context::News { updates: None, notifier };
+            let ctx = Ctx::new(config, &recovered, commits, health, client, news, false);
+            World { sim, dir, ctx }
+        }
+
+        /// Drops `name` into the inbox and journals a new job for it, as admission does.
+        async fn job_for(&self, name: &str, bytes: &[u8]) -> (JobRecord, Arc<WatchConfig>) {
+            let inbox = self.dir.path().join("inbox");
+            std::fs::write(inbox.join(name), bytes).unwrap();
+            let stamp = crate::source::Stamp::of(&std::fs::metadata(inbox.join(name)).unwrap());
+            let source = crate::source::Source { inbox, rel_path: name.into(), stamp };
+            let state = JobState::new(super::super::admission::new_key());
+            let id = self.ctx.commits.insert(source.clone(), state.clone()).await.unwrap();
+            let now = crate::vocab::now_ms();
+            let generation = crate::vocab::FIRST_GENERATION;
+            let job = JobRecord { id, source, state, created_at: now, updated_at: now, progress: None, generation };
+            (job, Arc::new(self.ctx.config().watches[0].clone()))
+        }
+
+        fn states(&self, job: &JobRecord) -> Vec<StateName> {
+            self.ctx.journal.timeline(job.id).unwrap().into_iter().map(|step| step.state).collect()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_job_is_interpreted_state_by_state_to_done_and_charged_once() {
+        let world = World::new(SimConfig { processing_ms: 3000, ..SimConfig::default() }).await;
+        let (job, watch) = world.job_for("a.jpg", &crate::imagegen::jpeg_bytes(64, 48, [180, 140, 120])).await;
+        let done = Runner::new(&world.ctx, job, watch).run().await.unwrap();
+        let JobState::Done { outputs, moved_to, .. } = &done.state else { panic!("{:?}", done.state) };
+        use StateName::*;
+        let states = world.states(&done);
+        assert_eq!(states, [Submitting, Processing, Fetching, Rendering, Delivering, Delivered, Done]);
+        assert!(outputs.iter().all(|o| o.starts_with(world.dir.path().join("outbox"))), "{outputs:?}");
+        assert!(outputs[0].join("result.json").exists(), "the layers are in the outbox: {outputs:?}");
+        assert!(
+            outputs.iter().any(|o| o.extension().is_some_and(|e| e == "jpg")),
+            "and the finished photo: {outputs:?}"
+        );
+        assert_eq!(moved_to.as_deref(), Some(world.dir.path().join("done/a.jpg").as_path()));
+        assert_eq!(world.sim.stats().charged_starts, 1);
+    }
+
+    /// The restart rule for a job the server has: it is asked about and fetched, never sent again.
+    #[tokio::test(start_paused = true)]
+    async fn a_job_resumed_at_the_server_is_polled_and_fetched_and_never_sent_again() {
+        let world = World::new(SimConfig { processing_ms: 3000, ..SimConfig::default() }).await;
+        let (mut job, watch) = world.job_for("r.jpg", &crate::imagegen::jpeg_bytes(64, 48, [90, 80, 70])).await;
+        // Sent by an earlier run, which stopped once the start was journaled.
+        let JobState::Submitting { key } = job.state.clone() else { unreachable!() };
+        let client = world.ctx.client();
+        let path = job.source.path();
+        let started = client.start(&path, "r.jpg", &watch.payload, &key).await.unwrap();
+        let event = Event::Started { task_id: started.id, host: client.base_url().to_string() };
+        world.ctx.advance(&mut job, event).await.unwrap();
+        assert_eq!(job.state.name(), StateName::Processing);
+        let done = Runner::new(&world.ctx, job, watch).run().await.unwrap();
+        assert_eq!(done.state.name(), StateName::Done, "{:?}", done.state);
+        let stats = world.sim.stats();
+        assert_eq!((stats.start_requests, stats.charged_starts), (1, 1), "the runner sent nothing more");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_whose_file_left_before_its_upload_fails_alone_and_charges_nothing() {
+        let world = World::new(SimConfig::default()).await;
+        let (job, watch) = world.job_for("gone.jpg", &crate::imagegen::jpeg_bytes(32, 32, [1, 2, 3])).await;
+        std::fs::remove_file(world.dir.path().join("inbox/gone.jpg")).unwrap();
+        let ended = Runner::new(&world.ctx, job, watch).run().await.unwrap();
+        assert_eq!(ended.state.name(), StateName::Failed, "{:?}", ended.state);
+        assert!(ended.state.reason().unwrap_or_default().contains("removed or renamed"), "{:?}", ended.state);
+        assert_eq!(world.sim.stats().start_requests, 0, "nothing was sent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_the_server_fails_ends_failed_with_the_servers_words_and_its_file_in_failed() {
+        let fail_reason = "no face could be read".to_string();
+        let world =
+            World::new(SimConfig { fail_rate: 1.0, fail_reason: fail_reason.clone(), ..SimConfig::default() }).await;
+        let (job, watch) = world.job_for("b.jpg", &crate::imagegen::jpeg_bytes(32, 32, [9, 9, 9])).await;
+        let ended = Runner::new(&world.ctx, job, watch).run().await.unwrap();
+        let JobState::Failed { reason, moved_to } = &ended.state else { panic!("{:?}", ended.state) };
+        assert_eq!(reason, &format!("the server could not retouch it: {fail_reason}"));
+        assert_eq!(moved_to.as_deref(), Some(world.dir.path().join("failed/b.jpg").as_path()));
+        assert!(world.dir.path().join("failed/b.jpg.error.txt").exists(), "the reason is beside it");
+    }
 
     #[test]
     fn a_result_not_stored_yet_is_asked_for_again_soon_then_a_poll_floor_apart() {
