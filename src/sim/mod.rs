@@ -156,6 +156,10 @@ impl Default for SimConfig {
 pub struct SimStats {
     /// Every POST to start, charged or not.
     pub start_requests: u64,
+    /// The file names of start requests whose upload was read, in that order (before any
+    /// delay or fault, charged or not).
+    #[serde(default)]
+    pub uploads_read: Vec<String>,
     /// Balance requests by route: `api` (`POST /api/v1/balance`) and `older` (the multipart one).
     #[serde(default)]
     pub balance_requests: BTreeMap<String, u64>,

@@ -182,6 +182,9 @@ async fn start(State(shared): State<Shared>, headers: HeaderMap, mut multipart: 
             return response;
         }
     };
+    if let Some(file) = &form.file {
+        shared.lock().stats.uploads_read.push(file.name.clone());
+    }
     // Faults come after the body is read, so the client sees the answer rather than a broken pipe.
     if let Some(response) = fault(&shared, &config, config.start_error_rate, false).await {
         if let Some(file) = &form.file {

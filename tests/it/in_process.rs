@@ -1019,3 +1019,32 @@ async fn low_credits_are_told_once_and_a_spent_quota_as_a_pause() {
     assert!(told.iter().any(|t| t.starts_with("paused: quota")), "the spent quota pauses uploads: {told:?}");
     daemon.stop().await;
 }
+
+/// Regression: in `process` mode (no marker files) a file removed before its upload was retried
+/// as "inbox unavailable" until max_job_age instead of being dropped at once.
+#[tokio::test(start_paused = true)]
+async fn process_drops_a_file_removed_before_its_upload() {
+    let sim = start_sim(SimConfig { delay_ms: 2000, ..fast_sim() }).await;
+    let ws = Workspace::new(&sim, "max_uploads = 1", "");
+    let paths = [write(&ws.path("batch"), "a.jpg", &photo(1)), write(&ws.path("batch"), "b.jpg", &photo(2))];
+    let config = load(&ws);
+    let run = {
+        let paths = paths.to_vec();
+        tokio::spawn(async move {
+            let request = retouchd::commands::process::Request { paths: &paths, ..Default::default() };
+            retouchd::commands::process::run(config, request).await.unwrap()
+        })
+    };
+    // Whichever file goes first (jobs start together), remove the other while it waits.
+    until("the first upload", || !sim.stats().uploads_read.is_empty(), String::new).await;
+    let first = sim.stats().uploads_read[0].clone();
+    let other = paths.iter().find(|p| !p.ends_with(&first)).unwrap();
+    std::fs::remove_file(other).unwrap();
+    let summary = run.await.unwrap();
+    assert_eq!((summary.done, summary.failed), (1, 1), "{summary:?}");
+    let journal = Journal::open_read_only(&ws.path("state")).unwrap();
+    let removed = journal.latest_for(&ws.path("batch"), Path::new(other.file_name().unwrap())).unwrap();
+    let reason = removed.map(|job| job.state.reason().unwrap_or_default().to_string()).unwrap_or_default();
+    assert!(reason.contains("the file was removed or renamed"), "{reason}");
+    assert_eq!(sim.stats().charged_starts, 1);
+}

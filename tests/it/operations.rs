@@ -257,34 +257,6 @@ async fn process_beside_the_running_daemon_says_how_to_use_it_with_code_5() {
     assert_eq!(sim.stats().charged_starts, 0);
 }
 
-/// Regression: in `process` mode (no marker files) a file removed before its upload was retried
-/// as "inbox unavailable" until max_job_age instead of being dropped at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn process_drops_a_file_removed_before_its_upload() {
-    let sim = start_sim(SimConfig { delay_ms: 2000, ..fast_sim() }).await;
-    let ws = Workspace::new(&sim, "max_uploads = 1", "");
-    let first = write(&ws.path("batch"), "a.jpg", &imagegen_jpeg(1));
-    let second = write(&ws.path("batch"), "b.jpg", &imagegen_jpeg(2));
-    let log = std::fs::File::create(ws.path("process.log")).unwrap();
-    let mut cmd = ws.command(&["process"]);
-    cmd.arg(&first).arg(&second).stdout(log.try_clone().unwrap()).stderr(log);
-    let mut child = Daemon(cmd.spawn().unwrap());
-    // Whichever file goes first (jobs start together), remove the other while it waits.
-    let uploading = wait_for("the first upload", Duration::from_secs(20), async || {
-        let log = ws.log("process");
-        let line = log.lines().find(|l| l.contains("POST start"))?.to_string();
-        Some(if line.contains("a.jpg") { "a.jpg" } else { "b.jpg" })
-    })
-    .await;
-    let (removed, name) = if uploading == "a.jpg" { (&second, "b.jpg") } else { (&first, "a.jpg") };
-    std::fs::remove_file(removed).unwrap();
-    let status = wait_exit(&mut child.0, Duration::from_secs(40)).await;
-    let out = ws.log("process");
-    assert_eq!(status.code(), Some(1), "{out}");
-    assert!(out.contains(&format!("{name}: failed: the file was removed or renamed")), "{out}");
-    assert_eq!(sim.stats().charged_starts, 1);
-}
-
 /// `retouchd init ARGS` with `input` on standard input.
 fn init(config: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
     use std::io::Write;
