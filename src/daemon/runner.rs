@@ -538,9 +538,16 @@ impl<'a> Runner<'a> {
         name: &str,
     ) -> Result<(std::fs::File, String), crate::proxy::ProxyError> {
         use crate::proxy::ProxyError;
-        let mut head = [0u8; 8];
-        let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0).unwrap_or(0);
-        if crate::formats::sniff(&head[..n]) != FileKind::Tiff {
+        // Its first bytes are read off the async workers too (a share that stops answering
+        // holds up this job alone).
+        let (file, kind) = tokio::task::spawn_blocking(move || {
+            let mut head = [0u8; 8];
+            let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0).unwrap_or(0);
+            (file, crate::formats::sniff(&head[..n]))
+        })
+        .await
+        .map_err(|e| ProxyError::Io(std::io::Error::other(e)))?;
+        if kind != FileKind::Tiff {
             return Ok((file, name.to_string()));
         }
         let (layout, max_bytes) = (self.layout.clone(), self.ctx.limits.max_file_bytes());
