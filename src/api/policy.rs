@@ -95,7 +95,8 @@ pub const NETWORK_CAP: Duration = Duration::from_secs(300);
 pub const LOCAL_CAP: Duration = Duration::from_secs(30);
 
 /// `first` doubled `attempt` times, at most `cap`: the one growth rule of every backoff (the
-/// server's retries below, the shared journal's database in `daemon::cluster`).
+/// server's retries below, the shared journal's database in `daemon::cluster`, the
+/// notifications in `daemon::notices`).
 pub fn doubling(first: Duration, attempt: u32, cap: Duration) -> Duration {
     first.saturating_mul(1u32 << attempt.min(16)).min(cap)
 }

@@ -573,7 +573,7 @@ async fn ran(ctx: &Arc<Ctx>, run: Result<JobRecord, JournalError>) -> Result<End
     let job = run?;
     let (journal, id) = (Arc::clone(&ctx.journal), job.id);
     let steps = tokio::task::spawn_blocking(move || journal.timeline(id)).await;
-    let charged = matches!(steps, Ok(Ok(steps)) if steps.iter().any(|s| s.state == StateName::Processing));
+    let charged = matches!(steps, Ok(Ok(steps)) if crate::journal::charged(&steps));
     Ok(Ended::Ran(job, charged))
 }
 

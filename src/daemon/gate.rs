@@ -250,8 +250,7 @@ pub fn hold_words(watch: Option<&Path>, hold: Hold) -> String {
 
 /// A pause's end as people read it: UTC, to the minute.
 pub fn until_words(until_ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + Duration::from_millis(until_ms.max(0) as u64);
-    let text = humantime::format_rfc3339_seconds(at).to_string(); // 2026-12-06T20:15:00Z
+    let text = crate::notify::rfc3339(until_ms); // 2026-12-06T20:15:00Z
     format!("{} {} UTC", &text[..10], &text[11..16])
 }
 

@@ -29,7 +29,7 @@ const IDLE_LOOK: Duration = Duration::from_secs(60);
 /// The pause before try number `attempts + 1` (`attempts` tries failed).
 pub fn backoff(attempts: i64) -> Duration {
     let doublings = attempts.saturating_sub(1).clamp(0, 16) as u32;
-    FIRST_BACKOFF.saturating_mul(2u32.saturating_pow(doublings)).min(MAX_BACKOFF)
+    crate::api::policy::doubling(FIRST_BACKOFF, doublings, MAX_BACKOFF)
 }
 
 /// Wall-clock milliseconds that move with tokio's clock (so a paused test clock moves them).

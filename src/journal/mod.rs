@@ -120,11 +120,17 @@ fn step_code(state: StateName) -> String {
     char::from(b'a' + index as u8).to_string()
 }
 
-/// Reads a `history` column back; an entry this version cannot read is skipped. An empty one
-/// (a job from before histories were kept) shows its creation and its last change.
-/// The code of the step that means a credit was charged: the server took the job.
+/// The step that means a credit was charged: the server took the job.
+pub const CHARGED_AT: StateName = StateName::Processing;
+
+/// Whether a job's steps show a credit charged for it.
+pub fn charged(steps: &[Step]) -> bool {
+    steps.iter().any(|step| step.state == CHARGED_AT)
+}
+
+/// The code of [`CHARGED_AT`] in the `history` column.
 fn charge_code() -> String {
-    step_code(StateName::Processing)
+    step_code(CHARGED_AT)
 }
 
 /// The credits charged since `since_ms`, each as (inbox, when): a job's first Processing step,
@@ -143,6 +149,8 @@ pub fn charges_since(journal: &dyn JobQueries, since_ms: i64) -> Result<Vec<(Pat
         .collect())
 }
 
+/// Reads a `history` column back; an entry this version cannot read is skipped. An empty one
+/// (a job from before histories were kept) shows its creation and its last change.
 fn timeline_of(history: &str, state: &str, created_at: i64, updated_at: i64) -> Vec<Step> {
     let steps: Vec<Step> = history
         .split(';')
